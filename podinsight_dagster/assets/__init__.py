@@ -1,0 +1,6 @@
+from .catalog import episode_manifest, feeds
+from .episodes import kpis, raw_audio, segments, transcript
+
+catalog_assets = [feeds, episode_manifest]
+episode_assets = [raw_audio, transcript, segments, kpis]
+all_assets = [*catalog_assets, *episode_assets]

@@ -1,0 +1,162 @@
+"""Per-episode assets, partitioned by ``episodes`` (``<feed_slug>/<guid_key>``).
+
+raw_audio -> transcript -> segments -> kpis
+
+Each asset handles every partition of its run (``context.partition_keys``), so a
+backfill of 1,000 episodes becomes a handful of runs (BackfillPolicy.multi_run)
+and the Whisper model loads once per run. Outputs are written by the domain
+steps, not an IO manager (the default one refuses multi-partition outputs).
+
+One failing episode never stops the others in its run: every other episode is
+processed and recorded as materialized, then the step fails naming the bad ones,
+so they show red in the UI and a re-run picks up only them.
+"""
+
+
+from collections import Counter
+from typing import Callable
+
+from dagster import (AssetExecutionContext, AssetMaterialization, BackfillPolicy, Failure, MaterializeResult,
+                     MetadataValue, asset)
+
+from ..domain import layout
+from ..domain.keys import EpisodeKey
+from ..domain.pipeline import (StepError, download_episode, publish_download_metrics, transcribe_episode,
+                               write_kpis, write_segments)
+from ..domain.transcribe import load_engine
+from ..partitions import episodes_partitions
+from ..resources import PodInsightResource
+from .catalog import episode_manifest
+
+MAX_PARTITIONS_PER_RUN = 100
+EPISODE_BACKFILL = BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITIONS_PER_RUN)
+
+
+def run_per_episode(context: AssetExecutionContext, step: Callable[[str], dict],
+                    summary: Callable[[dict[str, dict]], dict] | None = None) -> MaterializeResult:
+    """Run ``step`` for every partition of the run, one episode's failure never stopping the rest."""
+    keys = list(context.partition_keys)
+    done: dict[str, dict] = {}
+    failed: dict[str, StepError] = {}
+    for i, pk in enumerate(keys, 1):
+        try:
+            meta = step(pk)
+        except StepError as exc:
+            context.log.error(f"[{i}/{len(keys)}] {exc}")
+            failed[pk] = exc
+            continue
+        except Exception as exc:  # noqa: BLE001 - a bug or bad data in one episode must not stop the others
+            context.log.exception(f"[{i}/{len(keys)}] {pk}: unexpected {type(exc).__name__}")
+            failed[pk] = StepError(f"{pk}: {type(exc).__name__}: {exc}")
+            continue
+        done[pk] = meta
+        context.log.info(f"[{i}/{len(keys)}] {pk}: {_one_line(meta)}")
+    totals = {"episodes": len(keys), "succeeded": len(done), "failed": len(failed)}
+    if summary:
+        totals.update(summary(done))
+    if failed:
+        # Record the episodes that did succeed before failing the step for the rest.
+        for pk, meta in done.items():
+            context.log_event(AssetMaterialization(asset_key=context.asset_key, partition=pk,
+                                                   metadata=_clean(meta)))
+        reasons = "\n".join(f"- {pk}: {exc}" for pk, exc in failed.items())
+        raise Failure(
+            description=f"{len(failed)} of {len(keys)} episodes failed:\n{reasons}",
+            metadata={**totals, "failed_partitions": MetadataValue.json(sorted(failed))},
+            allow_retries=any(e.retryable for e in failed.values()),
+        )
+    for pk, meta in done.items():
+        context.add_asset_metadata(_clean(meta), partition_key=pk)
+    return MaterializeResult(metadata=totals)
+
+
+def _clean(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def _one_line(meta: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in meta.items() if not isinstance(v, (dict, list, MetadataValue)))
+
+
+@asset(partitions_def=episodes_partitions, deps=[episode_manifest], group_name="episodes",
+       backfill_policy=EPISODE_BACKFILL, pool="podinsight_fetch",
+       description="The episode's audio in pod-insights-raw/<feed_slug>/<guid_key>/audio/, with meta/meta.json.")
+def raw_audio(context: AssetExecutionContext, podinsight: PodInsightResource) -> MaterializeResult:
+    services = podinsight.services()
+    attempted: Counter[str] = Counter()
+    succeeded: Counter[str] = Counter()
+    moved = {"bytes": 0, "files": 0}
+
+    def step(pk: str) -> dict:
+        slug = EpisodeKey.parse(pk).feed_slug
+        attempted[slug] += 1
+        out = download_episode(services, pk)
+        succeeded[slug] += 1
+        if not out.skipped:
+            moved["bytes"] += out.bytes
+            moved["files"] += 1
+        return {"bytes": out.bytes, "sha256": out.sha256, "duration_sec": out.duration_sec,
+                "path": MetadataValue.path(services.raw.uri(out.audio_key)), "reused": out.skipped}
+
+    def summary(done: dict[str, dict]) -> dict:
+        metrics = publish_download_metrics(services, dict(attempted), dict(succeeded), moved["bytes"], moved["files"])
+        return {"bytes_downloaded": moved["bytes"],
+                "metrics": MetadataValue.json({f"{m.name}{dict(m.dimensions)}": round(m.value, 4) for m in metrics})}
+
+    return run_per_episode(context, step, summary)
+
+
+@asset(partitions_def=episodes_partitions, deps=[raw_audio], group_name="episodes",
+       backfill_policy=EPISODE_BACKFILL, pool="podinsight_transcribe",
+       description="faster-whisper transcript: pod-insights-stage/<feed_slug>/<guid_key>/transcripts/transcript.json")
+def transcript(context: AssetExecutionContext, podinsight: PodInsightResource) -> MaterializeResult:
+    services = podinsight.services()
+    engine = load_engine(services.transcribe_options)  # once per run, not per episode
+
+    def step(pk: str) -> dict:
+        t = transcribe_episode(services, pk, engine)
+        return {"duration_sec": t.duration, "words": len(t.text.split()), "language": t.language,
+                "language_probability": t.language_probability, "realtime_factor": round(t.realtime_factor, 2),
+                "wall_sec": t.wall_sec, "model": t.model, "device": t.device,
+                "preview": MetadataValue.text(t.text[:300])}
+
+    def summary(done: dict[str, dict]) -> dict:
+        audio = sum(m["duration_sec"] for m in done.values())
+        wall = sum(m["wall_sec"] for m in done.values())
+        return {"audio_sec": round(audio, 1), "realtime_factor": round(audio / wall, 2) if wall else 0.0,
+                "model": engine.options.model, "device": engine.device, "compute_type": engine.compute_type}
+
+    return run_per_episode(context, step, summary)
+
+
+@asset(partitions_def=episodes_partitions, deps=[transcript], group_name="episodes",
+       backfill_policy=EPISODE_BACKFILL,
+       description="Timed segments as JSON Lines (Athena shape) plus transcript.vtt and transcript.srt.")
+def segments(context: AssetExecutionContext, podinsight: PodInsightResource) -> MaterializeResult:
+    services = podinsight.services()
+
+    def step(pk: str) -> dict:
+        out = write_segments(services, pk)
+        ek = EpisodeKey.parse(pk)
+        return {**out, "path": MetadataValue.path(services.stage.uri(layout.segments_key(ek)))}
+
+    return run_per_episode(context, step)
+
+
+@asset(partitions_def=episodes_partitions, deps=[segments], group_name="episodes",
+       backfill_policy=EPISODE_BACKFILL,
+       description="Per-episode KPIs (kpis.json); patches the raw meta.json transcript_key when all is written.")
+def kpis(context: AssetExecutionContext, podinsight: PodInsightResource) -> MaterializeResult:
+    services = podinsight.services()
+
+    def step(pk: str) -> dict:
+        k = write_kpis(services, pk)
+        keep = ("duration_sec", "speech_ratio", "words", "words_per_minute", "language", "realtime_factor",
+                "cost_usd", "suspected_hallucination", "source")
+        return {key: k[key] for key in keep}
+
+    def summary(done: dict[str, dict]) -> dict:
+        return {"cost_usd": round(sum(m["cost_usd"] for m in done.values()), 6),
+                "words": sum(m["words"] for m in done.values())}
+
+    return run_per_episode(context, step, summary)

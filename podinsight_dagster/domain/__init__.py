@@ -1,0 +1,1 @@
+"""Domain logic of Pod-Insight. Nothing in this package may import dagster."""

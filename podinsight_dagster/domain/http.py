@@ -1,0 +1,687 @@
+"""The one HTTP client of Pod-Insight: feeds, audio and publisher transcripts.
+
+What the run-book's ``polite_get`` lacked, and this module adds:
+
+* bodies are streamed in chunks to a temporary file, never held whole in memory;
+* a download cut off midway resumes with ``Range`` + ``If-Range``; a server that
+  ignores Range, or a file that changed in between, restarts cleanly, so a spliced
+  file is impossible;
+* only retryable failures are retried (timeouts, resets, truncated bodies, 408,
+  429, 5xx), with exponential backoff and jitter, and 429/503 honour Retry-After;
+  a 404 or an HTML page fails at once;
+* every connection, redirects included, is checked against the NetworkPolicy on
+  the address it actually resolved to;
+* per-host concurrency is capped by a HostLimiter keyed on the registrable
+  domain, across threads and (with a lock folder) across processes.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import fcntl
+import hashlib
+import os
+import random
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util import connection as urllib3_connection
+
+from .. import USER_AGENT
+from .netpolicy import BlockedAddressError, NetworkPolicy
+
+# run-book §3.2: HOST_LIMIT, "generic" hosts get 10.
+DEFAULT_HOST_LIMITS: dict[str, int] = {"megaphone.fm": 5, "libsyn.com": 3, "simplecast.com": 4}
+DEFAULT_HOST_LIMIT = 10
+RETRYABLE_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+CHUNK = 256 * 1024
+
+# Second-level labels under which registrations happen one level deeper (bbc.co.uk).
+_MULTI_LABEL_SUFFIXES = {
+    "co.uk", "org.uk", "ac.uk", "gov.uk", "com.au", "net.au", "org.au", "co.nz", "co.jp",
+    "com.br", "com.cn", "co.in", "co.za", "com.mx", "com.tr", "co.kr",
+}
+
+
+class FetchError(Exception):
+    """A fetch that failed; ``retryable`` says whether trying later may help."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.retry_after = retry_after
+
+
+class TransientFetchError(FetchError):
+    retryable = True
+
+
+class PermanentFetchError(FetchError):
+    retryable = False
+
+
+class ContentRejectedError(PermanentFetchError):
+    """The server answered, but not with what we asked for (HTML, empty, too large)."""
+
+
+def registrable_domain(host: str) -> str:
+    """``traffic.megaphone.fm`` -> ``megaphone.fm``; IP literals are their own domain."""
+    host = (host or "").lower().rstrip(".")
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        return host
+    except OSError:
+        pass
+    labels = host.split(".")
+    if len(labels) >= 3 and ".".join(labels[-2:]) in _MULTI_LABEL_SUFFIXES:
+        return ".".join(labels[-3:])
+    return ".".join(labels[-2:]) if len(labels) >= 2 else host
+
+
+# ---------------------------------------------------------------------------
+# Host limiter
+# ---------------------------------------------------------------------------
+class HostLimiter:
+    """Caps concurrent requests per registrable domain.
+
+    Within a process a semaphore per domain queues threads fairly. With
+    ``lock_dir`` the cap also holds across processes (several Dagster runs at
+    once): each domain has N slot files and a request holds an exclusive
+    ``flock`` on one of them. flock is per open file description, so it excludes
+    threads and processes alike, and the kernel drops it if a process dies.
+    """
+
+    def __init__(self, limits: Mapping[str, int] | None = None, default: int = DEFAULT_HOST_LIMIT,
+                 lock_dir: Path | None = None):
+        self.limits = {k.lower(): int(v) for k, v in {**DEFAULT_HOST_LIMITS, **(limits or {})}.items()}
+        self.default = default
+        self.lock_dir = Path(lock_dir) if lock_dir else None
+        self._sems: dict[str, threading.BoundedSemaphore] = {}
+        self._guard = threading.Lock()
+
+    def limit_for(self, host: str) -> int:
+        host = (host or "").lower()
+        if host in self.limits:
+            return self.limits[host]
+        return self.limits.get(registrable_domain(host), self.default)
+
+    def _sem(self, domain: str, limit: int) -> threading.BoundedSemaphore:
+        with self._guard:
+            sem = self._sems.get(domain)
+            if sem is None:
+                sem = self._sems[domain] = threading.BoundedSemaphore(limit)
+            return sem
+
+    @contextmanager
+    def slot(self, host: str) -> Iterator[None]:
+        domain = registrable_domain(host) or "generic"
+        limit = max(1, self.limit_for(host))
+        sem = self._sem(domain, limit)
+        with sem:
+            if self.lock_dir is None:
+                yield
+                return
+            fd = self._acquire_file_slot(domain, limit)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    def _acquire_file_slot(self, domain: str, limit: int) -> int:
+        folder = self.lock_dir / "hosts" / domain.replace(":", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        delay = 0.005
+        while True:
+            for i in random.sample(range(limit), limit):
+                fd = os.open(folder / f"slot-{i}", os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return fd
+                except BlockingIOError:
+                    os.close(fd)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
+# ---------------------------------------------------------------------------
+# Network-policy enforcement at connection time
+# ---------------------------------------------------------------------------
+def _guarded_connection_class(base: type[HTTPConnection], policy: NetworkPolicy) -> type[HTTPConnection]:
+    class GuardedConnection(base):  # type: ignore[misc, valid-type]
+        def _new_conn(self) -> socket.socket:
+            # Resolve once, check every address, connect only to an allowed one:
+            # checking the name and connecting separately would let DNS rebinding
+            # slip a private address in between.
+            host, port = self._dns_host, self.port
+            try:
+                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except socket.gaierror as exc:
+                raise urllib3.exceptions.NameResolutionError(self.host, self, exc) from exc
+            blocked = None
+            for family, _type, _proto, _canon, sockaddr in infos:
+                address = sockaddr[0]
+                if not policy.permits(address):
+                    blocked = address
+                    continue
+                try:
+                    return urllib3_connection.create_connection(
+                        (address, port), self.timeout, source_address=self.source_address,
+                        socket_options=self.socket_options,
+                    )
+                except socket.timeout as exc:
+                    raise urllib3.exceptions.ConnectTimeoutError(
+                        self, f"connection to {self.host} timed out") from exc
+                except OSError as exc:
+                    last = exc
+                    continue
+            if blocked is not None:
+                policy.check(self.host, blocked)  # raises BlockedAddressError
+            raise urllib3.exceptions.NewConnectionError(self, f"could not connect to {self.host}: {last}")  # noqa: F821
+
+    GuardedConnection.__name__ = f"Guarded{base.__name__}"
+    return GuardedConnection
+
+
+class GuardedAdapter(HTTPAdapter):
+    def __init__(self, policy: NetworkPolicy, pool_maxsize: int = 32):
+        self.policy = policy
+        super().__init__(pool_connections=16, pool_maxsize=pool_maxsize, max_retries=0)
+
+    def init_poolmanager(self, *args, **kwargs):  # noqa: D401 - requests' hook
+        super().init_poolmanager(*args, **kwargs)
+        http_conn = _guarded_connection_class(HTTPConnection, self.policy)
+        https_conn = _guarded_connection_class(HTTPSConnection, self.policy)
+        http_pool = type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn})
+        https_pool = type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn})
+        self.poolmanager.pool_classes_by_scheme = {"http": http_pool, "https": https_pool}
+
+
+# ---------------------------------------------------------------------------
+# Statistics for the run-book metrics (PerHost429, GBTransferred, ...)
+# ---------------------------------------------------------------------------
+@dataclass
+class HostStats:
+    requests: int = 0
+    status_429: int = 0
+    errors: int = 0
+    bytes: int = 0
+
+
+class FetchStats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.hosts: dict[str, HostStats] = {}
+
+    def record(self, host: str, *, status: int | None = None, nbytes: int = 0, error: bool = False) -> None:
+        with self._lock:
+            st = self.hosts.setdefault(host, HostStats())
+            if status is not None or error:
+                st.requests += 1
+            if status == 429:
+                st.status_429 += 1
+            if error:
+                st.errors += 1
+            st.bytes += nbytes
+
+    def snapshot(self) -> dict[str, HostStats]:
+        with self._lock:
+            return {h: HostStats(**vars(s)) for h, s in self.hosts.items()}
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+@dataclass
+class FetchedBytes:
+    url: str
+    final_url: str
+    status: int
+    content: bytes
+    headers: Mapping[str, str]
+    etag: str | None = None
+    last_modified: str | None = None
+    permanent_redirect: str | None = None  # where a 301/308 said the resource now lives
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+
+@dataclass
+class Download:
+    url: str
+    final_url: str
+    path: Path
+    bytes: int
+    sha256: str
+    content_type: str | None
+    audio_format: str
+    etag: str | None = None
+    last_modified: str | None = None
+    attempts: int = 1
+    resumed: int = 0
+    restarts: int = 0
+
+
+# ---------------------------------------------------------------------------
+# Audio sniffing
+# ---------------------------------------------------------------------------
+def sniff_audio(head: bytes) -> str | None:
+    """The audio container the first bytes show, or None if they are not audio."""
+    if head.startswith(b"ID3"):
+        return "mp3"
+    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xF6) == 0xF0:
+        return "aac"  # ADTS
+    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0:
+        return "mp3"  # MPEG audio frame sync
+    if head[4:8] == b"ftyp":
+        return "m4a"
+    if head.startswith(b"OggS"):
+        return "ogg"
+    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
+        return "wav"
+    if head.startswith(b"fLaC"):
+        return "flac"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "webm"
+    return None
+
+
+def _describe_non_audio(head: bytes) -> str:
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "an HTML page"
+    if text.startswith(b"<"):
+        return "an XML/HTML document"
+    if text.startswith((b"{", b"[")):
+        return "a JSON document"
+    return f"unrecognised bytes {head[:8].hex()}"
+
+
+def parse_retry_after(value: str | None, cap: float) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        secs = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when is None:
+            return None
+        secs = when.timestamp() - time.time()
+    return max(0.0, min(secs, cap))
+
+
+# ---------------------------------------------------------------------------
+# The client
+# ---------------------------------------------------------------------------
+@dataclass
+class HttpConfig:
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    max_attempts: int = 4
+    backoff_base: float = 1.0
+    backoff_max: float = 30.0
+    retry_after_cap: float = 120.0
+    max_redirects: int = 10
+    max_audio_bytes: int = 1 << 30  # 1 GB
+    max_feed_bytes: int = 50 << 20
+    # Abort (and retry) a transfer slower than this many bytes/s over low_speed_window seconds,
+    # like curl's --speed-limit/--speed-time: a server sending a byte a second never times out.
+    low_speed_bytes_per_s: int = 1024
+    low_speed_window_s: float = 30.0
+    user_agent: str = USER_AGENT
+    host_limits: dict[str, int] = field(default_factory=dict)
+    default_host_limit: int = DEFAULT_HOST_LIMIT
+
+
+class HttpClient:
+    def __init__(self, config: HttpConfig | None = None, policy: NetworkPolicy | None = None,
+                 lock_dir: Path | None = None, sleep: Callable[[float], None] = time.sleep):
+        self.config = config or HttpConfig()
+        self.policy = policy or NetworkPolicy()
+        self.limiter = HostLimiter(self.config.host_limits, self.config.default_host_limit, lock_dir)
+        self.stats = FetchStats()
+        self._sleep = sleep
+        self._local = threading.local()
+
+    @property
+    def session(self) -> requests.Session:
+        # requests.Session is not documented as thread-safe: one per thread.
+        sess = getattr(self._local, "session", None)
+        if sess is None:
+            sess = requests.Session()
+            sess.trust_env = False  # no proxies or .netrc from the environment
+            adapter = GuardedAdapter(self.policy)
+            sess.mount("http://", adapter)
+            sess.mount("https://", adapter)
+            sess.headers["User-Agent"] = self.config.user_agent
+            self._local.session = sess
+        return sess
+
+    # -- low level ----------------------------------------------------------
+    def _check_url(self, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise PermanentFetchError(f"unsupported URL scheme {parts.scheme!r} in {url!r}: only http and https",
+                                      url=url)
+        if not parts.hostname:
+            raise PermanentFetchError(f"URL without a host: {url!r}", url=url)
+        return parts.hostname
+
+    @contextmanager
+    def _open(self, url: str, headers: Mapping[str, str] | None = None,
+              method: str = "GET") -> Iterator[tuple[requests.Response, str | None]]:
+        """Follow redirects by hand (each hop checked), holding a host slot while the body streams.
+
+        Yields (response, permanent_redirect_target). Raises FetchError subclasses.
+        """
+        permanent: str | None = None
+        seen: list[str] = []
+        current = url
+        for _hop in range(self.config.max_redirects + 1):
+            host = self._check_url(current)
+            if current in seen:
+                raise PermanentFetchError(f"redirect loop at {current} (from {url})", url=url)
+            seen.append(current)
+            with self.limiter.slot(host):
+                try:
+                    resp = self.session.request(
+                        method, current, headers=dict(headers or {}), stream=True, allow_redirects=False,
+                        timeout=(self.config.connect_timeout, self.config.read_timeout),
+                    )
+                except requests.exceptions.ConnectionError as exc:
+                    self.stats.record(host, error=True)
+                    blocked = _find_cause(exc, BlockedAddressError)
+                    if blocked is not None:
+                        raise PermanentFetchError(str(blocked), url=current) from exc
+                    raise TransientFetchError(f"cannot connect to {host}: {_short(exc)}", url=current) from exc
+                except requests.exceptions.Timeout as exc:
+                    self.stats.record(host, error=True)
+                    raise TransientFetchError(f"timeout talking to {host}: {_short(exc)}", url=current) from exc
+                except requests.exceptions.RequestException as exc:
+                    self.stats.record(host, error=True)
+                    raise PermanentFetchError(f"bad request to {current}: {_short(exc)}", url=current) from exc
+                self.stats.record(host, status=resp.status_code)
+                if resp.status_code in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
+                    target = urljoin(current, resp.headers["Location"])
+                    if resp.status_code in (301, 308) and len(seen) == 1 + (permanent is not None and 0):
+                        permanent = target
+                    resp.close()
+                    current = target
+                    continue
+                try:
+                    yield resp, permanent
+                finally:
+                    resp.close()
+                return
+        raise PermanentFetchError(f"more than {self.config.max_redirects} redirects fetching {url}", url=url)
+
+    def _raise_for_status(self, resp: requests.Response, url: str) -> None:
+        status = resp.status_code
+        if status < 400:
+            return
+        reason = f"HTTP {status} {resp.reason or ''}".strip()
+        if status in RETRYABLE_STATUSES:
+            retry_after = None
+            if status in (429, 503):
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"), self.config.retry_after_cap)
+            raise TransientFetchError(f"{reason} from {resp.url}", url=url, status=status, retry_after=retry_after)
+        raise PermanentFetchError(f"{reason} from {resp.url}", url=url, status=status)
+
+    def _with_retries(self, what: str, fn: Callable[[int], object]):
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn(attempt)
+            except TransientFetchError as exc:
+                if attempt >= self.config.max_attempts:
+                    raise TransientFetchError(f"{what}: gave up after {attempt} attempts: {exc}",
+                                              url=exc.url, status=exc.status) from exc
+                if exc.retry_after is not None:
+                    delay = exc.retry_after
+                else:
+                    # Full jitter: spread retries so hosts are not hit in waves.
+                    delay = random.uniform(0, min(self.config.backoff_max,
+                                                  self.config.backoff_base * 2 ** (attempt - 1)))
+                self._sleep(delay)
+
+    # -- small bodies: feeds, transcripts -------------------------------------
+    def fetch_bytes(self, url: str, *, etag: str | None = None, last_modified: str | None = None,
+                    max_bytes: int | None = None, accept: str | None = None) -> FetchedBytes:
+        """GET a small document (a feed, a transcript) with a size cap; conditional when validators are given."""
+        cap = max_bytes or self.config.max_feed_bytes
+        headers: dict[str, str] = {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        if accept:
+            headers["Accept"] = accept
+
+        def attempt(_n: int) -> FetchedBytes:
+            with self._open(url, headers) as (resp, permanent):
+                if resp.status_code == 304:
+                    return FetchedBytes(url, resp.url, 304, b"", resp.headers, etag, last_modified, permanent)
+                self._raise_for_status(resp, url)
+                declared = _int(resp.headers.get("Content-Length"))
+                if declared is not None and declared > cap:
+                    raise ContentRejectedError(f"{url} is {declared} bytes, over the {cap}-byte cap", url=url)
+                buf = bytearray()
+                for chunk in self._iter_body(resp, url):
+                    buf += chunk
+                    if len(buf) > cap:
+                        raise ContentRejectedError(f"{url} is over the {cap}-byte cap", url=url)
+                if declared is not None and len(buf) < declared:
+                    raise TransientFetchError(f"{url}: body cut off at {len(buf)} of {declared} bytes", url=url)
+                return FetchedBytes(url, resp.url, resp.status_code, bytes(buf), resp.headers,
+                                    resp.headers.get("ETag"), resp.headers.get("Last-Modified"), permanent)
+
+        return self._with_retries(f"GET {url}", attempt)
+
+    def head(self, url: str) -> Mapping[str, str]:
+        def attempt(_n: int):
+            with self._open(url, method="HEAD") as (resp, _):
+                self._raise_for_status(resp, url)
+                return dict(resp.headers)
+        return self._with_retries(f"HEAD {url}", attempt)
+
+    def _iter_body(self, resp: requests.Response, url: str) -> Iterator[bytes]:
+        """Body chunks; a reset or cut mid-body and a stalled transfer become TransientFetchError."""
+        host = urlsplit(url).hostname or ""
+        window_start, window_bytes = time.monotonic(), 0
+        try:
+            for chunk in resp.raw.stream(CHUNK, decode_content=True):
+                if not chunk:
+                    continue
+                self.stats.record(host, nbytes=len(chunk))
+                window_bytes += len(chunk)
+                elapsed = time.monotonic() - window_start
+                if elapsed >= self.config.low_speed_window_s:
+                    if window_bytes / elapsed < self.config.low_speed_bytes_per_s:
+                        raise TransientFetchError(
+                            f"{url}: transfer stalled ({window_bytes / elapsed:.0f} B/s over {elapsed:.0f} s)",
+                            url=url)
+                    window_start, window_bytes = time.monotonic(), 0
+                yield chunk
+        except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as exc:
+            raise TransientFetchError(f"{url}: connection broke mid-body: {_short(exc)}", url=url) from exc
+
+    # -- audio ----------------------------------------------------------------
+    def download(self, url: str, dest: Path, *, max_bytes: int | None = None) -> Download:
+        """Stream ``url`` into ``dest`` (a temporary path the caller commits), resuming after cuts.
+
+        On any failure ``dest`` is removed: the caller never sees a partial file.
+        """
+        cap = max_bytes or self.config.max_audio_bytes
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        state = _DownloadState()
+        try:
+            result = self._with_retries(f"download {url}", lambda n: self._download_attempt(url, dest, cap, state, n))
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        return result
+
+    def _download_attempt(self, url: str, dest: Path, cap: int, st: "_DownloadState", attempt: int) -> Download:
+        headers: dict[str, str] = {}
+        have = st.written if dest.exists() else 0
+        if have and st.validator:
+            headers["Range"] = f"bytes={have}-"
+            headers["If-Range"] = st.validator
+        else:
+            have = 0
+        with self._open(url, headers) as (resp, _permanent):
+            status = resp.status_code
+            if status == 416:
+                st.restart(dest)
+                raise TransientFetchError(f"{url}: server refused the resume range; restarting", url=url)
+            self._raise_for_status(resp, url)
+            if status == 206:
+                start, total = _content_range(resp.headers.get("Content-Range"))
+                if start != have:
+                    st.restart(dest)
+                    raise TransientFetchError(f"{url}: server resumed at {start}, expected {have}", url=url)
+                st.resumed += 1
+                expected_total = total
+            elif status == 200:
+                if have:
+                    # Range ignored, or If-Range said the file changed: never splice.
+                    st.restart(dest)
+                    st.restarts += 1
+                expected_total = _int(resp.headers.get("Content-Length"))
+            else:
+                raise PermanentFetchError(f"{url}: unexpected HTTP {status}", url=url, status=status)
+            if expected_total is not None and expected_total > cap:
+                raise ContentRejectedError(f"{url} is {expected_total} bytes, over the {cap}-byte cap", url=url)
+            new_validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+            if status == 200 or not st.validator:
+                # A weak ETag may not be used in If-Range: fall back to Last-Modified.
+                if new_validator and new_validator.startswith("W/"):
+                    new_validator = resp.headers.get("Last-Modified")
+                st.validator = new_validator
+                st.etag, st.last_modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+                st.content_type = resp.headers.get("Content-Type")
+            mode = "ab" if st.written else "wb"
+            with open(dest, mode) as fh:
+                for chunk in self._iter_body(resp, url):
+                    if st.written == 0:
+                        st.head += chunk[: 64 - len(st.head)]
+                        if len(st.head) >= 12 or len(chunk) >= 12:
+                            st.check_head(url)
+                    fh.write(chunk)
+                    st.hasher.update(chunk)
+                    st.written += len(chunk)
+                    if len(st.head) < 64:
+                        st.head += chunk[: 64 - len(st.head)]
+                    if st.written > cap:
+                        raise ContentRejectedError(f"{url} is over the {cap}-byte cap", url=url)
+                fh.flush()
+            if st.written == 0:
+                raise ContentRejectedError(f"{url}: empty body", url=url)
+            st.check_head(url)
+            if expected_total is not None and st.written < expected_total:
+                raise TransientFetchError(
+                    f"{url}: body cut off at {st.written} of {expected_total} bytes", url=url)
+            if expected_total is not None and st.written > expected_total:
+                st.restart(dest)
+                raise TransientFetchError(f"{url}: got more bytes than the server announced", url=url)
+            return Download(
+                url=url, final_url=resp.url, path=dest, bytes=st.written, sha256=st.hasher.hexdigest(),
+                content_type=st.content_type, audio_format=st.audio_format or "bin", etag=st.etag,
+                last_modified=st.last_modified, attempts=attempt, resumed=st.resumed, restarts=st.restarts,
+            )
+
+
+@dataclass
+class _DownloadState:
+    written: int = 0
+    validator: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    content_type: str | None = None
+    audio_format: str | None = None
+    head: bytes = b""
+    resumed: int = 0
+    restarts: int = 0
+    hasher: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+
+    def restart(self, dest: Path) -> None:
+        dest.unlink(missing_ok=True)
+        self.written = 0
+        self.head = b""
+        self.validator = None
+        self.audio_format = None
+        self.hasher = hashlib.sha256()
+
+    def check_head(self, url: str) -> None:
+        if self.audio_format is not None or not self.head:
+            return
+        fmt = sniff_audio(self.head)
+        if fmt is None:
+            raise ContentRejectedError(f"{url} is not audio: the server sent {_describe_non_audio(self.head)}",
+                                       url=url)
+        self.audio_format = fmt
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    # "bytes 100-199/1000"
+    if not value or not value.startswith("bytes "):
+        return None, None
+    try:
+        span, _, total = value[6:].partition("/")
+        start = int(span.split("-", 1)[0])
+        return start, (int(total) if total.strip() not in ("", "*") else None)
+    except ValueError:
+        return None, None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    seen = set()
+    stack = [exc]
+    while stack:
+        cur = stack.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, kind):
+            return cur
+        stack.extend([cur.__cause__, cur.__context__, *[a for a in getattr(cur, "args", ()) if isinstance(a, BaseException)]])
+        reason = getattr(cur, "reason", None)
+        if isinstance(reason, BaseException):
+            stack.append(reason)
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 300 else text[:297] + "..."

@@ -1,0 +1,38 @@
+"""The run-book's object layout (§2), in one place.
+
+raw:   <feed_slug>/<guid_key>/audio/episode.mp3, meta/meta.json
+stage: <feed_slug>/<guid_key>/transcripts/transcript.json (+ .vtt, .srt),
+       segments/segments.json, kpis/kpis.json
+"""
+
+from __future__ import annotations
+
+from .keys import EpisodeKey
+
+
+def audio_key(ek: EpisodeKey, ext: str = "mp3") -> str:
+    return f"{ek}/audio/episode.{ext}"
+
+
+def meta_key(ek: EpisodeKey) -> str:
+    return f"{ek}/meta/meta.json"
+
+
+def transcript_key(ek: EpisodeKey) -> str:
+    return f"{ek}/transcripts/transcript.json"
+
+
+def vtt_key(ek: EpisodeKey) -> str:
+    return f"{ek}/transcripts/transcript.vtt"
+
+
+def srt_key(ek: EpisodeKey) -> str:
+    return f"{ek}/transcripts/transcript.srt"
+
+
+def segments_key(ek: EpisodeKey) -> str:
+    return f"{ek}/segments/segments.json"
+
+
+def kpis_key(ek: EpisodeKey) -> str:
+    return f"{ek}/kpis/kpis.json"

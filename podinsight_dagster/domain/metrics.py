@@ -1,0 +1,66 @@
+"""Run-book metrics (§5): DownloadSuccessRate, PerHost429, GBTransferred, AvgDownloadMB, GPUCostToday.
+
+Locally they land in a ``metrics`` table beside the checkpoints (``podrun status``
+and the asset checks read them); on AWS the same calls go to CloudWatch
+``put_metric_data`` under the ``PodInsight`` namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+NAMESPACE = "PodInsight"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    value: float
+    unit: str = "None"
+    dimensions: tuple[tuple[str, str], ...] = ()
+
+
+class MetricsSink(Protocol):
+    def put(self, metrics: list[Metric]) -> None: ...
+
+
+class SqliteMetrics:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with sqlite3.connect(self.path, timeout=30) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS metrics (ts REAL NOT NULL, name TEXT NOT NULL, "
+                         "value REAL NOT NULL, unit TEXT, dimensions TEXT)")
+            conn.execute("CREATE INDEX IF NOT EXISTS metrics_name_ts ON metrics(name, ts)")
+
+    def put(self, metrics: list[Metric]) -> None:
+        now = time.time()
+        with sqlite3.connect(self.path, timeout=30) as conn:
+            conn.executemany("INSERT INTO metrics VALUES (?,?,?,?,?)",
+                             [(now, m.name, m.value, m.unit, json.dumps(dict(m.dimensions), sort_keys=True))
+                              for m in metrics])
+
+    def latest(self, name: str) -> dict[str, float]:
+        """Latest value of a metric per dimension set (JSON of the dimensions -> value)."""
+        with sqlite3.connect(self.path, timeout=30) as conn:
+            rows = conn.execute(
+                "SELECT dimensions, value FROM metrics WHERE name=? AND rowid IN "
+                "(SELECT MAX(rowid) FROM metrics WHERE name=? GROUP BY dimensions)", (name, name)).fetchall()
+        return {d: v for d, v in rows}
+
+
+class CloudWatchMetrics:
+    def __init__(self, client, namespace: str = NAMESPACE):
+        self.client = client
+        self.namespace = namespace
+
+    def put(self, metrics: list[Metric]) -> None:
+        data = [{"MetricName": m.name, "Value": float(m.value), "Unit": m.unit,
+                 "Dimensions": [{"Name": k, "Value": v} for k, v in m.dimensions]} for m in metrics]
+        for i in range(0, len(data), 1000):  # PutMetricData takes at most 1000 values a call
+            self.client.put_metric_data(Namespace=self.namespace, MetricData=data[i:i + 1000])

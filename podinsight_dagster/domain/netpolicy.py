@@ -1,0 +1,77 @@
+"""Which addresses Pod-Insight may connect to.
+
+A feed is untrusted input: its enclosure URL, a redirect or a DNS answer can point
+at 127.0.0.1, the cloud metadata service (169.254.169.254) or a private network.
+By default only public unicast addresses are allowed, checked on the *resolved*
+address of every connection, redirects included (see http.py).
+``PODINSIGHT_ALLOW_PRIVATE_NETWORKS`` opens exactly what it names: ``1`` for all,
+or a comma list of CIDRs such as ``127.0.0.1/32,10.0.0.0/8``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+CGNAT = ipaddress.ip_network("100.64.0.0/10")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class BlockedAddressError(ConnectionError):
+    """A connection to an address the network policy forbids."""
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    allow_all: bool = False
+    allowed: tuple[IPNetwork, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def parse(cls, spec: str | None) -> "NetworkPolicy":
+        spec = (spec or "").strip()
+        if not spec or spec.lower() in ("0", "false", "no"):
+            return cls()
+        if spec.lower() in ("1", "true", "yes", "all"):
+            return cls(allow_all=True)
+        nets = []
+        for part in spec.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                nets.append(ipaddress.ip_network(part, strict=False))
+            except ValueError as exc:
+                raise ValueError(
+                    f"PODINSIGHT_ALLOW_PRIVATE_NETWORKS: {part!r} is not a CIDR (use 1, or e.g. 127.0.0.1/32)"
+                ) from exc
+        return cls(allowed=tuple(nets))
+
+    @staticmethod
+    def is_special(ip: IPAddress) -> bool:
+        """True for every address that is not plain public unicast."""
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        return (
+            ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast
+            or ip.is_unspecified or ip.is_reserved or (ip.version == 4 and ip in CGNAT)
+            or not ip.is_global
+        )
+
+    def permits(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        if not self.is_special(ip):
+            return True
+        if self.allow_all:
+            return True
+        return any(ip.version == net.version and ip in net for net in self.allowed)
+
+    def check(self, host: str, address: str) -> None:
+        if not self.permits(address):
+            raise BlockedAddressError(
+                f"refusing to connect to {host} ({address}): loopback, private, link-local, multicast "
+                "and CGNAT addresses are blocked; set PODINSIGHT_ALLOW_PRIVATE_NETWORKS to allow them"
+            )

@@ -1,0 +1,47 @@
+"""The local Dagster instance under ``$PODINSIGHT_HOME/dagster``, shared by the demo, podrun and ``dagster dev``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .domain.settings import Settings
+
+# Transcription steps must not compete for the same cores (or GPU): one at a time
+# per machine. Downloads are limited per host by the HostLimiter already; the pool
+# just bounds how many download steps run side by side.
+POOL_LIMITS = {"podinsight_transcribe": 1, "podinsight_fetch": 4}
+
+DAGSTER_YAML = """\
+# Written by Pod-Insight (podinsight_dagster/instance.py). Storage is SQLite under this folder.
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    granularity: op
+    default_limit: 4
+"""
+
+
+def prepare_instance(settings: Settings) -> Path:
+    """Create the instance folder and dagster.yaml (if missing) and point DAGSTER_HOME at it."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text(DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def get_instance(settings: Settings):
+    from dagster import DagsterInstance
+
+    prepare_instance(settings)
+    instance = DagsterInstance.get()
+    for pool, limit in POOL_LIMITS.items():
+        try:
+            instance.event_log_storage.set_concurrency_slots(pool, limit)
+        except Exception:  # noqa: BLE001 - storage without pool support: limits are advisory then
+            pass
+    return instance
