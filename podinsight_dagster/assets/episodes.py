@@ -14,7 +14,7 @@ so they show red in the UI and a re-run picks up only them.
 
 
 from collections import Counter
-from typing import Callable
+from typing import Callable, Iterator
 
 from dagster import (AssetExecutionContext, AssetMaterialization, BackfillPolicy, Failure, MaterializeResult,
                      MetadataValue, asset)
@@ -33,8 +33,13 @@ EPISODE_BACKFILL = BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITION
 
 
 def run_per_episode(context: AssetExecutionContext, step: Callable[[str], dict],
-                    summary: Callable[[dict[str, dict]], dict] | None = None) -> MaterializeResult:
-    """Run ``step`` for every partition of the run, one episode's failure never stopping the rest."""
+                    summary: Callable[[dict[str, dict]], dict] | None = None) -> Iterator:
+    """Run ``step`` for every partition of the run, one episode's failure never stopping the rest.
+
+    A generator: when some episodes fail, the ones that succeeded are yielded as
+    materializations before the Failure is raised (events logged with
+    context.log_event would be dropped with the failing step).
+    """
     keys = list(context.partition_keys)
     done: dict[str, dict] = {}
     failed: dict[str, StepError] = {}
@@ -57,8 +62,7 @@ def run_per_episode(context: AssetExecutionContext, step: Callable[[str], dict],
     if failed:
         # Record the episodes that did succeed before failing the step for the rest.
         for pk, meta in done.items():
-            context.log_event(AssetMaterialization(asset_key=context.asset_key, partition=pk,
-                                                   metadata=_clean(meta)))
+            yield AssetMaterialization(asset_key=context.asset_key, partition=pk, metadata=_clean(meta))
         reasons = "\n".join(f"- {pk}: {exc}" for pk, exc in failed.items())
         raise Failure(
             description=f"{len(failed)} of {len(keys)} episodes failed:\n{reasons}",
@@ -67,7 +71,7 @@ def run_per_episode(context: AssetExecutionContext, step: Callable[[str], dict],
         )
     for pk, meta in done.items():
         context.add_asset_metadata(_clean(meta), partition_key=pk)
-    return MaterializeResult(metadata=totals)
+    yield MaterializeResult(metadata=totals)
 
 
 def _clean(meta: dict) -> dict:
@@ -81,7 +85,7 @@ def _one_line(meta: dict) -> str:
 @asset(partitions_def=episodes_partitions, deps=[episode_manifest], group_name="episodes",
        backfill_policy=EPISODE_BACKFILL, pool="podinsight_fetch",
        description="The episode's audio in pod-insights-raw/<feed_slug>/<guid_key>/audio/, with meta/meta.json.")
-def raw_audio(context: AssetExecutionContext, podinsight: PodInsightResource) -> MaterializeResult:
+def raw_audio(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
     attempted: Counter[str] = Counter()
     succeeded: Counter[str] = Counter()
@@ -103,13 +107,13 @@ def raw_audio(context: AssetExecutionContext, podinsight: PodInsightResource) ->
         return {"bytes_downloaded": moved["bytes"],
                 "metrics": MetadataValue.json({f"{m.name}{dict(m.dimensions)}": round(m.value, 4) for m in metrics})}
 
-    return run_per_episode(context, step, summary)
+    yield from run_per_episode(context, step, summary)
 
 
 @asset(partitions_def=episodes_partitions, deps=[raw_audio], group_name="episodes",
        backfill_policy=EPISODE_BACKFILL, pool="podinsight_transcribe",
        description="faster-whisper transcript: pod-insights-stage/<feed_slug>/<guid_key>/transcripts/transcript.json")
-def transcript(context: AssetExecutionContext, podinsight: PodInsightResource) -> MaterializeResult:
+def transcript(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
     engine = load_engine(services.transcribe_options)  # once per run, not per episode
 
@@ -126,13 +130,13 @@ def transcript(context: AssetExecutionContext, podinsight: PodInsightResource) -
         return {"audio_sec": round(audio, 1), "realtime_factor": round(audio / wall, 2) if wall else 0.0,
                 "model": engine.options.model, "device": engine.device, "compute_type": engine.compute_type}
 
-    return run_per_episode(context, step, summary)
+    yield from run_per_episode(context, step, summary)
 
 
 @asset(partitions_def=episodes_partitions, deps=[transcript], group_name="episodes",
        backfill_policy=EPISODE_BACKFILL,
        description="Timed segments as JSON Lines (Athena shape) plus transcript.vtt and transcript.srt.")
-def segments(context: AssetExecutionContext, podinsight: PodInsightResource) -> MaterializeResult:
+def segments(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
 
     def step(pk: str) -> dict:
@@ -140,13 +144,13 @@ def segments(context: AssetExecutionContext, podinsight: PodInsightResource) -> 
         ek = EpisodeKey.parse(pk)
         return {**out, "path": MetadataValue.path(services.stage.uri(layout.segments_key(ek)))}
 
-    return run_per_episode(context, step)
+    yield from run_per_episode(context, step)
 
 
 @asset(partitions_def=episodes_partitions, deps=[segments], group_name="episodes",
        backfill_policy=EPISODE_BACKFILL,
        description="Per-episode KPIs (kpis.json); patches the raw meta.json transcript_key when all is written.")
-def kpis(context: AssetExecutionContext, podinsight: PodInsightResource) -> MaterializeResult:
+def kpis(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
 
     def step(pk: str) -> dict:
@@ -159,4 +163,4 @@ def kpis(context: AssetExecutionContext, podinsight: PodInsightResource) -> Mate
         return {"cost_usd": round(sum(m["cost_usd"] for m in done.values()), 6),
                 "words": sum(m["words"] for m in done.values())}
 
-    return run_per_episode(context, step, summary)
+    yield from run_per_episode(context, step, summary)

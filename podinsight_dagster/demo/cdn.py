@@ -1035,18 +1035,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--root {args.root} is not a directory")
 
     done = threading.Event()
-    # SIGTERM (docker stop) should shut down as cleanly as Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    # Ctrl-C and SIGTERM (docker stop) just ask the main loop to finish, so
+    # the server is always stopped cleanly; a KeyboardInterrupt could instead
+    # land anywhere, e.g. half-way through start() or stop().
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
     with cdn:
         print(f"Serving {args.root} at {cdn.base_url} ({len(cdn.paths)} files); Ctrl-C to stop")
         for path in cdn.paths:
             print(f"  {cdn.base_url}{path}")
         sys.stdout.flush()
-        try:
-            # wait() with a timeout keeps the main thread responsive to Ctrl-C.
-            while not done.wait(0.5):
-                pass
-        except KeyboardInterrupt:
+        # A timeout keeps the main thread waking up to run signal handlers.
+        while not done.wait(0.5):
             pass
     return 0
 

@@ -1,0 +1,38 @@
+# Pod-Insight. `make demo` and `make test` each bootstrap .venv from the lock (constraints.txt).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PODINSIGHT_HOME ?= $(CURDIR)/data
+UI_PORT ?= 3000
+
+.PHONY: demo test ui lint bootstrap chromium clean
+
+$(STAMP): requirements.in requirements-dev.in constraints.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -r requirements.in -r requirements-dev.in
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+bootstrap: $(STAMP)
+
+# The UI tests drive Debian's Chromium (Playwright cannot download a browser here).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the UI tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+demo: $(STAMP)
+	$(BIN)/podrun demo
+
+test: $(STAMP) chromium
+	$(BIN)/python -m pytest
+
+ui: $(STAMP)
+	DAGSTER_HOME=$(PODINSIGHT_HOME)/dagster $(BIN)/python -c \
+	  "from podinsight_dagster.instance import get_instance; from podinsight_dagster.domain.settings import Settings; get_instance(Settings.from_env())"
+	DAGSTER_HOME=$(PODINSIGHT_HOME)/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

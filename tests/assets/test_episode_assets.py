@@ -1,0 +1,108 @@
+"""Assets materialized with dagster.materialize on a test instance, against a loopback feed server."""
+
+import json
+
+import pytest
+from dagster import DagsterInstance, materialize
+
+from podinsight_dagster.assets import all_assets
+from podinsight_dagster.demo.cdn import Fault
+from podinsight_dagster.domain import layout
+from podinsight_dagster.domain.checkpoints import FAILED, SqliteCheckpointStore, TRANSCRIBED
+from podinsight_dagster.domain.keys import EpisodeKey
+from podinsight_dagster.domain.text import wer
+from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG
+from podinsight_dagster.resources import PodInsightResource
+
+from ..conftest import reference
+
+EPISODE_ASSETS = ["raw_audio", "transcript", "segments", "kpis"]
+
+
+@pytest.fixture
+def instance(home):
+    with DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+def _run(instance, selection, **kwargs):
+    return materialize(all_assets, selection=selection, instance=instance,
+                       resources={"podinsight": PodInsightResource()}, raise_on_error=False, **kwargs)
+
+
+def _ingest(instance, demo_catalog, slugs):
+    demo_catalog(slugs)
+    result = _run(instance, ["feeds", "episode_manifest"])
+    assert result.success
+    return instance.get_dynamic_partitions(EPISODES)
+
+
+def test_manifest_registers_partitions_and_writes_manifest(instance, demo_catalog, settings):
+    keys = _ingest(instance, demo_catalog, ["tech-talk", "history-hour"])
+    assert len(keys) == 6 and all(k.startswith(("tech-talk/", "history-hour/")) for k in keys)
+    manifests = list(settings.manifests_root.glob("*.csv"))
+    assert len(manifests) == 1 and len(manifests[0].read_text().splitlines()) == 7
+    # A second materialization is idempotent: no duplicate partitions, feeds answer 304.
+    result = _run(instance, ["feeds", "episode_manifest"])
+    assert result.success and instance.get_dynamic_partitions(EPISODES) == keys
+    mat = result.asset_materializations_for_node("episode_manifest")[0]
+    assert mat.metadata["feeds_not_modified"].value == 2 and mat.metadata["new_episodes"].value == 0
+
+
+def test_one_partition_end_to_end(instance, demo_catalog, settings):
+    keys = _ingest(instance, demo_catalog, ["tech-talk"])
+    pk = "tech-talk/tt-0001"
+    assert pk in keys
+    result = _run(instance, EPISODE_ASSETS, partition_key=pk)
+    assert result.success
+    ek = EpisodeKey.parse(pk)
+    meta = json.loads((settings.raw_root / layout.meta_key(ek)).read_text())
+    assert meta["guid"] == "tt-0001" and meta["transcript_key"] == layout.transcript_key(ek)
+    assert (settings.raw_root / layout.audio_key(ek)).stat().st_size == meta["bytes"]
+    for key in (layout.transcript_key(ek), layout.segments_key(ek), layout.kpis_key(ek), layout.vtt_key(ek),
+                layout.srt_key(ek)):
+        assert (settings.stage_root / key).is_file(), key
+    text = json.loads((settings.stage_root / layout.transcript_key(ek)).read_text())["text"]
+    assert wer(reference("tech-talk", "ep1"), text) <= 0.20
+    mat = result.asset_materializations_for_node("transcript")[0]
+    assert mat.partition == pk and mat.metadata["words"].value > 100 and mat.metadata["language"].value == "en"
+
+
+def test_partition_range_in_one_run_with_per_episode_metadata(instance, demo_catalog, settings):
+    keys = _ingest(instance, demo_catalog, ["history-hour"])
+    result = _run(instance, ["raw_audio"], tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]})
+    assert result.success
+    mats = result.asset_materializations_for_node("raw_audio")
+    assert sorted(m.partition for m in mats) == sorted(keys)
+    sizes = {m.partition: m.metadata["bytes"].value for m in mats}
+    store = SqliteCheckpointStore(settings.checkpoint_db)
+    assert sizes == {k: store.get(k).bytes for k in keys}  # each partition carries its own figures
+    # The original GUIDs survive in meta.json even where the key is a hash.
+    guids = {json.loads((settings.raw_root / layout.meta_key(EpisodeKey.parse(k))).read_text())["guid"] for k in keys}
+    assert "History Hour, Episode 1 [remastered]" in guids and "../../etc/passwd" in guids
+
+
+def test_one_broken_episode_does_not_stop_the_others(instance, demo_catalog, demo_cdn, settings):
+    keys = _ingest(instance, demo_catalog, ["tech-talk"])
+    demo_cdn.set_fault("/audio/tech-talk/ep2.mp3", Fault(status=404))
+    demo_cdn.set_fault("/audio/tech-talk/ep3.mp3", Fault(html_200=True))
+    result = _run(instance, ["raw_audio"], tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]})
+    assert not result.success
+    materialized = {e.event_specific_data.materialization.partition for e in result.get_asset_materialization_events()}
+    assert materialized == {"tech-talk/tt-0001"}
+    store = SqliteCheckpointStore(settings.checkpoint_db)
+    failed = {r.partition_key: r for r in store.episodes(state=FAILED)}
+    assert set(failed) == set(keys) - materialized
+    errors = " ".join(r.last_error for r in failed.values())
+    assert "404" in errors and "HTML page" in errors
+    for pk in failed:  # nothing half-written in raw storage for the failed ones
+        assert not (settings.raw_root / pk).exists()
+    assert not list((settings.raw_root / ".partial").iterdir())
+    # Once the CDN behaves, a re-run completes the rest and reuses the finished download.
+    demo_cdn.set_fault("/audio/tech-talk/ep2.mp3", None)
+    demo_cdn.set_fault("/audio/tech-talk/ep3.mp3", None)
+    before = demo_cdn.request_count("/audio/tech-talk/ep1.mp3")
+    result = _run(instance, EPISODE_ASSETS, tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]})
+    assert result.success
+    assert demo_cdn.request_count("/audio/tech-talk/ep1.mp3") == before
+    assert store.counts()[TRANSCRIBED] == 3
