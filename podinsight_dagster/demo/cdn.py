@@ -262,7 +262,9 @@ class RequestRecord:
 
     ``started``/``finished`` are ``time.monotonic()`` values, so durations and
     overlaps can be compared across records (not wall-clock times).
-    ``bytes_sent`` counts response *body* bytes actually written.
+    ``started`` is taken once the request head is parsed and ``finished`` just
+    before the last byte of the response is written (see ``_Handler._complete``).
+    ``bytes_sent`` counts response *body* bytes written.
     """
 
     method: str
@@ -438,8 +440,7 @@ class _Handler(BaseHTTPRequestHandler):
             # is nobody left to answer, just make sure the connection ends.
             self.close_connection = True
         finally:
-            self._record.finished = time.monotonic()
-            cdn._request_finished(self._record)
+            self._complete()  # no-op unless the response ended early
 
     def finish(self) -> None:
         if self._reset_connection:
@@ -515,7 +516,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(304)
             for name, value in validators.items():
                 self.send_header(name, value)
-            self.end_headers()
+            self._end_headers(last=True)
             return
 
         status, start, end = 200, 0, len(body)
@@ -541,13 +542,14 @@ class _Handler(BaseHTTPRequestHandler):
             # response; saying so keeps the client's pool out of trouble.
             headers["Connection"] = "close"
 
+        limit = 0 if head_only else _body_limit(end - start, f)
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
-        self.end_headers()
-        if head_only:
-            return
-        self._send_body(memoryview(body)[start:end], f)
+        self._end_headers(last=limit == 0)
+        if limit:
+            self._send_body(memoryview(body)[start:end], limit, f)
+        self._after_body(head_only, f)
 
     def _send_simple(
         self,
@@ -562,26 +564,17 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (extra_headers or {}).items():
             self.send_header(name, value)
         if status in (204, 304):  # these never carry a body (RFC 9110 §6.4.1)
-            self.end_headers()
+            self._end_headers(last=True)
             return
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if not head_only and body:
-            self.wfile.write(body)
-            assert self._record is not None
-            self._record.bytes_sent += len(body)
+        send_body = bool(body) and not head_only
+        self._end_headers(last=not send_body)
+        if send_body:
+            self._write(body, last=True)
 
-    def _send_body(self, body: memoryview, f: Fault) -> None:
-        """Write the body, honouring pacing and cut-off faults."""
-        record = self._record
-        assert record is not None
-        limit = len(body)
-        if f.reset_after_bytes is not None:
-            limit = min(limit, f.reset_after_bytes)
-        if f.truncate_after_bytes is not None:
-            limit = min(limit, f.truncate_after_bytes)
-
+    def _send_body(self, body: memoryview, limit: int, f: Fault) -> None:
+        """Write the first ``limit`` bytes of ``body``, paced as ``f`` says."""
         rate = 1 if f.trickle else f.bandwidth_bps
         # ~20 writes per second when throttled: smooth enough for clients that
         # measure throughput, cheap enough not to matter.
@@ -597,17 +590,55 @@ class _Handler(BaseHTTPRequestHandler):
                     self.close_connection = True  # stopping mid-body
                     return
             n = min(chunk, limit - sent)
-            self.wfile.write(body[sent : sent + n])
+            self._write(body[sent : sent + n], last=sent + n == limit)
             sent += n
-            record.bytes_sent = sent
 
+    def _after_body(self, head_only: bool, f: Fault) -> None:
+        """Decide how the connection ends after a (possibly cut) file body."""
+        if head_only:
+            return
         if f.reset_after_bytes is not None:
-            self._reset_connection = True  # RST is sent from finish()
+            self._reset_connection = True  # the RST is sent from finish()
             self.close_connection = True
         elif f.truncate_after_bytes is not None or f.wrong_content_length is not None:
-            # A clean FIN: socketserver's shutdown_request() sends it once the
-            # handler returns.
+            # The body did not match Content-Length: end with a clean FIN,
+            # which socketserver's shutdown_request() sends after finish().
             self.close_connection = True
+
+    def _end_headers(self, *, last: bool) -> None:
+        if last:
+            self._complete()
+        self.end_headers()
+
+    def _write(self, data: bytes | memoryview, *, last: bool) -> None:
+        """Write body bytes, keeping ``bytes_sent`` and completion in step."""
+        record = self._record
+        assert record is not None
+        # Counted before writing for the same reason as _complete(): once the
+        # bytes are out, the client may look at the statistics.
+        record.bytes_sent += len(data)
+        if last:
+            self._complete()
+        try:
+            self.wfile.write(data)
+        except OSError:
+            record.bytes_sent -= len(data)
+            raise
+
+    def _complete(self) -> None:
+        """Count the current request as finished (idempotent).
+
+        Called just *before* the last write of a response, not after: as soon
+        as the last byte is out, the client may start its next request, and if
+        this thread had not yet been scheduled to do its bookkeeping, two
+        strictly sequential requests would be counted as concurrent.  Tests
+        that check a downloader's concurrency limit with ``max_concurrent``
+        must never see such phantom overlaps.
+        """
+        record = self._record
+        if record is not None and record.finished is None:
+            record.finished = time.monotonic()
+            self.server.cdn._request_finished(record)
 
     # -- helpers ------------------------------------------------------------
 
@@ -681,6 +712,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 _NO_FAULT = Fault()
+
+
+def _body_limit(length: int, f: Fault) -> int:
+    """How many of ``length`` body bytes to send, given cut-off faults."""
+    for cut in (f.reset_after_bytes, f.truncate_after_bytes):
+        if cut is not None:
+            length = min(length, cut)
+    return length
 
 
 def _reason(status: int) -> str:
