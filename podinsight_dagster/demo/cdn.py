@@ -46,7 +46,7 @@ import struct
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -63,7 +63,6 @@ BASE_URL_PLACEHOLDER = b"{base_url}"
 _CONTENT_TYPES = {
     ".mp3": "audio/mpeg",
     ".m4a": "audio/mp4",
-    ".mp4": "audio/mp4",
     ".aac": "audio/aac",
     ".ogg": "audio/ogg",
     ".opus": "audio/ogg",
@@ -88,8 +87,8 @@ _TEXT_EXTENSIONS = frozenset(
     {".xml", ".rss", ".atom", ".yaml", ".yml", ".json", ".vtt", ".srt", ".txt", ".html", ".htm"}
 )
 
-# Socket writes are done in chunks of this size when no throttling applies;
-# big enough to be fast, small enough that a reset/truncate cut-off is exact.
+# Unthrottled bodies are written in chunks of this size: big enough to be
+# fast, small enough that stop() never waits behind one huge sendall().
 _CHUNK = 64 * 1024
 
 # Idle keep-alive connections (and writes to a client that stopped reading)
