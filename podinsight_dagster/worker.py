@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sys
 
-from .domain.pipeline import Services, StepError, transcribe_episode, write_kpis, write_segments
+from .domain.pipeline import Services, StepError
+from .domain.stage import transcribe_episode, write_kpis, write_segments
 from .domain.settings import Settings
 from .domain.transcribe import load_engine
 

@@ -21,8 +21,8 @@ from dagster import (AssetExecutionContext, AssetMaterialization, BackfillPolicy
 
 from ..domain import layout
 from ..domain.keys import EpisodeKey
-from ..domain.pipeline import (StepError, download_episode, publish_download_metrics, transcribe_episode,
-                               write_kpis, write_segments)
+from ..domain.pipeline import StepError, download_episode, publish_download_metrics
+from ..domain.stage import transcribe_episode, write_kpis, write_segments
 from ..domain.transcribe import load_engine
 from ..partitions import episodes_partitions
 from ..resources import PodInsightResource

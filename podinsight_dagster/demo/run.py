@@ -27,6 +27,9 @@ from .cdn import PodcastCDN
 CONTENT = Path(__file__).parent / "content"
 DEMO_NETWORKS = "127.0.0.1/32"
 # Runs print only warnings and errors to the terminal; the full event log is in the UI.
+# A fixed port when free keeps the demo's enclosure URLs, and so the key of its one GUID-less
+# episode (derived from the URL), the same from one demo run to the next.
+DEMO_PORT = 47800
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -119,7 +122,7 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print, slugs: list
     os.environ["PODINSIGHT_MODEL"] = settings.model
     settings.ensure_dirs()
     instance = get_instance(settings)
-    with PodcastCDN(name="demo-cdn") as cdn:
+    with _demo_server() as cdn:
         cdn.add_directory(CONTENT / "feeds", prefix="/feeds")
         cdn.add_directory(CONTENT / "audio", prefix="/audio")
         write_demo_catalog(settings.feeds_dir, cdn.base_url, slugs)
@@ -142,6 +145,18 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print, slugs: list
         f"manifest:    {settings.home / 'manifest.csv'}\nnext:        make ui   "
         "(Dagster UI on http://127.0.0.1:3000, same instance)")
     return rows
+
+
+def _demo_server() -> PodcastCDN:
+    import socket
+
+    try:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", DEMO_PORT))
+        port = DEMO_PORT
+    except OSError:
+        port = 0  # taken: any free port
+    return PodcastCDN(port=port, name="demo-cdn")
 
 
 def _catalog_slugs(settings: Settings) -> list[str]:

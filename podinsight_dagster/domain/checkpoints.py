@@ -39,6 +39,7 @@ class EpisodeRecord:
     enclosure_length: int | None = None
     published: str | None = None
     duration_hint_sec: float | None = None
+    transcripts_json: str | None = None  # the feed's podcast:transcript links, JSON list
     state: str = DISCOVERED
     failed_stage: str | None = None
     attempts: int = 0
@@ -80,6 +81,7 @@ CREATE TABLE IF NOT EXISTS episodes (
     enclosure_length INTEGER,
     published TEXT,
     duration_hint_sec REAL,
+    transcripts_json TEXT,
     state TEXT NOT NULL CHECK (state IN ('discovered','downloaded','transcribed','failed')),
     failed_stage TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -157,9 +159,10 @@ class SqliteCheckpointStore:
                     else:
                         conn.execute(
                             "UPDATE episodes SET title=?, enclosure_url=?, enclosure_type=?, "
-                            "enclosure_length=?, published=?, duration_hint_sec=? WHERE partition_key=?",
+                            "enclosure_length=?, published=?, duration_hint_sec=?, transcripts_json=? "
+                            "WHERE partition_key=?",
                             (rec.title, rec.enclosure_url, rec.enclosure_type, rec.enclosure_length,
-                             rec.published, rec.duration_hint_sec, rec.partition_key),
+                             rec.published, rec.duration_hint_sec, rec.transcripts_json, rec.partition_key),
                         )
                 conn.execute("COMMIT")
             except BaseException:

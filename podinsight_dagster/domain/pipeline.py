@@ -1,10 +1,9 @@
-"""The run-book's steps as plain functions over a ``Services`` bundle.
+"""The run-book's Phase 1 steps as plain functions over a ``Services`` bundle.
 
 discover      generate_manifest.py: feeds -> manifest.csv, episodes registered
 download      backfill.py --mode fetch: enclosure -> raw audio + meta.json
-transcribe    backfill.py --mode transcribe: raw audio -> transcript.json
-segments      transcript -> segments.json (JSON Lines, Athena shape) + VTT + SRT
-kpis          transcript -> kpis.json; raw meta.json gets its transcript_key
+
+Phase 2 (transcribe, segments, kpis) lives in stage.py.
 
 Dagster assets, ``podrun`` and a Pipes GPU worker all call these; none of them
 re-implements a step. Each step is idempotent: re-running it after a crash
@@ -29,13 +28,12 @@ from .checkpoints import (DOWNLOADED, TRANSCRIBED, EpisodeRecord, FeedRecord, Sq
 from .feeds import FeedParseError, parse_feed
 from .http import FetchError, HttpClient, HttpConfig
 from .keys import EpisodeKey, partition_key
-from .kpis import Prices, compute_kpis
+from .kpis import Prices
 from .metrics import Metric, MetricsSink, SqliteMetrics
 from .netpolicy import NetworkPolicy
 from .settings import MANIFEST_BUCKET, RAW_BUCKET, STAGE_BUCKET, Settings
 from .storage import LocalObjectStore, ObjectStore
-from .subtitles import build_cues, to_srt, to_vtt
-from .transcribe import Engine, TranscribeOptions, Transcript, TranscriptionError
+from .transcribe import TranscribeOptions
 
 MANIFEST_COLUMNS = ["partition_key", "feed_slug", "guid_key", "guid", "title", "published",
                     "enclosure_url", "enclosure_type", "enclosure_length", "duration_sec", "tier"]
@@ -140,6 +138,7 @@ def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[Epi
             partition_key=partition_key(spec.slug, ep.guid_key), feed_slug=spec.slug, guid_key=ep.guid_key,
             guid=ep.guid, title=ep.title, enclosure_url=ep.enclosure_url, enclosure_type=ep.enclosure_type,
             enclosure_length=ep.enclosure_length, published=ep.published, duration_hint_sec=ep.duration_sec,
+            transcripts_json=json.dumps([vars(t) for t in ep.transcripts]) if ep.transcripts else None,
         ))
     rec.etag, rec.last_modified = first.etag, first.last_modified
     rec.last_status, rec.last_error, rec.checked_at, rec.episodes = "ok", None, time.time(), len(records)
@@ -284,71 +283,6 @@ def publish_download_metrics(services: Services, attempted: dict[str, int], succ
         metrics.append(Metric("AvgDownloadMB", total_bytes / files / 1e6, "Megabytes", (("phase", "fetch"),)))
     services.metrics.put(metrics)
     return metrics
-
-
-# ---------------------------------------------------------------------------
-# transcribe, segments, kpis
-# ---------------------------------------------------------------------------
-def transcribe_episode(services: Services, pk: str, engine: Engine) -> Transcript:
-    ek = EpisodeKey.parse(pk)
-    try:
-        meta = services.raw.get_json(layout.meta_key(ek))
-    except FileNotFoundError as exc:
-        raise StepError(f"{pk}: no raw audio yet (materialize raw_audio first)") from exc
-    try:
-        with services.raw.local_copy(meta["audio_key"]) as path:
-            transcript = engine.transcribe(path)
-    except TranscriptionError as exc:
-        services.checkpoints.mark_failed(pk, "transcribe", str(exc))
-        raise StepError(f"{pk}: {exc}") from exc
-    doc = {"partition_key": pk, "feed_slug": ek.feed_slug, "guid": meta.get("guid"), "guid_key": ek.guid_key,
-           "title": meta.get("title"), "audio_key": meta["audio_key"], **transcript.to_dict()}
-    services.stage.put_json(layout.transcript_key(ek), doc)
-    return transcript
-
-
-def load_transcript(services: Services, pk: str) -> Transcript:
-    ek = EpisodeKey.parse(pk)
-    try:
-        return Transcript.from_dict(services.stage.get_json(layout.transcript_key(ek)))
-    except FileNotFoundError as exc:
-        raise StepError(f"{pk}: no transcript yet (materialize transcript first)") from exc
-
-
-def segments_rows(transcript: Transcript) -> list[dict]:
-    # Athena table shape (run-book Appendix B). No diarization yet: speaker is 0 for all.
-    return [{"text": s.text, "start_sec": s.start, "end_sec": s.end, "speaker": 0,
-             "avg_logprob": s.avg_logprob, "no_speech_prob": s.no_speech_prob} for s in transcript.segments]
-
-
-def write_segments(services: Services, pk: str) -> dict:
-    ek = EpisodeKey.parse(pk)
-    transcript = load_transcript(services, pk)
-    rows = segments_rows(transcript)
-    services.stage.put_bytes(layout.segments_key(ek),
-                             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode(),
-                             content_type="application/x-ndjson")
-    cues = build_cues(transcript.segments)
-    services.stage.put_bytes(layout.vtt_key(ek), to_vtt(cues).encode(), content_type="text/vtt")
-    services.stage.put_bytes(layout.srt_key(ek), to_srt(cues).encode(), content_type="application/x-subrip")
-    return {"segments": len(rows), "cues": len(cues)}
-
-
-def write_kpis(services: Services, pk: str) -> dict:
-    ek = EpisodeKey.parse(pk)
-    transcript = load_transcript(services, pk)
-    kpis = compute_kpis(transcript, services.prices)
-    services.stage.put_json(layout.kpis_key(ek), {"partition_key": pk, **kpis})
-    missing = [k for k in (layout.transcript_key(ek), layout.segments_key(ek), layout.vtt_key(ek),
-                           layout.srt_key(ek), layout.kpis_key(ek)) if not services.stage.exists(k)]
-    if missing:
-        raise StepError(f"{pk}: stage files missing, meta.json not patched: {missing}")
-    # Patch raw meta only now that every stage file is whole (run-book step 2.7).
-    meta = services.raw.get_json(layout.meta_key(ek))
-    meta["transcript_key"] = layout.transcript_key(ek)
-    services.raw.put_json(layout.meta_key(ek), meta)
-    services.checkpoints.mark_transcribed(pk, cost_usd=kpis["cost_usd"])
-    return kpis
 
 
 def cost_today(services: Services) -> float:

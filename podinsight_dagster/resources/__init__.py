@@ -8,7 +8,6 @@ deployment.
 
 
 import dataclasses
-from functools import cached_property
 
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
