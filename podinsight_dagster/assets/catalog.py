@@ -38,7 +38,7 @@ def episode_manifest(context: AssetExecutionContext, podinsight: PodInsightResou
         catalog = podinsight.catalog()
     except CatalogError as exc:
         raise Failure(str(exc), allow_retries=False) from exc
-    services = podinsight.services(host_limits=catalog.host_limits)
+    services = podinsight.services()
     result = discover(services, catalog)
     register_partitions(context.instance, [row["partition_key"] for row in result.manifest_rows])
     failed = [f for f in result.feeds if f.status == "failed"]

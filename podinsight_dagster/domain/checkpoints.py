@@ -56,7 +56,8 @@ class EpisodeRecord:
 @dataclass
 class FeedRecord:
     slug: str
-    url: str
+    url: str                          # the URL the catalog names
+    effective_url: str | None = None  # where the feed lives now (after a 301/308 or itunes:new-feed-url)
     tier: int | None = None
     etag: str | None = None
     last_modified: str | None = None
@@ -99,6 +100,7 @@ CREATE INDEX IF NOT EXISTS episodes_feed ON episodes(feed_slug);
 CREATE TABLE IF NOT EXISTS feeds (
     slug TEXT PRIMARY KEY,
     url TEXT NOT NULL,
+    effective_url TEXT,
     tier INTEGER,
     etag TEXT,
     last_modified TEXT,

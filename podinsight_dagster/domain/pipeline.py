@@ -38,6 +38,7 @@ from .transcribe import TranscribeOptions
 MANIFEST_COLUMNS = ["partition_key", "feed_slug", "guid_key", "guid", "title", "published",
                     "enclosure_url", "enclosure_type", "enclosure_length", "duration_sec", "tier"]
 MAX_FEED_PAGES = 20
+FEED_ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5"
 
 
 class StepError(RuntimeError):
@@ -105,30 +106,41 @@ class Discovery:
 def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[EpisodeRecord]]:
     store = services.checkpoints
     known = store.get_feed(spec.slug)
-    # Keep conditional-GET validators only while the catalog still names the same URL.
+    # Validators and a moved feed's new address hold only while the catalog names the same URL.
     same = known is not None and known.url == spec.url
     rec = FeedRecord(slug=spec.slug, url=spec.url, tier=spec.tier,
+                     effective_url=(known.effective_url if same else None),
                      etag=known.etag if same else None, last_modified=known.last_modified if same else None,
                      episodes=known.episodes if same else 0)
+    fetch_url = rec.effective_url or spec.url
     try:
-        first = services.http.fetch_bytes(spec.url, etag=rec.etag, last_modified=rec.last_modified,
-                                          accept="application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5")
+        first = services.http.fetch_bytes(fetch_url, etag=rec.etag, last_modified=rec.last_modified,
+                                          accept=FEED_ACCEPT)
         if first.not_modified:
             rec.last_status, rec.last_error, rec.checked_at = "not_modified", None, time.time()
             store.upsert_feed(rec)
-            return FeedResult(spec.slug, spec.url, "not_modified", episodes=rec.episodes), []
-        feed = parse_feed(first.content, source=f"feed {spec.slug} ({spec.url})")
+            return FeedResult(spec.slug, fetch_url, "not_modified", episodes=rec.episodes), []
+        feed = parse_feed(first.content, source=f"feed {spec.slug} ({fetch_url})")
         episodes, skipped = list(feed.episodes), list(feed.skipped)
         next_url, pages = feed.next_page_url, 1
         while next_url and pages < MAX_FEED_PAGES:
-            page = parse_feed(services.http.fetch_bytes(next_url).content, source=f"feed {spec.slug} page {pages + 1}")
+            page = parse_feed(services.http.fetch_bytes(next_url, accept=FEED_ACCEPT).content,
+                              source=f"feed {spec.slug} page {pages + 1}")
             episodes += page.episodes
             skipped += page.skipped
             next_url, pages = page.next_page_url, pages + 1
     except (FetchError, FeedParseError) as exc:
         rec.last_status, rec.last_error, rec.checked_at = "failed", str(exc), time.time()
         store.upsert_feed(rec)
-        return FeedResult(spec.slug, spec.url, "failed", error=str(exc)), []
+        return FeedResult(spec.slug, fetch_url, "failed", error=str(exc)), []
+    # A permanent redirect or itunes:new-feed-url moves the feed: poll the new address from now on
+    # (new-feed-url wins: it is the publisher's explicit word).
+    moved_to = feed.new_feed_url or first.permanent_redirect
+    if moved_to and moved_to != fetch_url and moved_to.startswith(("http://", "https://")):
+        rec.effective_url = moved_to
+        rec.etag = rec.last_modified = None  # validators belong to the old address
+    else:
+        rec.etag, rec.last_modified = first.etag, first.last_modified
     records, seen = [], set()
     for ep in episodes:
         if ep.guid_key in seen:
@@ -140,10 +152,9 @@ def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[Epi
             enclosure_length=ep.enclosure_length, published=ep.published, duration_hint_sec=ep.duration_sec,
             transcripts_json=json.dumps([vars(t) for t in ep.transcripts]) if ep.transcripts else None,
         ))
-    rec.etag, rec.last_modified = first.etag, first.last_modified
     rec.last_status, rec.last_error, rec.checked_at, rec.episodes = "ok", None, time.time(), len(records)
     store.upsert_feed(rec)
-    return FeedResult(spec.slug, spec.url, "ok", episodes=len(records), skipped=skipped), records
+    return FeedResult(spec.slug, fetch_url, "ok", episodes=len(records), skipped=skipped), records
 
 
 def discover(services: Services, catalog: Catalog, *, write_manifest: bool = True,

@@ -12,7 +12,7 @@ import dataclasses
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
-from ..domain.catalog import Catalog, load_catalog
+from ..domain.catalog import Catalog, CatalogError, load_catalog
 from ..domain.http import HttpConfig
 from ..domain.pipeline import Services
 from ..domain.settings import Settings
@@ -44,18 +44,25 @@ class PodInsightResource(ConfigurableResource):
             env["PODINSIGHT_MODEL"] = self.model
         return Settings.from_env(env)
 
-    def services(self, host_limits: dict[str, int] | None = None) -> Services:
-        if self._services is None or host_limits:
+    def services(self) -> Services:
+        """The domain services, built once per resource instance (so once per run)."""
+        if self._services is None:
             settings = self.settings()
             http_config = HttpConfig(max_audio_bytes=self.max_audio_bytes, max_attempts=self.http_max_attempts,
-                                     host_limits=dict(host_limits or {}))
+                                     host_limits=self._catalog_host_limits(settings))
             services = Services.local(settings, http_config=http_config)
             services.transcribe_options = dataclasses.replace(
                 services.transcribe_options, batch_size=self.batch_size, cpu_threads=self.cpu_threads)
-            if host_limits:
-                return services
             self._services = services
         return self._services
+
+    @staticmethod
+    def _catalog_host_limits(settings: Settings) -> dict[str, int]:
+        # The catalog's host_limits: override the run-book defaults for every fetch of the run.
+        try:
+            return load_catalog(settings.feeds_dir).host_limits
+        except CatalogError:
+            return {}
 
     def catalog(self) -> Catalog:
         return load_catalog(self.settings().feeds_dir)

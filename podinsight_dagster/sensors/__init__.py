@@ -28,7 +28,7 @@ def new_episodes_sensor(context: SensorEvaluationContext, podinsight: PodInsight
         catalog = podinsight.catalog()
     except CatalogError as exc:
         return SkipReason(f"feed catalog unreadable: {exc}")
-    services = podinsight.services(host_limits=catalog.host_limits)
+    services = podinsight.services()
     result = discover(services, catalog, write_manifest=False)
     known = set(context.instance.get_dynamic_partitions(EPISODES))
     # Episodes the store knows but the instance lacks (a repeated or interrupted tick) are queued too.
