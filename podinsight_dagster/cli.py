@@ -1,33 +1,52 @@
-"""``podrun``: the operator's command line (run-book §3.3, §4.2, glossary).
+"""``podrun``: the operator's command line (run-book §3.3, §4.2, §7), on Dagster.
 
-podrun demo                                  the whole pipeline on bundled sample podcasts, offline
-podrun fetch --feeds FILE --limit N          discover episodes and download the first N not yet downloaded
-podrun transcribe --limit N --model NAME     transcribe N downloaded, untranscribed episodes
-podrun feed inspect URL_OR_FILE [--json]     print a feed as Pod-Insight reads it
-podrun status [--json]                       counts per state from the checkpoint store
+podrun demo                                        the whole pipeline on bundled sample podcasts, offline
+podrun fetch --limit N [--dry-run] [--manifest PATH_OR_S3] [--feeds FILE]
+podrun transcribe --limit N [--manifest-s3 URI] [--model NAME]
+podrun status [--json]                             counts per state, success and 429 rates, GB, cost today
+podrun freeze [--lift]                             the cost freeze (run-book's $40 alarm)
+podrun feed inspect URL_OR_FILE [--json]           a feed as Pod-Insight reads it
 
-Every command reads PODINSIGHT_HOME (default ./data) and runs the real Dagster
-jobs on the local instance there, so its runs show in ``make ui``.
+Runs go to the local instance under PODINSIGHT_HOME (they show in ``make ui``),
+or to a running Dagster deployment with ``--dagster-url`` (its GraphQL API).
+``--limit`` caps episodes in both modes (run-book P-2).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
 from .domain.settings import Settings
 
+# Run-book §3.4: 1,000 episodes cost $4.85 of Fargate Spot CPU; NAT processing is $0.045 per GB.
+FETCH_CPU_USD_PER_EPISODE = 4.85 / 1000
+NAT_USD_PER_GB = 0.045
+ASSUMED_MB_PER_S_PER_CONNECTION = 5.0
+DAGSTER_URL_HELP = "Launch on a running Dagster deployment (e.g. http://127.0.0.1:3000) instead of in-process."
+
 
 def _settings(model: str | None = None) -> Settings:
-    s = Settings.from_env()
     if model:
         os.environ["PODINSIGHT_MODEL"] = model
-        s = Settings.from_env()
-    return s
+    return Settings.from_env()
+
+
+def _launcher(settings: Settings, dagster_url: str | None):
+    from .instance import get_instance
+    from .launch import GraphQLLauncher, LocalLauncher
+
+    if dagster_url:
+        return GraphQLLauncher(dagster_url, say=click.echo)
+    return LocalLauncher(get_instance(settings), say=click.echo)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,74 +65,234 @@ def demo(model: str | None) -> None:
         sys.exit(1)
 
 
+# ---------------------------------------------------------------------------
+# fetch
+# ---------------------------------------------------------------------------
+def read_manifest_source(source: str) -> bytes:
+    """A manifest from a local path or s3://bucket/key (AWS_ENDPOINT_URL is honoured by boto3)."""
+    if source.startswith("s3://"):
+        import boto3
+
+        parts = urlsplit(source)
+        obj = boto3.client("s3").get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
+        return obj["Body"].read()
+    return Path(source).read_bytes()
+
+
+def manifest_records(data: bytes, source: str):
+    from .domain.checkpoints import EpisodeRecord
+    from .domain.keys import EpisodeKey, InvalidKeyError
+
+    records = []
+    for i, row in enumerate(csv.DictReader(io.StringIO(data.decode("utf-8"))), 2):
+        try:
+            ek = EpisodeKey.parse(row.get("partition_key") or f"{row['feed_slug']}/{row['guid_key']}")
+        except (InvalidKeyError, KeyError) as exc:
+            raise click.ClickException(f"{source} line {i}: {exc}")
+        length = row.get("enclosure_length")
+        records.append(EpisodeRecord(
+            partition_key=ek.partition_key, feed_slug=ek.feed_slug, guid_key=ek.guid_key,
+            guid=row.get("guid") or None, title=row.get("title") or None,
+            enclosure_url=row.get("enclosure_url") or None, enclosure_type=row.get("enclosure_type") or None,
+            enclosure_length=int(length) if length and length.isdigit() else None,
+            published=row.get("published") or None,
+            duration_hint_sec=float(row["duration_sec"]) if row.get("duration_sec") else None))
+    return records
+
+
 @main.command()
-@click.option("--feeds", "feeds_file", type=click.Path(exists=True, dir_okay=True, path_type=Path), default=None,
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="Download at most N episodes not yet downloaded.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (episodes, hosts, sizes, time, cost); download nothing.")
+@click.option("--manifest", "manifest", default=None, help="Fetch the episodes of this manifest.csv (path or s3://).")
+@click.option("--feeds", "feeds_file", type=click.Path(exists=True, path_type=Path), default=None,
               help="A tier*_feeds.yaml file or folder (default: $PODINSIGHT_HOME/feeds).")
-@click.option("--limit", type=int, default=None, help="Download at most N episodes not yet downloaded.")
-def fetch(feeds_file: Path | None, limit: int | None) -> None:
-    """Phase 1: poll feeds, write the manifest, download episodes to pod-insights-raw."""
-    from .demo.run import QUIET, run_partitions
+@click.option("--dagster-url", default=None, help=DAGSTER_URL_HELP)
+def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Path | None,
+          dagster_url: str | None) -> None:
+    """Phase 1: build the manifest, register episodes, download the first N not yet downloaded."""
     from .domain.checkpoints import DISCOVERED, FAILED
-    from .domain.pipeline import Services
-    from .instance import get_instance
+    from .domain.pipeline import Services, discover
 
     if feeds_file is not None:
         os.environ["PODINSIGHT_FEEDS_DIR"] = str(feeds_file.resolve())
     settings = _settings()
-    instance = get_instance(settings)
-    from .definitions import defs
-
-    res = defs.resolve_job_def("ingest_catalog").execute_in_process(instance=instance, raise_on_error=False,
-                                                                    run_config=QUIET)
-    if not res.success:
-        raise click.ClickException("ingest_catalog failed: see the run in the Dagster UI (make ui)")
     services = Services.local(settings)
-    todo = [r.partition_key for r in services.checkpoints.episodes() if r.state in (DISCOVERED, FAILED)]
+    if manifest:
+        try:
+            records = manifest_records(read_manifest_source(manifest), manifest)
+        except OSError as exc:
+            raise click.ClickException(f"cannot read manifest {manifest}: {exc}")
+        services.checkpoints.register_episodes(records)
+        wanted = [r.partition_key for r in records]
+        click.echo(f"manifest {manifest}: {len(wanted)} episodes")
+    else:
+        from .domain.catalog import CatalogError, load_catalog
+
+        try:
+            catalog = load_catalog(settings.feeds_dir)
+        except CatalogError as exc:
+            raise click.ClickException(str(exc))
+        result = discover(services, catalog, write_manifest=not dry_run)
+        for f in result.feeds:
+            if f.status == "failed":
+                click.echo(f"feed {f.slug} failed: {f.error}", err=True)
+        if result.manifest_key:
+            click.echo(f"manifest: {services.manifests.uri(result.manifest_key)} ({len(result.manifest_rows)} episodes,"
+                       f" {len(result.new_partition_keys)} new)")
+        wanted = [r["partition_key"] for r in result.manifest_rows]
+    pending = {r.partition_key for r in services.checkpoints.episodes() if r.state in (DISCOVERED, FAILED)}
+    todo = [k for k in wanted if k in pending]
     todo = todo[:limit] if limit is not None else todo
+    if dry_run:
+        _print_fetch_plan(services, todo)
+        return
+    if not todo:
+        click.echo("nothing to download")
+        return
     click.echo(f"downloading {len(todo)} episodes")
-    results = run_partitions(instance, "fetch_episodes", todo)
+    launcher = _launcher(settings, dagster_url)
+    outcome = launcher.run_partitions("fetch_episodes", todo)
     _echo_counts(services)
-    if not all(r.success for r in results):
+    if not outcome.success:
         sys.exit(1)
 
 
+def _print_fetch_plan(services, keys: list[str]) -> None:
+    from .domain.http import FetchError, registrable_domain
+
+    recs = [services.checkpoints.require(k) for k in keys]
+
+    def size(rec) -> int | None:
+        try:
+            length = services.http.head(rec.enclosure_url).get("Content-Length")
+            return int(length) if length else rec.enclosure_length
+        except (FetchError, ValueError):
+            return rec.enclosure_length
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        sizes = list(pool.map(size, recs))
+    hosts: dict[str, list[int]] = {}
+    for rec, n in zip(recs, sizes):
+        hosts.setdefault(urlsplit(rec.enclosure_url or "").hostname or "?", []).append(n or 0)
+    total = sum(n or 0 for n in sizes)
+    # Each host's share moves at its concurrency limit; hosts proceed in parallel.
+    seconds = max((sum(v) / 1e6 / (services.http.limiter.limit_for(h) * ASSUMED_MB_PER_S_PER_CONNECTION)
+                   for h, v in hosts.items()), default=0.0)
+    cost = len(keys) * FETCH_CPU_USD_PER_EPISODE + total / 1e9 * NAT_USD_PER_GB
+    click.echo(f"DRY RUN: would download {len(keys)} episodes, {total / 1e6:.1f} MB "
+               f"({sum(1 for n in sizes if n is None)} of unknown size)")
+    click.echo(f"{'host':<40} {'episodes':>8} {'MB':>10} {'limit':>6}")
+    for host, v in sorted(hosts.items(), key=lambda kv: -sum(kv[1])):
+        click.echo(f"{host:<40} {len(v):>8} {sum(v) / 1e6:>10.1f} {services.http.limiter.limit_for(host):>6}"
+                   f"  ({registrable_domain(host)})")
+    click.echo(f"projected time: {seconds / 60:.1f} min at {ASSUMED_MB_PER_S_PER_CONNECTION:g} MB/s per connection;"
+               f" projected cost: ${cost:.2f} (CPU ${FETCH_CPU_USD_PER_EPISODE * 1000:.2f}/1000 episodes,"
+               f" NAT ${NAT_USD_PER_GB}/GB)")
+    click.echo("nothing was written to raw storage")
+
+
+# ---------------------------------------------------------------------------
+# transcribe
+# ---------------------------------------------------------------------------
 @main.command()
-@click.option("--limit", type=int, default=None, help="Transcribe at most N episodes.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="Transcribe at most N episodes.")
+@click.option("--manifest-s3", "manifest", default=None,
+              help="Transcribe the episodes listed in this manifest (s3:// URI or local path).")
 @click.option("--model", default=None, help="Whisper model: base (default), tiny.en, or a model folder.")
-def transcribe(limit: int | None, model: str | None) -> None:
+@click.option("--dagster-url", default=None, help=DAGSTER_URL_HELP)
+def transcribe(limit: int | None, manifest: str | None, model: str | None, dagster_url: str | None) -> None:
     """Phase 2: transcribe downloaded episodes (transcript, segments, subtitles, KPIs)."""
-    from .demo.run import run_partitions
+    from .domain.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
     from .domain.checkpoints import DOWNLOADED
     from .domain.pipeline import Services
-    from .instance import get_instance
 
     settings = _settings(model)
-    instance = get_instance(settings)
     services = Services.local(settings)
-    todo = [r.partition_key for r in services.checkpoints.episodes(state=DOWNLOADED)]
-    todo = todo[:limit] if limit is not None else todo
-    click.echo(f"transcribing {len(todo)} episodes with model {settings.model}")
-    results = run_partitions(instance, "transcribe_episodes", todo)
+    downloaded = [r for r in services.checkpoints.episodes(state=DOWNLOADED)]
+    if manifest:
+        try:
+            listed = {r.partition_key for r in manifest_records(read_manifest_source(manifest), manifest)}
+        except OSError as exc:
+            raise click.ClickException(f"cannot read manifest {manifest}: {exc}")
+        downloaded = [r for r in downloaded if r.partition_key in listed]
+    todo = downloaded[:limit] if limit is not None else downloaded
+    audio_sec = sum(r.duration_hint_sec or DEFAULT_EPISODE_SEC for r in todo)
+    try:
+        today = services.budget.check(services.budget.projected_cost(audio_sec))
+    except BudgetExceeded as exc:
+        raise click.ClickException(f"refusing to transcribe: {exc}")
+    if not todo:
+        click.echo("nothing to transcribe (no downloaded, untranscribed episodes)")
+        return
+    click.echo(f"transcribing {len(todo)} episodes ({audio_sec / 3600:.2f} h of audio) with model {settings.model};"
+               f" cost today ${today:.2f} of ${services.budget.ceiling_usd:.2f}")
+    outcome = _launcher(settings, dagster_url).run_partitions("transcribe_episodes", [r.partition_key for r in todo])
     _echo_counts(services)
-    if not all(r.success for r in results):
+    if not outcome.success:
         sys.exit(1)
+
+
+# ---------------------------------------------------------------------------
+# status, freeze
+# ---------------------------------------------------------------------------
+def status_report(services) -> dict:
+    from .domain.checkpoints import DOWNLOADED, FAILED, TRANSCRIBED
+
+    counts = services.checkpoints.counts()
+    episodes = services.checkpoints.episodes()
+    fetched = [e for e in episodes if e.state in (DOWNLOADED, TRANSCRIBED)]
+    failed_fetch = [e for e in episodes if e.state == FAILED and e.failed_stage == "download"]
+    attempted = len(fetched) + len(failed_fetch)
+    per_host = {json.loads(d).get("hostname", "?"): v for d, v in services.metrics.latest("PerHost429").items()}
+    freeze = services.budget.status()
+    return {
+        "episodes": counts,
+        "by_feed": services.checkpoints.counts_by_feed(),
+        "download_success_rate": round(100.0 * len(fetched) / attempted, 2) if attempted else None,
+        "per_host_429_rate": per_host,
+        "gb_transferred": round(sum(e.bytes or 0 for e in fetched) / 1e9, 4),
+        "cost_today_usd": round(services.budget.cost_today(), 4),
+        "cost_ceiling_usd": services.budget.ceiling_usd,
+        "frozen": freeze.active,
+        "freeze_reason": freeze.reason if freeze.active else None,
+    }
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
-    """Episode counts per state, from the checkpoint store."""
-    from .domain.pipeline import Services, cost_today
+    """Counts per state, success rate, 429 rate, GB transferred and cost today."""
+    from .domain.pipeline import Services
 
-    services = Services.local(_settings())
-    counts = services.checkpoints.counts()
-    doc = {"episodes": counts, "by_feed": services.checkpoints.counts_by_feed(),
-           "cost_today_usd": round(cost_today(services), 4)}
+    doc = status_report(Services.local(_settings()))
     if as_json:
         click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo("  ".join(f"{k}: {v}" for k, v in doc["episodes"].items()))
+    rate = doc["download_success_rate"]
+    click.echo(f"download success rate: {'-' if rate is None else f'{rate:.1f}%'} (run-book target > 98%)")
+    for host, r in sorted(doc["per_host_429_rate"].items()):
+        click.echo(f"429 rate {host}: {r:.2f}% (target < 1%)")
+    click.echo(f"GB transferred: {doc['gb_transferred']:.3f}")
+    click.echo(f"cost today: ${doc['cost_today_usd']:.4f} of ${doc['cost_ceiling_usd']:.2f}"
+               + (f"  FROZEN: {doc['freeze_reason']}" if doc["frozen"] else ""))
+
+
+@main.command()
+@click.option("--lift", is_flag=True, help="Lift the freeze so transcription may run again.")
+@click.option("--reason", default="frozen by hand", help="Why (when freezing).")
+def freeze(lift: bool, reason: str) -> None:
+    """Freeze transcription spend (as the $40 alarm does), or lift the freeze."""
+    from .domain.pipeline import Services
+
+    budget = Services.local(_settings()).budget
+    if lift:
+        budget.lift()
+        click.echo("freeze lifted: transcription may run")
     else:
-        _echo_counts(services)
-        click.echo(f"cost today: ${doc['cost_today_usd']:.4f}")
+        budget.freeze(reason)
+        click.echo(f"frozen: {reason}")
 
 
 def _echo_counts(services) -> None:
@@ -121,6 +300,9 @@ def _echo_counts(services) -> None:
     click.echo("  ".join(f"{k}: {v}" for k, v in counts.items()))
 
 
+# ---------------------------------------------------------------------------
+# feed inspect
+# ---------------------------------------------------------------------------
 @main.group()
 def feed() -> None:
     """Feed tools."""

@@ -12,9 +12,10 @@ import os
 from dagster import AssetSelection, Definitions, define_asset_job
 
 from .assets import all_assets, catalog_assets
+from .checks import all_checks
 from .partitions import episodes_partitions
 from .resources import PodInsightResource
-from .sensors import new_episodes_sensor
+from .sensors import auto_transcribe_sensor, new_episodes_sensor
 
 ingest_job = define_asset_job(
     "ingest_catalog", selection=AssetSelection.assets(*catalog_assets),
@@ -44,7 +45,8 @@ def resources_for(deployment: str) -> dict:
 
 defs = Definitions(
     assets=all_assets,
+    asset_checks=all_checks,
     jobs=[ingest_job, episode_pipeline, fetch_job, transcribe_job],
-    sensors=[new_episodes_sensor],
+    sensors=[new_episodes_sensor, auto_transcribe_sensor],
     resources=resources_for(os.environ.get("PODINSIGHT_DEPLOYMENT", "local")),
 )

@@ -62,3 +62,35 @@ def reference(feed: str, ep: str) -> str:
 
 def audio_bytes(feed: str, ep: str) -> bytes:
     return (CONTENT / "audio" / feed / f"{ep}.mp3").read_bytes()
+
+
+class MotoServer:
+    """moto in server mode on loopback: boto3 speaks real HTTP to it."""
+
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+
+    def client(self, service: str):
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+@pytest.fixture
+def moto_server(tmp_path, monkeypatch):
+    # moto's request recorder writes to a file in the working directory unless told otherwise.
+    monkeypatch.setenv("MOTO_RECORDER_FILEPATH", str(tmp_path / "moto_recording"))
+    server = MotoServer()
+    try:
+        yield server
+    finally:
+        server.stop()

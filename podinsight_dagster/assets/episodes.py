@@ -16,13 +16,14 @@ so they show red in the UI and a re-run picks up only them.
 from collections import Counter
 from typing import Callable, Iterator
 
-from dagster import (AssetExecutionContext, AssetMaterialization, BackfillPolicy, Failure, MaterializeResult,
-                     MetadataValue, asset)
+from dagster import (AssetExecutionContext, AssetMaterialization, Backoff, BackfillPolicy, Failure, Jitter,
+                     MaterializeResult, MetadataValue, RetryPolicy, asset)
 
 from ..domain import layout
 from ..domain.keys import EpisodeKey
 from ..domain.pipeline import StepError, download_episode, publish_download_metrics
-from ..domain.stage import transcribe_episode, write_kpis, write_segments
+from ..domain.quality import transcript_issues
+from ..domain.stage import load_transcript, transcribe_episode, write_kpis, write_segments
 from ..domain.transcribe import load_engine
 from ..partitions import episodes_partitions
 from ..resources import PodInsightResource
@@ -30,6 +31,9 @@ from .catalog import episode_manifest
 
 MAX_PARTITIONS_PER_RUN = 100
 EPISODE_BACKFILL = BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITIONS_PER_RUN)
+# Retries only help transient trouble (a CDN hiccup): run_per_episode raises
+# Failure(allow_retries=False) when every failure was permanent (404, an HTML page).
+FETCH_RETRY = RetryPolicy(max_retries=2, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
 def run_per_episode(context: AssetExecutionContext, step: Callable[[str], dict],
@@ -83,7 +87,7 @@ def _one_line(meta: dict) -> str:
 
 
 @asset(partitions_def=episodes_partitions, deps=[episode_manifest], group_name="episodes",
-       backfill_policy=EPISODE_BACKFILL, pool="podinsight_fetch",
+       backfill_policy=EPISODE_BACKFILL, pool="podinsight_fetch", retry_policy=FETCH_RETRY,
        description="The episode's audio in pod-insights-raw/<feed_slug>/<guid_key>/audio/, with meta/meta.json.")
 def raw_audio(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
@@ -155,9 +159,11 @@ def kpis(context: AssetExecutionContext, podinsight: PodInsightResource):
 
     def step(pk: str) -> dict:
         k = write_kpis(services, pk)
+        issues = transcript_issues(load_transcript(services, pk))
+        services.checkpoints.update(pk, quality_issue="; ".join(issues) or None)
         keep = ("duration_sec", "speech_ratio", "words", "words_per_minute", "language", "realtime_factor",
                 "cost_usd", "suspected_hallucination", "source")
-        return {key: k[key] for key in keep}
+        return {**{key: k[key] for key in keep}, "quality_issues": len(issues)}
 
     def summary(done: dict[str, dict]) -> dict:
         return {"cost_usd": round(sum(m["cost_usd"] for m in done.values()), 6),

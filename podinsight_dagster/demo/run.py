@@ -76,43 +76,10 @@ def reference_text(enclosure_url: str | None) -> str | None:
     return ref.read_text(encoding="utf-8") if ref.is_file() else None
 
 
-def contiguous_ranges(ordered: list[str], wanted: list[str]) -> list[tuple[str, str]]:
-    """Split ``wanted`` into runs of neighbours in the instance's partition order (one Dagster run each)."""
-    want = set(wanted)
-    ranges, start, prev = [], None, None
-    for key in ordered:
-        if key in want:
-            if start is None:
-                start = key
-            prev = key
-        elif start is not None:
-            ranges.append((start, prev))
-            start = None
-    if start is not None:
-        ranges.append((start, prev))
-    return ranges
-
-
-def run_partitions(instance, job_name: str, keys: list[str]) -> list:
-    """Execute a partitioned job in-process over ``keys``, as few runs as the partition order allows."""
-    from ..definitions import defs
-    from ..partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG
-
-    job = defs.resolve_job_def(job_name)
-    ordered = instance.get_dynamic_partitions(EPISODES)
-    results = []
-    for start, end in contiguous_ranges(ordered, keys):
-        results.append(job.execute_in_process(
-            instance=instance, raise_on_error=False, run_config=QUIET,
-            tags={RANGE_START_TAG: start, RANGE_END_TAG: end,
-                  "podinsight/trigger": "podrun"}))
-    return results
-
-
 def run_demo(settings: Settings, say: Callable[[str], None] = print, slugs: list[str] | None = None) -> list[EpisodeRow]:
-    from ..definitions import defs
     from ..domain.pipeline import Services
     from ..instance import get_instance
+    from ..launch import LocalLauncher
 
     started = time.perf_counter()
     os.environ["PODINSIGHT_HOME"] = str(settings.home)
@@ -127,19 +94,17 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print, slugs: list
         cdn.add_directory(CONTENT / "audio", prefix="/audio")
         write_demo_catalog(settings.feeds_dir, cdn.base_url, slugs)
         say(f"demo feeds served at {cdn.base_url}; data root {settings.home}; model {settings.model}")
-        ingest = defs.resolve_job_def("ingest_catalog").execute_in_process(instance=instance, raise_on_error=False,
-                                                                       run_config=QUIET)
-        if not ingest.success:
+        launcher = LocalLauncher(instance, say=say)
+        if not launcher.run_job("ingest_catalog").success:
             raise RuntimeError("ingest_catalog failed; see the run in the Dagster UI (make ui)")
         services = Services.local(Settings.from_env())
         keys = [r.partition_key for slug in _catalog_slugs(settings) for r in services.checkpoints.episodes(feed_slug=slug)]
         say(f"{len(keys)} episodes registered as partitions; downloading and transcribing ...")
-        results = run_partitions(instance, "episode_pipeline", keys)
+        outcome = launcher.run_partitions("episode_pipeline", keys)
     rows = summarize(services, keys)
-    failed_runs = [r.run_id for r in results if not r.success]
     say(format_table(rows))
     say(f"\nfinished in {time.perf_counter() - started:.0f} s"
-        + (f"; {len(failed_runs)} run(s) had failures: {failed_runs}" if failed_runs else ""))
+        + ("" if outcome.success else "; some episodes failed (see the runs in the UI)"))
     say(f"outputs:     {settings.stage_root}/<feed_slug>/<guid_key>/"
         f"{{transcripts,segments,kpis}}/\nraw audio:   {settings.raw_root}\n"
         f"manifest:    {settings.home / 'manifest.csv'}\nnext:        make ui   "

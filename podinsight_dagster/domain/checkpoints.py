@@ -46,6 +46,7 @@ class EpisodeRecord:
     bytes: int | None = None
     sha256: str | None = None
     last_error: str | None = None
+    quality_issue: str | None = None  # why a transcript looks wrong (empty despite speech, disordered)
     discovered_at: float = field(default_factory=now)
     updated_at: float = field(default_factory=now)
     downloaded_at: float | None = None
@@ -89,6 +90,7 @@ CREATE TABLE IF NOT EXISTS episodes (
     bytes INTEGER,
     sha256 TEXT,
     last_error TEXT,
+    quality_issue TEXT,
     discovered_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     downloaded_at REAL,
@@ -120,6 +122,16 @@ class SqliteCheckpointStore:
         with self._conn() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+            self._add_missing_columns(conn)
+
+    @staticmethod
+    def _add_missing_columns(conn: sqlite3.Connection) -> None:
+        # A data root made by an older version lacks newer (nullable) columns: add them in place.
+        for table, columns in (("episodes", _EPISODE_COLUMNS), ("feeds", _FEED_COLUMNS)):
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            for col in columns:
+                if col not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {col}")
 
     @contextlib.contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:

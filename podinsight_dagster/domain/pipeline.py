@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import layout
+from .budget import Budget
 from .catalog import Catalog, FeedSpec
 from .checkpoints import (DOWNLOADED, TRANSCRIBED, EpisodeRecord, FeedRecord, SqliteCheckpointStore)
 from .feeds import FeedParseError, parse_feed
@@ -59,24 +60,29 @@ class Services:
     http: HttpClient
     metrics: MetricsSink
     transcribe_options: TranscribeOptions
+    budget: Budget
     prices: Prices = field(default_factory=Prices)
 
     @classmethod
     def local(cls, settings: Settings, *, http_config: HttpConfig | None = None,
               transcribe_options: TranscribeOptions | None = None) -> "Services":
         settings.ensure_dirs()
+        checkpoints = SqliteCheckpointStore(settings.checkpoint_db)
+        prices = Prices()
         return cls(
             settings=settings,
             raw=LocalObjectStore(settings.raw_root, RAW_BUCKET),
             stage=LocalObjectStore(settings.stage_root, STAGE_BUCKET),
             manifests=LocalObjectStore(settings.manifests_root, MANIFEST_BUCKET),
-            checkpoints=SqliteCheckpointStore(settings.checkpoint_db),
+            checkpoints=checkpoints,
             http=HttpClient(http_config, NetworkPolicy.parse(settings.allow_private_networks),
                             lock_dir=settings.locks_dir),
             metrics=SqliteMetrics(settings.checkpoint_db),
             transcribe_options=transcribe_options or TranscribeOptions(
                 model=settings.model, model_cache=str(settings.model_cache),
                 allow_download=settings.allow_model_download),
+            budget=Budget(checkpoints, settings.checkpoint_db, settings.cost_ceiling_usd, prices.gpu_hour),
+            prices=prices,
         )
 
 
@@ -294,8 +300,3 @@ def publish_download_metrics(services: Services, attempted: dict[str, int], succ
         metrics.append(Metric("AvgDownloadMB", total_bytes / files / 1e6, "Megabytes", (("phase", "fetch"),)))
     services.metrics.put(metrics)
     return metrics
-
-
-def cost_today(services: Services) -> float:
-    start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-    return services.checkpoints.cost_since(start)

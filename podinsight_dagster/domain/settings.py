@@ -25,6 +25,7 @@ class Settings:
     model_cache: Path = field(default_factory=lambda: Path.home() / ".cache" / "podinsight" / "models")
     allow_private_networks: str = ""
     allow_model_download: bool = False
+    cost_ceiling_usd: float = 40.0  # run-book §4.4: GPUCostToday < $40
 
     @property
     def raw_root(self) -> Path:
@@ -63,6 +64,7 @@ class Settings:
             model_cache=Path(cache).expanduser().resolve() if cache else Path.home() / ".cache" / "podinsight" / "models",
             allow_private_networks=env.get("PODINSIGHT_ALLOW_PRIVATE_NETWORKS", ""),
             allow_model_download=env.get("PODINSIGHT_ALLOW_MODEL_DOWNLOAD", "") in ("1", "true", "yes"),
+            cost_ceiling_usd=float(env.get("PODINSIGHT_COST_CEILING_USD") or 40.0),
         )
 
     def ensure_dirs(self) -> None:

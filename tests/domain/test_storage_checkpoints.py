@@ -72,3 +72,19 @@ def test_checkpoint_store_is_safe_across_threads(tmp_path):
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert store.counts()[DOWNLOADED] == 50
+
+
+def test_older_checkpoint_database_gains_new_columns(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE episodes (partition_key TEXT PRIMARY KEY, feed_slug TEXT NOT NULL, "
+                     "guid_key TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+                     "discovered_at REAL NOT NULL, updated_at REAL NOT NULL)")
+        conn.execute("INSERT INTO episodes VALUES ('f/a', 'f', 'a', 'downloaded', 1, 0, 0)")
+    store = SqliteCheckpointStore(db)
+    rec = store.get("f/a")
+    assert rec.state == DOWNLOADED and rec.quality_issue is None and rec.transcripts_json is None
+    store.update("f/a", quality_issue="x")
+    assert store.get("f/a").quality_issue == "x"

@@ -1,0 +1,82 @@
+"""Asset checks: the run-book's success criteria (§4.4) shown in the UI with their figures.
+
+They summarise many episodes, so they read the checkpoint store and the metrics
+table, never every partition's output.
+"""
+
+import json
+
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
+
+from .assets.episodes import kpis, raw_audio, transcript
+from .domain.checkpoints import DOWNLOADED, FAILED, TRANSCRIBED
+from .resources import PodInsightResource
+
+SUCCESS_RATE_MIN = 98.0   # DownloadSuccessRate > 98 %
+PER_HOST_429_MAX = 1.0    # PerHost429 < 1 %
+
+
+def download_success_rates(services) -> tuple[dict[str, float], float | None]:
+    """Per feed and overall: downloaded / (downloaded + failed downloads), in percent."""
+    by_feed: dict[str, list[int]] = {}
+    for rec in services.checkpoints.episodes():
+        ok = rec.state in (DOWNLOADED, TRANSCRIBED)
+        bad = rec.state == FAILED and rec.failed_stage == "download"
+        if ok or bad:
+            counts = by_feed.setdefault(rec.feed_slug, [0, 0])
+            counts[0] += ok
+            counts[1] += 1
+    rates = {slug: 100.0 * ok / n for slug, (ok, n) in by_feed.items()}
+    total_ok, total = sum(v[0] for v in by_feed.values()), sum(v[1] for v in by_feed.values())
+    return rates, (100.0 * total_ok / total if total else None)
+
+
+@asset_check(asset=raw_audio, description="DownloadSuccessRate above 98% per feed and overall (run-book §4.4).")
+def download_success_rate(context: AssetCheckExecutionContext, podinsight: PodInsightResource) -> AssetCheckResult:
+    rates, overall = download_success_rates(podinsight.services())
+    low = {slug: round(r, 2) for slug, r in rates.items() if r <= SUCCESS_RATE_MIN}
+    passed = overall is not None and overall > SUCCESS_RATE_MIN and not low
+    return AssetCheckResult(
+        passed=passed, severity=AssetCheckSeverity.ERROR,
+        description=None if passed else (f"feeds at or below {SUCCESS_RATE_MIN}%: {low}" if low
+                                         else "no downloads attempted yet"),
+        metadata={"overall_percent": round(overall, 2) if overall is not None else None,
+                  "threshold_percent": SUCCESS_RATE_MIN,
+                  "per_feed_percent": MetadataValue.json({k: round(v, 2) for k, v in sorted(rates.items())}),
+                  "feeds_below": MetadataValue.json(low)})
+
+
+@asset_check(asset=raw_audio, description="PerHost429 below 1% for every host (run-book §4.4); a warning.")
+def per_host_429(context: AssetCheckExecutionContext, podinsight: PodInsightResource) -> AssetCheckResult:
+    latest = podinsight.services().metrics.latest("PerHost429")
+    per_host = {json.loads(d).get("hostname", "?"): round(v, 3) for d, v in latest.items()}
+    high = {h: v for h, v in per_host.items() if v >= PER_HOST_429_MAX}
+    return AssetCheckResult(
+        passed=not high, severity=AssetCheckSeverity.WARN,
+        description=None if not high else f"hosts rate-limiting us: {high}; lower their host_limits",
+        metadata={"per_host_percent": MetadataValue.json(per_host), "threshold_percent": PER_HOST_429_MAX})
+
+
+@asset_check(asset=transcript, blocking=True,
+             description="GPUCostToday below the $40 ceiling; blocking, so a run over budget goes no further.")
+def gpu_cost_today(context: AssetCheckExecutionContext, podinsight: PodInsightResource) -> AssetCheckResult:
+    budget = podinsight.services().budget
+    cost, freeze = budget.cost_today(), budget.status()
+    passed = cost < budget.ceiling_usd and not freeze.active
+    return AssetCheckResult(
+        passed=passed, severity=AssetCheckSeverity.ERROR,
+        description=None if passed else (freeze.reason or f"${cost:.2f} spent today"),
+        metadata={"cost_today_usd": round(cost, 4), "ceiling_usd": budget.ceiling_usd, "frozen": freeze.active})
+
+
+@asset_check(asset=kpis, description="Transcript sanity: text wherever there was speech, segments in order.")
+def transcript_sanity(context: AssetCheckExecutionContext, podinsight: PodInsightResource) -> AssetCheckResult:
+    bad = {r.partition_key: r.quality_issue for r in podinsight.services().checkpoints.episodes(state=TRANSCRIBED)
+           if r.quality_issue}
+    return AssetCheckResult(
+        passed=not bad, severity=AssetCheckSeverity.ERROR,
+        description=None if not bad else f"{len(bad)} transcripts failed sanity checks",
+        metadata={"episodes_with_issues": len(bad), "issues": MetadataValue.json(dict(list(bad.items())[:50]))})
+
+
+all_checks = [download_success_rate, per_host_429, gpu_cost_today, transcript_sanity]

@@ -1,0 +1,173 @@
+"""Launching partitioned work: on the local instance in-process, or on a running Dagster deployment.
+
+``LocalLauncher`` runs a job in this process over contiguous partition ranges (one
+run each, the model loaded once for all of them). ``GraphQLLauncher`` asks a
+running deployment (``dagster dev`` or Dagster+) for an asset backfill through its
+GraphQL API, exactly what the UI's "Materialize" dialog does, so the runs show in
+the UI and follow the assets' backfill policy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import requests
+
+from .partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG
+
+# Runs print only warnings and errors to the terminal; the full event log is in the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+JOB_ASSETS = {
+    "fetch_episodes": ["raw_audio"],
+    "transcribe_episodes": ["transcript", "segments", "kpis"],
+    "episode_pipeline": ["raw_audio", "transcript", "segments", "kpis"],
+}
+
+
+@dataclass
+class LaunchResult:
+    runs: int
+    success: bool
+    detail: str = ""
+
+
+def contiguous_ranges(ordered: list[str], wanted: list[str]) -> list[tuple[str, str]]:
+    """Split ``wanted`` into runs of neighbours in the instance's partition order (one Dagster run each)."""
+    want = set(wanted)
+    ranges, start, prev = [], None, None
+    for key in ordered:
+        if key in want:
+            if start is None:
+                start = key
+            prev = key
+        elif start is not None:
+            ranges.append((start, prev))
+            start = None
+    if start is not None:
+        ranges.append((start, prev))
+    return ranges
+
+
+class LocalLauncher:
+    def __init__(self, instance, say: Callable[[str], None] = print):
+        self.instance = instance
+        self.say = say
+
+    def ensure_partitions(self, keys: list[str]) -> None:
+        from .assets.catalog import register_partitions
+
+        register_partitions(self.instance, keys)
+
+    def run_job(self, job_name: str, tags: dict | None = None) -> LaunchResult:
+        from .definitions import defs
+
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=self.instance, raise_on_error=False, run_config=QUIET, tags=tags or {})
+        return LaunchResult(1, result.success, result.run_id)
+
+    def run_partitions(self, job_name: str, keys: list[str]) -> LaunchResult:
+        from .definitions import defs
+
+        if not keys:
+            return LaunchResult(0, True)
+        self.ensure_partitions(keys)
+        job = defs.resolve_job_def(job_name)
+        ranges = contiguous_ranges(self.instance.get_dynamic_partitions(EPISODES), keys)
+        ok = True
+        for i, (start, end) in enumerate(ranges, 1):
+            self.say(f"run {i}/{len(ranges)}: {job_name} {start} .. {end}")
+            result = job.execute_in_process(
+                instance=self.instance, raise_on_error=False, run_config=QUIET,
+                tags={RANGE_START_TAG: start, RANGE_END_TAG: end, "podinsight/trigger": "podrun"})
+            ok &= result.success
+            if not result.success:
+                self.say(f"  run {result.run_id} had failures (details: make ui)")
+        return LaunchResult(len(ranges), ok)
+
+
+class GraphQLError(RuntimeError):
+    pass
+
+
+class GraphQLLauncher:
+    """A running Dagster deployment, reached at ``url`` (e.g. http://127.0.0.1:3000)."""
+
+    def __init__(self, url: str, say: Callable[[str], None] = print, timeout_s: float = 3600,
+                 poll_s: float = 2.0):
+        self.url = url.rstrip("/") + "/graphql"
+        self.say = say
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+
+    def _query(self, query: str, variables: dict | None = None) -> dict:
+        resp = requests.post(self.url, json={"query": query, "variables": variables or {}}, timeout=60)
+        resp.raise_for_status()
+        body = resp.json()
+        if body.get("errors"):
+            raise GraphQLError(f"{self.url}: {body['errors'][0].get('message')}")
+        return body["data"]
+
+    def ensure_partitions(self, keys: list[str]) -> None:
+        """Add keys the deployment's instance lacks (one mutation per key: the API takes one at a time)."""
+        mutation = """mutation($repo: RepositorySelector!, $name: String!, $key: String!) {
+          addDynamicPartition(repositorySelector: $repo, partitionsDefName: $name, partitionKey: $key) {
+            __typename ... on PythonError { message } ... on UnauthorizedError { message } } }"""
+        known = set(self._partition_keys())
+        repo = self._repository()
+        for key in keys:
+            if key in known:
+                continue
+            res = self._query(mutation, {"repo": repo, "name": EPISODES, "key": key})["addDynamicPartition"]
+            if res["__typename"] not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
+                raise GraphQLError(f"adding partition {key} failed: {res.get('message', res['__typename'])}")
+
+    def _partition_keys(self) -> list[str]:
+        data = self._query("""{ assetNodeOrError(assetKey: {path: ["raw_audio"]}) { __typename
+            ... on AssetNode { partitionKeys } } }""")
+        return data["assetNodeOrError"].get("partitionKeys") or []
+
+    def _repository(self) -> dict:
+        data = self._query("""{ repositoriesOrError { __typename ... on RepositoryConnection {
+            nodes { name location { name } } } } }""")
+        nodes = data["repositoriesOrError"].get("nodes") or []
+        if not nodes:
+            raise GraphQLError(f"{self.url}: no code location loaded")
+        return {"repositoryName": nodes[0]["name"], "repositoryLocationName": nodes[0]["location"]["name"]}
+
+    def run_partitions(self, job_name: str, keys: list[str]) -> LaunchResult:
+        if not keys:
+            return LaunchResult(0, True)
+        self.ensure_partitions(keys)
+        mutation = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+            __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
+            ... on InvalidSubsetError { message } ... on UnauthorizedError { message } } }"""
+        params = {"partitionNames": keys, "assetSelection": [{"path": [a]} for a in JOB_ASSETS[job_name]],
+                  "tags": [{"key": "podinsight/trigger", "value": "podrun"}]}
+        res = self._query(mutation, {"params": params})["launchPartitionBackfill"]
+        if res["__typename"] != "LaunchBackfillSuccess":
+            raise GraphQLError(f"backfill refused: {res.get('message', res['__typename'])}")
+        backfill_id = res["backfillId"]
+        self.say(f"backfill {backfill_id}: {len(keys)} episodes of {', '.join(JOB_ASSETS[job_name])}")
+        return self.wait(backfill_id)
+
+    def wait(self, backfill_id: str) -> LaunchResult:
+        query = """query($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
+            ... on PartitionBackfill { status numPartitions runs(limit: 1000) { runId status } } } }"""
+        deadline = time.monotonic() + self.timeout_s
+        last = None
+        while True:
+            data = self._query(query, {"id": backfill_id})["partitionBackfillOrError"]
+            status = data.get("status")
+            runs = data.get("runs") or []
+            summary = f"{status}: {len(runs)} runs, {sum(r['status'] == 'SUCCESS' for r in runs)} succeeded"
+            if summary != last:
+                self.say(f"  {summary}")
+                last = summary
+            if status in ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"):
+                ok = status in ("COMPLETED", "COMPLETED_SUCCESS") and all(r["status"] == "SUCCESS" for r in runs)
+                return LaunchResult(len(runs), ok, backfill_id)
+            if time.monotonic() > deadline:
+                return LaunchResult(len(runs), False, f"backfill {backfill_id} still {status} after timeout")
+            time.sleep(self.poll_s)

@@ -1,0 +1,130 @@
+"""Asset checks pass and fail on the figures they read; the cost freeze refuses spend."""
+
+import time
+
+import pytest
+from dagster import AssetCheckSeverity, build_asset_check_context
+
+from podinsight_dagster.checks import download_success_rate, gpu_cost_today, per_host_429, transcript_sanity
+from podinsight_dagster.domain.budget import BudgetExceeded
+from podinsight_dagster.domain.checkpoints import EpisodeRecord
+from podinsight_dagster.domain.metrics import Metric
+from podinsight_dagster.domain.pipeline import Services
+from podinsight_dagster.domain.settings import Settings
+from podinsight_dagster.resources import PodInsightResource
+
+
+@pytest.fixture
+def services(settings):
+    return Services.local(Settings.from_env())
+
+
+def _run(check):
+    return check(build_asset_check_context(resources={"podinsight": PodInsightResource()}))
+
+
+def _episodes(services, feed, ok, failed):
+    recs = [EpisodeRecord(partition_key=f"{feed}/e{i}", feed_slug=feed, guid_key=f"e{i}") for i in range(ok + failed)]
+    services.checkpoints.register_episodes(recs)
+    for r in recs[:ok]:
+        services.checkpoints.mark_downloaded(r.partition_key, bytes=1, sha256="x")
+    for r in recs[ok:]:
+        services.checkpoints.mark_failed(r.partition_key, "download", "HTTP 404")
+
+
+def test_download_success_rate_passes_and_fails_per_feed(services):
+    _episodes(services, "good", 100, 0)
+    _episodes(services, "fine", 99, 1)
+    result = _run(download_success_rate)
+    assert result.passed and result.metadata["overall_percent"].value == 99.5
+    _episodes(services, "flaky", 9, 1)
+    result = _run(download_success_rate)
+    assert not result.passed and result.severity == AssetCheckSeverity.ERROR
+    assert result.metadata["feeds_below"].value == {"flaky": 90.0}
+
+
+def test_per_host_429_warns(services):
+    services.metrics.put([Metric("PerHost429", 0.2, "Percent", (("hostname", "a.example"),))])
+    assert _run(per_host_429).passed
+    services.metrics.put([Metric("PerHost429", 4.0, "Percent", (("hostname", "b.example"),))])
+    result = _run(per_host_429)
+    assert not result.passed and result.severity == AssetCheckSeverity.WARN
+    assert result.metadata["per_host_percent"].value == {"a.example": 0.2, "b.example": 4.0}
+
+
+def test_gpu_cost_check_and_freeze(services, monkeypatch):
+    assert _run(gpu_cost_today).passed
+    rec = EpisodeRecord(partition_key="f/x", feed_slug="f", guid_key="x")
+    services.checkpoints.register_episodes([rec])
+    services.checkpoints.mark_transcribed("f/x", cost_usd=41.0)
+    result = _run(gpu_cost_today)
+    assert not result.passed and result.metadata["cost_today_usd"].value == 41.0
+    assert all(spec.blocking for spec in gpu_cost_today.check_specs)
+
+
+def test_budget_refuses_projection_and_freezes_at_ceiling(services):
+    budget = services.budget
+    assert budget.check(projected_usd=10.0) == 0.0
+    with pytest.raises(BudgetExceeded, match="would cross"):
+        budget.check(projected_usd=45.0)
+    assert not budget.status().active  # a too-large request is refused, not a reason to freeze
+    rec = EpisodeRecord(partition_key="f/x", feed_slug="f", guid_key="x")
+    services.checkpoints.register_episodes([rec])
+    services.checkpoints.mark_transcribed("f/x", cost_usd=40.0)
+    with pytest.raises(BudgetExceeded, match="frozen"):
+        budget.check(projected_usd=0.01)
+    state = budget.status()
+    assert state.active and "40.00" in state.reason and state.since <= time.time()
+    services.checkpoints.update("f/x", cost_usd=1.0)
+    with pytest.raises(BudgetExceeded, match="podrun freeze --lift"):
+        budget.check()  # stays frozen until a person lifts it
+    budget.lift()
+    assert budget.check() == 1.0
+
+
+def test_freeze_sets_batch_desired_vcpus_to_zero(services, moto_server):
+    """In AWS mode the freeze is the run-book's alarm + Lambda: desiredvCpus = 0 on the GPU environment."""
+    import base64
+    import json
+
+    import requests
+
+    from podinsight_dagster.domain.budget import BatchComputeFreezer, Budget
+
+    batch = moto_server.client("batch")
+    iam, ec2 = moto_server.client("iam"), moto_server.client("ec2")
+    role = iam.create_role(RoleName="batch", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    profile = iam.create_instance_profile(InstanceProfileName="batch")["InstanceProfile"]["Arn"]
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="g", Description="g", VpcId=vpc)["GroupId"]
+    batch.create_compute_environment(
+        computeEnvironmentName="gpu_spot", type="MANAGED", state="ENABLED", serviceRole=role,
+        computeResources={"type": "SPOT", "minvCpus": 0, "maxvCpus": 40, "desiredvCpus": 8,
+                          "instanceTypes": ["g5.xlarge"], "subnets": [subnet], "securityGroupIds": [sg],
+                          "instanceRole": profile, "bidPercentage": 100, "spotIamFleetRole": role})
+    budget = Budget(services.checkpoints, services.settings.checkpoint_db,
+                    freezer=BatchComputeFreezer(batch, "gpu_spot"))
+    # moto accepts UpdateComputeEnvironment but does not store desiredvCpus: read what it received.
+    requests.post(moto_server.url + "/moto-api/recorder/reset-recording", timeout=10)
+    requests.post(moto_server.url + "/moto-api/recorder/start-recording", timeout=10)
+    budget.freeze("GPUCostToday alarm")
+    requests.post(moto_server.url + "/moto-api/recorder/stop-recording", timeout=10)
+    recorded = [json.loads(line) for line in
+                requests.get(moto_server.url + "/moto-api/recorder/download-recording", timeout=10).text.splitlines()
+                if line.strip()]
+    updates = [r for r in recorded if r["url"].endswith("/v1/updatecomputeenvironment")]
+    assert len(updates) == 1
+    body = json.loads(base64.b64decode(updates[0]["body"]) if updates[0].get("body_encoded") else updates[0]["body"])
+    assert body == {"computeEnvironment": "gpu_spot", "computeResources": {"desiredvCpus": 0}}
+    assert budget.status().active
+
+
+def test_transcript_sanity_reads_the_checkpoint_store(services):
+    rec = EpisodeRecord(partition_key="f/x", feed_slug="f", guid_key="x")
+    services.checkpoints.register_episodes([rec])
+    services.checkpoints.mark_transcribed("f/x")
+    assert _run(transcript_sanity).passed
+    services.checkpoints.update("f/x", quality_issue="no text although 40s of the audio is speech")
+    result = _run(transcript_sanity)
+    assert not result.passed and result.metadata["issues"].value == {"f/x": "no text although 40s of the audio is speech"}
