@@ -252,7 +252,7 @@ def status_report(services) -> dict:
         "download_success_rate": round(100.0 * len(fetched) / attempted, 2) if attempted else None,
         "per_host_429_rate": per_host,
         "gb_transferred": round(sum(e.bytes or 0 for e in fetched) / 1e9, 4),
-        "cost_today_usd": round(services.budget.cost_today(), 4),
+        "cost_today_usd": round(services.budget.cost_today(), 6),
         "cost_ceiling_usd": services.budget.ceiling_usd,
         "frozen": freeze.active,
         "freeze_reason": freeze.reason if freeze.active else None,

@@ -1,0 +1,93 @@
+"""podrun as an operator runs it (click's runner in-process, real loopback feeds, the local instance)."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from dagster import AssetKey, DagsterInstance
+
+from podinsight_dagster.cli import main
+from podinsight_dagster.demo.cdn import Fault
+from podinsight_dagster.domain.checkpoints import SqliteCheckpointStore
+
+
+@pytest.fixture
+def podrun():
+    runner = CliRunner()
+
+    def run(*args, ok=True):
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+    return run
+
+
+def test_fetch_dry_run_prints_a_plan_and_writes_nothing_to_raw(settings, demo_catalog, podrun):
+    demo_catalog(["tech-talk", "history-hour"])
+    out = podrun("fetch", "--limit", "4", "--dry-run").output
+    assert "DRY RUN: would download 4 episodes" in out
+    assert "127.0.0.1" in out and "projected time" in out and "projected cost: $" in out
+    assert not any(p.is_file() for p in settings.raw_root.rglob("*"))
+
+
+def test_fetch_limit_then_rest_then_transcribe_and_status(settings, demo_catalog, demo_cdn, podrun):
+    demo_catalog(["tech-talk", "history-hour"])
+    out = podrun("fetch", "--limit", "2").output
+    assert "downloading 2 episodes" in out
+    store = SqliteCheckpointStore(settings.checkpoint_db)
+    assert store.counts()["downloaded"] == 2 and store.counts()["discovered"] == 4
+    assert len(list(settings.manifests_root.glob("*.csv"))) == 1
+    demo_cdn.set_fault("/audio/history-hour/ep3.mp3", Fault(status=404))
+    result = podrun("fetch", ok=False)
+    assert result.exit_code == 1 and store.counts()["downloaded"] == 5 and store.counts()["failed"] == 1
+    out = podrun("transcribe", "--limit", "1", "--model", "tiny.en").output
+    assert "transcribing 1 episodes" in out and store.counts()["transcribed"] == 1
+    doc = json.loads(podrun("status", "--json").output)
+    assert doc["episodes"] == {"discovered": 0, "downloaded": 4, "transcribed": 1, "failed": 1}
+    assert doc["download_success_rate"] == round(100 * 5 / 6, 2)
+    assert doc["gb_transferred"] > 0 and doc["cost_today_usd"] > 0 and doc["frozen"] is False
+    assert "127.0.0.1" in doc["per_host_429_rate"]
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        assert len(instance.get_materialized_partitions(AssetKey("raw_audio"))) == 5
+        assert len(instance.get_materialized_partitions(AssetKey("kpis"))) == 1
+
+
+def test_fetch_from_manifest(settings, demo_catalog, demo_cdn, podrun, tmp_path):
+    demo_catalog(["science-weekly"])
+    podrun("fetch", "--dry-run")
+    manifest = settings.home / "manifest.csv"
+    assert not manifest.exists()  # a dry run writes no manifest either
+    podrun("fetch", "--limit", "0")
+    lines = manifest.read_text().splitlines()
+    subset = tmp_path / "retry.csv"
+    subset.write_text("\n".join(lines[:2]) + "\n")  # header + one episode
+    out = podrun("fetch", "--manifest", str(subset)).output
+    assert "1 episodes" in out
+    assert SqliteCheckpointStore(settings.checkpoint_db).counts()["downloaded"] == 1
+
+
+def test_transcribe_refuses_when_frozen_or_over_budget(settings, demo_catalog, podrun, monkeypatch):
+    demo_catalog(["tech-talk"])
+    podrun("fetch")
+    podrun("freeze", "--reason", "manual stop")
+    result = podrun("transcribe", "--model", "tiny.en", ok=False)
+    assert result.exit_code != 0 and "frozen" in result.output and "podrun freeze --lift" in result.output
+    podrun("freeze", "--lift")
+    monkeypatch.setenv("PODINSIGHT_COST_CEILING_USD", "0.00001")
+    result = podrun("transcribe", "--model", "tiny.en", ok=False)
+    assert result.exit_code != 0 and "would cross" in result.output
+    assert SqliteCheckpointStore(settings.checkpoint_db).counts()["transcribed"] == 0
+
+
+def test_feed_inspect_json_and_bad_feed(settings, demo_cdn, podrun):
+    doc = json.loads(podrun("feed", "inspect", demo_cdn.url("/feeds/history-hour.xml"), "--json").output)
+    assert doc["feed"]["title"] and len(doc["episodes"]) == 3
+    ep = doc["episodes"][1]
+    assert ep["guid"] == "../../etc/passwd" and ep["guid_key"].startswith("h-")
+    assert set(ep) >= {"guid", "guid_key", "title", "published", "enclosure", "duration_sec", "transcripts",
+                       "chapters_url"}
+    assert ep["published"].endswith("Z") and ep["enclosure"]["type"] == "audio/mpeg"
+    demo_cdn.add_file("/bad.xml", b"<html>nope</html>", "text/html")
+    result = podrun("feed", "inspect", demo_cdn.url("/bad.xml"), ok=False)
+    assert result.exit_code != 0 and "bad.xml" in result.output and len(result.output.strip().splitlines()) == 1
