@@ -9,6 +9,7 @@ the UI and follow the assets' backfill policy.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -50,10 +51,32 @@ def contiguous_ranges(ordered: list[str], wanted: list[str]) -> list[tuple[str, 
     return ranges
 
 
+PID_TAG = "podinsight/pid"
+
+
 class LocalLauncher:
     def __init__(self, instance, say: Callable[[str], None] = print):
         self.instance = instance
         self.say = say
+        self._reap_dead_runs()
+
+    def _tags(self, extra: dict | None = None) -> dict:
+        return {"podinsight/trigger": "podrun", PID_TAG: str(os.getpid()), **(extra or {})}
+
+    def _reap_dead_runs(self) -> None:
+        """Mark failed the in-process runs whose podrun was killed: they would show "started" forever."""
+        from dagster import DagsterRunStatus, RunsFilter
+
+        runs = self.instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED],
+                                                         tags={"podinsight/trigger": "podrun"}))
+        for run in runs:
+            pid = int(run.tags.get(PID_TAG, "0") or 0)
+            if pid and not _alive(pid):
+                self.instance.report_run_failed(run, f"podrun process {pid} died (killed or crashed); "
+                                                     "re-run the same command to finish the work")
+                # Its concurrency-pool slots would otherwise stay claimed and block every later run.
+                self.instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+                self.say(f"marked run {run.run_id} failed: its podrun process {pid} is gone")
 
     def ensure_partitions(self, keys: list[str]) -> None:
         from .assets.catalog import register_partitions
@@ -64,7 +87,7 @@ class LocalLauncher:
         from .definitions import defs
 
         result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=self.instance, raise_on_error=False, run_config=QUIET, tags=tags or {})
+            instance=self.instance, raise_on_error=False, run_config=QUIET, tags=self._tags(tags))
         return LaunchResult(1, result.success, result.run_id)
 
     def run_partitions(self, job_name: str, keys: list[str]) -> LaunchResult:
@@ -80,11 +103,21 @@ class LocalLauncher:
             self.say(f"run {i}/{len(ranges)}: {job_name} {start} .. {end}")
             result = job.execute_in_process(
                 instance=self.instance, raise_on_error=False, run_config=QUIET,
-                tags={RANGE_START_TAG: start, RANGE_END_TAG: end, "podinsight/trigger": "podrun"})
+                tags=self._tags({RANGE_START_TAG: start, RANGE_END_TAG: end}))
             ok &= result.success
             if not result.success:
                 self.say(f"  run {result.run_id} had failures (details: make ui)")
         return LaunchResult(len(ranges), ok)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class GraphQLError(RuntimeError):

@@ -91,6 +91,9 @@ def _one_line(meta: dict) -> str:
        description="The episode's audio in pod-insights-raw/<feed_slug>/<guid_key>/audio/, with meta/meta.json.")
 def raw_audio(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
+    clean = getattr(services.raw, "clean_staging", None)
+    if clean is not None and clean():
+        context.log.info("removed stale partial downloads left by a killed run")
     attempted: Counter[str] = Counter()
     succeeded: Counter[str] = Counter()
     moved = {"bytes": 0, "files": 0}

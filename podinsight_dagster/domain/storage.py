@@ -163,3 +163,17 @@ class LocalObjectStore(JsonMixin):
         path = self.root / ".partial"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def clean_staging(self, older_than_s: float = 6 * 3600) -> int:
+        """Delete partial downloads left by a killed process (old enough that no live download owns them)."""
+        import time
+
+        cutoff, removed = time.time() - older_than_s, 0
+        for tmp in self.staging_dir().glob(TMP_PREFIX + "*"):
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
