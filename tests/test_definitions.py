@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster import Definitions
+from dagster import AssetKey, Definitions
 
 from podinsight_dagster.definitions import defs
 from podinsight_dagster.instance import prepare_instance
@@ -19,6 +19,18 @@ def test_definitions_load_with_expected_assets_jobs_and_sensors():
     for job in ("ingest_catalog", "episode_pipeline", "fetch_episodes", "transcribe_episodes"):
         assert defs.resolve_job_def(job) is not None
     assert defs.resolve_sensor_def("new_episodes_sensor") is not None
+    assert defs.resolve_sensor_def("auto_transcribe_sensor") is not None
+
+
+def test_episode_assets_backfill_many_partitions_per_run_and_checks_are_attached():
+    graph = defs.resolve_asset_graph()
+    for name in ("raw_audio", "transcript", "segments", "kpis"):
+        node = graph.get(AssetKey(name))
+        assert node.partitions_def.name == "episodes"
+        # A UI backfill of 1,000 episodes becomes 10 runs, not 1,000.
+        assert node.backfill_policy.max_partitions_per_run == 100
+    checks = {k.name for k in graph.asset_check_keys}
+    assert checks == {"download_success_rate", "per_host_429", "gpu_cost_today", "transcript_sanity"}
 
 
 def test_dagster_definitions_validate_cli(settings):
