@@ -13,6 +13,11 @@ rather than a mock of ``requests``: the failure modes we care about live in
 the transport (partial reads, resets, pooled connections), and only a real
 socket reproduces them faithfully.
 
+Small files are served from memory. Big ones can be streamed from disk a
+slice at a time (``add_file(path, Path(...))``, or ``add_directory`` for
+non-text files over ``STREAM_THRESHOLD``), with an ETag made of size and
+mtime, so a benchmark can serve many 300 MB files without holding them.
+
 Standard library only, and it must never import dagster: the demo and the
 tests start it in processes where dagster may not be importable or wanted.
 
@@ -38,6 +43,7 @@ import email.utils
 import hashlib
 import http
 import mimetypes
+import os
 import re
 import signal
 import socket
@@ -46,10 +52,12 @@ import struct
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 __all__ = ["Fault", "PodcastCDN", "RequestRecord", "guess_content_type"]
@@ -102,6 +110,10 @@ _STOP_JOIN_TIMEOUT_S = 5.0
 # The largest request body we are willing to read and discard to keep a
 # keep-alive connection in sync; anything bigger just closes the connection.
 _MAX_DRAINED_BODY = 1024 * 1024
+
+# add_directory() streams non-text files at least this big from disk instead of
+# caching them in memory (a benchmark serves many 300 MB files).
+STREAM_THRESHOLD = 16 * 1024 * 1024
 
 
 def guess_content_type(path: str) -> str:
@@ -169,6 +181,11 @@ def _parse_http_date(value: str) -> datetime | None:
     return _utc_seconds(parsed)
 
 
+def _shift_table(revision: int) -> bytes:
+    shift = (revision - 1) % 255 + 1
+    return bytes((i + shift) & 0xFF for i in range(256))
+
+
 def _mutate(body: bytes, revision: int) -> bytes:
     """A different body of the same length for the ``change_etag`` fault.
 
@@ -178,9 +195,57 @@ def _mutate(body: bytes, revision: int) -> bytes:
     revision-dependent amount (never 0 mod 256), so no byte equals the original;
     ``bytes.translate`` keeps this fast even for large audio files.
     """
-    shift = (revision - 1) % 255 + 1
-    table = bytes((i + shift) & 0xFF for i in range(256))
-    return body.translate(table)
+    return body.translate(_shift_table(revision))
+
+
+class _DiskBody:
+    """A file served straight from disk, a slice at a time: never whole in memory.
+
+    Its ETag is derived from size and mtime (hashing 300 MB on every request
+    would dominate a benchmark); ``mutated`` gives the ``change_etag`` version,
+    shifted byte by byte exactly like :func:`_mutate`.
+    """
+
+    def __init__(self, file: Path, size: int, table: bytes | None = None) -> None:
+        self.file, self.size, self.table = file, size, table
+
+    def __len__(self) -> int:
+        return self.size
+
+    def mutated(self, revision: int) -> _DiskBody:
+        return _DiskBody(self.file, self.size, _shift_table(revision))
+
+    @contextmanager
+    def window(self, start: int, end: int) -> Iterator[_FileWindow]:
+        fd = os.open(self.file, os.O_RDONLY)
+        try:
+            yield _FileWindow(fd, start, end - start, self.table)
+        finally:
+            os.close(fd)
+
+
+class _FileWindow:
+    """``[start, start + length)`` of an open file, sliceable like the memoryview it stands in for."""
+
+    def __init__(self, fd: int, start: int, length: int, table: bytes | None) -> None:
+        self.fd, self.start, self.length, self.table = fd, start, length, table
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, item: slice) -> bytes:
+        first, stop, _ = item.indices(self.length)
+        data = os.pread(self.fd, max(0, stop - first), self.start + first)
+        return data.translate(self.table) if self.table else data
+
+
+@contextmanager
+def _body_window(body: bytes | _DiskBody, start: int, end: int) -> Iterator[memoryview | _FileWindow]:
+    if isinstance(body, _DiskBody):
+        with body.window(start, end) as window:
+            yield window
+    else:
+        yield memoryview(body)[start:end]
 
 
 @dataclass
@@ -294,23 +359,32 @@ class _Resource:
         data: bytes | None = None,
         file: Path | None = None,
         last_modified: datetime | None = None,
+        stream: bool = False,
     ) -> None:
         self.content_type = content_type
         self.is_text = is_text
         self._data = data
         self._file = file
+        self._stream = stream and file is not None
         self._last_modified = last_modified
         self._lock = threading.Lock()
         self._cache_key: tuple | None = None
         self._cache: tuple[bytes, str, datetime] | None = None
 
-    def render(self, base_url: str) -> tuple[bytes, str, datetime] | None:
-        """``(body, etag, last_modified)`` as served, or None if the file vanished."""
+    def render(self, base_url: str) -> tuple[bytes | _DiskBody, str, datetime] | None:
+        """``(body, etag, last_modified)`` as served, or None if the file vanished.
+
+        A streamed file's body is a :class:`_DiskBody` (read slice by slice when sent).
+        """
         if self._file is not None:
             try:
                 stat = self._file.stat()
             except OSError:
                 return None
+            if self._stream:
+                last_modified = _utc_seconds(datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc))
+                etag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
+                return _DiskBody(self._file, stat.st_size), etag, last_modified
             signature: tuple = (stat.st_mtime_ns, stat.st_size)
         else:
             signature = ()
@@ -503,8 +577,12 @@ class _Handler(BaseHTTPRequestHandler):
 
         if f.change_etag:
             revision = cdn._next_revision(record.path)
-            body = _mutate(body, revision)
-            etag = _etag(body)
+            if isinstance(body, _DiskBody):
+                body = body.mutated(revision)
+                etag = f'"{etag.strip(chr(34))}-r{revision}"'
+            else:
+                body = _mutate(body, revision)
+                etag = _etag(body)
             # Move Last-Modified too, as a real change would; otherwise an
             # If-Range *date* would still match and hide the change.
             last_modified = last_modified + timedelta(seconds=revision)
@@ -547,7 +625,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self._end_headers(last=limit == 0)
         if limit:
-            self._send_body(memoryview(body)[start:end], limit, f)
+            with _body_window(body, start, end) as window:
+                self._send_body(window, limit, f)
         self._after_body(head_only, f)
 
     def _send_simple(
@@ -572,7 +651,7 @@ class _Handler(BaseHTTPRequestHandler):
         if send_body:
             self._write(body, last=True)
 
-    def _send_body(self, body: memoryview, limit: int, f: Fault) -> None:
+    def _send_body(self, body: memoryview | _FileWindow, limit: int, f: Fault) -> None:
         """Write the first ``limit`` bytes of ``body``, paced as ``f`` says."""
         rate = 1 if f.trickle else f.bandwidth_bps
         # ~20 writes per second when throttled: smooth enough for clients that
@@ -845,16 +924,29 @@ class PodcastCDN:
     def add_file(
         self,
         path: str,
-        data: bytes,
+        data: bytes | os.PathLike,
         content_type: str | None = None,
         last_modified: datetime | None = None,
     ) -> None:
         """Serve ``data`` at ``path`` (replacing any previous content there).
 
         ``last_modified`` defaults to now; naive datetimes are taken as UTC.
+
+        ``data`` may be a file path (``pathlib.Path``): the file is then streamed
+        from disk on every request, never held in memory, with an ETag made of
+        its size and mtime and its mtime as Last-Modified (``last_modified`` is
+        ignored, and ``{base_url}`` is not substituted). Use it for big audio.
         """
         key = _normalize_path(path)
         content_type = content_type or guess_content_type(key)
+        if isinstance(data, os.PathLike):
+            file = Path(data)
+            if not file.is_file():
+                raise FileNotFoundError(str(file))
+            resource = _Resource(content_type=content_type, is_text=False, file=file, stream=True)
+            with self._config_lock:
+                self._resources[key] = resource
+            return
         resource = _Resource(
             content_type=content_type,
             is_text=_is_text(key, content_type),
@@ -864,12 +956,14 @@ class PodcastCDN:
         with self._config_lock:
             self._resources[key] = resource
 
-    def add_directory(self, root: Path, prefix: str = "/") -> None:
+    def add_directory(self, root: Path, prefix: str = "/", stream_threshold: int = STREAM_THRESHOLD) -> None:
         """Serve every file below ``root`` under ``prefix``.
 
         The set of files is taken now; their contents are read when requested
         (and re-read when they change), so large audio files cost nothing until
-        used and edits to feeds show up without a restart.
+        used and edits to feeds show up without a restart. Non-text files of
+        ``stream_threshold`` bytes or more are streamed from disk instead of
+        cached in memory (see ``add_file`` with a path).
         """
         root = Path(root)
         if not root.is_dir():
@@ -882,9 +976,9 @@ class PodcastCDN:
                 continue
             key = _normalize_path(f"{base}/{file.relative_to(root).as_posix()}")
             content_type = guess_content_type(key)
-            found[key] = _Resource(
-                content_type=content_type, is_text=_is_text(key, content_type), file=file
-            )
+            is_text = _is_text(key, content_type)
+            stream = not is_text and file.stat().st_size >= stream_threshold
+            found[key] = _Resource(content_type=content_type, is_text=is_text, file=file, stream=stream)
         with self._config_lock:
             self._resources.update(found)
 

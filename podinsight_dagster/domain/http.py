@@ -46,6 +46,9 @@ DEFAULT_HOST_LIMITS: dict[str, int] = {"megaphone.fm": 5, "libsyn.com": 3, "simp
 DEFAULT_HOST_LIMIT = 10
 RETRYABLE_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 CHUNK = 256 * 1024
+# Bodies we read to the end instead of dropping the connection (redirects, 304s, error pages),
+# so the keep-alive connection goes back to the pool.
+_DRAIN_MAX = 64 * 1024
 
 # Second-level labels under which registrations happen one level deeper (bbc.co.uk).
 _MULTI_LABEL_SUFFIXES = {
@@ -174,7 +177,8 @@ def _guarded_connection_class(base: type[HTTPConnection], policy: NetworkPolicy)
             except socket.gaierror as exc:
                 raise urllib3.exceptions.NameResolutionError(self.host, self, exc) from exc
             blocked = None
-            for family, _type, _proto, _canon, sockaddr in infos:
+            last: OSError | None = None
+            for _family, _type, _proto, _canon, sockaddr in infos:
                 address = sockaddr[0]
                 if not policy.permits(address):
                     blocked = address
@@ -192,7 +196,7 @@ def _guarded_connection_class(base: type[HTTPConnection], policy: NetworkPolicy)
                     continue
             if blocked is not None:
                 policy.check(self.host, blocked)  # raises BlockedAddressError
-            raise urllib3.exceptions.NewConnectionError(self, f"could not connect to {self.host}: {last}")  # noqa: F821
+            raise urllib3.exceptions.NewConnectionError(self, f"could not connect to {self.host}: {last}")
 
     GuardedConnection.__name__ = f"Guarded{base.__name__}"
     return GuardedConnection
@@ -345,7 +349,7 @@ class HttpConfig:
     retry_after_cap: float = 120.0
     max_redirects: int = 10
     max_audio_bytes: int = 1 << 30  # 1 GB
-    max_feed_bytes: int = 50 << 20
+    max_feed_bytes: int = 20 << 20  # 20 MB: the largest real feeds are a few MB
     # Abort (and retry) a transfer slower than this many bytes/s over low_speed_window seconds,
     # like curl's --speed-limit/--speed-time: a server sending a byte a second never times out.
     low_speed_bytes_per_s: int = 1024
@@ -394,48 +398,67 @@ class HttpClient:
               method: str = "GET") -> Iterator[tuple[requests.Response, str | None]]:
         """Follow redirects by hand (each hop checked), holding a host slot while the body streams.
 
-        Yields (response, permanent_redirect_target). Raises FetchError subclasses.
+        Yields (response, permanent_redirect_target): the target of a 301/308 answered to the
+        very first request, i.e. where the caller should ask next time. Raises FetchError
+        subclasses. The slot of a redirecting hop is given back before the next hop is
+        requested, so a chain across hosts never holds two slots (no deadlock at limit 1).
         """
         permanent: str | None = None
         seen: list[str] = []
         current = url
-        for _hop in range(self.config.max_redirects + 1):
+        for hop in range(self.config.max_redirects + 1):
             host = self._check_url(current)
             if current in seen:
-                raise PermanentFetchError(f"redirect loop at {current} (from {url})", url=url)
+                raise PermanentFetchError(
+                    f"redirect loop fetching {url}: {' -> '.join(seen + [current])}", url=url)
             seen.append(current)
             with self.limiter.slot(host):
-                try:
-                    resp = self.session.request(
-                        method, current, headers=dict(headers or {}), stream=True, allow_redirects=False,
-                        timeout=(self.config.connect_timeout, self.config.read_timeout),
-                    )
-                except requests.exceptions.ConnectionError as exc:
-                    self.stats.record(host, error=True)
-                    blocked = _find_cause(exc, BlockedAddressError)
-                    if blocked is not None:
-                        raise PermanentFetchError(str(blocked), url=current) from exc
-                    raise TransientFetchError(f"cannot connect to {host}: {_short(exc)}", url=current) from exc
-                except requests.exceptions.Timeout as exc:
-                    self.stats.record(host, error=True)
-                    raise TransientFetchError(f"timeout talking to {host}: {_short(exc)}", url=current) from exc
-                except requests.exceptions.RequestException as exc:
-                    self.stats.record(host, error=True)
-                    raise PermanentFetchError(f"bad request to {current}: {_short(exc)}", url=current) from exc
-                self.stats.record(host, status=resp.status_code)
+                resp = self._request(method, current, host, headers)
                 if resp.status_code in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
                     target = urljoin(current, resp.headers["Location"])
-                    if resp.status_code in (301, 308) and len(seen) == 1 + (permanent is not None and 0):
+                    if hop == 0 and resp.status_code in (301, 308):
                         permanent = target
-                    resp.close()
+                    _release(resp, drain=True)
                     current = target
-                    continue
+                    continue  # leaves the `with`: this host's slot is free before the next hop
+                failed = True
                 try:
                     yield resp, permanent
+                    failed = False
                 finally:
-                    resp.close()
+                    # Read a small leftover body (304, error page) so the connection is reused;
+                    # after a failure mid-body just drop the connection.
+                    _release(resp, drain=not failed)
                 return
-        raise PermanentFetchError(f"more than {self.config.max_redirects} redirects fetching {url}", url=url)
+        raise PermanentFetchError(
+            f"too many redirects fetching {url}: more than {self.config.max_redirects} "
+            f"({' -> '.join(seen[:4])} -> ...)", url=url)
+
+    def _request(self, method: str, url: str, host: str, headers: Mapping[str, str] | None) -> requests.Response:
+        try:
+            resp = self.session.request(
+                method, url, headers=dict(headers or {}), stream=True, allow_redirects=False,
+                timeout=(self.config.connect_timeout, self.config.read_timeout),
+            )
+        except requests.exceptions.ConnectTimeout as exc:
+            self.stats.record(host, error=True)
+            raise TransientFetchError(
+                f"connect timeout to {host} after {self.config.connect_timeout:g} s", url=url) from exc
+        except requests.exceptions.ConnectionError as exc:
+            self.stats.record(host, error=True)
+            blocked = _find_cause(exc, BlockedAddressError)
+            if blocked is not None:
+                raise PermanentFetchError(str(blocked), url=url) from exc
+            raise TransientFetchError(f"cannot connect to {host}: {_short(exc)}", url=url) from exc
+        except requests.exceptions.Timeout as exc:
+            self.stats.record(host, error=True)
+            raise TransientFetchError(
+                f"read timeout waiting for {host} ({self.config.read_timeout:g} s)", url=url) from exc
+        except requests.exceptions.RequestException as exc:
+            self.stats.record(host, error=True)
+            raise PermanentFetchError(f"bad request to {url}: {_short(exc)}", url=url) from exc
+        self.stats.record(host, status=resp.status_code)
+        return resp
 
     def _raise_for_status(self, resp: requests.Response, url: str) -> None:
         status = resp.status_code
@@ -450,6 +473,7 @@ class HttpClient:
         raise PermanentFetchError(f"{reason} from {resp.url}", url=url, status=status)
 
     def _with_retries(self, what: str, fn: Callable[[int], object]):
+        """Run ``fn(attempt)``, retrying TransientFetchError; sleeps happen outside any host slot."""
         attempt = 0
         while True:
             attempt += 1
@@ -457,10 +481,11 @@ class HttpClient:
                 return fn(attempt)
             except TransientFetchError as exc:
                 if attempt >= self.config.max_attempts:
-                    raise TransientFetchError(f"{what}: gave up after {attempt} attempts: {exc}",
+                    tries = f"{attempt} attempts" if attempt != 1 else "1 attempt"
+                    raise TransientFetchError(f"{what}: gave up after {tries}: {exc}",
                                               url=exc.url, status=exc.status) from exc
                 if exc.retry_after is not None:
-                    delay = exc.retry_after
+                    delay = exc.retry_after  # the server said when (already capped)
                 else:
                     # Full jitter: spread retries so hosts are not hit in waves.
                     delay = random.uniform(0, min(self.config.backoff_max,
@@ -470,7 +495,10 @@ class HttpClient:
     # -- small bodies: feeds, transcripts -------------------------------------
     def fetch_bytes(self, url: str, *, etag: str | None = None, last_modified: str | None = None,
                     max_bytes: int | None = None, accept: str | None = None) -> FetchedBytes:
-        """GET a small document (a feed, a transcript) with a size cap; conditional when validators are given."""
+        """GET a small document (a feed, a transcript) with a size cap; conditional when validators are given.
+
+        A 304 comes back as ``not_modified`` with no content (and the validators to keep).
+        """
         cap = max_bytes or self.config.max_feed_bytes
         headers: dict[str, str] = {}
         if etag:
@@ -483,18 +511,21 @@ class HttpClient:
         def attempt(_n: int) -> FetchedBytes:
             with self._open(url, headers) as (resp, permanent):
                 if resp.status_code == 304:
-                    return FetchedBytes(url, resp.url, 304, b"", resp.headers, etag, last_modified, permanent)
+                    return FetchedBytes(url, resp.url, 304, b"", resp.headers,
+                                        resp.headers.get("ETag") or etag,
+                                        resp.headers.get("Last-Modified") or last_modified, permanent)
                 self._raise_for_status(resp, url)
                 declared = _int(resp.headers.get("Content-Length"))
                 if declared is not None and declared > cap:
-                    raise ContentRejectedError(f"{url} is {declared} bytes, over the {cap}-byte cap", url=url)
+                    raise ContentRejectedError(
+                        f"{url} is {declared} bytes, over the {cap}-byte cap for documents (refused before "
+                        "reading the body)", url=url)
                 buf = bytearray()
-                for chunk in self._iter_body(resp, url):
+                # Decoded (gzip) bytes count against the cap too: a compression bomb stops at the cap.
+                for chunk in self._iter_body(resp, url, decode=True):
                     buf += chunk
                     if len(buf) > cap:
-                        raise ContentRejectedError(f"{url} is over the {cap}-byte cap", url=url)
-                if declared is not None and len(buf) < declared:
-                    raise TransientFetchError(f"{url}: body cut off at {len(buf)} of {declared} bytes", url=url)
+                        raise ContentRejectedError(f"{url} is over the {cap}-byte cap for documents", url=url)
                 return FetchedBytes(url, resp.url, resp.status_code, bytes(buf), resp.headers,
                                     resp.headers.get("ETag"), resp.headers.get("Last-Modified"), permanent)
 
@@ -507,32 +538,46 @@ class HttpClient:
                 return dict(resp.headers)
         return self._with_retries(f"HEAD {url}", attempt)
 
-    def _iter_body(self, resp: requests.Response, url: str) -> Iterator[bytes]:
-        """Body chunks; a reset or cut mid-body and a stalled transfer become TransientFetchError."""
+    def _iter_body(self, resp: requests.Response, url: str, *, decode: bool) -> Iterator[bytes]:
+        """Body chunks as they arrive; a reset, a cut or a stalled transfer becomes TransientFetchError.
+
+        ``read1`` returns whatever one socket read gave (up to CHUNK), so the low-speed check
+        runs on every arrival: a server sending a byte a second is caught after the window,
+        whereas a blocking ``read(CHUNK)`` would wait for 256 KiB that never come. A body
+        shorter than its Content-Length raises (urllib3 enforces the length).
+        """
         host = urlsplit(url).hostname or ""
+        raw = resp.raw
+        min_rate, window = self.config.low_speed_bytes_per_s, self.config.low_speed_window_s
         window_start, window_bytes = time.monotonic(), 0
         try:
-            for chunk in resp.raw.stream(CHUNK, decode_content=True):
+            while True:
+                chunk = raw.read1(CHUNK, decode_content=decode)
                 if not chunk:
-                    continue
+                    return
                 self.stats.record(host, nbytes=len(chunk))
                 window_bytes += len(chunk)
-                elapsed = time.monotonic() - window_start
-                if elapsed >= self.config.low_speed_window_s:
-                    if window_bytes / elapsed < self.config.low_speed_bytes_per_s:
+                now = time.monotonic()
+                elapsed = now - window_start
+                if elapsed >= window:
+                    if window_bytes / elapsed < min_rate:
                         raise TransientFetchError(
-                            f"{url}: transfer stalled ({window_bytes / elapsed:.0f} B/s over {elapsed:.0f} s)",
-                            url=url)
-                    window_start, window_bytes = time.monotonic(), 0
+                            f"{url}: transfer stalled: {window_bytes / elapsed:.1f} B/s over {elapsed:.1f} s, "
+                            f"under the {min_rate} B/s low-speed limit", url=url)
+                    window_start, window_bytes = now, 0
                 yield chunk
         except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as exc:
+            if isinstance(exc, urllib3.exceptions.ReadTimeoutError) or isinstance(exc, socket.timeout):
+                raise TransientFetchError(
+                    f"{url}: read timeout mid-body (nothing for {self.config.read_timeout:g} s)", url=url) from exc
             raise TransientFetchError(f"{url}: connection broke mid-body: {_short(exc)}", url=url) from exc
 
     # -- audio ----------------------------------------------------------------
     def download(self, url: str, dest: Path, *, max_bytes: int | None = None) -> Download:
         """Stream ``url`` into ``dest`` (a temporary path the caller commits), resuming after cuts.
 
-        On any failure ``dest`` is removed: the caller never sees a partial file.
+        Memory stays at one chunk whatever the size. On any failure ``dest`` is removed:
+        the caller never sees a partial file.
         """
         cap = max_bytes or self.config.max_audio_bytes
         dest = Path(dest)
@@ -546,61 +591,69 @@ class HttpClient:
         return result
 
     def _download_attempt(self, url: str, dest: Path, cap: int, st: "_DownloadState", attempt: int) -> Download:
-        headers: dict[str, str] = {}
-        have = st.written if dest.exists() else 0
+        # Bytes on the wire are what Range counts, so ask for no content coding.
+        headers: dict[str, str] = {"Accept-Encoding": "identity"}
+        have = st.written if st.written and dest.exists() else 0
         if have and st.validator:
             headers["Range"] = f"bytes={have}-"
             headers["If-Range"] = st.validator
-        else:
+        elif st.written:
+            # Nothing we can safely resume from (no validator to tie the parts together): start over.
+            st.restart(dest)
             have = 0
         with self._open(url, headers) as (resp, _permanent):
             status = resp.status_code
             if status == 416:
                 st.restart(dest)
+                st.restarts += 1
                 raise TransientFetchError(f"{url}: server refused the resume range; restarting", url=url)
             self._raise_for_status(resp, url)
             if status == 206:
                 start, total = _content_range(resp.headers.get("Content-Range"))
                 if start != have:
                     st.restart(dest)
-                    raise TransientFetchError(f"{url}: server resumed at {start}, expected {have}", url=url)
+                    st.restarts += 1
+                    raise TransientFetchError(f"{url}: server resumed at byte {start}, expected {have}", url=url)
                 st.resumed += 1
                 expected_total = total
             elif status == 200:
                 if have:
-                    # Range ignored, or If-Range said the file changed: never splice.
+                    # Range ignored, or If-Range said the file changed: never splice, start over.
                     st.restart(dest)
                     st.restarts += 1
+                    have = 0
                 expected_total = _int(resp.headers.get("Content-Length"))
             else:
                 raise PermanentFetchError(f"{url}: unexpected HTTP {status}", url=url, status=status)
             if expected_total is not None and expected_total > cap:
-                raise ContentRejectedError(f"{url} is {expected_total} bytes, over the {cap}-byte cap", url=url)
-            new_validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
-            if status == 200 or not st.validator:
-                # A weak ETag may not be used in If-Range: fall back to Last-Modified.
-                if new_validator and new_validator.startswith("W/"):
-                    new_validator = resp.headers.get("Last-Modified")
-                st.validator = new_validator
+                raise ContentRejectedError(
+                    f"{url} is {expected_total} bytes, over the {cap}-byte cap for audio", url=url)
+            encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
+            decode = encoding not in ("", "identity")
+            if have == 0:  # a fresh start: remember what identifies this version of the file
+                validator = resp.headers.get("ETag")
+                if not validator or validator.startswith("W/"):
+                    # A weak ETag may not be used in If-Range: fall back to Last-Modified.
+                    validator = resp.headers.get("Last-Modified")
+                # A content-coded body cannot be resumed by byte offset of what we stored.
+                st.validator = None if decode else validator
                 st.etag, st.last_modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
                 st.content_type = resp.headers.get("Content-Type")
-            mode = "ab" if st.written else "wb"
-            with open(dest, mode) as fh:
-                for chunk in self._iter_body(resp, url):
-                    if st.written == 0:
-                        st.head += chunk[: 64 - len(st.head)]
-                        if len(st.head) >= 12 or len(chunk) >= 12:
-                            st.check_head(url)
+                if decode:
+                    expected_total = None  # Content-Length counts coded bytes
+            with open(dest, "ab" if st.written else "wb") as fh:
+                for chunk in self._iter_body(resp, url, decode=decode):
+                    if len(st.head) < _HEAD:
+                        st.head += chunk[: _HEAD - len(st.head)]
+                        if len(st.head) >= 12:
+                            st.check_head(url)  # an HTML page is refused before it is stored
+                    st.written += len(chunk)
+                    if st.written > cap:
+                        raise ContentRejectedError(f"{url} is over the {cap}-byte cap for audio", url=url)
                     fh.write(chunk)
                     st.hasher.update(chunk)
-                    st.written += len(chunk)
-                    if len(st.head) < 64:
-                        st.head += chunk[: 64 - len(st.head)]
-                    if st.written > cap:
-                        raise ContentRejectedError(f"{url} is over the {cap}-byte cap", url=url)
-                fh.flush()
             if st.written == 0:
-                raise ContentRejectedError(f"{url}: empty body", url=url)
+                raise ContentRejectedError(f"{url}: the server sent an empty body (HTTP {status})", url=url)
             st.check_head(url)
             if expected_total is not None and st.written < expected_total:
                 raise TransientFetchError(
@@ -613,6 +666,22 @@ class HttpClient:
                 content_type=st.content_type, audio_format=st.audio_format or "bin", etag=st.etag,
                 last_modified=st.last_modified, attempts=attempt, resumed=st.resumed, restarts=st.restarts,
             )
+
+
+_HEAD = 64  # bytes kept for content sniffing
+
+
+def _release(resp: requests.Response, *, drain: bool) -> None:
+    """Give the connection back: drain a small remaining body so keep-alive works, else close."""
+    try:
+        if drain and not resp.raw.closed:
+            length = _int(resp.headers.get("Content-Length"))
+            no_body = resp.status_code in (204, 304) or resp.request.method == "HEAD"
+            if no_body or (length is not None and length <= _DRAIN_MAX):
+                resp.raw.drain_conn()
+    except Exception:  # noqa: BLE001 - best effort; close() below drops the connection
+        pass
+    resp.close()
 
 
 @dataclass

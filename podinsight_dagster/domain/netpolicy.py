@@ -14,6 +14,9 @@ import ipaddress
 from dataclasses import dataclass, field
 
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # local-use translation: never public
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -49,20 +52,37 @@ class NetworkPolicy:
         return cls(allowed=tuple(nets))
 
     @staticmethod
-    def is_special(ip: IPAddress) -> bool:
+    def effective(ip: IPAddress) -> IPAddress:
+        """The IPv4 address an IPv6 one stands for, when it embeds one; else ``ip``.
+
+        ``::ffff:127.0.0.1`` (IPv4-mapped) is 127.0.0.1 to the kernel; 6to4
+        (``2002::/16``), NAT64 (``64:ff9b::/96``) and the deprecated
+        IPv4-compatible form (``::a.b.c.d``) carry an IPv4 address too, and are
+        judged by it, so none of them can smuggle a private address through.
+        """
+        if not isinstance(ip, ipaddress.IPv6Address):
+            return ip
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+        if ip.sixtofour is not None:
+            return ip.sixtofour
+        if ip in NAT64 or (ip in IPV4_COMPATIBLE and int(ip) > 1):
+            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        return ip
+
+    @classmethod
+    def is_special(cls, ip: IPAddress) -> bool:
         """True for every address that is not plain public unicast."""
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
+        ip = cls.effective(ip)
         return (
             ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast
             or ip.is_unspecified or ip.is_reserved or (ip.version == 4 and ip in CGNAT)
-            or not ip.is_global
+            or not ip.is_global or (ip.version == 6 and ip in NAT64_LOCAL)
         )
 
     def permits(self, address: str) -> bool:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
+        """Whether a connection to ``address`` (an IP literal, as resolved) is allowed."""
+        ip = self.effective(ipaddress.ip_address(address.split("%", 1)[0]))
         if not self.is_special(ip):
             return True
         if self.allow_all:
@@ -72,6 +92,7 @@ class NetworkPolicy:
     def check(self, host: str, address: str) -> None:
         if not self.permits(address):
             raise BlockedAddressError(
-                f"refusing to connect to {host} ({address}): loopback, private, link-local, multicast "
-                "and CGNAT addresses are blocked; set PODINSIGHT_ALLOW_PRIVATE_NETWORKS to allow them"
+                f"refusing to connect to {host} ({address}): loopback, private, link-local, multicast, "
+                "unspecified, reserved and CGNAT addresses are blocked; set PODINSIGHT_ALLOW_PRIVATE_NETWORKS "
+                "(1, or CIDRs such as 127.0.0.1/32) to allow them"
             )

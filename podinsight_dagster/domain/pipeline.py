@@ -123,6 +123,8 @@ def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[Epi
         first = services.http.fetch_bytes(fetch_url, etag=rec.etag, last_modified=rec.last_modified,
                                           accept=FEED_ACCEPT)
         if first.not_modified:
+            if first.permanent_redirect:  # moved, though unchanged: poll the new address from now on
+                rec.effective_url = first.permanent_redirect
             rec.last_status, rec.last_error, rec.checked_at = "not_modified", None, time.time()
             store.upsert_feed(rec)
             return FeedResult(spec.slug, fetch_url, "not_modified", episodes=rec.episodes), []
@@ -141,12 +143,14 @@ def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[Epi
         return FeedResult(spec.slug, fetch_url, "failed", error=str(exc)), []
     # A permanent redirect or itunes:new-feed-url moves the feed: poll the new address from now on
     # (new-feed-url wins: it is the publisher's explicit word).
-    moved_to = feed.new_feed_url or first.permanent_redirect
-    if moved_to and moved_to != fetch_url and moved_to.startswith(("http://", "https://")):
-        rec.effective_url = moved_to
-        rec.etag = rec.last_modified = None  # validators belong to the old address
-    else:
-        rec.etag, rec.last_modified = first.etag, first.last_modified
+    rec.etag, rec.last_modified = first.etag, first.last_modified
+    if first.permanent_redirect:
+        # The validators came from the new address, where the redirect led: they stay valid.
+        rec.effective_url = first.permanent_redirect
+    new_url = feed.new_feed_url
+    if new_url and new_url not in (fetch_url, rec.effective_url) and new_url.startswith(("http://", "https://")):
+        rec.effective_url = new_url
+        rec.etag = rec.last_modified = None  # these validators belong to the address we left
     records, seen = [], set()
     for ep in episodes:
         if ep.guid_key in seen:

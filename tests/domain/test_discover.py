@@ -65,3 +65,14 @@ def test_permanent_redirect_and_new_feed_url_move_the_feed(settings, demo_cdn):
     demo_cdn.add_file("/newer.xml", TECH, "application/rss+xml")
     discover(_services(), catalog)
     assert _services().checkpoints.get_feed("tech-talk").effective_url == demo_cdn.url("/newer.xml")
+
+
+def test_a_move_is_recorded_even_when_the_feed_is_unchanged(settings, demo_cdn):
+    demo_cdn.add_file("/a.xml", TECH, "application/rss+xml")
+    catalog = Catalog(feeds=[FeedSpec("tech-talk", demo_cdn.url("/a.xml"), 1)])
+    discover(_services(), catalog)
+    demo_cdn.add_file("/b.xml", TECH, "application/rss+xml")
+    demo_cdn.set_fault("/a.xml", Fault(redirect_to="/b.xml", redirect_status=308))
+    result = discover(_services(), catalog)  # 308 then 304: same bytes, new home
+    assert result.feeds[0].status == "not_modified"
+    assert _services().checkpoints.get_feed("tech-talk").effective_url == demo_cdn.url("/b.xml")
