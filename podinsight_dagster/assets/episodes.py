@@ -14,16 +14,18 @@ so they show red in the UI and a re-run picks up only them.
 
 
 from collections import Counter
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from dagster import (AssetExecutionContext, AssetMaterialization, Backoff, BackfillPolicy, Failure, Jitter,
                      MaterializeResult, MetadataValue, RetryPolicy, asset)
 
 from ..domain import layout
+from ..domain.budget import BudgetExceeded
 from ..domain.keys import EpisodeKey
 from ..domain.pipeline import StepError, download_episode, publish_download_metrics
 from ..domain.quality import transcript_issues
-from ..domain.stage import load_transcript, transcribe_episode, write_kpis, write_segments
+from ..domain.stage import load_transcript, transcribe_episodes, write_kpis, write_segments
 from ..domain.transcribe import load_engine
 from ..partitions import episodes_partitions
 from ..resources import PodInsightResource
@@ -73,9 +75,38 @@ def run_per_episode(context: AssetExecutionContext, step: Callable[[str], dict],
             metadata={**totals, "failed_partitions": MetadataValue.json(sorted(failed))},
             allow_retries=any(e.retryable for e in failed.values()),
         )
-    for pk, meta in done.items():
-        context.add_asset_metadata(_clean(meta), partition_key=pk)
+    with partition_list_read_once(context.instance):
+        for pk, meta in done.items():
+            context.add_asset_metadata(_clean(meta), partition_key=pk)
     yield MaterializeResult(metadata=totals)
+
+
+@contextmanager
+def partition_list_read_once(instance) -> Iterator[None]:
+    """Serve the dynamic partition list from one read while per-partition metadata is attached.
+
+    Dagster 1.13 validates each ``add_asset_metadata(partition_key=...)`` by listing every
+    partition of the definition: at 20,000 partitions that is ~50 ms per episode (see
+    docs/BENCHMARKS.md). The run's partition range is fixed when the run is created, so one
+    read serves the whole loop. Scoped to this block and this instance object only.
+    """
+    original = instance.get_dynamic_partitions
+    cache: dict[str, list[str]] = {}
+
+    def cached(partitions_def_name: str) -> list[str]:
+        if partitions_def_name not in cache:
+            cache[partitions_def_name] = original(partitions_def_name)
+        return cache[partitions_def_name]
+
+    had_own = "get_dynamic_partitions" in vars(instance)
+    instance.get_dynamic_partitions = cached
+    try:
+        yield
+    finally:
+        if had_own:
+            instance.get_dynamic_partitions = original
+        else:
+            del instance.get_dynamic_partitions  # back to the class's method
 
 
 def _clean(meta: dict) -> dict:
@@ -121,21 +152,40 @@ def raw_audio(context: AssetExecutionContext, podinsight: PodInsightResource):
        backfill_policy=EPISODE_BACKFILL, pool="podinsight_transcribe",
        description="faster-whisper transcript: pod-insights-stage/<feed_slug>/<guid_key>/transcripts/transcript.json")
 def transcript(context: AssetExecutionContext, podinsight: PodInsightResource):
+
     services = podinsight.services()
-    engine = load_engine(services.transcribe_options)  # once per run, not per episode
+    try:
+        # Frozen, or today's spend at the ceiling: this run transcribes nothing (run-book §6.1).
+        services.budget.check()
+    except BudgetExceeded as exc:
+        raise Failure(f"transcription refused: {exc}", allow_retries=False) from exc
+    options = services.transcribe_options
+    # All episodes of the run in one call: publisher transcripts first, then one batched ASR pass
+    # (model loaded once, and only if needed; decoding overlaps inference; short episodes share
+    # batches). Each episode's outcome is then reported, or raised, by run_per_episode as before.
+    results = transcribe_episodes(
+        services, list(context.partition_keys), lambda: load_engine(options),
+        on_result=lambda pk, r: context.log.debug(f"{pk}: {'failed' if isinstance(r, StepError) else 'done'}"))
 
     def step(pk: str) -> dict:
-        t = transcribe_episode(services, pk, engine)
+        t = results.get(pk) or StepError(f"{pk}: no transcription result")
+        if isinstance(t, StepError):
+            raise t
         return {"duration_sec": t.duration, "words": len(t.text.split()), "language": t.language,
                 "language_probability": t.language_probability, "realtime_factor": round(t.realtime_factor, 2),
-                "wall_sec": t.wall_sec, "model": t.model, "device": t.device,
+                "wall_sec": t.wall_sec, "model": t.model, "device": t.device, "source": t.source,
+                "language_mismatch": t.language_mismatch, "publisher_error": t.publisher_error,
                 "preview": MetadataValue.text(t.text[:300])}
 
     def summary(done: dict[str, dict]) -> dict:
-        audio = sum(m["duration_sec"] for m in done.values())
-        wall = sum(m["wall_sec"] for m in done.values())
+        asr = [m for m in done.values() if m["source"] == "asr"]
+        audio = sum(m["duration_sec"] for m in asr)
+        wall = sum(m["wall_sec"] for m in asr)
+        devices = sorted({m["device"] for m in asr if m["device"]})
         return {"audio_sec": round(audio, 1), "realtime_factor": round(audio / wall, 2) if wall else 0.0,
-                "model": engine.options.model, "device": engine.device, "compute_type": engine.compute_type}
+                "publisher_transcripts": len(done) - len(asr), "model": options.model,
+                "device": ", ".join(devices) or options.device, "batch_size": options.batch_size,
+                "transcript_source": options.transcript_source}
 
     yield from run_per_episode(context, step, summary)
 

@@ -1,9 +1,10 @@
-"""Per-episode KPIs from a transcript: speech share, pace, confidence, cost."""
+"""Per-episode KPIs from a transcript: speech share, pace, confidence, quality flags, cost."""
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .transcribe import Segment, Transcript
 
@@ -11,35 +12,60 @@ COMPRESSION_RATIO_LIMIT = 2.4  # Whisper's own threshold for degenerate (repetit
 LOW_CONFIDENCE_LOGPROB = -1.0
 
 
+def _env_price(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    try:
+        return float(value) if value else default
+    except ValueError as exc:
+        raise ValueError(f"{name}={value!r} is not a price in USD") from exc
+
+
 @dataclass(frozen=True)
 class Prices:
-    """Compute prices in USD per hour. The run-book prices a g5.xlarge Spot hour at $0.30."""
+    """Compute prices in USD per hour. The run-book prices a g5.xlarge Spot hour at $0.30.
 
-    gpu_hour: float = 0.30
-    cpu_hour: float = 0.04
+    PODINSIGHT_PRICE_GPU_HOUR and PODINSIGHT_PRICE_CPU_HOUR override the defaults.
+    """
+
+    gpu_hour: float = field(default_factory=lambda: _env_price("PODINSIGHT_PRICE_GPU_HOUR", 0.30))
+    cpu_hour: float = field(default_factory=lambda: _env_price("PODINSIGHT_PRICE_CPU_HOUR", 0.04))
 
 
-def has_repetition_loop(text: str, n: int = 4, max_repeats: int = 4) -> bool:
-    """True when one n-gram repeats back to back more than ``max_repeats`` times (a decoder loop)."""
+def has_repetition_loop(text: str, n: int = 4, max_repeats: int = 4, long_n: int = 15) -> bool:
+    """True when the text loops: one n-gram repeated back to back.
+
+    Up to ``n`` words, more than ``max_repeats`` repeats ("thank you thank you ..."); longer
+    phrases (up to ``long_n`` words) from three repeats, which natural speech hardly ever has.
+    """
     words = re.findall(r"\w+", text.lower())
-    for size in range(1, n + 1):
-        for i in range(0, max(0, len(words) - size * max_repeats)):
+    for size in range(1, long_n + 1):
+        limit = max_repeats if size <= n else 2
+        for i in range(0, max(0, len(words) - size * limit)):
             gram = words[i:i + size]
             reps = 1
             j = i + size
             while words[j:j + size] == gram:
                 reps += 1
                 j += size
-            if reps > max_repeats:
+            if reps > limit:
                 return True
     return False
 
 
-def compute_kpis(t: Transcript, prices: Prices = Prices()) -> dict:
+def compute_kpis(t: Transcript, prices: Prices | None = None) -> dict:
+    """The KPIs of kpis.json.
+
+    Confidence figures (mean_avg_logprob, low_confidence_share) exist only for ASR
+    segments; a publisher transcript has none (None). ``suspected_hallucination`` is a
+    decoder loop (one n-gram repeated back to back) or a segment whose gzip compression
+    ratio is over 2.4 (Whisper's own threshold for degenerate output).
+    """
+    prices = prices or Prices()
     segs: list[Segment] = t.segments
     words = len(re.findall(r"\b\w[\w']*\b", t.text))
     speech = t.speech_duration if t.speech_duration else sum(s.end - s.start for s in segs)
-    low_conf = [s for s in segs if s.avg_logprob < LOW_CONFIDENCE_LOGPROB]
+    scored = [s for s in segs if s.avg_logprob is not None]
+    low_conf = [s for s in scored if s.avg_logprob < LOW_CONFIDENCE_LOGPROB]
     max_cr = max((s.compression_ratio for s in segs), default=0.0)
     loop = has_repetition_loop(t.text)
     price = prices.gpu_hour if t.device == "cuda" else prices.cpu_hour
@@ -52,11 +78,17 @@ def compute_kpis(t: Transcript, prices: Prices = Prices()) -> dict:
         "segments": len(segs),
         "language": t.language,
         "language_probability": t.language_probability,
-        "mean_avg_logprob": round(sum(s.avg_logprob for s in segs) / len(segs), 4) if segs else None,
-        "low_confidence_share": round(len(low_conf) / len(segs), 4) if segs else 0.0,
+        "language_mismatch": t.language_mismatch,
+        "language_check": t.language_check,
+        "detected_language": t.detected_language,
+        "mean_avg_logprob": round(sum(s.avg_logprob for s in scored) / len(scored), 4) if scored else None,
+        "low_confidence_share": round(len(low_conf) / len(scored), 4) if scored else (None if segs else 0.0),
         "max_compression_ratio": round(max_cr, 3),
         "repetition_loop": loop,
         "suspected_hallucination": bool(loop or max_cr > COMPRESSION_RATIO_LIMIT),
+        "vad_speech_sec": t.vad_speech_duration,
+        "chunks": t.chunks,
+        "silent_chunks_dropped": t.dropped_chunks,
         "model": t.model,
         "device": t.device,
         "compute_type": t.compute_type,
@@ -64,4 +96,9 @@ def compute_kpis(t: Transcript, prices: Prices = Prices()) -> dict:
         "realtime_factor": round(t.realtime_factor, 3),
         "cost_usd": round(t.wall_sec / 3600 * price, 6),
         "source": t.source,
+        "publisher_url": t.publisher_url,
+        "publisher_format": t.publisher_format,
+        "publisher_fallback_reason": t.publisher_error,
+        "publisher_asr_agreement": t.publisher_asr_agreement,
+        "asr_error": t.asr_error,
     }

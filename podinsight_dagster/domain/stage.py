@@ -1,39 +1,216 @@
 """Phase 2 steps (run-book §4): raw audio -> transcript -> segments, subtitles -> KPIs.
 
-transcribe    backfill.py --mode transcribe: raw audio -> transcript.json
+transcribe    backfill.py --mode transcribe: raw audio (or the publisher's transcript) -> transcript.json
 segments      transcript -> segments.json (JSON Lines, Athena shape) + VTT + SRT
 kpis          transcript -> kpis.json; raw meta.json gets its transcript_key
+
+``transcribe_episodes`` handles all episodes of a run in one call: publisher
+transcripts first (``podcast:transcript`` links, per the transcript source
+setting), then one ``iter_transcribe`` over the rest, so the model loads once,
+audio decoding overlaps inference and short episodes share batches. Each
+transcript.json is written as soon as its episode is done, so a run killed
+half-way keeps what it finished.
 """
 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Union
 
 from . import layout
 from .keys import EpisodeKey
 from .kpis import compute_kpis
 from .pipeline import Services, StepError
+from .publisher import PublisherTranscriptError, fetch_publisher_transcript, links_from_json
 from .subtitles import build_cues, to_srt, to_vtt
-from .transcribe import Engine, Transcript, TranscriptionError
+from .text import agreement
+from .transcribe import Engine, Transcript, TranscriptionError, iter_transcribe
+
+EngineLike = Union[Engine, Callable[[], Engine]]
+
+
+def asr_transcript_key(ek: EpisodeKey) -> str:
+    """Where source "both" keeps the ASR transcript beside the publisher's transcript.json."""
+    return f"{ek}/transcripts/transcript.asr.json"
 
 
 # ---------------------------------------------------------------------------
-def transcribe_episode(services: Services, pk: str, engine: Engine) -> Transcript:
+@dataclass
+class _Job:
+    pk: str
+    ek: EpisodeKey
+    meta: dict
+    links: list
+
+
+def _load_job(services: Services, pk: str) -> _Job:
     ek = EpisodeKey.parse(pk)
     try:
         meta = services.raw.get_json(layout.meta_key(ek))
     except FileNotFoundError as exc:
         raise StepError(f"{pk}: no raw audio yet (materialize raw_audio first)") from exc
+    rec = services.checkpoints.get(pk)
+    return _Job(pk, ek, meta, links_from_json(rec.transcripts_json if rec else None))
+
+
+def _check_audio(services: Services, job: _Job) -> None:
+    """The audio object is there and as long as meta.json recorded (a cheap truncation check)."""
+    key, expected = job.meta["audio_key"], job.meta.get("bytes")
     try:
-        with services.raw.local_copy(meta["audio_key"]) as path:
-            transcript = engine.transcribe(path)
-    except TranscriptionError as exc:
-        services.checkpoints.mark_failed(pk, "transcribe", str(exc))
-        raise StepError(f"{pk}: {exc}") from exc
-    doc = {"partition_key": pk, "feed_slug": ek.feed_slug, "guid": meta.get("guid"), "guid_key": ek.guid_key,
-           "title": meta.get("title"), "audio_key": meta["audio_key"], **transcript.to_dict()}
-    services.stage.put_json(layout.transcript_key(ek), doc)
-    return transcript
+        actual = services.raw.size(key)
+    except FileNotFoundError as exc:
+        services.checkpoints.mark_failed(job.pk, "transcribe", f"audio {key} is missing")
+        raise StepError(f"{job.pk}: audio {key} is missing (materialize raw_audio again)") from exc
+    if expected is not None and actual != expected:
+        msg = (f"audio {key} is {actual} bytes but meta.json records {expected}: "
+               "truncated or replaced (materialize raw_audio again)")
+        services.checkpoints.mark_failed(job.pk, "transcribe", msg)
+        raise StepError(f"{job.pk}: {msg}")
+
+
+class _AudioOpener:
+    """Opens an episode's audio from the raw store when the transcriber's prefetch thread gets to it."""
+
+    def __init__(self, services: Services, key: str):
+        self.services, self.key = services, key
+
+    def __call__(self):
+        return self.services.raw.local_copy(self.key)
+
+    def __str__(self) -> str:
+        return self.services.raw.uri(self.key)
+
+
+def _doc(job: _Job, t: Transcript) -> dict:
+    return {"partition_key": job.pk, "feed_slug": job.ek.feed_slug, "guid": job.meta.get("guid"),
+            "guid_key": job.ek.guid_key, "title": job.meta.get("title"), "audio_key": job.meta["audio_key"],
+            **t.to_dict()}
+
+
+def _try_publisher(services: Services, job: _Job) -> Transcript | str:
+    try:
+        return fetch_publisher_transcript(services.http, job.links, duration=job.meta.get("duration_sec"))
+    except PublisherTranscriptError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - a bad transcript must never cost the episode its ASR
+        return f"publisher transcript failed: {type(exc).__name__}: {exc}"
+
+
+def transcribe_episodes(services: Services, keys: list[str], engine: EngineLike, *,
+                        source: str | None = None,
+                        on_result: Callable[[str, Transcript | StepError], None] | None = None,
+                        ) -> dict[str, Transcript | StepError]:
+    """Transcribe every episode of ``keys``; writes each transcript.json; one failure never stops the rest.
+
+    ``engine`` is a loaded Engine or a callable returning one (loaded only if some episode
+    needs ASR). ``source`` overrides ``services.transcribe_options.transcript_source``:
+    prefer_publisher (publisher transcript when there is one, else ASR), always_asr, or both
+    (transcript.json from the publisher, transcript.asr.json from ASR, their agreement,
+    1 - WER, in ``publisher_asr_agreement``). A publisher transcript that cannot be fetched or
+    parsed falls back to ASR, with the reason in ``publisher_error``.
+    """
+    mode = source or services.transcribe_options.transcript_source
+    results: dict[str, Transcript | StepError] = {}
+
+    def done(pk: str, result: Transcript | StepError) -> None:
+        results[pk] = result
+        if on_result is not None:
+            on_result(pk, result)
+
+    jobs: dict[str, _Job] = {}
+    for pk in keys:
+        try:
+            jobs[pk] = _load_job(services, pk)
+        except StepError as exc:
+            done(pk, exc)
+
+    publisher: dict[str, Transcript] = {}
+    publisher_errors: dict[str, str] = {}
+    if mode != "always_asr":
+        todo = [job for job in jobs.values() if job.links]
+        if todo:
+            with ThreadPoolExecutor(max_workers=min(8, len(todo)), thread_name_prefix="publisher") as pool:
+                for job, got in zip(todo, pool.map(partial(_try_publisher, services), todo)):
+                    if isinstance(got, Transcript):
+                        publisher[job.pk] = got
+                    else:
+                        publisher_errors[job.pk] = got
+    for pk, t in publisher.items():
+        if mode == "prefer_publisher":
+            services.stage.put_json(layout.transcript_key(jobs[pk].ek), _doc(jobs[pk], t))
+            done(pk, t)
+
+    asr: list[_Job] = []
+    for pk, job in jobs.items():
+        if pk in results:
+            continue
+        try:
+            _check_audio(services, job)
+        except StepError as exc:
+            if pk in publisher:  # source "both": the publisher's transcript stands on its own
+                done(pk, _store_publisher_only(services, job, publisher[pk], str(exc)))
+            else:
+                done(pk, exc)
+            continue
+        asr.append(job)
+    if not asr:
+        return results
+
+    eng = engine if isinstance(engine, Engine) else engine()
+    sources = [_AudioOpener(services, job.meta["audio_key"]) for job in asr]
+    try:
+        for index, out in iter_transcribe(eng, sources):
+            job = asr[index]
+            try:
+                done(job.pk, _store_asr(services, job, out, mode, publisher.get(job.pk),
+                                        publisher_errors.get(job.pk)))
+            except Exception as exc:  # noqa: BLE001 - e.g. a storage error writing one episode
+                done(job.pk, StepError(f"{job.pk}: storing the transcript failed: {type(exc).__name__}: {exc}"))
+    except Exception as exc:  # noqa: BLE001 - the batch broke down (a bug, a dead GPU): fail what is left
+        for job in asr:
+            if job.pk not in results:
+                msg = f"transcription stopped before this episode finished: {type(exc).__name__}: {exc}"
+                services.checkpoints.mark_failed(job.pk, "transcribe", msg)
+                done(job.pk, StepError(f"{job.pk}: {msg}", retryable=True))
+    return results
+
+
+def _store_publisher_only(services: Services, job: _Job, pub: Transcript, asr_error: str) -> Transcript:
+    pub.asr_error = asr_error
+    services.stage.put_json(layout.transcript_key(job.ek), _doc(job, pub))
+    return pub
+
+
+def _store_asr(services: Services, job: _Job, out: Transcript | TranscriptionError, mode: str,
+               pub: Transcript | None, pub_error: str | None) -> Transcript | StepError:
+    if isinstance(out, TranscriptionError):
+        if pub is not None:  # source "both": the publisher's transcript stands on its own
+            return _store_publisher_only(services, job, pub, str(out))
+        services.checkpoints.mark_failed(job.pk, "transcribe", str(out))
+        return StepError(f"{job.pk}: {out}")
+    out.publisher_error = pub_error
+    if pub is not None and mode == "both":
+        score = round(agreement(pub.text, out.text), 4)
+        out.publisher_asr_agreement = pub.publisher_asr_agreement = score
+        # The episode's compute (and so its cost KPI) is the fetch plus the ASR run.
+        pub.wall_sec = round(pub.wall_sec + out.wall_sec, 3)
+        pub.device = out.device
+        services.stage.put_json(asr_transcript_key(job.ek), _doc(job, out))
+        services.stage.put_json(layout.transcript_key(job.ek), _doc(job, pub))
+        return pub
+    services.stage.put_json(layout.transcript_key(job.ek), _doc(job, out))
+    return out
+
+
+def transcribe_episode(services: Services, pk: str, engine: EngineLike) -> Transcript:
+    """One episode (the same path as ``transcribe_episodes``); raises StepError."""
+    result = transcribe_episodes(services, [pk], engine)[pk]
+    if isinstance(result, StepError):
+        raise result
+    return result
 
 
 def load_transcript(services: Services, pk: str) -> Transcript:
@@ -45,9 +222,18 @@ def load_transcript(services: Services, pk: str) -> Transcript:
 
 
 def segments_rows(transcript: Transcript) -> list[dict]:
-    # Athena table shape (run-book Appendix B). No diarization yet: speaker is 0 for all.
-    return [{"text": s.text, "start_sec": s.start, "end_sec": s.end, "speaker": 0,
-             "avg_logprob": s.avg_logprob, "no_speech_prob": s.no_speech_prob} for s in transcript.segments]
+    # Athena table shape (run-book Appendix B): speaker is an int. ASR has no diarization yet (0 for all);
+    # a publisher transcript's named speakers are numbered in order of appearance, the name kept beside.
+    speakers: dict[str, int] = {}
+    rows = []
+    for s in transcript.segments:
+        row = {"text": s.text, "start_sec": s.start, "end_sec": s.end, "speaker": 0,
+               "avg_logprob": s.avg_logprob, "no_speech_prob": s.no_speech_prob}
+        if s.speaker:
+            row["speaker"] = speakers.setdefault(s.speaker, len(speakers))
+            row["speaker_name"] = s.speaker
+        rows.append(row)
+    return rows
 
 
 def write_segments(services: Services, pk: str) -> dict:
@@ -78,5 +264,3 @@ def write_kpis(services: Services, pk: str) -> dict:
     services.raw.put_json(layout.meta_key(ek), meta)
     services.checkpoints.mark_transcribed(pk, cost_usd=kpis["cost_usd"])
     return kpis
-
-

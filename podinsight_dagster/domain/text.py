@@ -74,3 +74,8 @@ def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
 def wer(reference: str, hypothesis: str) -> float:
     errors, n = word_errors(reference, hypothesis)
     return errors / n if n else float(errors > 0)
+
+
+def agreement(a: str, b: str) -> float:
+    """How far two transcripts of one episode agree: 1 - WER of ``b`` against ``a``, floored at 0."""
+    return max(0.0, 1.0 - wer(a, b))

@@ -106,3 +106,24 @@ def test_one_broken_episode_does_not_stop_the_others(instance, demo_catalog, dem
     assert result.success
     assert demo_cdn.request_count("/audio/tech-talk/ep1.mp3") == before
     assert store.counts()[TRANSCRIBED] == 3
+
+
+def test_partition_metadata_reads_the_partition_list_once_per_run(instance, monkeypatch):
+    """Per-partition metadata must not list every partition once per episode (20,000 partitions: 50 ms each)."""
+    from podinsight_dagster.assets.episodes import partition_list_read_once
+
+    instance.add_dynamic_partitions(EPISODES, [f"f/e{i}" for i in range(50)])
+    calls = []
+    original = type(instance).get_dynamic_partitions
+
+    def counting(self, name):
+        calls.append(name)
+        return original(self, name)
+
+    monkeypatch.setattr(type(instance), "get_dynamic_partitions", counting)
+    with partition_list_read_once(instance):
+        for _ in range(10):
+            assert len(instance.get_dynamic_partitions(EPISODES)) == 50
+    assert calls == [EPISODES]
+    instance.get_dynamic_partitions(EPISODES)
+    assert len(calls) == 2  # the cache ends with the block

@@ -1,12 +1,16 @@
-"""The real faster-whisper tiny.en model on the bundled speech."""
+"""The real faster-whisper tiny.en model on the bundled speech, one episode at a time."""
 
 import wave
 
 import numpy as np
 import pytest
+import srt
+import webvtt
 
 from podinsight_dagster.demo.run import CONTENT
-from podinsight_dagster.domain.text import wer
+from podinsight_dagster.domain.kpis import compute_kpis
+from podinsight_dagster.domain.subtitles import MAX_LINE, build_cues, to_srt, to_vtt
+from podinsight_dagster.domain.text import normalize_text, wer
 from podinsight_dagster.domain.transcribe import TranscribeOptions, TranscriptionError, load_engine
 
 from ..conftest import TEST_MODEL, reference
@@ -18,7 +22,7 @@ def engine(model_cache):
 
 
 @pytest.mark.parametrize("feed, ep", [("tech-talk", "ep1"), ("history-hour", "ep2"), ("science-weekly", "ep3")])
-def test_tiny_en_transcribes_speech_within_wer_budget(engine, feed, ep):
+def test_tiny_en_transcribes_speech_within_wer_budget(engine, feed, ep, tmp_path):
     t = engine.transcribe(CONTENT / "audio" / feed / f"{ep}.mp3")
     assert wer(reference(feed, ep), t.text) <= 0.20
     assert t.language == "en" and 40 < t.duration < 60
@@ -26,8 +30,25 @@ def test_tiny_en_transcribes_speech_within_wer_budget(engine, feed, ep):
     starts = [s.start for s in t.segments]
     assert starts == sorted(starts)
     assert all(0 <= s.start <= s.end <= t.duration for s in t.segments)
+    words = [w for s in t.segments for w in s.words]
     assert all(s.words for s in t.segments)
-    assert 0 < t.speech_duration <= t.duration
+    assert all(0 <= w.start <= w.end <= t.duration + 0.5 for w in words)
+    assert [w.start for w in words] == sorted(w.start for w in words)
+    assert 0 < t.speech_duration <= t.duration and 0 < t.vad_speech_duration <= t.duration
+    assert t.language_mismatch is False and t.language_check == "heuristic"
+    # Subtitles from the real transcript parse back, lines within limits, nothing lost.
+    cues = build_cues(t.segments)
+    assert all(len(line) <= MAX_LINE for c in cues for line in c.lines)
+    (tmp_path / "t.vtt").write_text(to_vtt(cues))
+    vtt = webvtt.read(str(tmp_path / "t.vtt"))
+    subs = list(srt.parse(to_srt(cues)))
+    assert len(vtt) == len(subs) == len(cues) > 3
+    assert normalize_text(" ".join(s.content for s in subs)) == normalize_text(t.text)
+    assert all(a.end <= b.start for a, b in zip(subs, subs[1:]))
+    assert subs[-1].end.total_seconds() <= t.duration + 0.5
+    k = compute_kpis(t)
+    assert 100 < k["words_per_minute"] < 250 and k["suspected_hallucination"] is False
+    assert k["model"] == TEST_MODEL and k["source"] == "asr" and k["cost_usd"] > 0
 
 
 def _wav(path, samples):
@@ -38,16 +59,30 @@ def _wav(path, samples):
         w.writeframes((samples * 32767).astype("<i2").tobytes())
 
 
-def test_silence_and_noise_give_no_words(engine, tmp_path):
+def test_silence_noise_and_music_give_no_words(engine, tmp_path):
     _wav(tmp_path / "silence.wav", np.zeros(16000 * 20))
     t = engine.transcribe(tmp_path / "silence.wav")
-    assert t.text == "" and t.segments == []
+    assert t.text == "" and t.segments == [] and t.chunks == 0
+    assert compute_kpis(t)["words"] == 0
     rng = np.random.default_rng(7)
     _wav(tmp_path / "hiss.wav", rng.normal(0, 0.003, 16000 * 10))
-    assert engine.transcribe(tmp_path / "hiss.wav").text == ""
+    _wav(tmp_path / "loud-noise.wav", np.clip(rng.normal(0, 0.2, 16000 * 10), -1, 1))
+    time = np.arange(16000 * 15) / 16000
+    chords = sum(np.sin(2 * np.pi * f * time) for f in (220, 277, 330)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * time)) / 4
+    _wav(tmp_path / "chords.wav", chords)
+    for name in ("hiss.wav", "loud-noise.wav", "chords.wav"):
+        assert engine.transcribe(tmp_path / name).text == "", name
 
 
-def test_corrupt_and_empty_audio_fail_clearly(engine, tmp_path):
+def test_silence_guard_without_vad(model_cache, tmp_path):
+    # Without VAD the model sees the silence itself; its own no-speech verdict keeps "you" & co out.
+    engine = load_engine(TranscribeOptions(model=TEST_MODEL, model_cache=str(model_cache), vad_filter=False))
+    _wav(tmp_path / "silence.wav", np.zeros(16000 * 20))
+    t = engine.transcribe(tmp_path / "silence.wav")
+    assert t.text == "" and t.chunks == 1 and t.dropped_chunks == 1
+
+
+def test_corrupt_empty_and_truncated_audio_fail_clearly(engine, tmp_path):
     bad = tmp_path / "bad.mp3"
     bad.write_bytes(b"<html>Not audio</html>" * 100)
     with pytest.raises(TranscriptionError, match="cannot decode audio"):
@@ -56,3 +91,11 @@ def test_corrupt_and_empty_audio_fail_clearly(engine, tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(TranscriptionError, match="cannot decode audio"):
         engine.transcribe(empty)
+    # The demo MP3s carry a LAME Info header (their frame count): a cut file is caught.
+    data = (CONTENT / "audio" / "tech-talk" / "ep1.mp3").read_bytes()
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TranscriptionError, match="truncated"):
+        engine.transcribe(cut)
+    with pytest.raises(TranscriptionError, match="cannot decode audio"):
+        engine.transcribe(tmp_path / "missing.mp3")
