@@ -174,6 +174,11 @@ class Transcript:
     asr_error: str | None = None            # source "both": why the ASR side failed
 
     @property
+    def vad_speech_sec(self) -> float | None:
+        """Seconds of the audio VAD found to be speech (None for publisher transcripts)."""
+        return self.vad_speech_duration
+
+    @property
     def realtime_factor(self) -> float:
         """Audio seconds per wall-clock second (higher is faster)."""
         return self.duration / self.wall_sec if self.wall_sec > 0 else 0.0
