@@ -1,8 +1,6 @@
 """`dagster dev` on loopback and headless Debian Chromium driven by Playwright."""
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,32 +8,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from podinsight_dagster.processes import free_port, kill_group
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync", "--disable-quic"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def kill_group(proc: subprocess.Popen, timeout: float = 10) -> None:
-    """dagster dev ignores SIGTERM for a long while: TERM the whole group, then KILL it."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=timeout)
 
 
 @pytest.fixture
