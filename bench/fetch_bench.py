@@ -165,11 +165,13 @@ class Server:
 # Clients
 # ---------------------------------------------------------------------------
 def project_client(limit_per_host: int, pool_threads: int, lock_dir: Path | None):
-    from podinsight_dagster.domain.http import HttpClient, HttpConfig
-    from podinsight_dagster.domain.netpolicy import NetworkPolicy
+    from podinsight_dagster.fetch.http import HttpClient, HttpConfig
+    from podinsight_dagster.fetch.limits import LocalHostLimiter
+    from podinsight_dagster.fetch.netpolicy import NetworkPolicy
 
     config = HttpConfig(default_host_limit=limit_per_host)
-    return HttpClient(config, NetworkPolicy.parse("127.0.0.0/8"), lock_dir=lock_dir)
+    limiter = LocalHostLimiter(config.host_limits, config.default_host_limit, lock_dir)
+    return HttpClient(config, NetworkPolicy.parse("127.0.0.0/8"), limiter)
 
 
 def run_project(urls: list[str], out: Path, threads: int, limit: int, lock_dir: Path) -> tuple[float, list[str]]:
@@ -419,9 +421,9 @@ def part_b(server: Server, work: Path, count: int, size: int, polite_count: int)
 # (c) feed poll
 # ---------------------------------------------------------------------------
 def part_c(server: Server, n: int, changed_share: float, threads: int) -> dict:
-    from podinsight_dagster.domain.feeds import parse_feed
-    from podinsight_dagster.domain.http import HttpClient, HttpConfig
-    from podinsight_dagster.domain.netpolicy import NetworkPolicy
+    from podinsight_dagster.fetch.feeds import parse_feed
+    from podinsight_dagster.fetch.http import HttpClient, HttpConfig
+    from podinsight_dagster.fetch.netpolicy import NetworkPolicy
 
     bases = server.call("feeds", (n, 0.02))
     urls = [f"{bases[i % len(bases)]}/feed{i}.xml" for i in range(n)]

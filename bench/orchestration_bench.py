@@ -358,10 +358,10 @@ def part_b2(root: Path, feeds: int, items: int) -> tuple[dict, Path, Path]:
 
     from podinsight_dagster import sensors as sensors_mod
     from podinsight_dagster.domain import pipeline
-    from podinsight_dagster.domain.checkpoints import SqliteCheckpointStore
-    from podinsight_dagster.domain.http import HttpClient
+    from podinsight_dagster.store.checkpoints import SqliteCheckpointStore
+    from podinsight_dagster.fetch.http import HttpClient
     from podinsight_dagster.partitions import EPISODES
-    from podinsight_dagster.resources import PodInsightResource
+    from podinsight_dagster.definitions import resources_for
 
     data = root / "data"
     feeds_dir = data / "feeds"
@@ -403,7 +403,7 @@ def part_b2(root: Path, feeds: int, items: int) -> tuple[dict, Path, Path]:
         try:
             with timers.wrapped(targets):
                 sctx = build_sensor_context(instance=instance, cursor=cursor,
-                                            resources={"podinsight": PodInsightResource()})
+                                            resources=resources_for("local"))
                 t0 = time.perf_counter()
                 result = sensors_mod.new_episodes_sensor(sctx)
                 wall = time.perf_counter() - t0

@@ -112,8 +112,8 @@ def child(variant: str, model: str, cache: str, paths: list[str]) -> None:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
     from faster_whisper.audio import decode_audio
 
-    from podinsight_dagster.domain.models import resolve_model
-    from podinsight_dagster.domain.transcribe import pick_device
+    from podinsight_dagster.transcribe.models import resolve_model
+    from podinsight_dagster.transcribe.engine import pick_device
 
     device, compute_type = pick_device("auto", "auto")
     started = time.perf_counter()
@@ -357,7 +357,7 @@ def main() -> None:
         sets["long"] = build_long(OUT / f"audio-{tag}" / "long", *((2, 2) if args.quick else (4, 7)))
     if "short" in args.sets:
         sets["short"] = build_short(OUT / f"audio-{tag}" / "short", 8 if args.quick else 40)
-    from podinsight_dagster.domain.models import resolve_model
+    from podinsight_dagster.transcribe.models import resolve_model
     for model in args.models:
         resolve_model(model, args.cache)  # join base once, outside the timings
     work = Path(tempfile.mkdtemp(prefix="transcribe-bench-", dir=OUT))

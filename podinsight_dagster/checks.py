@@ -8,9 +8,9 @@ import json
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
-from .assets.episodes import kpis, raw_audio, transcript
-from .domain.checkpoints import DOWNLOADED, FAILED, TRANSCRIBED
-from .resources import PodInsightResource
+from podinsight_dagster.assets.episodes import kpis, raw_audio, transcript
+from podinsight_dagster.store.checkpoints import DOWNLOADED, FAILED, TRANSCRIBED
+from podinsight_dagster.resources import PodInsightResource
 
 SUCCESS_RATE_MIN = 98.0   # DownloadSuccessRate > 98 %
 PER_HOST_429_MAX = 1.0    # PerHost429 < 1 %

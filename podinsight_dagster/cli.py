@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from .domain.settings import Settings
+from podinsight_dagster.settings import Settings, SettingsError
 
 # Run-book §3.4: 1,000 episodes cost $4.85 of Fargate Spot CPU; NAT processing is $0.045 per GB.
 FETCH_CPU_USD_PER_EPISODE = 4.85 / 1000
@@ -34,19 +33,31 @@ ASSUMED_MB_PER_S_PER_CONNECTION = 5.0
 DAGSTER_URL_HELP = "Launch on a running Dagster deployment (e.g. http://127.0.0.1:3000) instead of in-process."
 
 
-def _settings(model: str | None = None) -> Settings:
-    if model:
-        os.environ["PODINSIGHT_MODEL"] = model
-    return Settings.from_env()
+def _settings(**overrides) -> Settings:
+    """The environment's settings, with the command's flags (those given) over them."""
+    try:
+        return Settings.from_env().replace(**overrides)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc))
+
+
+def _services(settings: Settings):
+    from podinsight_dagster.services import DeploymentNotReady, build_services
+
+    try:
+        return build_services(settings)
+    except DeploymentNotReady as exc:
+        raise click.ClickException(str(exc))
 
 
 def _launcher(settings: Settings, dagster_url: str | None):
-    from .instance import get_instance
-    from .launch import GraphQLLauncher, LocalLauncher
+    from podinsight_dagster.definitions import definitions_for
+    from podinsight_dagster.instance import get_instance
+    from podinsight_dagster.launch import GraphQLLauncher, LocalLauncher
 
     if dagster_url:
         return GraphQLLauncher(dagster_url, say=click.echo)
-    return LocalLauncher(get_instance(settings), say=click.echo)
+    return LocalLauncher(get_instance(settings), definitions_for(settings), say=click.echo)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,9 +69,9 @@ def main() -> None:
 @click.option("--model", default=None, help="Whisper model (default: PODINSIGHT_MODEL or base).")
 def demo(model: str | None) -> None:
     """Run the whole pipeline on the bundled sample podcasts (offline)."""
-    from .demo.run import run_demo
+    from podinsight_dagster.demo.run import run_demo
 
-    rows = run_demo(_settings(model))
+    rows = run_demo(_settings(model=model))
     if any(r.status != "transcribed" for r in rows):
         sys.exit(1)
 
@@ -80,8 +91,8 @@ def read_manifest_source(source: str) -> bytes:
 
 
 def manifest_records(data: bytes, source: str):
-    from .domain.checkpoints import EpisodeRecord
-    from .domain.keys import EpisodeKey, InvalidKeyError
+    from podinsight_dagster.store.checkpoints import EpisodeRecord
+    from podinsight_dagster.store.keys import EpisodeKey, InvalidKeyError
 
     records = []
     for i, row in enumerate(csv.DictReader(io.StringIO(data.decode("utf-8"))), 2):
@@ -111,13 +122,11 @@ def manifest_records(data: bytes, source: str):
 def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Path | None,
           dagster_url: str | None) -> None:
     """Phase 1: build the manifest, register episodes, download the first N not yet downloaded."""
-    from .domain.checkpoints import DISCOVERED, FAILED
-    from .domain.pipeline import Services, discover
+    from podinsight_dagster.fetch.discover import discover
+    from podinsight_dagster.store.checkpoints import DISCOVERED, FAILED
 
-    if feeds_file is not None:
-        os.environ["PODINSIGHT_FEEDS_DIR"] = str(feeds_file.resolve())
-    settings = _settings()
-    services = Services.local(settings)
+    settings = _settings(feeds_dir=feeds_file.resolve() if feeds_file else None)
+    services = _services(settings)
     if manifest:
         try:
             records = manifest_records(read_manifest_source(manifest), manifest)
@@ -127,7 +136,7 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
         wanted = [r.partition_key for r in records]
         click.echo(f"manifest {manifest}: {len(wanted)} episodes")
     else:
-        from .domain.catalog import CatalogError, load_catalog
+        from podinsight_dagster.fetch.catalog import CatalogError, load_catalog
 
         try:
             catalog = load_catalog(settings.feeds_dir)
@@ -159,7 +168,8 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
 
 
 def _print_fetch_plan(services, keys: list[str]) -> None:
-    from .domain.http import FetchError, registrable_domain
+    from podinsight_dagster.fetch.http import FetchError
+    from podinsight_dagster.fetch.limits import registrable_domain
 
     recs = [services.checkpoints.require(k) for k in keys]
 
@@ -203,12 +213,11 @@ def _print_fetch_plan(services, keys: list[str]) -> None:
 @click.option("--dagster-url", default=None, help=DAGSTER_URL_HELP)
 def transcribe(limit: int | None, manifest: str | None, model: str | None, dagster_url: str | None) -> None:
     """Phase 2: transcribe downloaded episodes (transcript, segments, subtitles, KPIs)."""
-    from .domain.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
-    from .domain.checkpoints import DOWNLOADED
-    from .domain.pipeline import Services
+    from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
+    from podinsight_dagster.store.checkpoints import DOWNLOADED
 
-    settings = _settings(model)
-    services = Services.local(settings)
+    settings = _settings(model=model)
+    services = _services(settings)
     downloaded = [r for r in services.checkpoints.episodes(state=DOWNLOADED)]
     if manifest:
         try:
@@ -237,7 +246,7 @@ def transcribe(limit: int | None, manifest: str | None, model: str | None, dagst
 # status, freeze
 # ---------------------------------------------------------------------------
 def status_report(services) -> dict:
-    from .domain.checkpoints import DOWNLOADED, FAILED, TRANSCRIBED
+    from podinsight_dagster.store.checkpoints import DOWNLOADED, FAILED, TRANSCRIBED
 
     counts = services.checkpoints.counts()
     episodes = services.checkpoints.episodes()
@@ -263,9 +272,7 @@ def status_report(services) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """Counts per state, success rate, 429 rate, GB transferred and cost today."""
-    from .domain.pipeline import Services
-
-    doc = status_report(Services.local(_settings()))
+    doc = status_report(_services(_settings()))
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
@@ -284,9 +291,7 @@ def status(as_json: bool) -> None:
 @click.option("--reason", default="frozen by hand", help="Why (when freezing).")
 def freeze(lift: bool, reason: str) -> None:
     """Freeze transcription spend (as the $40 alarm does), or lift the freeze."""
-    from .domain.pipeline import Services
-
-    budget = Services.local(_settings()).budget
+    budget = _services(_settings()).budget
     if lift:
         budget.lift()
         click.echo("freeze lifted: transcription may run")
@@ -313,15 +318,14 @@ def feed() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the normalized feed as JSON.")
 def feed_inspect(source: str, as_json: bool) -> None:
     """Fetch (or read) a feed and print it as Pod-Insight normalizes it."""
-    from .domain.feeds import FeedParseError, parse_feed
-    from .domain.http import FetchError, HttpClient
-    from .domain.netpolicy import NetworkPolicy
+    from podinsight_dagster.fetch.feeds import FeedParseError, parse_feed
+    from podinsight_dagster.fetch.http import FetchError
+    from podinsight_dagster.services import build_http
 
     settings = _settings()
     try:
         if source.startswith(("http://", "https://")):
-            client = HttpClient(policy=NetworkPolicy.parse(settings.allow_private_networks))
-            content = client.fetch_bytes(source).content
+            content = build_http(settings).fetch_bytes(source).content
         else:
             content = Path(source).read_bytes()
         parsed = parse_feed(content, source=source)

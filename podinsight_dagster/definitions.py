@@ -1,8 +1,10 @@
-"""Pod-Insight's Dagster Definitions: assets, jobs, sensors and resources per deployment.
+"""Pod-Insight's Dagster Definitions: assets, checks, jobs, sensors, and the resources of the chosen deployment.
 
-``PODINSIGHT_DEPLOYMENT`` picks the resources: ``local`` (default: folders and
-SQLite under PODINSIGHT_HOME). The AWS deployment swaps the same seams (see
-docs/ARCHITECTURE.md).
+``PODINSIGHT_DEPLOYMENT`` picks the deployment: ``local`` (default: folders and
+SQLite under PODINSIGHT_HOME) or ``aws`` (S3, DynamoDB, CloudWatch, Batch). Both
+use the same resources, one per seam; what differs is the configuration they are
+built from, and so the implementation the composition root picks for each seam
+(see docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import os
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
-from .assets import all_assets, catalog_assets
-from .checks import all_checks
-from .partitions import episodes_partitions
-from .resources import PodInsightResource
-from .sensors import auto_transcribe_sensor, new_episodes_sensor
+from podinsight_dagster.assets import all_assets, catalog_assets
+from podinsight_dagster.checks import all_checks
+from podinsight_dagster.partitions import episodes_partitions
+from podinsight_dagster.resources import PodInsightConfig, podinsight_resources
+from podinsight_dagster.sensors import auto_transcribe_sensor, new_episodes_sensor
+from podinsight_dagster.settings import DEPLOYMENTS, Settings, SettingsError
 
 ingest_job = define_asset_job(
     "ingest_catalog", selection=AssetSelection.assets(*catalog_assets),
@@ -31,22 +34,33 @@ transcribe_job = define_asset_job(
     partitions_def=episodes_partitions,
     description="Phase 2 (run-book §4): transcribe, segment and score downloaded episodes.")
 
-RESOURCES_BY_DEPLOYMENT = {
-    "local": {"podinsight": PodInsightResource()},
-}
+
+def resources_for(deployment: str, environ: dict[str, str] | None = None) -> dict:
+    """The resources of ``deployment``, configured from ``environ`` (EnvVar for each variable set there)."""
+    if deployment not in DEPLOYMENTS:
+        raise SettingsError(f"PODINSIGHT_DEPLOYMENT={deployment!r}: choose one of {', '.join(DEPLOYMENTS)}")
+    environ = dict(os.environ if environ is None else environ)
+    return podinsight_resources(PodInsightConfig.from_environment(environ, deployment=deployment))
 
 
-def resources_for(deployment: str) -> dict:
-    try:
-        return RESOURCES_BY_DEPLOYMENT[deployment]
-    except KeyError:
-        raise ValueError(f"PODINSIGHT_DEPLOYMENT={deployment!r}: choose one of {sorted(RESOURCES_BY_DEPLOYMENT)}")
+def _definitions(resources: dict) -> Definitions:
+    return Definitions(
+        assets=all_assets,
+        asset_checks=all_checks,
+        jobs=[ingest_job, episode_pipeline, fetch_job, transcribe_job],
+        sensors=[new_episodes_sensor, auto_transcribe_sensor],
+        resources=resources,
+    )
 
 
-defs = Definitions(
-    assets=all_assets,
-    asset_checks=all_checks,
-    jobs=[ingest_job, episode_pipeline, fetch_job, transcribe_job],
-    sensors=[new_episodes_sensor, auto_transcribe_sensor],
-    resources=resources_for(os.environ.get("PODINSIGHT_DEPLOYMENT", "local")),
-)
+def build_definitions(deployment: str, environ: dict[str, str] | None = None) -> Definitions:
+    """The code location's definitions (what ``dagster dev`` and Dagster+ load)."""
+    return _definitions(resources_for(deployment, environ))
+
+
+def definitions_for(settings: Settings) -> Definitions:
+    """The same definitions with resources fixed to ``settings``: runs that ``podrun`` and the demo launch."""
+    return _definitions(podinsight_resources(PodInsightConfig.from_settings(settings)))
+
+
+defs = build_definitions(os.environ.get("PODINSIGHT_DEPLOYMENT") or "local")

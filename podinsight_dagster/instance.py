@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from .domain.settings import Settings
+from podinsight_dagster.settings import Settings
 
 # Transcription steps must not compete for the same cores (or GPU): one at a time
 # per machine. Downloads are limited per host by the HostLimiter already; the pool
@@ -24,21 +23,20 @@ concurrency:
 
 
 def prepare_instance(settings: Settings) -> Path:
-    """Create the instance folder and dagster.yaml (if missing) and point DAGSTER_HOME at it."""
+    """Create the instance folder and its dagster.yaml (if missing); return the folder."""
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
     if not cfg.exists():
         cfg.write_text(DAGSTER_YAML)
-    os.environ["DAGSTER_HOME"] = str(home)
     return home
 
 
 def get_instance(settings: Settings):
     from dagster import DagsterInstance
 
-    prepare_instance(settings)
-    instance = DagsterInstance.get()
+    # From the folder itself, not DAGSTER_HOME: podrun's settings may name another data root.
+    instance = DagsterInstance.from_config(str(prepare_instance(settings)))
     for pool, limit in POOL_LIMITS.items():
         try:
             instance.event_log_storage.set_concurrency_slots(pool, limit)

@@ -16,7 +16,7 @@ from typing import Callable
 
 import requests
 
-from .partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG
+from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG, contiguous_ranges
 
 # Runs print only warnings and errors to the terminal; the full event log is in the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -34,29 +34,15 @@ class LaunchResult:
     detail: str = ""
 
 
-def contiguous_ranges(ordered: list[str], wanted: list[str]) -> list[tuple[str, str]]:
-    """Split ``wanted`` into runs of neighbours in the instance's partition order (one Dagster run each)."""
-    want = set(wanted)
-    ranges, start, prev = [], None, None
-    for key in ordered:
-        if key in want:
-            if start is None:
-                start = key
-            prev = key
-        elif start is not None:
-            ranges.append((start, prev))
-            start = None
-    if start is not None:
-        ranges.append((start, prev))
-    return ranges
-
-
 PID_TAG = "podinsight/pid"
 
 
 class LocalLauncher:
-    def __init__(self, instance, say: Callable[[str], None] = print):
+    """Runs jobs of ``defs`` (built for the caller's settings) in this process, on ``instance``."""
+
+    def __init__(self, instance, defs, say: Callable[[str], None] = print):
         self.instance = instance
+        self.defs = defs
         self.say = say
         self._reap_dead_runs()
 
@@ -79,24 +65,20 @@ class LocalLauncher:
                 self.say(f"marked run {run.run_id} failed: its podrun process {pid} is gone")
 
     def ensure_partitions(self, keys: list[str]) -> None:
-        from .assets.catalog import register_partitions
+        from podinsight_dagster.assets.catalog import register_partitions
 
         register_partitions(self.instance, keys)
 
     def run_job(self, job_name: str, tags: dict | None = None) -> LaunchResult:
-        from .definitions import defs
-
-        result = defs.resolve_job_def(job_name).execute_in_process(
+        result = self.defs.resolve_job_def(job_name).execute_in_process(
             instance=self.instance, raise_on_error=False, run_config=QUIET, tags=self._tags(tags))
         return LaunchResult(1, result.success, result.run_id)
 
     def run_partitions(self, job_name: str, keys: list[str]) -> LaunchResult:
-        from .definitions import defs
-
         if not keys:
             return LaunchResult(0, True)
         self.ensure_partitions(keys)
-        job = defs.resolve_job_def(job_name)
+        job = self.defs.resolve_job_def(job_name)
         ranges = contiguous_ranges(self.instance.get_dynamic_partitions(EPISODES), keys)
         ok = True
         for i, (start, end) in enumerate(ranges, 1):

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import sys
 
-from .domain.pipeline import Services, StepError
-from .domain.stage import transcribe_episode, write_kpis, write_segments
-from .domain.settings import Settings
-from .domain.transcribe import load_engine
+from podinsight_dagster.errors import StepError
+from podinsight_dagster.services import Services, build_services
+from podinsight_dagster.settings import Settings
+from podinsight_dagster.transcribe.steps import transcribe_episodes, write_kpis, write_segments
 
 
 def process(services: Services, keys: list[str], report=print) -> dict[str, str]:
-    """Transcribe, segment and score each episode; returns {partition_key: error} for failures."""
-    engine = load_engine(services.transcribe_options)
+    """Transcribe (all in one batched pass), segment and score each episode; returns {partition_key: error}."""
     failures: dict[str, str] = {}
-    for pk in keys:
+    for pk, result in transcribe_episodes(services, keys).items():
         try:
-            transcribe_episode(services, pk, engine)
+            if isinstance(result, StepError):
+                raise result
             write_segments(services, pk)
             kpis = write_kpis(services, pk)
         except StepError as exc:
@@ -36,18 +36,21 @@ def process(services: Services, keys: list[str], report=print) -> dict[str, str]
 
 
 def main(argv: list[str]) -> int:
-    services = Services.local(Settings.from_env())
-    if argv:
-        return 1 if process(services, argv) else 0
-    from dagster_pipes import open_dagster_pipes
+    services = build_services(Settings.from_env())
+    try:
+        if argv:
+            return 1 if process(services, argv) else 0
+        from dagster_pipes import open_dagster_pipes
 
-    with open_dagster_pipes() as pipes:
-        keys = list(pipes.extras.get("partition_keys") or [pipes.partition_key])
-        failures = process(services, keys, report=pipes.log.info)
-        pipes.report_custom_message({"succeeded": len(keys) - len(failures), "failed": failures})
-        if failures:
-            raise RuntimeError(f"{len(failures)} of {len(keys)} episodes failed: {failures}")
-    return 0
+        with open_dagster_pipes() as pipes:
+            keys = list(pipes.extras.get("partition_keys") or [pipes.partition_key])
+            failures = process(services, keys, report=pipes.log.info)
+            pipes.report_custom_message({"succeeded": len(keys) - len(failures), "failed": failures})
+            if failures:
+                raise RuntimeError(f"{len(failures)} of {len(keys)} episodes failed: {failures}")
+        return 0
+    finally:
+        services.close()
 
 
 if __name__ == "__main__":

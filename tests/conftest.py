@@ -8,7 +8,7 @@ import pytest
 
 from podinsight_dagster.demo.cdn import PodcastCDN
 from podinsight_dagster.demo.run import CONTENT, write_demo_catalog
-from podinsight_dagster.domain.settings import Settings
+from podinsight_dagster.settings import Settings
 
 TEST_MODEL = "tiny.en"  # the suite must stay fast on 2 cores
 

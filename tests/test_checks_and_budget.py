@@ -6,21 +6,21 @@ import pytest
 from dagster import AssetCheckSeverity, build_asset_check_context
 
 from podinsight_dagster.checks import download_success_rate, gpu_cost_today, per_host_429, transcript_sanity
-from podinsight_dagster.domain.budget import BudgetExceeded
-from podinsight_dagster.domain.checkpoints import EpisodeRecord
-from podinsight_dagster.domain.metrics import Metric
-from podinsight_dagster.domain.pipeline import Services
-from podinsight_dagster.domain.settings import Settings
-from podinsight_dagster.resources import PodInsightResource
+from podinsight_dagster.costs.budget import BudgetExceeded, SpendEntry
+from podinsight_dagster.store.checkpoints import EpisodeRecord
+from podinsight_dagster.store.metrics import Metric
+from podinsight_dagster.services import build_services
+from podinsight_dagster.settings import Settings
+from podinsight_dagster.definitions import resources_for
 
 
 @pytest.fixture
 def services(settings):
-    return Services.local(Settings.from_env())
+    return build_services(Settings.from_env())
 
 
 def _run(check):
-    return check(build_asset_check_context(resources={"podinsight": PodInsightResource()}))
+    return check(build_asset_check_context(resources=resources_for("local")))
 
 
 def _episodes(services, feed, ok, failed):
@@ -54,9 +54,7 @@ def test_per_host_429_warns(services):
 
 def test_gpu_cost_check_and_freeze(services, monkeypatch):
     assert _run(gpu_cost_today).passed
-    rec = EpisodeRecord(partition_key="f/x", feed_slug="f", guid_key="x")
-    services.checkpoints.register_episodes([rec])
-    services.checkpoints.mark_transcribed("f/x", cost_usd=41.0)
+    services.budget.record_spend(SpendEntry("f/x", 41.0))
     result = _run(gpu_cost_today)
     assert not result.passed and result.metadata["cost_today_usd"].value == 41.0
     assert all(spec.blocking for spec in gpu_cost_today.check_specs)
@@ -68,28 +66,28 @@ def test_budget_refuses_projection_and_freezes_at_ceiling(services):
     with pytest.raises(BudgetExceeded, match="would cross"):
         budget.check(projected_usd=45.0)
     assert not budget.status().active  # a too-large request is refused, not a reason to freeze
-    rec = EpisodeRecord(partition_key="f/x", feed_slug="f", guid_key="x")
-    services.checkpoints.register_episodes([rec])
-    services.checkpoints.mark_transcribed("f/x", cost_usd=40.0)
+    budget.record_spend(SpendEntry("f/x", 40.0))
     with pytest.raises(BudgetExceeded, match="frozen"):
         budget.check(projected_usd=0.01)
     state = budget.status()
     assert state.active and "40.00" in state.reason and state.since <= time.time()
-    services.checkpoints.update("f/x", cost_usd=1.0)
+    assert budget.freezer.is_frozen()  # the compute capacity is stopped too
     with pytest.raises(BudgetExceeded, match="podrun freeze --lift"):
         budget.check()  # stays frozen until a person lifts it
     budget.lift()
-    assert budget.check() == 1.0
+    assert not budget.freezer.is_frozen()
+    with pytest.raises(BudgetExceeded, match="reached"):
+        budget.check()  # lifting does not forget what was spent: the ledger only grows
 
 
-def test_freeze_sets_batch_desired_vcpus_to_zero(services, moto_server):
-    """In AWS mode the freeze is the run-book's alarm + Lambda: desiredvCpus = 0 on the GPU environment."""
+def test_freeze_disables_the_batch_gpu_environment(services, moto_server):
+    """In AWS mode the freeze is the run-book's alarm + Lambda: the GPU environment DISABLED, desiredvCpus 0."""
     import base64
     import json
 
     import requests
 
-    from podinsight_dagster.domain.budget import BatchComputeFreezer, Budget
+    from podinsight_dagster.costs.budget import BatchComputeFreezer, Budget, SqliteSpendLedger
 
     batch = moto_server.client("batch")
     iam, ec2 = moto_server.client("iam"), moto_server.client("ec2")
@@ -103,8 +101,7 @@ def test_freeze_sets_batch_desired_vcpus_to_zero(services, moto_server):
         computeResources={"type": "SPOT", "minvCpus": 0, "maxvCpus": 40, "desiredvCpus": 8,
                           "instanceTypes": ["g5.xlarge"], "subnets": [subnet], "securityGroupIds": [sg],
                           "instanceRole": profile, "bidPercentage": 100, "spotIamFleetRole": role})
-    budget = Budget(services.checkpoints, services.settings.checkpoint_db,
-                    freezer=BatchComputeFreezer(batch, "gpu_spot"))
+    budget = Budget(SqliteSpendLedger(services.settings.checkpoint_db), freezer=BatchComputeFreezer(batch, "gpu_spot"))
     # moto accepts UpdateComputeEnvironment but does not store desiredvCpus: read what it received.
     requests.post(moto_server.url + "/moto-api/recorder/reset-recording", timeout=10)
     requests.post(moto_server.url + "/moto-api/recorder/start-recording", timeout=10)
@@ -116,8 +113,10 @@ def test_freeze_sets_batch_desired_vcpus_to_zero(services, moto_server):
     updates = [r for r in recorded if r["url"].endswith("/v1/updatecomputeenvironment")]
     assert len(updates) == 1
     body = json.loads(base64.b64decode(updates[0]["body"]) if updates[0].get("body_encoded") else updates[0]["body"])
-    assert body == {"computeEnvironment": "gpu_spot", "computeResources": {"desiredvCpus": 0}}
-    assert budget.status().active
+    assert body == {"computeEnvironment": "gpu_spot", "state": "DISABLED", "computeResources": {"desiredvCpus": 0}}
+    assert budget.status().active and budget.freezer.is_frozen()
+    budget.lift()
+    assert not budget.status().active and not budget.freezer.is_frozen()
 
 
 def test_transcript_sanity_reads_the_checkpoint_store(services):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
 
-from podinsight_dagster.domain.checkpoints import SqliteCheckpointStore
-from podinsight_dagster.domain.text import wer
+from podinsight_dagster.store.checkpoints import SqliteCheckpointStore
+from podinsight_dagster.transcribe.text import wer
 from podinsight_dagster.demo.run import reference_text
 from podinsight_dagster.partitions import EPISODES
 

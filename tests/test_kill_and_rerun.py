@@ -12,7 +12,7 @@ from pathlib import Path
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from podinsight_dagster.demo.cdn import Fault
-from podinsight_dagster.domain.checkpoints import SqliteCheckpointStore
+from podinsight_dagster.store.checkpoints import SqliteCheckpointStore
 
 from .conftest import audio_bytes
 

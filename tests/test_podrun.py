@@ -8,7 +8,7 @@ from dagster import AssetKey, DagsterInstance
 
 from podinsight_dagster.cli import main
 from podinsight_dagster.demo.cdn import Fault
-from podinsight_dagster.domain.checkpoints import SqliteCheckpointStore
+from podinsight_dagster.store.checkpoints import SqliteCheckpointStore
 
 
 @pytest.fixture

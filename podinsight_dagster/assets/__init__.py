@@ -1,5 +1,5 @@
-from .catalog import episode_manifest, feeds
-from .episodes import kpis, raw_audio, segments, transcript
+from podinsight_dagster.assets.catalog import episode_manifest, feeds
+from podinsight_dagster.assets.episodes import kpis, raw_audio, segments, transcript
 
 catalog_assets = [feeds, episode_manifest]
 episode_assets = [raw_audio, transcript, segments, kpis]

@@ -9,10 +9,10 @@ with a conditional GET, registers new episodes in the checkpoint store and as
 
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
-from ..domain.catalog import CatalogError
-from ..domain.pipeline import discover
-from ..partitions import EPISODES
-from ..resources import PodInsightResource
+from podinsight_dagster.fetch.catalog import CatalogError
+from podinsight_dagster.fetch.discover import discover
+from podinsight_dagster.partitions import EPISODES
+from podinsight_dagster.resources import PodInsightResource
 
 
 @asset(group_name="catalog", description="The feed catalog: every feeds/tier*_feeds.yaml, validated.")

@@ -20,16 +20,16 @@ from typing import Callable, Iterator
 from dagster import (AssetExecutionContext, AssetMaterialization, Backoff, BackfillPolicy, Failure, Jitter,
                      MaterializeResult, MetadataValue, RetryPolicy, asset)
 
-from ..domain import layout
-from ..domain.budget import BudgetExceeded
-from ..domain.keys import EpisodeKey
-from ..domain.pipeline import StepError, download_episode, publish_download_metrics
-from ..domain.quality import transcript_issues
-from ..domain.stage import load_transcript, transcribe_episodes, write_kpis, write_segments
-from ..domain.transcribe import load_engine
-from ..partitions import episodes_partitions
-from ..resources import PodInsightResource
-from .catalog import episode_manifest
+from podinsight_dagster.store import layout
+from podinsight_dagster.costs.budget import BudgetExceeded
+from podinsight_dagster.store.keys import EpisodeKey
+from podinsight_dagster.errors import StepError
+from podinsight_dagster.fetch.download import download_episode, publish_download_metrics
+from podinsight_dagster.transcribe.quality import transcript_issues
+from podinsight_dagster.transcribe.steps import load_transcript, transcribe_episodes, write_kpis, write_segments
+from podinsight_dagster.partitions import episodes_partitions
+from podinsight_dagster.resources import PodInsightResource
+from podinsight_dagster.assets.catalog import episode_manifest
 
 MAX_PARTITIONS_PER_RUN = 100
 EPISODE_BACKFILL = BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITIONS_PER_RUN)
@@ -159,12 +159,12 @@ def transcript(context: AssetExecutionContext, podinsight: PodInsightResource):
         services.budget.check()
     except BudgetExceeded as exc:
         raise Failure(f"transcription refused: {exc}", allow_retries=False) from exc
-    options = services.transcribe_options
+    options = services.transcriber.options
     # All episodes of the run in one call: publisher transcripts first, then one batched ASR pass
     # (model loaded once, and only if needed; decoding overlaps inference; short episodes share
     # batches). Each episode's outcome is then reported, or raised, by run_per_episode as before.
     results = transcribe_episodes(
-        services, list(context.partition_keys), lambda: load_engine(options),
+        services, list(context.partition_keys),
         on_result=lambda pk, r: context.log.debug(f"{pk}: {'failed' if isinstance(r, StepError) else 'done'}"))
 
     def step(pk: str) -> dict:

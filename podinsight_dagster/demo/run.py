@@ -9,7 +9,6 @@ partitions. ``make ui`` afterwards shows the same instance.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +17,11 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from ..domain import layout
-from ..domain.keys import EpisodeKey
-from ..domain.settings import Settings
-from ..domain.text import wer
-from .cdn import PodcastCDN
+from podinsight_dagster.store import layout
+from podinsight_dagster.store.keys import EpisodeKey
+from podinsight_dagster.settings import Settings
+from podinsight_dagster.transcribe.text import wer
+from podinsight_dagster.demo.cdn import PodcastCDN
 
 CONTENT = Path(__file__).parent / "content"
 DEMO_NETWORKS = "127.0.0.1/32"
@@ -77,16 +76,14 @@ def reference_text(enclosure_url: str | None) -> str | None:
 
 
 def run_demo(settings: Settings, say: Callable[[str], None] = print, slugs: list[str] | None = None) -> list[EpisodeRow]:
-    from ..domain.pipeline import Services
-    from ..instance import get_instance
-    from ..launch import LocalLauncher
+    from podinsight_dagster.definitions import definitions_for
+    from podinsight_dagster.instance import get_instance
+    from podinsight_dagster.launch import LocalLauncher
+    from podinsight_dagster.services import build_services
 
     started = time.perf_counter()
-    os.environ["PODINSIGHT_HOME"] = str(settings.home)
-    os.environ["PODINSIGHT_FEEDS_DIR"] = str(settings.feeds_dir)
     # The demo server is on loopback: open exactly 127.0.0.1 and nothing else.
-    os.environ["PODINSIGHT_ALLOW_PRIVATE_NETWORKS"] = DEMO_NETWORKS
-    os.environ["PODINSIGHT_MODEL"] = settings.model
+    settings = settings.replace(allow_private_networks=DEMO_NETWORKS)
     settings.ensure_dirs()
     instance = get_instance(settings)
     with _demo_server() as cdn:
@@ -94,10 +91,10 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print, slugs: list
         cdn.add_directory(CONTENT / "audio", prefix="/audio")
         write_demo_catalog(settings.feeds_dir, cdn.base_url, slugs)
         say(f"demo feeds served at {cdn.base_url}; data root {settings.home}; model {settings.model}")
-        launcher = LocalLauncher(instance, say=say)
+        launcher = LocalLauncher(instance, definitions_for(settings), say=say)
         if not launcher.run_job("ingest_catalog").success:
             raise RuntimeError("ingest_catalog failed; see the run in the Dagster UI (make ui)")
-        services = Services.local(Settings.from_env())
+        services = build_services(settings)
         keys = [r.partition_key for slug in _catalog_slugs(settings) for r in services.checkpoints.episodes(feed_slug=slug)]
         say(f"{len(keys)} episodes registered as partitions; downloading and transcribing ...")
         outcome = launcher.run_partitions("episode_pipeline", keys)
@@ -125,7 +122,7 @@ def _demo_server() -> PodcastCDN:
 
 
 def _catalog_slugs(settings: Settings) -> list[str]:
-    from ..domain.catalog import load_catalog
+    from podinsight_dagster.fetch.catalog import load_catalog
 
     return [f.slug for f in load_catalog(settings.feeds_dir).feeds]
 

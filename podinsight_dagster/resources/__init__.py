@@ -1,68 +1,178 @@
-"""Resources: the seam between the Dagster layer and the domain services.
+"""Dagster resources: one per seam, each building its service through the composition root (``services.py``).
 
-``PodInsightResource`` builds the domain ``Services`` bundle (storage, checkpoint
-store, HTTP client, metrics, transcription options). The local deployment uses
-folders and SQLite under ``PODINSIGHT_HOME``; ``definitions.py`` chooses the
-deployment.
+``PodInsightConfig`` carries the settings in force; its fields come from
+``EnvVar`` where the variable is set, so the UI's resource page shows where each
+value came from. Each seam resource builds its service in ``setup_for_execution``
+(once per run) and closes it in ``teardown_after_execution``. ``PodInsightResource``
+bundles the seams into the ``Services`` that the domain steps take;
+``definitions.py`` picks the configuration per deployment.
 """
 
+from __future__ import annotations
 
-import dataclasses
+from typing import Any
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import PrivateAttr
 
-from ..domain.catalog import Catalog, CatalogError, load_catalog
-from ..domain.http import HttpConfig
-from ..domain.pipeline import Services
-from ..domain.settings import Settings
+from podinsight_dagster.costs.budget import Budget
+from podinsight_dagster.fetch.catalog import Catalog, load_catalog
+from podinsight_dagster.fetch.http import HttpClient
+from podinsight_dagster.services import (ObjectStores, Services, build_budget, build_checkpoints, build_http,
+                                         build_metrics, build_object_stores, build_prices, build_transcriber)
+from podinsight_dagster.settings import ENV_VARS, Settings
+from podinsight_dagster.store.checkpoints import CheckpointStore
+from podinsight_dagster.store.metrics import Metrics
+from podinsight_dagster.transcribe.transcriber import Transcriber
 
 
-class PodInsightResource(ConfigurableResource):
-    """Pod-Insight's storage, checkpoints, fetching and transcription settings.
+class PodInsightConfig(ConfigurableResource):
+    """The settings in force: each field is the text of its environment variable (empty: the default).
 
-    Empty fields fall back to the environment (PODINSIGHT_HOME, PODINSIGHT_MODEL, ...).
+    The field names are ``Settings``' fields; ``settings.ENV_VARS`` maps them to variables.
     """
 
+    deployment: str = ""
     home: str = ""
     feeds_dir: str = ""
     model: str = ""
-    batch_size: int = 8
-    cpu_threads: int = 0
-    max_audio_bytes: int = 1 << 30
-    http_max_attempts: int = 4
-
-    _services: Services | None = PrivateAttr(default=None)
+    model_cache: str = ""
+    allow_model_download: str = ""
+    device: str = ""
+    compute_type: str = ""
+    batch_size: str = ""
+    cpu_threads: str = ""
+    transcript_source: str = ""
+    language_check_model: str = ""
+    allow_private_networks: str = ""
+    default_host_limit: str = ""
+    http_max_attempts: str = ""
+    max_audio_bytes: str = ""
+    cost_ceiling_usd: str = ""
+    price_gpu_hour: str = ""
+    price_cpu_hour: str = ""
+    raw_bucket: str = ""
+    stage_bucket: str = ""
+    manifest_bucket: str = ""
+    status_table: str = ""
+    metrics_namespace: str = ""
+    gpu_compute_environment: str = ""
+    aws_region: str = ""
+    aws_endpoint_url: str = ""
 
     def settings(self) -> Settings:
-        env = dict(__import__("os").environ)
-        if self.home:
-            env["PODINSIGHT_HOME"] = self.home
-        if self.feeds_dir:
-            env["PODINSIGHT_FEEDS_DIR"] = self.feeds_dir
-        if self.model:
-            env["PODINSIGHT_MODEL"] = self.model
-        return Settings.from_env(env)
+        return Settings.from_env({var.name: getattr(self, var.field) for var in ENV_VARS})
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "PodInsightConfig":
+        """Fixed values (no EnvVar): for runs launched by ``podrun`` and the demo with their own settings."""
+        def text(value: Any) -> str:
+            if value is None:
+                return ""
+            if isinstance(value, bool):
+                return "1" if value else "0"
+            return str(value)
+        return cls(**{var.field: text(getattr(settings, var.field)) for var in ENV_VARS})
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str], **fixed: str) -> "PodInsightConfig":
+        """``EnvVar`` for every variable set in ``environ`` (so the UI names it), ``fixed`` values over them."""
+        values: dict[str, Any] = {var.field: EnvVar(var.name) for var in ENV_VARS if environ.get(var.name)}
+        return cls(**{**values, **fixed})
+
+
+class _SeamResource(ConfigurableResource):
+    config: PodInsightConfig
+    _service: Any = PrivateAttr(default=None)
+
+    def build(self, settings: Settings) -> Any:
+        raise NotImplementedError
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._service = self.build(self.config.settings())
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        close = getattr(self._service, "close", None)
+        if close is not None:
+            close()
+        self._service = None
+
+    def get(self) -> Any:
+        if self._service is None:  # used outside a run (a test calling the resource directly)
+            self._service = self.build(self.config.settings())
+        return self._service
+
+
+class ObjectStoresResource(_SeamResource):
+    """The raw, stage and manifest buckets: folders under PODINSIGHT_HOME locally, S3 on AWS."""
+
+    def build(self, settings: Settings) -> ObjectStores:
+        return build_object_stores(settings)
+
+
+class CheckpointsResource(_SeamResource):
+    """Episode and feed state: SQLite locally, DynamoDB on AWS."""
+
+    def build(self, settings: Settings) -> CheckpointStore:
+        return build_checkpoints(settings)
+
+
+class MetricsResource(_SeamResource):
+    """The run-book's metrics: a SQLite table locally, CloudWatch on AWS."""
+
+    def build(self, settings: Settings) -> Metrics:
+        return build_metrics(settings)
+
+
+class BudgetResource(_SeamResource):
+    """The spend ledger, the ceiling and the compute freezer."""
+
+    def build(self, settings: Settings) -> Budget:
+        return build_budget(settings)
+
+
+class HttpResource(_SeamResource):
+    """The HTTP client with the per-host limiter (the catalog's host_limits over the run-book's)."""
+
+    def build(self, settings: Settings) -> HttpClient:
+        return build_http(settings)
+
+
+class TranscriberResource(_SeamResource):
+    """Speech to text: faster-whisper in the step's process."""
+
+    def build(self, settings: Settings) -> Transcriber:
+        return build_transcriber(settings)
+
+
+class PodInsightResource(ConfigurableResource):
+    """The seams together, as the ``Services`` bundle the domain steps take."""
+
+    config: PodInsightConfig
+    stores: ObjectStoresResource
+    checkpoints: CheckpointsResource
+    metrics: MetricsResource
+    budget: BudgetResource
+    http: HttpResource
+    transcriber: TranscriberResource
+
+    def settings(self) -> Settings:
+        return self.config.settings()
 
     def services(self) -> Services:
-        """The domain services, built once per resource instance (so once per run)."""
-        if self._services is None:
-            settings = self.settings()
-            http_config = HttpConfig(max_audio_bytes=self.max_audio_bytes, max_attempts=self.http_max_attempts,
-                                     host_limits=self._catalog_host_limits(settings))
-            services = Services.local(settings, http_config=http_config)
-            services.transcribe_options = dataclasses.replace(
-                services.transcribe_options, batch_size=self.batch_size, cpu_threads=self.cpu_threads)
-            self._services = services
-        return self._services
-
-    @staticmethod
-    def _catalog_host_limits(settings: Settings) -> dict[str, int]:
-        # The catalog's host_limits: override the run-book defaults for every fetch of the run.
-        try:
-            return load_catalog(settings.feeds_dir).host_limits
-        except CatalogError:
-            return {}
+        settings = self.settings()
+        stores: ObjectStores = self.stores.get()
+        return Services(settings=settings, raw=stores.raw, stage=stores.stage, manifests=stores.manifests,
+                        checkpoints=self.checkpoints.get(), http=self.http.get(), metrics=self.metrics.get(),
+                        budget=self.budget.get(), transcriber=self.transcriber.get(), prices=build_prices(settings))
 
     def catalog(self) -> Catalog:
         return load_catalog(self.settings().feeds_dir)
+
+
+def podinsight_resources(config: PodInsightConfig) -> dict[str, ConfigurableResource]:
+    """Every resource of a deployment, keyed as the assets, checks and sensors ask for them."""
+    seams = {"stores": ObjectStoresResource(config=config), "checkpoints": CheckpointsResource(config=config),
+             "metrics": MetricsResource(config=config), "budget": BudgetResource(config=config),
+             "http": HttpResource(config=config), "transcriber": TranscriberResource(config=config)}
+    return {"config": config, **seams, "podinsight": PodInsightResource(config=config, **seams)}

@@ -5,13 +5,13 @@ import json
 from dagster import (DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason,
                      sensor)
 
-from ..domain.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
-from ..domain.catalog import CatalogError
-from ..domain.checkpoints import DOWNLOADED
-from ..domain.pipeline import discover
-from ..launch import contiguous_ranges
-from ..partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG, episodes_partitions
-from ..resources import PodInsightResource
+from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
+from podinsight_dagster.fetch.catalog import CatalogError
+from podinsight_dagster.store.checkpoints import DOWNLOADED
+from podinsight_dagster.fetch.discover import discover
+from podinsight_dagster.partitions import (EPISODES, RANGE_END_TAG, RANGE_START_TAG, contiguous_ranges,
+                                           episodes_partitions)
+from podinsight_dagster.resources import PodInsightResource
 
 MAX_NEW_PER_TICK = 25_000
 DOWNLOAD_BATCH = 100

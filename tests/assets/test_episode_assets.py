@@ -7,12 +7,12 @@ from dagster import DagsterInstance, materialize
 
 from podinsight_dagster.assets import all_assets
 from podinsight_dagster.demo.cdn import Fault
-from podinsight_dagster.domain import layout
-from podinsight_dagster.domain.checkpoints import FAILED, SqliteCheckpointStore, TRANSCRIBED
-from podinsight_dagster.domain.keys import EpisodeKey
-from podinsight_dagster.domain.text import wer
+from podinsight_dagster.store import layout
+from podinsight_dagster.store.checkpoints import FAILED, SqliteCheckpointStore, TRANSCRIBED
+from podinsight_dagster.store.keys import EpisodeKey
+from podinsight_dagster.transcribe.text import wer
 from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG
-from podinsight_dagster.resources import PodInsightResource
+from podinsight_dagster.definitions import resources_for
 
 from ..conftest import reference
 
@@ -27,7 +27,7 @@ def instance(home):
 
 def _run(instance, selection, **kwargs):
     return materialize(all_assets, selection=selection, instance=instance,
-                       resources={"podinsight": PodInsightResource()}, raise_on_error=False, **kwargs)
+                       resources=resources_for("local"), raise_on_error=False, **kwargs)
 
 
 def _ingest(instance, demo_catalog, slugs):

@@ -2,15 +2,16 @@
 
 from podinsight_dagster.demo.cdn import Fault
 from podinsight_dagster.demo.run import CONTENT
-from podinsight_dagster.domain.catalog import Catalog, FeedSpec
-from podinsight_dagster.domain.pipeline import Services, discover, read_manifest
-from podinsight_dagster.domain.settings import Settings
+from podinsight_dagster.fetch.catalog import Catalog, FeedSpec
+from podinsight_dagster.fetch.discover import discover, read_manifest
+from podinsight_dagster.services import build_services
+from podinsight_dagster.settings import Settings
 
 TECH = (CONTENT / "feeds" / "tech-talk.xml").read_bytes()
 
 
 def _services():
-    return Services.local(Settings.from_env())
+    return build_services(Settings.from_env())
 
 
 def test_bad_feeds_never_stop_the_others_and_say_why(settings, demo_cdn):

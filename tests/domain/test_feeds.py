@@ -1,9 +1,9 @@
 import pytest
 
 from podinsight_dagster.demo.run import CONTENT
-from podinsight_dagster.domain.catalog import CatalogError, load_catalog
-from podinsight_dagster.domain.feeds import FeedParseError, parse_duration, parse_feed
-from podinsight_dagster.domain.keys import guid_key
+from podinsight_dagster.fetch.catalog import CatalogError, load_catalog
+from podinsight_dagster.fetch.feeds import FeedParseError, parse_duration, parse_feed
+from podinsight_dagster.store.keys import guid_key
 
 RSS = b"""<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0" xmlns:itunes="http://www.itunes.com/dtds/podcast-1.0.dtd"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from podinsight_dagster.domain.feeds import FeedParseError, defuse, parse_feed
-from podinsight_dagster.domain.http import ContentRejectedError
+from podinsight_dagster.fetch.feeds import FeedParseError, defuse, parse_feed
+from podinsight_dagster.fetch.http import ContentRejectedError
 
 from .test_http_support import make_client, serve_audio
 

@@ -16,7 +16,7 @@ from email.utils import format_datetime
 import pytest
 
 from podinsight_dagster.demo.cdn import Fault
-from podinsight_dagster.domain.http import (
+from podinsight_dagster.fetch.http import (
     ContentRejectedError,
     FetchError,
     HttpConfig,

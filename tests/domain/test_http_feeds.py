@@ -9,8 +9,8 @@ import pytest
 
 from podinsight_dagster import USER_AGENT
 from podinsight_dagster.demo.cdn import Fault
-from podinsight_dagster.domain.feeds import parse_feed
-from podinsight_dagster.domain.http import ContentRejectedError, PermanentFetchError
+from podinsight_dagster.fetch.feeds import parse_feed
+from podinsight_dagster.fetch.http import ContentRejectedError, PermanentFetchError
 
 from .test_http_support import make_client, serve_audio
 

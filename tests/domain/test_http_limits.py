@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from podinsight_dagster.demo.cdn import Fault, PodcastCDN
-from podinsight_dagster.domain.http import DEFAULT_HOST_LIMITS, HostLimiter, registrable_domain
+from podinsight_dagster.fetch.limits import DEFAULT_HOST_LIMITS, LocalHostLimiter, registrable_domain
 
 from .test_http_support import AUDIO, make_client, sha256
 
@@ -29,12 +29,12 @@ def test_registrable_domain(host, domain):
 
 def test_default_limits_and_overrides():
     assert DEFAULT_HOST_LIMITS == {"megaphone.fm": 5, "libsyn.com": 3, "simplecast.com": 4}
-    limiter = HostLimiter()
+    limiter = LocalHostLimiter()
     assert limiter.limit_for("traffic.megaphone.fm") == 5
     assert limiter.limit_for("traffic.libsyn.com") == 3 and limiter.limit_for("hwcdn.libsyn.com") == 3
     assert limiter.limit_for("cdn.simplecast.com") == 4
     assert limiter.limit_for("feeds.example.org") == 10
-    over = HostLimiter({"megaphone.fm": 2, "cdn.example.org": 7}, default=6)
+    over = LocalHostLimiter({"megaphone.fm": 2, "cdn.example.org": 7}, default=6)
     assert over.limit_for("traffic.megaphone.fm") == 2 and over.limit_for("cdn.example.org") == 7
     assert over.limit_for("libsyn.com") == 3 and over.limit_for("other.example") == 6
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from podinsight_dagster.demo.cdn import Fault, PodcastCDN
-from podinsight_dagster.domain.http import PermanentFetchError
-from podinsight_dagster.domain.netpolicy import NetworkPolicy
+from podinsight_dagster.fetch.http import PermanentFetchError
+from podinsight_dagster.fetch.netpolicy import NetworkPolicy
 
 from .test_http_support import AUDIO, make_client
 

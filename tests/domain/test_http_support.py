@@ -11,8 +11,9 @@ import random
 from pathlib import Path
 
 from podinsight_dagster.demo.cdn import PodcastCDN
-from podinsight_dagster.domain.http import HttpClient, HttpConfig
-from podinsight_dagster.domain.netpolicy import NetworkPolicy
+from podinsight_dagster.fetch.http import HttpClient, HttpConfig
+from podinsight_dagster.fetch.limits import LocalHostLimiter
+from podinsight_dagster.fetch.netpolicy import NetworkPolicy
 
 # An MP3-looking body (ID3 header) whose every offset is distinguishable.
 AUDIO = b"ID3\x04\x00\x00\x00\x00\x00\x00" + random.Random(7).randbytes(300_000)
@@ -39,7 +40,8 @@ def make_client(policy: NetworkPolicy = LOOPBACK, lock_dir: Path | None = None, 
     defaults = dict(backoff_base=0.01, backoff_max=0.05, connect_timeout=2.0, read_timeout=3.0,
                     low_speed_window_s=2.0)
     sleeps = Sleeps()
-    client = HttpClient(HttpConfig(**{**defaults, **config}), policy, lock_dir=lock_dir,
+    cfg = HttpConfig(**{**defaults, **config})
+    client = HttpClient(cfg, policy, LocalHostLimiter(cfg.host_limits, cfg.default_host_limit, lock_dir),
                         sleep=sleep if sleep is not None else sleeps)
     return client, sleeps
 

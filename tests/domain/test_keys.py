@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from podinsight_dagster.domain.keys import (EpisodeKey, InvalidKeyError, guid_key, partition_key,
+from podinsight_dagster.store.keys import (EpisodeKey, InvalidKeyError, guid_key, partition_key,
                                             validate_feed_slug)
 
 SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

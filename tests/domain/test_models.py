@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from podinsight_dagster.domain.models import BASE_MODEL_SHA256, ModelNotFoundError, resolve_model
+from podinsight_dagster.transcribe.models import BASE_MODEL_SHA256, ModelNotFoundError, resolve_model
 
 
 def test_tiny_en_resolves_to_the_bundled_package():

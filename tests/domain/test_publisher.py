@@ -7,11 +7,11 @@ import srt
 import webvtt
 
 from podinsight_dagster.demo.cdn import Fault, PodcastCDN
-from podinsight_dagster.domain.http import HttpClient, HttpConfig
-from podinsight_dagster.domain.netpolicy import NetworkPolicy
-from podinsight_dagster.domain.publisher import (PublisherLink, PublisherTranscriptError, fetch_publisher_transcript,
+from podinsight_dagster.fetch.http import HttpClient, HttpConfig
+from podinsight_dagster.fetch.netpolicy import NetworkPolicy
+from podinsight_dagster.transcribe.publisher import (PublisherLink, PublisherTranscriptError, fetch_publisher_transcript,
                                                  links_from_json, parse_transcript, rank_links)
-from podinsight_dagster.domain.subtitles import MAX_LINE, build_cues, to_srt, to_vtt
+from podinsight_dagster.transcribe.subtitles import MAX_LINE, build_cues, to_srt, to_vtt
 
 VTT = """WEBVTT
 Kind: captions

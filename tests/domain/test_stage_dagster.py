@@ -5,24 +5,24 @@ import json
 from dagster import DagsterInstance, materialize
 
 from podinsight_dagster.assets import all_assets
-from podinsight_dagster.domain import layout
-from podinsight_dagster.domain.checkpoints import FAILED, TRANSCRIBED
-from podinsight_dagster.domain.keys import EpisodeKey
-from podinsight_dagster.domain.pipeline import Services
+from podinsight_dagster.store import layout
+from podinsight_dagster.store.checkpoints import FAILED, TRANSCRIBED
+from podinsight_dagster.store.keys import EpisodeKey
+from podinsight_dagster.services import build_services
 from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG
-from podinsight_dagster.resources import PodInsightResource
+from podinsight_dagster.definitions import resources_for
 
 from .test_stage_transcribe import CLIP, FIXTURES, _episode, _vtt_from
 
 
 def _run(instance, selection, keys):
     return materialize(all_assets, selection=selection, instance=instance,
-                       resources={"podinsight": PodInsightResource()}, raise_on_error=False,
+                       resources=resources_for("local"), raise_on_error=False,
                        tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]})
 
 
 def test_transcript_asset_runs_publisher_asr_and_failures_in_one_step(settings, demo_cdn):
-    services = Services.local(settings)
+    services = build_services(settings)
     demo_cdn.add_file("/p/pub.vtt", _vtt_from("Publisher words only. Nothing else here.", 10), content_type="text/vtt")
     pub = _episode(services, "pub", CLIP.read_bytes(), [{"url": demo_cdn.url("/p/pub.vtt"), "type": "text/vtt"}])
     asr1 = _episode(services, "asr1", (FIXTURES / "clip-18s.mp3").read_bytes())

@@ -10,14 +10,17 @@ import srt
 import webvtt
 
 from podinsight_dagster.demo.cdn import Fault, PodcastCDN
-from podinsight_dagster.domain import layout
-from podinsight_dagster.domain.checkpoints import FAILED, TRANSCRIBED, EpisodeRecord
-from podinsight_dagster.domain.keys import EpisodeKey, partition_key
-from podinsight_dagster.domain.pipeline import Services, StepError, probe_duration
-from podinsight_dagster.domain.stage import (asr_transcript_key, transcribe_episode, transcribe_episodes,
+from podinsight_dagster.store import layout
+from podinsight_dagster.store.checkpoints import FAILED, TRANSCRIBED, EpisodeRecord
+from podinsight_dagster.store.keys import EpisodeKey, partition_key
+from podinsight_dagster.errors import StepError
+from podinsight_dagster.fetch.download import probe_duration
+from podinsight_dagster.services import build_services
+from podinsight_dagster.transcribe.steps import (asr_transcript_key, transcribe_episode, transcribe_episodes,
                                              write_kpis, write_segments)
-from podinsight_dagster.domain.text import wer
-from podinsight_dagster.domain.transcribe import Transcript, load_engine
+from podinsight_dagster.transcribe.text import wer
+from podinsight_dagster.transcribe.engine import Transcript
+from podinsight_dagster.transcribe.transcriber import InProcessTranscriber
 
 from ..conftest import audio_bytes, reference
 
@@ -27,7 +30,7 @@ CLIP = FIXTURES / "clip-14s.mp3"
 
 @pytest.fixture
 def services(settings):
-    return Services.local(settings)
+    return build_services(settings)
 
 
 @pytest.fixture
@@ -36,15 +39,16 @@ def cdn():
         yield server
 
 
-class Loads:
-    """An engine factory that counts how often the model was asked for."""
+class Loads(InProcessTranscriber):
+    """The in-process transcriber, counting how often it was asked to transcribe (and so to load the model)."""
 
     def __init__(self, services):
-        self.services, self.count = services, 0
+        super().__init__(services.transcriber.options)
+        self.count = 0
 
-    def __call__(self):
+    def transcribe(self, sources):
         self.count += 1
-        return load_engine(self.services.transcribe_options)
+        return super().transcribe(sources)
 
 
 def _episode(services, guid, data: bytes, links=None, slug="show") -> str:
@@ -123,10 +127,11 @@ def test_all_publisher_never_loads_the_model(services, cdn):
     cdn.add_file("/p/x.srt", b"1\n00:00:00,500 --> 00:00:03,000\nJust the publisher.\n", content_type="application/x-subrip")
     pk = _episode(services, "x", CLIP.read_bytes(), [{"url": cdn.url("/p/x.srt"), "type": "application/x-subrip"}])
 
-    def no_model():
-        raise AssertionError("the model must not load when every episode has a publisher transcript")
+    class NoModel(InProcessTranscriber):
+        def transcribe(self, sources):
+            raise AssertionError("the model must not load when every episode has a publisher transcript")
 
-    t = transcribe_episode(services, pk, no_model)
+    t = transcribe_episode(services, pk, NoModel(services.transcriber.options))
     assert t.source == "publisher" and t.text == "Just the publisher." and t.wall_sec < 5
 
 

@@ -3,9 +3,9 @@ import threading
 
 import pytest
 
-from podinsight_dagster.domain.checkpoints import (DISCOVERED, DOWNLOADED, FAILED, TRANSCRIBED, EpisodeRecord,
+from podinsight_dagster.store.checkpoints import (DISCOVERED, DOWNLOADED, FAILED, TRANSCRIBED, EpisodeRecord,
                                                    FeedRecord, SqliteCheckpointStore)
-from podinsight_dagster.domain.storage import LocalObjectStore, ObjectNotFound, atomic_writer
+from podinsight_dagster.store.objects import LocalObjectStore, ObjectNotFound, atomic_writer
 
 
 def test_atomic_writer_leaves_old_file_on_failure(tmp_path):
@@ -51,7 +51,7 @@ def test_checkpoint_states_and_idempotent_registration(tmp_path):
     a, b = store.get("f/a"), store.get("f/b")
     assert (a.state, a.attempts, a.bytes, a.sha256) == (DOWNLOADED, 1, 10, "ab")
     assert (b.state, b.failed_stage, b.last_error) == (FAILED, "download", "HTTP 404")
-    assert store.cost_since(0) == 0.5
+    assert store.get("f/c").cost_usd == 0.5
     store.register_episodes([_rec("f/a")])
     assert store.get("f/a").state == DOWNLOADED  # re-discovery never resets progress
     store.upsert_feed(FeedRecord(slug="f", url="https://x/feed", etag='"e1"'))

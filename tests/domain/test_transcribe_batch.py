@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from podinsight_dagster.demo.run import CONTENT
-from podinsight_dagster.domain import transcribe as tr
-from podinsight_dagster.domain.kpis import compute_kpis
-from podinsight_dagster.domain.text import normalize_text, wer
-from podinsight_dagster.domain.transcribe import (TranscribeOptions, Transcript, TranscriptionError, load_engine,
+from podinsight_dagster.transcribe import engine as tr
+from podinsight_dagster.costs.kpis import compute_kpis
+from podinsight_dagster.transcribe.text import normalize_text, wer
+from podinsight_dagster.transcribe.engine import (TranscribeOptions, Transcript, TranscriptionError, load_engine,
                                                   transcribe_many)
 
 from ..conftest import TEST_MODEL

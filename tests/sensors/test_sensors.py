@@ -5,16 +5,16 @@ import json
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 
 from podinsight_dagster.demo.cdn import Fault
-from podinsight_dagster.domain.checkpoints import EpisodeRecord, SqliteCheckpointStore
-from podinsight_dagster.domain.pipeline import Services
-from podinsight_dagster.domain.settings import Settings
+from podinsight_dagster.store.checkpoints import EpisodeRecord, SqliteCheckpointStore
+from podinsight_dagster.services import build_services
+from podinsight_dagster.settings import Settings
 from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG
-from podinsight_dagster.resources import PodInsightResource
+from podinsight_dagster.definitions import resources_for
 from podinsight_dagster.sensors import auto_transcribe_sensor, batched_ranges, new_episodes_sensor
 
 
 def _tick(sensor, instance, cursor=None):
-    ctx = build_sensor_context(instance=instance, cursor=cursor, resources={"podinsight": PodInsightResource()})
+    ctx = build_sensor_context(instance=instance, cursor=cursor, resources=resources_for("local"))
     return sensor(ctx)
 
 
@@ -67,7 +67,7 @@ def test_auto_transcribe_queues_within_budget_and_respects_freeze(settings):
         runs = _tick(auto_transcribe_sensor, instance)
         assert [len(r.tags) for r in runs] and sum(
             int(r.tags[RANGE_END_TAG][-3:]) - int(r.tags[RANGE_START_TAG][-3:]) + 1 for r in runs) == 150
-        Services.local(Settings.from_env()).budget.freeze("test freeze")
+        build_services(Settings.from_env()).budget.freeze("test freeze")
         skipped = _tick(auto_transcribe_sensor, instance)
         assert isinstance(skipped, SkipReason) and "frozen" in skipped.skip_message
 

@@ -4,7 +4,7 @@ from click.testing import CliRunner
 from dagster import AssetKey, DagsterInstance
 
 from podinsight_dagster.cli import main
-from podinsight_dagster.domain.checkpoints import SqliteCheckpointStore
+from podinsight_dagster.store.checkpoints import SqliteCheckpointStore
 
 
 def test_podrun_fetch_through_a_running_deployment(settings, demo_catalog, dagster_dev):

@@ -3,7 +3,7 @@
 import pytest
 
 from podinsight_dagster.demo.run import run_demo
-from podinsight_dagster.domain.settings import Settings
+from podinsight_dagster.settings import Settings
 
 from .conftest import dismiss_community_dialog
 

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Protocol
 
 DISCOVERED = "discovered"
 DOWNLOADED = "downloaded"
@@ -114,11 +114,34 @@ CREATE TABLE IF NOT EXISTS feeds (
 """
 
 
+class CheckpointStore(Protocol):
+    """Episode and feed state that every step and process of a deployment shares."""
+
+    def register_episodes(self, records: Iterable[EpisodeRecord]) -> list[str]: ...
+    def get(self, partition_key: str) -> EpisodeRecord | None: ...
+    def require(self, partition_key: str) -> EpisodeRecord: ...
+    def update(self, partition_key: str, **fields: object) -> None: ...
+    def mark_attempt(self, partition_key: str) -> None: ...
+    def mark_downloaded(self, partition_key: str, *, bytes: int, sha256: str) -> None: ...
+    def mark_transcribed(self, partition_key: str, *, cost_usd: float | None = None) -> None: ...
+    def mark_failed(self, partition_key: str, stage: str, error: str) -> None: ...
+    def episodes(self, state: str | None = None, feed_slug: str | None = None,
+                 limit: int | None = None) -> list[EpisodeRecord]: ...
+    def counts(self) -> dict[str, int]: ...
+    def counts_by_feed(self) -> dict[str, dict[str, int]]: ...
+    def get_feed(self, slug: str) -> FeedRecord | None: ...
+    def upsert_feed(self, rec: FeedRecord) -> None: ...
+    def feeds(self) -> list[FeedRecord]: ...
+    def close(self) -> None: ...
+
+
 class SqliteCheckpointStore:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []   # every thread's connection, so close() reaches them all
+        self._all_lock = threading.Lock()
         with self._conn() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
@@ -138,18 +161,23 @@ class SqliteCheckpointStore:
         # One connection per thread: sqlite3 connections must not cross threads.
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            # check_same_thread=False only so close() may close it from another thread; each thread uses its own.
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
         yield conn
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        """Close every thread's connection (sqlite3 allows closing from another thread)."""
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
             conn.close()
-            self._local.conn = None
+        self._local = threading.local()
 
     # ---- episodes -------------------------------------------------------
     def register_episodes(self, records: Iterable[EpisodeRecord]) -> list[str]:
@@ -250,12 +278,6 @@ class SqliteCheckpointStore:
             for slug, state, n in rows:
                 out.setdefault(slug, {s: 0 for s in STATES})[state] = n
         return out
-
-    def cost_since(self, since_ts: float) -> float:
-        with self._conn() as conn:
-            row = conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM episodes WHERE transcribed_at >= ?",
-                               (since_ts,)).fetchone()
-        return float(row[0])
 
     # ---- feeds ----------------------------------------------------------
     def get_feed(self, slug: str) -> FeedRecord | None:

@@ -27,7 +27,7 @@ import zlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .transcribe import Segment, Transcript, Word
+from podinsight_dagster.transcribe.engine import Segment, Transcript, Word
 
 FORMATS = ("json", "vtt", "srt", "text", "html")  # best first
 MAX_TRANSCRIPT_BYTES = 20 << 20
@@ -302,7 +302,7 @@ def fetch_publisher_transcript(http, links: list[PublisherLink], *, duration: fl
     audio's length when known (timings are clamped to it; untimed text is spread over it).
     Raises PublisherTranscriptError listing why each link failed.
     """
-    from .http import FetchError
+    from podinsight_dagster.fetch.http import FetchError
 
     if not links:
         raise PublisherTranscriptError("the episode has no podcast:transcript links")

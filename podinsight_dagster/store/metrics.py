@@ -25,8 +25,13 @@ class Metric:
     dimensions: tuple[tuple[str, str], ...] = ()
 
 
-class MetricsSink(Protocol):
+class Metrics(Protocol):
+    """Where the run-book's metrics go, and where the checks and ``podrun status`` read them back."""
+
     def put(self, metrics: list[Metric]) -> None: ...
+    def latest(self, name: str) -> dict[str, float]:
+        """The newest value of ``name`` per dimension set, keyed by the dimensions as sorted JSON."""
+        ...
 
 
 class SqliteMetrics:

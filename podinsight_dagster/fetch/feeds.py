@@ -24,8 +24,8 @@ import feedparser
 from defusedxml import ElementTree as SafeET
 from feedparser.encodings import convert_to_utf8
 
-from .. import USER_AGENT
-from .keys import guid_key as make_guid_key
+from podinsight_dagster import USER_AGENT
+from podinsight_dagster.store.keys import guid_key as make_guid_key
 
 # run-book Appendix C asks for a polite global User-Agent; we never let feedparser fetch,
 # but set it anyway so any accidental fetch identifies itself.

@@ -18,19 +18,21 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable
 
-from . import layout
-from .keys import EpisodeKey
-from .kpis import compute_kpis
-from .pipeline import Services, StepError
-from .publisher import PublisherTranscriptError, fetch_publisher_transcript, links_from_json
-from .subtitles import build_cues, to_srt, to_vtt
-from .text import agreement
-from .transcribe import Engine, Transcript, TranscriptionError, iter_transcribe
+from podinsight_dagster.store import layout
+from podinsight_dagster.store.keys import EpisodeKey
+from podinsight_dagster.costs.budget import SpendEntry
+from podinsight_dagster.costs.kpis import compute_kpis
+from podinsight_dagster.errors import StepError
+from podinsight_dagster.transcribe.publisher import PublisherTranscriptError, fetch_publisher_transcript, links_from_json
+from podinsight_dagster.transcribe.subtitles import build_cues, to_srt, to_vtt
+from podinsight_dagster.transcribe.text import agreement
+from podinsight_dagster.transcribe.engine import Transcript, TranscriptionError
+from podinsight_dagster.transcribe.transcriber import Transcriber
 
-EngineLike = Union[Engine, Callable[[], Engine]]
-
+if TYPE_CHECKING:
+    from podinsight_dagster.services import Services
 
 def asr_transcript_key(ek: EpisodeKey) -> str:
     """Where source "both" keeps the ASR transcript beside the publisher's transcript.json."""
@@ -99,24 +101,30 @@ def _try_publisher(services: Services, job: _Job) -> Transcript | str:
         return f"publisher transcript failed: {type(exc).__name__}: {exc}"
 
 
-def transcribe_episodes(services: Services, keys: list[str], engine: EngineLike, *,
+def transcribe_episodes(services: Services, keys: list[str], transcriber: Transcriber | None = None, *,
                         source: str | None = None,
                         on_result: Callable[[str, Transcript | StepError], None] | None = None,
                         ) -> dict[str, Transcript | StepError]:
     """Transcribe every episode of ``keys``; writes each transcript.json; one failure never stops the rest.
 
-    ``engine`` is a loaded Engine or a callable returning one (loaded only if some episode
-    needs ASR). ``source`` overrides ``services.transcribe_options.transcript_source``:
+    ``transcriber`` defaults to ``services.transcriber`` (asked only if some episode needs
+    ASR). ``source`` overrides the transcriber's ``options.transcript_source``:
     prefer_publisher (publisher transcript when there is one, else ASR), always_asr, or both
     (transcript.json from the publisher, transcript.asr.json from ASR, their agreement,
     1 - WER, in ``publisher_asr_agreement``). A publisher transcript that cannot be fetched or
     parsed falls back to ASR, with the reason in ``publisher_error``.
     """
-    mode = source or services.transcribe_options.transcript_source
+    transcriber = transcriber or services.transcriber
+    mode = source or transcriber.options.transcript_source
     results: dict[str, Transcript | StepError] = {}
 
     def done(pk: str, result: Transcript | StepError) -> None:
         results[pk] = result
+        if isinstance(result, Transcript):
+            # Every transcription that ran is paid for, whatever happens to the episode next.
+            services.budget.record_spend(SpendEntry(
+                pk, round(result.wall_sec * services.prices.per_second(result.device), 6),
+                compute_sec=result.wall_sec, device=result.device, model=result.model))
         if on_result is not None:
             on_result(pk, result)
 
@@ -159,10 +167,9 @@ def transcribe_episodes(services: Services, keys: list[str], engine: EngineLike,
     if not asr:
         return results
 
-    eng = engine if isinstance(engine, Engine) else engine()
     sources = [_AudioOpener(services, job.meta["audio_key"]) for job in asr]
     try:
-        for index, out in iter_transcribe(eng, sources):
+        for index, out in transcriber.transcribe(sources):
             job = asr[index]
             try:
                 done(job.pk, _store_asr(services, job, out, mode, publisher.get(job.pk),
@@ -205,9 +212,9 @@ def _store_asr(services: Services, job: _Job, out: Transcript | TranscriptionErr
     return out
 
 
-def transcribe_episode(services: Services, pk: str, engine: EngineLike) -> Transcript:
+def transcribe_episode(services: Services, pk: str, transcriber: Transcriber | None = None) -> Transcript:
     """One episode (the same path as ``transcribe_episodes``); raises StepError."""
-    result = transcribe_episodes(services, [pk], engine)[pk]
+    result = transcribe_episodes(services, [pk], transcriber)[pk]
     if isinstance(result, StepError):
         raise result
     return result

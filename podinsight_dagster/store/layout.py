@@ -7,7 +7,7 @@ stage: <feed_slug>/<guid_key>/transcripts/transcript.json (+ .vtt, .srt),
 
 from __future__ import annotations
 
-from .keys import EpisodeKey
+from podinsight_dagster.store.keys import EpisodeKey
 
 
 def audio_key(ek: EpisodeKey, ext: str = "mp3") -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from .keys import InvalidKeyError, validate_feed_slug
+from podinsight_dagster.store.keys import InvalidKeyError, validate_feed_slug
 
 
 class CatalogError(ValueError):

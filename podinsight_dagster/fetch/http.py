@@ -18,9 +18,7 @@ What the run-book's ``polite_get`` lacked, and this module adds:
 from __future__ import annotations
 
 import email.utils
-import fcntl
 import hashlib
-import os
 import random
 import socket
 import threading
@@ -38,24 +36,15 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util import connection as urllib3_connection
 
-from .. import USER_AGENT
-from .netpolicy import BlockedAddressError, NetworkPolicy
+from podinsight_dagster import USER_AGENT
+from podinsight_dagster.fetch.limits import DEFAULT_HOST_LIMIT, HostLimiter, LocalHostLimiter
+from podinsight_dagster.fetch.netpolicy import BlockedAddressError, NetworkPolicy
 
-# run-book §3.2: HOST_LIMIT, "generic" hosts get 10.
-DEFAULT_HOST_LIMITS: dict[str, int] = {"megaphone.fm": 5, "libsyn.com": 3, "simplecast.com": 4}
-DEFAULT_HOST_LIMIT = 10
 RETRYABLE_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 CHUNK = 256 * 1024
 # Bodies we read to the end instead of dropping the connection (redirects, 304s, error pages),
 # so the keep-alive connection goes back to the pool.
 _DRAIN_MAX = 64 * 1024
-
-# Second-level labels under which registrations happen one level deeper (bbc.co.uk).
-_MULTI_LABEL_SUFFIXES = {
-    "co.uk", "org.uk", "ac.uk", "gov.uk", "com.au", "net.au", "org.au", "co.nz", "co.jp",
-    "com.br", "com.cn", "co.in", "co.za", "com.mx", "com.tr", "co.kr",
-}
-
 
 class FetchError(Exception):
     """A fetch that failed; ``retryable`` says whether trying later may help."""
@@ -80,86 +69,6 @@ class PermanentFetchError(FetchError):
 
 class ContentRejectedError(PermanentFetchError):
     """The server answered, but not with what we asked for (HTML, empty, too large)."""
-
-
-def registrable_domain(host: str) -> str:
-    """``traffic.megaphone.fm`` -> ``megaphone.fm``; IP literals are their own domain."""
-    host = (host or "").lower().rstrip(".")
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-        return host
-    except OSError:
-        pass
-    labels = host.split(".")
-    if len(labels) >= 3 and ".".join(labels[-2:]) in _MULTI_LABEL_SUFFIXES:
-        return ".".join(labels[-3:])
-    return ".".join(labels[-2:]) if len(labels) >= 2 else host
-
-
-# ---------------------------------------------------------------------------
-# Host limiter
-# ---------------------------------------------------------------------------
-class HostLimiter:
-    """Caps concurrent requests per registrable domain.
-
-    Within a process a semaphore per domain queues threads fairly. With
-    ``lock_dir`` the cap also holds across processes (several Dagster runs at
-    once): each domain has N slot files and a request holds an exclusive
-    ``flock`` on one of them. flock is per open file description, so it excludes
-    threads and processes alike, and the kernel drops it if a process dies.
-    """
-
-    def __init__(self, limits: Mapping[str, int] | None = None, default: int = DEFAULT_HOST_LIMIT,
-                 lock_dir: Path | None = None):
-        self.limits = {k.lower(): int(v) for k, v in {**DEFAULT_HOST_LIMITS, **(limits or {})}.items()}
-        self.default = default
-        self.lock_dir = Path(lock_dir) if lock_dir else None
-        self._sems: dict[str, threading.BoundedSemaphore] = {}
-        self._guard = threading.Lock()
-
-    def limit_for(self, host: str) -> int:
-        host = (host or "").lower()
-        if host in self.limits:
-            return self.limits[host]
-        return self.limits.get(registrable_domain(host), self.default)
-
-    def _sem(self, domain: str, limit: int) -> threading.BoundedSemaphore:
-        with self._guard:
-            sem = self._sems.get(domain)
-            if sem is None:
-                sem = self._sems[domain] = threading.BoundedSemaphore(limit)
-            return sem
-
-    @contextmanager
-    def slot(self, host: str) -> Iterator[None]:
-        domain = registrable_domain(host) or "generic"
-        limit = max(1, self.limit_for(host))
-        sem = self._sem(domain, limit)
-        with sem:
-            if self.lock_dir is None:
-                yield
-                return
-            fd = self._acquire_file_slot(domain, limit)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
-
-    def _acquire_file_slot(self, domain: str, limit: int) -> int:
-        folder = self.lock_dir / "hosts" / domain.replace(":", "_")
-        folder.mkdir(parents=True, exist_ok=True)
-        delay = 0.005
-        while True:
-            for i in random.sample(range(limit), limit):
-                fd = os.open(folder / f"slot-{i}", os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return fd
-                except BlockingIOError:
-                    os.close(fd)
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
 
 
 # ---------------------------------------------------------------------------
@@ -361,13 +270,15 @@ class HttpConfig:
 
 class HttpClient:
     def __init__(self, config: HttpConfig | None = None, policy: NetworkPolicy | None = None,
-                 lock_dir: Path | None = None, sleep: Callable[[float], None] = time.sleep):
+                 limiter: HostLimiter | None = None, sleep: Callable[[float], None] = time.sleep):
         self.config = config or HttpConfig()
         self.policy = policy or NetworkPolicy()
-        self.limiter = HostLimiter(self.config.host_limits, self.config.default_host_limit, lock_dir)
+        self.limiter = limiter or LocalHostLimiter(self.config.host_limits, self.config.default_host_limit)
         self.stats = FetchStats()
         self._sleep = sleep
         self._local = threading.local()
+        self._sessions: list[requests.Session] = []   # every thread's, so close() reaches them all
+        self._sessions_lock = threading.Lock()
 
     @property
     def session(self) -> requests.Session:
@@ -381,7 +292,17 @@ class HttpClient:
             sess.mount("https://", adapter)
             sess.headers["User-Agent"] = self.config.user_agent
             self._local.session = sess
+            with self._sessions_lock:
+                self._sessions.append(sess)
         return sess
+
+    def close(self) -> None:
+        """Close every thread's connections (a Dagster resource's teardown, the end of a command)."""
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for sess in sessions:
+            sess.close()
+        self._local = threading.local()
 
     # -- low level ----------------------------------------------------------
     def _check_url(self, url: str) -> str:

@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-from dataclasses import dataclass, field
 
-from .transcribe import Segment, Transcript
+from podinsight_dagster.costs.prices import Prices
+from podinsight_dagster.transcribe.engine import Segment, Transcript
 
 COMPRESSION_RATIO_LIMIT = 2.4  # Whisper's own threshold for degenerate (repetitive) output
 LOW_CONFIDENCE_LOGPROB = -1.0
-
-
-def _env_price(name: str, default: float) -> float:
-    value = os.environ.get(name, "").strip()
-    try:
-        return float(value) if value else default
-    except ValueError as exc:
-        raise ValueError(f"{name}={value!r} is not a price in USD") from exc
-
-
-@dataclass(frozen=True)
-class Prices:
-    """Compute prices in USD per hour. The run-book prices a g5.xlarge Spot hour at $0.30.
-
-    PODINSIGHT_PRICE_GPU_HOUR and PODINSIGHT_PRICE_CPU_HOUR override the defaults.
-    """
-
-    gpu_hour: float = field(default_factory=lambda: _env_price("PODINSIGHT_PRICE_GPU_HOUR", 0.30))
-    cpu_hour: float = field(default_factory=lambda: _env_price("PODINSIGHT_PRICE_CPU_HOUR", 0.04))
 
 
 def has_repetition_loop(text: str, n: int = 4, max_repeats: int = 4, long_n: int = 15) -> bool:
@@ -52,7 +32,7 @@ def has_repetition_loop(text: str, n: int = 4, max_repeats: int = 4, long_n: int
     return False
 
 
-def compute_kpis(t: Transcript, prices: Prices | None = None) -> dict:
+def compute_kpis(t: Transcript, prices: Prices = Prices()) -> dict:
     """The KPIs of kpis.json.
 
     Confidence figures (mean_avg_logprob, low_confidence_share) exist only for ASR
@@ -60,7 +40,6 @@ def compute_kpis(t: Transcript, prices: Prices | None = None) -> dict:
     decoder loop (one n-gram repeated back to back) or a segment whose gzip compression
     ratio is over 2.4 (Whisper's own threshold for degenerate output).
     """
-    prices = prices or Prices()
     segs: list[Segment] = t.segments
     words = len(re.findall(r"\b\w[\w']*\b", t.text))
     speech = t.speech_duration if t.speech_duration else sum(s.end - s.start for s in segs)
@@ -68,7 +47,6 @@ def compute_kpis(t: Transcript, prices: Prices | None = None) -> dict:
     low_conf = [s for s in scored if s.avg_logprob < LOW_CONFIDENCE_LOGPROB]
     max_cr = max((s.compression_ratio for s in segs), default=0.0)
     loop = has_repetition_loop(t.text)
-    price = prices.gpu_hour if t.device == "cuda" else prices.cpu_hour
     return {
         "duration_sec": round(t.duration, 3),
         "speech_sec": round(speech, 3),
@@ -94,7 +72,7 @@ def compute_kpis(t: Transcript, prices: Prices | None = None) -> dict:
         "compute_type": t.compute_type,
         "wall_sec": round(t.wall_sec, 3),
         "realtime_factor": round(t.realtime_factor, 3),
-        "cost_usd": round(t.wall_sec / 3600 * price, 6),
+        "cost_usd": round(t.wall_sec * prices.per_second(t.device), 6),
         "source": t.source,
         "publisher_url": t.publisher_url,
         "publisher_format": t.publisher_format,

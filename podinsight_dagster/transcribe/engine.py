@@ -51,7 +51,7 @@ from typing import Callable, ContextManager, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
-from .models import resolve_model
+from podinsight_dagster.transcribe.models import resolve_model
 
 SAMPLE_RATE = 16000
 TRANSCRIPT_SOURCES = ("prefer_publisher", "always_asr", "both")
@@ -76,32 +76,15 @@ class TranscriptionError(RuntimeError):
     """An episode that cannot be transcribed (undecodable, truncated or empty audio)."""
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    try:
-        return int(value) if value else default
-    except ValueError as exc:
-        raise ValueError(f"{name}={value!r} is not an integer") from exc
-
-
-def _env_str(name: str, default: str | None) -> str | None:
-    return os.environ.get(name, "").strip() or default
-
-
 @dataclass(frozen=True)
 class TranscribeOptions:
-    """How to transcribe. Fields read from the environment take it at construction time.
-
-    PODINSIGHT_DEVICE, PODINSIGHT_COMPUTE_TYPE, PODINSIGHT_BATCH_SIZE, PODINSIGHT_CPU_THREADS,
-    PODINSIGHT_TRANSCRIPT_SOURCE (prefer_publisher | always_asr | both) and
-    PODINSIGHT_LANGUAGE_CHECK_MODEL (e.g. ``base``) set the defaults below.
-    """
+    """How to transcribe. ``Settings.transcribe_options()`` fills it from the configuration."""
 
     model: str = "base"
-    device: str = field(default_factory=lambda: _env_str("PODINSIGHT_DEVICE", "auto"))  # auto: cuda if present
-    compute_type: str = field(default_factory=lambda: _env_str("PODINSIGHT_COMPUTE_TYPE", "auto"))  # f16 GPU, int8 CPU
-    batch_size: int = field(default_factory=lambda: _env_int("PODINSIGHT_BATCH_SIZE", 8))
-    cpu_threads: int = field(default_factory=lambda: _env_int("PODINSIGHT_CPU_THREADS", 0))  # 0: one per core
+    device: str = "auto"            # auto: cuda if present
+    compute_type: str = "auto"      # auto: float16 on a GPU, int8 on a CPU
+    batch_size: int = 8
+    cpu_threads: int = 0            # 0: one per core
     beam_size: int = 5
     vad_filter: bool = True
     word_timestamps: bool = True    # word timings make subtitle cues line up with speech
@@ -110,12 +93,10 @@ class TranscribeOptions:
     allow_download: bool = False
     # Where transcripts come from: the publisher's podcast:transcript when there is one
     # (prefer_publisher), always our ASR (always_asr), or both, compared (both).
-    transcript_source: str = field(
-        default_factory=lambda: _env_str("PODINSIGHT_TRANSCRIPT_SOURCE", "prefer_publisher"))
+    transcript_source: str = "prefer_publisher"
     # A multilingual model (e.g. "base") used only to detect the language of episodes given to
     # an English-only model; None: a confidence heuristic instead (see _english_only_check).
-    language_check_model: str | None = field(
-        default_factory=lambda: _env_str("PODINSIGHT_LANGUAGE_CHECK_MODEL", None))
+    language_check_model: str | None = None
     prefetch: int = 2               # episodes decoded ahead of the model (more when short: 2 batches' worth)
 
     def __post_init__(self) -> None:

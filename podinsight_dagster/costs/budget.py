@@ -1,0 +1,226 @@
+"""Where money gets counted: the spend ledger, the $40 ceiling (run-book §4.4, §6.1) and the freeze that enforces it.
+
+Every transcription's cost is appended to a ``SpendLedger`` (never overwritten:
+a re-run adds a line), and GPUCostToday is the ledger's sum since midnight UTC.
+Before launching transcription, ``podrun transcribe``, the auto-transcribe sensor
+and the transcript asset ask ``Budget.check``: when today's cost plus the
+projected cost of the request would cross the ceiling, they refuse and say why.
+When today's actual cost reaches the ceiling, the freeze is set (in the ledger,
+so every process sees it) and the ``ComputeFreezer`` stops GPU capacity at its
+source (AWS: the Batch compute environment, the run-book's alarm + Lambda).
+``podrun freeze --lift`` lifts both.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+DEFAULT_CEILING_USD = 40.0
+# Run-book §4.3: 1,000 episodes in 83 GPU-hours, i.e. about 12x real time per GPU on a g5.xlarge.
+GPU_REALTIME_FACTOR = 12.0
+DEFAULT_EPISODE_SEC = 1800.0
+
+
+class BudgetExceeded(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Freeze:
+    active: bool
+    reason: str | None = None
+    since: float | None = None
+
+
+@dataclass(frozen=True)
+class SpendEntry:
+    """One transcription attempt's cost."""
+
+    partition_key: str
+    usd: float
+    compute_sec: float = 0.0
+    device: str | None = None
+    model: str | None = None
+    run_id: str | None = None
+    ts: float = field(default_factory=time.time)
+
+
+class SpendLedger(Protocol):
+    """Append-only spend lines plus the freeze flag, shared by every process of a deployment."""
+
+    def record(self, entry: SpendEntry) -> None: ...
+    def spent_since(self, since_ts: float) -> float: ...
+    def entries(self, since_ts: float = 0.0) -> list[SpendEntry]: ...
+    def freeze_state(self) -> Freeze: ...
+    def set_freeze(self, reason: str) -> None: ...
+    def lift_freeze(self) -> None: ...
+
+
+class ComputeFreezer(Protocol):
+    """Stops GPU spend at its source, and lets it start again."""
+
+    def freeze(self) -> None: ...
+    def unfreeze(self) -> None: ...
+    def is_frozen(self) -> bool: ...
+
+
+class SqliteSpendLedger:
+    """The ledger in the local checkpoint database (tables ``spend`` and ``freeze``)."""
+
+    def __init__(self, db_path: Path):
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._conn() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS spend (ts REAL NOT NULL, partition_key TEXT NOT NULL, "
+                         "usd REAL NOT NULL, compute_sec REAL, device TEXT, model TEXT, run_id TEXT)")
+            conn.execute("CREATE INDEX IF NOT EXISTS spend_ts ON spend(ts)")
+            conn.execute("CREATE TABLE IF NOT EXISTS freeze (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                         "active INTEGER NOT NULL, reason TEXT, since REAL)")
+
+    def _conn(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.db_path, timeout=30)
+
+    def record(self, entry: SpendEntry) -> None:
+        with self._conn() as conn:
+            conn.execute("INSERT INTO spend VALUES (?,?,?,?,?,?,?)",
+                         (entry.ts, entry.partition_key, entry.usd, entry.compute_sec, entry.device, entry.model,
+                          entry.run_id))
+
+    def spent_since(self, since_ts: float) -> float:
+        with self._conn() as conn:
+            row = conn.execute("SELECT COALESCE(SUM(usd), 0) FROM spend WHERE ts >= ?", (since_ts,)).fetchone()
+        return float(row[0])
+
+    def entries(self, since_ts: float = 0.0) -> list[SpendEntry]:
+        with self._conn() as conn:
+            rows = conn.execute("SELECT partition_key, usd, compute_sec, device, model, run_id, ts FROM spend "
+                                "WHERE ts >= ? ORDER BY ts, rowid", (since_ts,)).fetchall()
+        return [SpendEntry(*row) for row in rows]
+
+    def freeze_state(self) -> Freeze:
+        with self._conn() as conn:
+            row = conn.execute("SELECT active, reason, since FROM freeze WHERE id = 1").fetchone()
+        return Freeze(bool(row[0]), row[1], row[2]) if row else Freeze(False)
+
+    def set_freeze(self, reason: str) -> None:
+        with self._conn() as conn:
+            conn.execute("INSERT INTO freeze (id, active, reason, since) VALUES (1, 1, ?, ?) "
+                         "ON CONFLICT(id) DO UPDATE SET active=1, reason=excluded.reason, since=excluded.since",
+                         (reason, time.time()))
+
+    def lift_freeze(self) -> None:
+        with self._conn() as conn:
+            conn.execute("INSERT INTO freeze (id, active) VALUES (1, 0) ON CONFLICT(id) DO UPDATE SET active=0")
+
+
+class LocalComputeFreezer:
+    """One machine's transcription capacity: a flag beside the ledger that the freeze turns off.
+
+    Locally the GPU (or CPU) is this machine's; there is no fleet to scale to zero,
+    so the freezer records the desired capacity, which ``podrun status`` shows.
+    """
+
+    def __init__(self, db_path: Path):
+        self.db_path = Path(db_path)
+        with sqlite3.connect(self.db_path, timeout=30) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS compute_capacity (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                         "frozen INTEGER NOT NULL)")
+
+    def _set(self, frozen: bool) -> None:
+        with sqlite3.connect(self.db_path, timeout=30) as conn:
+            conn.execute("INSERT INTO compute_capacity (id, frozen) VALUES (1, ?) "
+                         "ON CONFLICT(id) DO UPDATE SET frozen=excluded.frozen", (int(frozen),))
+
+    def freeze(self) -> None:
+        self._set(True)
+
+    def unfreeze(self) -> None:
+        self._set(False)
+
+    def is_frozen(self) -> bool:
+        with sqlite3.connect(self.db_path, timeout=30) as conn:
+            row = conn.execute("SELECT frozen FROM compute_capacity WHERE id = 1").fetchone()
+        return bool(row and row[0])
+
+
+class BatchComputeFreezer:
+    """AWS Batch: a frozen compute environment is DISABLED with desiredvCpus 0 (no new GPU instances)."""
+
+    def __init__(self, batch_client, compute_environment: str):
+        self.client = batch_client
+        self.compute_environment = compute_environment
+
+    def freeze(self) -> None:
+        self.client.update_compute_environment(computeEnvironment=self.compute_environment, state="DISABLED",
+                                               computeResources={"desiredvCpus": 0})
+
+    def unfreeze(self) -> None:
+        self.client.update_compute_environment(computeEnvironment=self.compute_environment, state="ENABLED")
+
+    def is_frozen(self) -> bool:
+        envs = self.client.describe_compute_environments(
+            computeEnvironments=[self.compute_environment])["computeEnvironments"]
+        return bool(envs) and envs[0].get("state") == "DISABLED"
+
+
+def start_of_today() -> float:
+    return datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+class Budget:
+    """The ceiling's rules over a ledger and a freezer."""
+
+    def __init__(self, ledger: SpendLedger, ceiling_usd: float = DEFAULT_CEILING_USD, gpu_hour_usd: float = 0.30,
+                 freezer: ComputeFreezer | None = None):
+        self.ledger = ledger
+        self.ceiling_usd = ceiling_usd
+        self.gpu_hour_usd = gpu_hour_usd
+        self.freezer = freezer
+
+    def record_spend(self, entry: SpendEntry) -> None:
+        self.ledger.record(entry)
+
+    def cost_today(self) -> float:
+        return self.ledger.spent_since(start_of_today())
+
+    def projected_cost(self, audio_seconds: float) -> float:
+        return audio_seconds / GPU_REALTIME_FACTOR / 3600 * self.gpu_hour_usd
+
+    def status(self) -> Freeze:
+        return self.ledger.freeze_state()
+
+    def freeze(self, reason: str) -> None:
+        self.ledger.set_freeze(reason)
+        if self.freezer is not None:
+            self.freezer.freeze()
+
+    def lift(self) -> None:
+        self.ledger.lift_freeze()
+        if self.freezer is not None:
+            self.freezer.unfreeze()
+
+    def check(self, projected_usd: float = 0.0) -> float:
+        """Raise BudgetExceeded (and freeze) if this request may not spend; else return today's cost."""
+        state = self.status()
+        if state.active:
+            raise BudgetExceeded(f"transcription is frozen since "
+                                 f"{datetime.fromtimestamp(state.since or 0, timezone.utc):%Y-%m-%d %H:%M} UTC: "
+                                 f"{state.reason}. Lift it with `podrun freeze --lift`.")
+        today = self.cost_today()
+        if today >= self.ceiling_usd:
+            # Actual spend reached the ceiling: the run-book's alarm. Freeze until a person lifts it.
+            reason = f"GPUCostToday ${today:.2f} reached the ${self.ceiling_usd:.2f} ceiling"
+            self.freeze(reason)
+            raise BudgetExceeded(reason + ". Transcription is now frozen; lift it with `podrun freeze --lift`.")
+        if today + projected_usd > self.ceiling_usd:
+            # Only the projection crosses: refuse this request, leave smaller ones possible.
+            raise BudgetExceeded(
+                f"GPUCostToday ${today:.2f} + projected ${projected_usd:.2f} for this request would cross the "
+                f"${self.ceiling_usd:.2f} ceiling; ask for fewer episodes (--limit) or wait for tomorrow")
+        return today

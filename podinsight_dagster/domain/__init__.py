@@ -1,1 +1,0 @@
-"""Domain logic of Pod-Insight. Nothing in this package may import dagster."""

@@ -1,0 +1,9 @@
+"""Errors shared by the steps of both phases."""
+
+
+class StepError(RuntimeError):
+    """One episode's step failed; ``retryable`` says whether a later attempt may succeed."""
+
+    def __init__(self, message: str, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable

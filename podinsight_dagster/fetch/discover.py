@@ -1,0 +1,157 @@
+"""generate_manifest.py (run-book §3.3 step 1): poll every feed, register its episodes, write manifest.csv."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from podinsight_dagster.fetch.catalog import Catalog, FeedSpec
+from podinsight_dagster.fetch.feeds import FeedParseError, parse_feed
+from podinsight_dagster.fetch.http import FetchError
+from podinsight_dagster.store.checkpoints import EpisodeRecord, FeedRecord
+from podinsight_dagster.store.keys import partition_key
+from podinsight_dagster.store.objects import atomic_writer
+
+if TYPE_CHECKING:
+    from podinsight_dagster.services import Services
+
+MANIFEST_COLUMNS = ["partition_key", "feed_slug", "guid_key", "guid", "title", "published",
+                    "enclosure_url", "enclosure_type", "enclosure_length", "duration_sec", "tier"]
+MAX_FEED_PAGES = 20
+FEED_ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5"
+
+
+@dataclass
+class FeedResult:
+    slug: str
+    url: str
+    status: str            # "ok", "not_modified" or "failed"
+    episodes: int = 0
+    new: int = 0
+    error: str | None = None
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Discovery:
+    feeds: list[FeedResult]
+    new_partition_keys: list[str]
+    manifest_rows: list[dict]
+    manifest_key: str | None = None
+    manifest_path: Path | None = None
+
+
+def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[EpisodeRecord]]:
+    store = services.checkpoints
+    known = store.get_feed(spec.slug)
+    # Validators and a moved feed's new address hold only while the catalog names the same URL.
+    same = known is not None and known.url == spec.url
+    rec = FeedRecord(slug=spec.slug, url=spec.url, tier=spec.tier,
+                     effective_url=(known.effective_url if same else None),
+                     etag=known.etag if same else None, last_modified=known.last_modified if same else None,
+                     episodes=known.episodes if same else 0)
+    fetch_url = rec.effective_url or spec.url
+    try:
+        first = services.http.fetch_bytes(fetch_url, etag=rec.etag, last_modified=rec.last_modified,
+                                          accept=FEED_ACCEPT)
+        if first.not_modified:
+            if first.permanent_redirect:  # moved, though unchanged: poll the new address from now on
+                rec.effective_url = first.permanent_redirect
+            rec.last_status, rec.last_error, rec.checked_at = "not_modified", None, time.time()
+            store.upsert_feed(rec)
+            return FeedResult(spec.slug, fetch_url, "not_modified", episodes=rec.episodes), []
+        feed = parse_feed(first.content, source=f"feed {spec.slug} ({fetch_url})")
+        episodes, skipped = list(feed.episodes), list(feed.skipped)
+        next_url, pages = feed.next_page_url, 1
+        while next_url and pages < MAX_FEED_PAGES:
+            page = parse_feed(services.http.fetch_bytes(next_url, accept=FEED_ACCEPT).content,
+                              source=f"feed {spec.slug} page {pages + 1}")
+            episodes += page.episodes
+            skipped += page.skipped
+            next_url, pages = page.next_page_url, pages + 1
+    except (FetchError, FeedParseError) as exc:
+        rec.last_status, rec.last_error, rec.checked_at = "failed", str(exc), time.time()
+        store.upsert_feed(rec)
+        return FeedResult(spec.slug, fetch_url, "failed", error=str(exc)), []
+    # A permanent redirect or itunes:new-feed-url moves the feed: poll the new address from now on
+    # (new-feed-url wins: it is the publisher's explicit word).
+    rec.etag, rec.last_modified = first.etag, first.last_modified
+    if first.permanent_redirect:
+        # The validators came from the new address, where the redirect led: they stay valid.
+        rec.effective_url = first.permanent_redirect
+    new_url = feed.new_feed_url
+    if new_url and new_url not in (fetch_url, rec.effective_url) and new_url.startswith(("http://", "https://")):
+        rec.effective_url = new_url
+        rec.etag = rec.last_modified = None  # these validators belong to the address we left
+    records, seen = [], set()
+    for ep in episodes:
+        if ep.guid_key in seen:
+            continue
+        seen.add(ep.guid_key)
+        records.append(EpisodeRecord(
+            partition_key=partition_key(spec.slug, ep.guid_key), feed_slug=spec.slug, guid_key=ep.guid_key,
+            guid=ep.guid, title=ep.title, enclosure_url=ep.enclosure_url, enclosure_type=ep.enclosure_type,
+            enclosure_length=ep.enclosure_length, published=ep.published, duration_hint_sec=ep.duration_sec,
+            transcripts_json=json.dumps([vars(t) for t in ep.transcripts]) if ep.transcripts else None,
+        ))
+    rec.last_status, rec.last_error, rec.checked_at, rec.episodes = "ok", None, time.time(), len(records)
+    store.upsert_feed(rec)
+    return FeedResult(spec.slug, fetch_url, "ok", episodes=len(records), skipped=skipped), records
+
+
+def discover(services: Services, catalog: Catalog, *, write_manifest: bool = True,
+             today: datetime | None = None, max_workers: int = 8) -> Discovery:
+    """Poll every feed (one failing feed never stops the others), register episodes, write the manifest."""
+    results: list[FeedResult] = []
+    new_keys: list[str] = []
+    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="feed") as pool:
+        for result, records in pool.map(lambda s: _poll_feed(services, s), catalog.feeds):
+            if records:
+                added = services.checkpoints.register_episodes(records)
+                result.new = len(added)
+                new_keys += added
+            results.append(result)
+    tiers = {f.slug: f.tier for f in catalog.feeds}
+    rows = []
+    for slug in tiers:
+        for rec in services.checkpoints.episodes(feed_slug=slug):
+            rows.append({
+                "partition_key": rec.partition_key, "feed_slug": rec.feed_slug, "guid_key": rec.guid_key,
+                "guid": rec.guid, "title": rec.title, "published": rec.published,
+                "enclosure_url": rec.enclosure_url, "enclosure_type": rec.enclosure_type,
+                "enclosure_length": rec.enclosure_length, "duration_sec": rec.duration_hint_sec,
+                "tier": tiers[slug],
+            })
+    discovery = Discovery(feeds=results, new_partition_keys=new_keys, manifest_rows=rows)
+    if write_manifest:
+        data = manifest_csv(rows)
+        day = (today or datetime.now(timezone.utc)).strftime("%Y%m%d")
+        discovery.manifest_key = f"{day}.csv"
+        services.manifests.put_bytes(discovery.manifest_key, data, content_type="text/csv")
+        local = services.settings.home / "manifest.csv"
+        with atomic_writer(local) as fh:
+            fh.write(data)
+        discovery.manifest_path = local
+    return discovery
+
+
+def manifest_csv(rows: list[dict]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in MANIFEST_COLUMNS})
+    return buf.getvalue().encode("utf-8")
+
+
+def read_manifest(data: bytes) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+
+

@@ -1,0 +1,106 @@
+"""backfill.py --mode fetch (run-book §3): an episode's enclosure -> raw audio + meta.json, and the fetch metrics."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from podinsight_dagster.errors import StepError
+from podinsight_dagster.fetch.http import FetchError
+from podinsight_dagster.store import layout
+from podinsight_dagster.store.checkpoints import DOWNLOADED, TRANSCRIBED
+from podinsight_dagster.store.keys import EpisodeKey
+from podinsight_dagster.store.metrics import Metric
+
+if TYPE_CHECKING:
+    from podinsight_dagster.services import Services
+
+
+@dataclass
+class DownloadOutcome:
+    partition_key: str
+    audio_key: str
+    bytes: int
+    sha256: str
+    duration_sec: float | None
+    skipped: bool = False
+    host: str | None = None
+
+
+def probe_duration(path: Path) -> float | None:
+    """Duration of an audio file in seconds from its container, or None when unknown."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            if container.duration:
+                return round(container.duration / 1_000_000, 3)
+            stream = container.streams.audio[0]
+            if stream.duration and stream.time_base:
+                return round(float(stream.duration * stream.time_base), 3)
+    except Exception:  # noqa: BLE001 - probing is best effort; transcription reports bad audio
+        return None
+    return None
+
+
+def download_episode(services: Services, pk: str) -> DownloadOutcome:
+    ek = EpisodeKey.parse(pk)
+    rec = services.checkpoints.require(pk)
+    if rec.state in (DOWNLOADED, TRANSCRIBED) and services.raw.exists(layout.meta_key(ek)):
+        meta = services.raw.get_json(layout.meta_key(ek))
+        if services.raw.exists(meta["audio_key"]):
+            return DownloadOutcome(pk, meta["audio_key"], meta["bytes"], meta["sha256"], meta.get("duration_sec"),
+                                   skipped=True)
+    if not rec.enclosure_url:
+        services.checkpoints.mark_failed(pk, "download", "episode has no enclosure URL")
+        raise StepError(f"{pk}: episode has no enclosure URL")
+    services.checkpoints.mark_attempt(pk)
+    staging = getattr(services.raw, "staging_dir", None)
+    tmp_dir = staging() if staging else Path(tempfile.gettempdir())
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-dl-", dir=tmp_dir)
+    os.close(fd)  # the client reopens the file by name; an open descriptor per episode ends in EMFILE
+    tmp = Path(tmp_name)
+    try:
+        dl = services.http.download(rec.enclosure_url, tmp)
+        ext = dl.audio_format if dl.audio_format in ("mp3", "m4a", "ogg", "wav", "flac", "aac", "webm") else "mp3"
+        audio_key = layout.audio_key(ek, ext)
+        duration = probe_duration(tmp)
+        services.raw.put_file(audio_key, tmp, content_type=dl.content_type)
+    except FetchError as exc:
+        services.checkpoints.mark_failed(pk, "download", str(exc))
+        raise StepError(f"{pk}: {exc}", retryable=exc.retryable) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    meta = {
+        "partition_key": pk, "feed_slug": ek.feed_slug, "guid": rec.guid, "guid_key": ek.guid_key,
+        "title": rec.title, "published": rec.published, "enclosure_url": rec.enclosure_url,
+        "final_url": dl.final_url, "audio_key": audio_key, "content_type": dl.content_type,
+        "audio_format": dl.audio_format, "bytes": dl.bytes, "sha256": dl.sha256, "duration_sec": duration,
+        "etag": dl.etag, "last_modified": dl.last_modified,
+        "downloaded_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "transcript_key": None,
+    }
+    # meta.json is written last: its presence means the audio beside it is whole.
+    services.raw.put_json(layout.meta_key(ek), meta)
+    services.checkpoints.mark_downloaded(pk, bytes=dl.bytes, sha256=dl.sha256)
+    return DownloadOutcome(pk, audio_key, dl.bytes, dl.sha256, duration, host=urlsplit(dl.final_url).hostname)
+
+
+def publish_download_metrics(services: Services, attempted: dict[str, int], succeeded: dict[str, int],
+                             total_bytes: int, files: int) -> list[Metric]:
+    """DownloadSuccessRate per feed, PerHost429 per host, GBTransferred and AvgDownloadMB for phase fetch."""
+    metrics = [Metric("DownloadSuccessRate", 100.0 * succeeded.get(slug, 0) / n, "Percent", (("feed_slug", slug),))
+               for slug, n in attempted.items() if n]
+    for host, st in services.http.stats.snapshot().items():
+        if st.requests:
+            metrics.append(Metric("PerHost429", 100.0 * st.status_429 / st.requests, "Percent", (("hostname", host),)))
+    metrics.append(Metric("GBTransferred", total_bytes / 1e9, "Gigabytes", (("phase", "fetch"),)))
+    if files:
+        metrics.append(Metric("AvgDownloadMB", total_bytes / files / 1e6, "Megabytes", (("phase", "fetch"),)))
+    services.metrics.put(metrics)
+    return metrics

@@ -1,0 +1,200 @@
+"""Every setting of Pod-Insight, read once: from the environment (or a mapping of the same names) into ``Settings``.
+
+One data root (``PODINSIGHT_HOME``, default ``./data``) holds the run-book's three
+buckets as folders, the SQLite checkpoint store and the Dagster instance, so the
+demo, ``podrun`` and ``dagster dev`` all see the same state. Nothing else in the
+package reads the environment: ``podrun`` flags override a field with
+``Settings.replace``, and the Dagster resources hand their (``EnvVar``) fields to
+``Settings.from_env`` as a mapping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+RAW_BUCKET = "pod-insights-raw"
+STAGE_BUCKET = "pod-insights-stage"
+MANIFEST_BUCKET = "pod-insights-manifests"
+STATUS_TABLE = "podinsights-status"      # run-book Appendix A
+METRICS_NAMESPACE = "PodInsight"
+DEFAULT_MODEL = "base"  # run-book §4.2: --model defaults to base
+DEPLOYMENTS = ("local", "aws")
+TRANSCRIPT_SOURCES = ("prefer_publisher", "always_asr", "both")
+
+
+class SettingsError(ValueError):
+    """A setting whose value cannot be used; the message names the variable and what it takes."""
+
+
+def _default_model_cache() -> Path:
+    return Path.home() / ".cache" / "podinsight" / "models"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    feeds_dir: Path
+    deployment: str = "local"
+    # transcription (run-book §4)
+    model: str = DEFAULT_MODEL
+    model_cache: Path = field(default_factory=_default_model_cache)
+    allow_model_download: bool = False
+    device: str = "auto"                # auto: cuda when present
+    compute_type: str = "auto"          # auto: float16 on a GPU, int8 on a CPU
+    batch_size: int = 8
+    cpu_threads: int = 0                # 0: one per core
+    transcript_source: str = "prefer_publisher"
+    language_check_model: str | None = None
+    # fetching (run-book §3)
+    allow_private_networks: str = ""
+    default_host_limit: int = 10        # run-book §3.2: hosts not in HOST_LIMIT get 10
+    http_max_attempts: int = 4
+    max_audio_bytes: int = 1 << 30
+    # money (run-book §4.4, §6)
+    cost_ceiling_usd: float = 40.0      # GPUCostToday < $40
+    price_gpu_hour: float = 0.30        # g5.xlarge Spot (run-book §2.5: 83 GPU-h x $0.30)
+    price_cpu_hour: float = 0.04
+    # AWS deployment names (run-book §2, Appendix A)
+    raw_bucket: str = RAW_BUCKET
+    stage_bucket: str = STAGE_BUCKET
+    manifest_bucket: str = MANIFEST_BUCKET
+    status_table: str = STATUS_TABLE
+    metrics_namespace: str = METRICS_NAMESPACE
+    gpu_compute_environment: str = "gpu_spot"
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str | None = None  # a local AWS endpoint (moto) instead of AWS
+
+    @property
+    def raw_root(self) -> Path:
+        return self.home / RAW_BUCKET
+
+    @property
+    def stage_root(self) -> Path:
+        return self.home / STAGE_BUCKET
+
+    @property
+    def manifests_root(self) -> Path:
+        return self.home / MANIFEST_BUCKET
+
+    @property
+    def checkpoint_db(self) -> Path:
+        return self.home / "checkpoints.sqlite"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.home / "locks"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Settings from ``environ`` (default: the process environment); unset or empty means the default."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for var in ENV_VARS:
+            raw = (env.get(var.name) or "").strip()
+            if raw:
+                values[var.field] = var.parse(var.name, raw)
+        home = Path(values.pop("home", "data")).expanduser().resolve()
+        feeds_dir = Path(values.pop("feeds_dir", home / "feeds")).expanduser().resolve()
+        return cls(home=home, feeds_dir=feeds_dir, **values)
+
+    def replace(self, **changes: object) -> "Settings":
+        """These settings with some fields changed (how ``podrun`` flags override the environment)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def __post_init__(self) -> None:
+        if self.deployment not in DEPLOYMENTS:
+            raise SettingsError(f"PODINSIGHT_DEPLOYMENT={self.deployment!r}: choose one of {', '.join(DEPLOYMENTS)}")
+        if self.transcript_source not in TRANSCRIPT_SOURCES:
+            raise SettingsError(f"PODINSIGHT_TRANSCRIPT_SOURCE={self.transcript_source!r}: choose one of "
+                                f"{', '.join(TRANSCRIPT_SOURCES)}")
+        if self.batch_size < 1:
+            raise SettingsError(f"PODINSIGHT_BATCH_SIZE={self.batch_size}: must be at least 1")
+
+    def ensure_dirs(self) -> None:
+        for path in (self.raw_root, self.stage_root, self.manifests_root, self.dagster_home, self.locks_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        if not self.feeds_dir.is_file():  # --feeds may name one catalog file
+            self.feeds_dir.mkdir(parents=True, exist_ok=True)
+
+
+# ---------------------------------------------------------------------------
+# The environment variables, one per field: the only list of them.
+# ---------------------------------------------------------------------------
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _path(name: str, raw: str) -> Path:
+    return Path(raw).expanduser().resolve()
+
+
+def _flag(name: str, raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a yes/no value (1 or 0)")
+
+
+def _int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+
+
+def _usd(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an amount in USD") from None
+    if value < 0:
+        raise SettingsError(f"{name}={raw!r} is negative")
+    return value
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    field: str
+    parse: Callable[[str, str], object]
+    help: str
+
+
+ENV_VARS: tuple[EnvVar, ...] = (
+    EnvVar("PODINSIGHT_DEPLOYMENT", "deployment", _text, "local (folders, SQLite) or aws (S3, DynamoDB, CloudWatch)"),
+    EnvVar("PODINSIGHT_HOME", "home", _path, "data root (default ./data)"),
+    EnvVar("PODINSIGHT_FEEDS_DIR", "feeds_dir", _path, "folder (or file) of tier*_feeds.yaml"),
+    EnvVar("PODINSIGHT_MODEL", "model", _text, "base, tiny.en or a CTranslate2 model folder"),
+    EnvVar("PODINSIGHT_MODEL_CACHE", "model_cache", _path, "where base is assembled from its PyPI parts"),
+    EnvVar("PODINSIGHT_ALLOW_MODEL_DOWNLOAD", "allow_model_download", _flag, "1: unknown models from the hub"),
+    EnvVar("PODINSIGHT_DEVICE", "device", _text, "auto, cpu or cuda"),
+    EnvVar("PODINSIGHT_COMPUTE_TYPE", "compute_type", _text, "auto, int8, float16, ..."),
+    EnvVar("PODINSIGHT_BATCH_SIZE", "batch_size", _int, "speech chunks per batch"),
+    EnvVar("PODINSIGHT_CPU_THREADS", "cpu_threads", _int, "CTranslate2 threads (0: one per core)"),
+    EnvVar("PODINSIGHT_TRANSCRIPT_SOURCE", "transcript_source", _text, "prefer_publisher, always_asr or both"),
+    EnvVar("PODINSIGHT_LANGUAGE_CHECK_MODEL", "language_check_model", _text, "multilingual model for .en checks"),
+    EnvVar("PODINSIGHT_ALLOW_PRIVATE_NETWORKS", "allow_private_networks", _text, "1, or CIDRs fetching may reach"),
+    EnvVar("PODINSIGHT_DEFAULT_HOST_LIMIT", "default_host_limit", _int, "connections per host not listed"),
+    EnvVar("PODINSIGHT_HTTP_MAX_ATTEMPTS", "http_max_attempts", _int, "tries per request (retryable errors)"),
+    EnvVar("PODINSIGHT_MAX_AUDIO_BYTES", "max_audio_bytes", _int, "largest episode accepted"),
+    EnvVar("PODINSIGHT_COST_CEILING_USD", "cost_ceiling_usd", _usd, "GPUCostToday ceiling"),
+    EnvVar("PODINSIGHT_PRICE_GPU_HOUR", "price_gpu_hour", _usd, "USD per GPU hour"),
+    EnvVar("PODINSIGHT_PRICE_CPU_HOUR", "price_cpu_hour", _usd, "USD per CPU hour"),
+    EnvVar("PODINSIGHT_RAW_BUCKET", "raw_bucket", _text, "S3 bucket of raw audio (aws)"),
+    EnvVar("PODINSIGHT_STAGE_BUCKET", "stage_bucket", _text, "S3 bucket of transcripts (aws)"),
+    EnvVar("PODINSIGHT_MANIFEST_BUCKET", "manifest_bucket", _text, "S3 bucket of manifests (aws)"),
+    EnvVar("PODINSIGHT_STATUS_TABLE", "status_table", _text, "DynamoDB table (aws)"),
+    EnvVar("PODINSIGHT_METRICS_NAMESPACE", "metrics_namespace", _text, "CloudWatch namespace (aws)"),
+    EnvVar("PODINSIGHT_GPU_COMPUTE_ENV", "gpu_compute_environment", _text, "Batch GPU compute environment (aws)"),
+    EnvVar("AWS_REGION", "aws_region", _text, "AWS region (aws)"),
+    EnvVar("AWS_ENDPOINT_URL", "aws_endpoint_url", _text, "a local AWS endpoint such as moto (aws)"),
+)
