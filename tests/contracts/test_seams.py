@@ -1,0 +1,297 @@
+"""The contract of every seam, one suite per protocol, run against each implementation.
+
+A new implementation (S3, DynamoDB, CloudWatch, a Pipes transcriber) joins by adding
+its factory to the seam's fixture params; the assertions stay as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from podinsight_dagster.costs.budget import Freeze, LocalComputeFreezer, SpendEntry, SqliteSpendLedger
+from podinsight_dagster.fetch.limits import LocalHostLimiter
+from podinsight_dagster.store.checkpoints import (DISCOVERED, DOWNLOADED, FAILED, TRANSCRIBED, EpisodeRecord,
+                                                   FeedRecord, SqliteCheckpointStore)
+from podinsight_dagster.store.metrics import Metric, SqliteMetrics
+from podinsight_dagster.store.objects import LocalObjectStore, ObjectNotFound
+from podinsight_dagster.transcribe.engine import TranscribeOptions, Transcript, TranscriptionError
+from podinsight_dagster.transcribe.transcriber import InProcessTranscriber
+
+from ..conftest import TEST_MODEL
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
+
+
+# ---------------------------------------------------------------------------
+# object store
+# ---------------------------------------------------------------------------
+@pytest.fixture(params=["local"])
+def object_store(request, tmp_path):
+    if request.param == "local":
+        return LocalObjectStore(tmp_path / "bucket", "pod-insights-raw")
+    raise AssertionError(request.param)
+
+
+def test_object_store_round_trips_bytes_json_and_files(object_store, tmp_path):
+    object_store.put_bytes("f/g/audio/episode.mp3", b"ID3 audio", content_type="audio/mpeg")
+    object_store.put_json("f/g/meta/meta.json", {"transcript_key": None, "title": "Zoë"})
+    src = tmp_path / "upload.bin"
+    src.write_bytes(b"x" * 70_000)
+    object_store.put_file("f/g/audio/big.bin", src)
+    assert object_store.get_bytes("f/g/audio/episode.mp3") == b"ID3 audio"
+    assert object_store.get_json("f/g/meta/meta.json") == {"transcript_key": None, "title": "Zoë"}
+    assert object_store.size("f/g/audio/big.bin") == 70_000
+    assert object_store.exists("f/g/audio/big.bin") and not object_store.exists("f/g/audio/none.mp3")
+    with object_store.local_copy("f/g/audio/big.bin") as path:
+        assert Path(path).read_bytes() == b"x" * 70_000
+    assert object_store.name == "pod-insights-raw"
+    assert "f/g/audio/episode.mp3" in object_store.uri("f/g/audio/episode.mp3")
+
+
+def test_object_store_lists_by_prefix_and_deletes(object_store):
+    for key in ("a/1/meta/meta.json", "a/2/meta/meta.json", "b/1/meta/meta.json"):
+        object_store.put_bytes(key, b"{}")
+    assert sorted(object_store.list_keys("a/")) == ["a/1/meta/meta.json", "a/2/meta/meta.json"]
+    assert len(list(object_store.list_keys())) == 3
+    object_store.delete("a/1/meta/meta.json")
+    object_store.delete("a/1/meta/meta.json")  # deleting what is gone is no error
+    assert sorted(object_store.list_keys("a/")) == ["a/2/meta/meta.json"]
+
+
+def test_object_store_overwrite_replaces_whole_object(object_store):
+    object_store.put_bytes("k/meta.json", b"old, and longer than the new one")
+    object_store.put_bytes("k/meta.json", b"new")
+    assert object_store.get_bytes("k/meta.json") == b"new"
+
+
+def test_object_store_missing_objects_raise_object_not_found(object_store):
+    for call in (lambda: object_store.get_bytes("no/such"), lambda: object_store.size("no/such"),
+                 lambda: object_store.local_copy("no/such").__enter__()):
+        with pytest.raises(ObjectNotFound):
+            call()
+    assert issubclass(ObjectNotFound, FileNotFoundError)  # callers may catch either
+
+
+# ---------------------------------------------------------------------------
+# checkpoint store
+# ---------------------------------------------------------------------------
+@pytest.fixture(params=["sqlite"])
+def checkpoints(request, tmp_path):
+    if request.param == "sqlite":
+        store = SqliteCheckpointStore(tmp_path / "checkpoints.sqlite")
+    else:
+        raise AssertionError(request.param)
+    yield store
+    store.close()
+
+
+def _episode(pk: str, **kw) -> EpisodeRecord:
+    slug, guid = pk.split("/")
+    return EpisodeRecord(partition_key=pk, feed_slug=slug, guid_key=guid, title=kw.pop("title", "t"),
+                         enclosure_url="https://cdn.example/a.mp3", **kw)
+
+
+def test_checkpoints_register_only_new_episodes_and_refresh_known_ones(checkpoints):
+    assert checkpoints.register_episodes([_episode("f/a"), _episode("f/b")]) == ["f/a", "f/b"]
+    checkpoints.mark_downloaded("f/a", bytes=10, sha256="ab")
+    assert checkpoints.register_episodes([_episode("f/a", title="fixed typo"), _episode("f/c")]) == ["f/c"]
+    a = checkpoints.require("f/a")
+    assert (a.state, a.title, a.bytes, a.sha256) == (DOWNLOADED, "fixed typo", 10, "ab")  # progress kept
+    assert checkpoints.get("f/none") is None
+    with pytest.raises(KeyError, match="f/none"):
+        checkpoints.require("f/none")
+
+
+def test_checkpoints_states_attempts_errors_and_counts(checkpoints):
+    checkpoints.register_episodes([_episode(f"f/{g}") for g in "abcd"] + [_episode("g/a")])
+    checkpoints.mark_attempt("f/a")
+    checkpoints.mark_attempt("f/a")
+    checkpoints.mark_downloaded("f/a", bytes=1, sha256="x")
+    checkpoints.mark_failed("f/b", "download", "HTTP 404 " + "x" * 5000)
+    checkpoints.mark_transcribed("f/c", cost_usd=0.25)
+    checkpoints.update("f/c", quality_issue="no text")
+    assert checkpoints.require("f/a").attempts == 2
+    b = checkpoints.require("f/b")
+    assert (b.state, b.failed_stage) == (FAILED, "download") and b.last_error.startswith("HTTP 404")
+    assert len(b.last_error) <= 2000
+    c = checkpoints.require("f/c")
+    assert (c.state, c.cost_usd, c.quality_issue) == (TRANSCRIBED, 0.25, "no text") and c.transcribed_at
+    assert checkpoints.counts() == {DISCOVERED: 2, DOWNLOADED: 1, TRANSCRIBED: 1, FAILED: 1}
+    assert checkpoints.counts_by_feed()["g"] == {DISCOVERED: 1, DOWNLOADED: 0, TRANSCRIBED: 0, FAILED: 0}
+    assert [r.partition_key for r in checkpoints.episodes(state=DISCOVERED)] == ["f/d", "g/a"]
+    assert [r.partition_key for r in checkpoints.episodes(feed_slug="f", limit=2)] == ["f/a", "f/b"]
+    with pytest.raises(ValueError, match="unknown"):
+        checkpoints.update("f/a", no_such_field=1)
+
+
+def test_checkpoints_keep_feeds(checkpoints):
+    checkpoints.upsert_feed(FeedRecord(slug="show", url="https://a/feed.xml", etag='"1"', episodes=3))
+    checkpoints.upsert_feed(FeedRecord(slug="show", url="https://a/feed.xml", effective_url="https://b/feed.xml",
+                                       etag='"2"', episodes=4, last_status="ok"))
+    checkpoints.upsert_feed(FeedRecord(slug="other", url="https://c/feed.xml"))
+    feed = checkpoints.get_feed("show")
+    assert (feed.effective_url, feed.etag, feed.episodes, feed.last_status) == ("https://b/feed.xml", '"2"', 4, "ok")
+    assert [f.slug for f in checkpoints.feeds()] == ["other", "show"] and checkpoints.get_feed("x") is None
+
+
+def test_checkpoints_are_safe_across_threads(checkpoints):
+    checkpoints.register_episodes([_episode(f"f/e{i}") for i in range(40)])
+    errors = []
+
+    def work(i):
+        try:
+            checkpoints.mark_attempt(f"f/e{i}")
+            checkpoints.mark_downloaded(f"f/e{i}", bytes=i, sha256=str(i))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and checkpoints.counts()[DOWNLOADED] == 40
+
+
+# ---------------------------------------------------------------------------
+# metrics
+# ---------------------------------------------------------------------------
+@pytest.fixture(params=["sqlite"])
+def metrics(request, tmp_path):
+    if request.param == "sqlite":
+        return SqliteMetrics(tmp_path / "metrics.sqlite")
+    raise AssertionError(request.param)
+
+
+def test_metrics_latest_is_the_newest_value_per_dimension_set(metrics):
+    host = lambda h: (("hostname", h),)  # noqa: E731
+    metrics.put([Metric("PerHost429", 5.0, "Percent", host("a.example")),
+                 Metric("PerHost429", 0.5, "Percent", host("b.example")),
+                 Metric("GBTransferred", 1.5, "Gigabytes", (("phase", "fetch"),))])
+    metrics.put([Metric("PerHost429", 0.0, "Percent", host("a.example"))])
+    latest = metrics.latest("PerHost429")
+    assert {json.loads(k)["hostname"]: v for k, v in latest.items()} == {"a.example": 0.0, "b.example": 0.5}
+    assert list(metrics.latest("GBTransferred").values()) == [1.5]
+    assert metrics.latest("NoSuchMetric") == {}
+
+
+# ---------------------------------------------------------------------------
+# spend ledger and freeze
+# ---------------------------------------------------------------------------
+@pytest.fixture(params=["sqlite"])
+def ledger(request, tmp_path):
+    if request.param == "sqlite":
+        return SqliteSpendLedger(tmp_path / "ledger.sqlite")
+    raise AssertionError(request.param)
+
+
+def test_ledger_only_grows_and_sums_by_time(ledger):
+    now = time.time()
+    ledger.record(SpendEntry("f/a", 0.10, compute_sec=1200, device="cuda", model="base", ts=now - 86_400 * 2))
+    ledger.record(SpendEntry("f/a", 0.25, compute_sec=3000, device="cuda", model="base", run_id="r1", ts=now))
+    ledger.record(SpendEntry("f/a", 0.25, compute_sec=3000, device="cuda", model="base", run_id="r2", ts=now))
+    assert ledger.spent_since(now - 60) == pytest.approx(0.50)  # a re-run adds a line, never overwrites one
+    assert ledger.spent_since(0) == pytest.approx(0.60)
+    assert [e.run_id for e in ledger.entries(now - 60)] == ["r1", "r2"]
+    assert ledger.entries()[0] == SpendEntry("f/a", 0.10, 1200, "cuda", "base", None, now - 86_400 * 2)
+
+
+def test_ledger_keeps_the_freeze(ledger):
+    assert ledger.freeze_state() == Freeze(False)
+    ledger.set_freeze("GPUCostToday $40.10 reached the $40.00 ceiling")
+    state = ledger.freeze_state()
+    assert state.active and "ceiling" in state.reason and state.since <= time.time()
+    ledger.lift_freeze()
+    assert not ledger.freeze_state().active
+
+
+# ---------------------------------------------------------------------------
+# compute freezer
+# ---------------------------------------------------------------------------
+@pytest.fixture(params=["local"])
+def freezer(request, tmp_path):
+    if request.param == "local":
+        return LocalComputeFreezer(tmp_path / "capacity.sqlite")
+    raise AssertionError(request.param)
+
+
+def test_freezer_freezes_and_unfreezes_idempotently(freezer):
+    assert not freezer.is_frozen()
+    freezer.freeze()
+    freezer.freeze()
+    assert freezer.is_frozen()
+    freezer.unfreeze()
+    freezer.unfreeze()
+    assert not freezer.is_frozen()
+
+
+# ---------------------------------------------------------------------------
+# per-host limiter
+# ---------------------------------------------------------------------------
+@pytest.fixture(params=["local-threads", "local-lock-folder"])
+def make_limiter(request, tmp_path):
+    def make(limits, default=10):
+        lock_dir = tmp_path / "locks" if request.param == "local-lock-folder" else None
+        return LocalHostLimiter(limits, default, lock_dir)
+    return make
+
+
+def test_limiter_caps_by_registrable_domain_with_run_book_defaults(make_limiter):
+    limiter = make_limiter({"example.org": 2}, default=6)
+    assert limiter.limit_for("traffic.megaphone.fm") == 5       # run-book HOST_LIMIT
+    assert limiter.limit_for("LIBSYN.com") == 3
+    assert limiter.limit_for("a.cdn.example.org") == 2          # the catalog's override, by domain
+    assert limiter.limit_for("elsewhere.example") == 6          # everyone else
+
+
+def test_limiter_never_lets_more_than_the_cap_in_at_once(make_limiter):
+    limiter = make_limiter({"megaphone.fm": 2})
+    inside, peak, lock = 0, 0, threading.Lock()
+
+    def hold(host):
+        nonlocal inside, peak
+        with limiter.slot(host):
+            with lock:
+                inside += 1
+                peak = max(peak, inside)
+            time.sleep(0.02)
+            with lock:
+                inside -= 1
+
+    threads = [threading.Thread(target=hold, args=(h,)) for h in ["a.megaphone.fm", "b.megaphone.fm"] * 6]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == 2
+
+
+# ---------------------------------------------------------------------------
+# transcriber
+# ---------------------------------------------------------------------------
+@pytest.fixture(params=["in-process"])
+def transcriber(request, model_cache):
+    options = TranscribeOptions(model=TEST_MODEL, model_cache=str(model_cache))
+    if request.param == "in-process":
+        return InProcessTranscriber(options)
+    raise AssertionError(request.param)
+
+
+def test_transcriber_yields_one_result_per_source_and_isolates_bad_audio(transcriber, tmp_path):
+    corrupt = tmp_path / "corrupt.mp3"
+    corrupt.write_bytes(b"this is not audio" * 100)
+    sources = [FIXTURES / "clip-14s.mp3", corrupt, FIXTURES / "clip-18s.mp3"]
+    results = dict(transcriber.transcribe(sources))
+    assert sorted(results) == [0, 1, 2]
+    assert isinstance(results[1], TranscriptionError)
+    for i in (0, 2):
+        t = results[i]
+        assert isinstance(t, Transcript) and t.text.strip() and t.segments
+        assert 0 < t.duration and all(0 <= s.start <= s.end <= t.duration + 1 for s in t.segments)
+    assert transcriber.options.model == TEST_MODEL
+    assert list(transcriber.transcribe([])) == []
