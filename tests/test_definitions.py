@@ -1,15 +1,21 @@
-"""The code location loads, in-process and through Dagster's own CLI."""
+"""The code location loads under every deployment, in-process and through Dagster's own CLI; its shape is pinned."""
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from dagster import AssetKey, Definitions
+import pytest
+from dagster import AssetKey, Definitions, EnvVar, materialize
 
-from podinsight_dagster.definitions import defs
+from podinsight_dagster.assets import feeds
+from podinsight_dagster.definitions import build_definitions, defs, resources_for
 from podinsight_dagster.instance import prepare_instance
+from podinsight_dagster.settings import DEPLOYMENTS, ENV_VARS, SettingsError
 
 ROOT = Path(__file__).resolve().parents[1]
+SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
 
 
 def test_definitions_load_with_expected_assets_jobs_and_sensors():
@@ -33,12 +39,91 @@ def test_episode_assets_backfill_many_partitions_per_run_and_checks_are_attached
     assert checks == {"download_success_rate", "per_host_429", "gpu_cost_today", "transcript_sanity"}
 
 
-def test_dagster_definitions_validate_cli(settings):
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_dagster_definitions_validate_cli_under_every_deployment(settings, deployment):
     prepare_instance(settings)
+    env = {**os.environ, "PODINSIGHT_DEPLOYMENT": deployment, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate",
-                          "-w", str(ROOT / "workspace.yaml")], cwd=ROOT, capture_output=True, text=True, timeout=180)
+                          "-w", str(ROOT / "workspace.yaml")], cwd=ROOT, capture_output=True, text=True, timeout=180,
+                         env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Validation successful" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_definitions_load_in_process_under_every_deployment(deployment):
+    loaded = build_definitions(deployment, {})
+    Definitions.validate_loadable(loaded)
+    assert graph_shape(loaded) == graph_shape(defs)
+    assert loaded.resources["config"].deployment == deployment
+
+
+def test_unknown_deployment_is_one_clear_sentence():
+    with pytest.raises(SettingsError, match="PODINSIGHT_DEPLOYMENT='gcp': choose one of local, aws"):
+        resources_for("gcp", {})
+
+
+def graph_shape(d: Definitions) -> dict:
+    graph = d.resolve_asset_graph()
+    assets = {}
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        assets[key.to_user_string()] = {
+            "group": node.group_name,
+            "partitions": node.partitions_def.name if node.partitions_def else None,
+            "deps": sorted(k.to_user_string() for k in node.parent_keys),
+            "checks": sorted(k.name for k in graph.asset_check_keys if k.asset_key == key),
+        }
+    return {
+        "assets": assets,
+        "jobs": sorted(j.name for j in d.resolve_all_job_defs() if not j.name.startswith("__")),
+        "sensors": sorted(s.name for s in d.sensors or []),
+        "resources": sorted(d.resources or {}),
+    }
+
+
+def test_asset_graph_matches_its_snapshot():
+    """Assets, partitions, checks, jobs, sensors and resources change only on purpose: update the snapshot then."""
+    assert graph_shape(defs) == json.loads(SNAPSHOT.read_text())
+
+
+def test_resources_take_configuration_from_env_vars_so_the_ui_shows_it():
+    resources = resources_for("local", {"PODINSIGHT_MODEL": "tiny.en", "PODINSIGHT_BATCH_SIZE": "3"})
+    config = resources["config"]
+    assert isinstance(config.model, EnvVar) and config.model.env_var_name == "PODINSIGHT_MODEL"
+    assert isinstance(config.batch_size, EnvVar)
+    assert config.device == ""  # unset: the default, shown as empty
+    assert {f for f in type(config).model_fields} == {v.field for v in ENV_VARS}  # one field per variable
+
+
+def test_env_batch_size_and_threads_reach_the_transcriber_in_a_run(home, monkeypatch):
+    monkeypatch.setenv("PODINSIGHT_BATCH_SIZE", "3")
+    monkeypatch.setenv("PODINSIGHT_CPU_THREADS", "1")
+    seen = {}
+    from dagster import asset
+
+    from podinsight_dagster.resources import PodInsightResource
+
+    @asset
+    def probe(podinsight: PodInsightResource):
+        services = podinsight.services()
+        seen["options"] = services.transcriber.options
+        seen["http"] = services.http
+        services.http.session  # open a session so teardown has one to close
+
+    assert materialize([probe], resources=resources_for("local")).success
+    assert (seen["options"].batch_size, seen["options"].cpu_threads) == (3, 1)
+    assert seen["http"]._sessions == []  # the HTTP resource was torn down: its sessions closed
+
+
+def test_aws_deployment_fails_a_run_with_one_sentence_naming_what_is_missing(home):
+    result = materialize([feeds], resources=resources_for("aws", {}), raise_on_error=False)
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value in ("RUN_FAILURE", "STEP_FAILURE",
+                                                                        "ENGINE_EVENT") and e.message]
+    text = " ".join(e.message for e in failure) + " ".join(
+        str(e.event_specific_data) for e in result.all_events if e.is_failure)
+    assert "aws deployment cannot run yet" in text and "S3 object store" in text
 
 
 DOMAIN = ["fetch", "transcribe", "store", "costs"]

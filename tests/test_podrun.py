@@ -91,3 +91,37 @@ def test_feed_inspect_json_and_bad_feed(settings, demo_cdn, podrun):
     demo_cdn.add_file("/bad.xml", b"<html>nope</html>", "text/html")
     result = podrun("feed", "inspect", demo_cdn.url("/bad.xml"), ok=False)
     assert result.exit_code != 0 and "bad.xml" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_fetch_feeds_accepts_a_single_catalog_file(settings, demo_catalog, podrun):
+    """`--feeds FILE` (as --help offers) once crashed with FileExistsError."""
+    [catalog_file] = demo_catalog(["tech-talk"])
+    other = settings.home / "elsewhere"
+    other.mkdir()
+    single = other / "tier1_feeds.yaml"
+    single.write_text(catalog_file.read_text())
+    catalog_file.unlink()
+    out = podrun("fetch", "--feeds", str(single), "--limit", "1").output
+    assert "downloading 1 episodes" in out
+    assert SqliteCheckpointStore(settings.checkpoint_db).counts()["downloaded"] == 1
+
+
+def test_fetch_feeds_accepts_a_folder(settings, demo_catalog, podrun):
+    demo_catalog(["science-weekly"])
+    out = podrun("fetch", "--feeds", str(settings.feeds_dir), "--dry-run").output
+    assert "DRY RUN: would download 3 episodes" in out
+
+
+def test_a_bad_setting_is_one_sentence_not_a_traceback(home, podrun, monkeypatch):
+    monkeypatch.setenv("PODINSIGHT_BATCH_SIZE", "eight")
+    result = podrun("status", ok=False)
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: PODINSIGHT_BATCH_SIZE='eight' is not a whole number"
+
+
+def test_aws_deployment_says_what_is_missing_in_one_sentence(home, podrun, monkeypatch):
+    monkeypatch.setenv("PODINSIGHT_DEPLOYMENT", "aws")
+    result = podrun("status", ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("Error: object store: the aws deployment cannot run yet")
+    assert len(result.output.strip().splitlines()) == 1
