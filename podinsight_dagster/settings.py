@@ -171,7 +171,7 @@ class EnvVar:
 
 ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PODINSIGHT_DEPLOYMENT", "deployment", _text, "local (folders, SQLite) or aws (S3, DynamoDB, CloudWatch)"),
-    EnvVar("PODINSIGHT_HOME", "home", _path, "data root (default ./data)"),
+    EnvVar("PODINSIGHT_HOME", "home", _path, "data root"),
     EnvVar("PODINSIGHT_FEEDS_DIR", "feeds_dir", _path, "folder (or file) of tier*_feeds.yaml"),
     EnvVar("PODINSIGHT_MODEL", "model", _text, "base, tiny.en or a CTranslate2 model folder"),
     EnvVar("PODINSIGHT_MODEL_CACHE", "model_cache", _path, "where base is assembled from its PyPI parts"),
