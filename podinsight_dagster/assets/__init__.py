@@ -1,3 +1,5 @@
+"""The asset graph: catalog assets (feeds, episode_manifest) and per-episode assets (raw_audio to kpis)."""
+
 from podinsight_dagster.assets.catalog import episode_manifest, feeds
 from podinsight_dagster.assets.episodes import kpis, raw_audio, segments, transcript
 
