@@ -357,7 +357,7 @@ def part_b2(root: Path, feeds: int, items: int) -> tuple[dict, Path, Path]:
     from dagster import DagsterInstance
 
     from podinsight_dagster import sensors as sensors_mod
-    from podinsight_dagster.domain import pipeline
+    from podinsight_dagster.fetch import discover as pipeline
     from podinsight_dagster.store.checkpoints import SqliteCheckpointStore
     from podinsight_dagster.fetch.http import HttpClient
     from podinsight_dagster.partitions import EPISODES
@@ -402,11 +402,11 @@ def part_b2(root: Path, feeds: int, items: int) -> tuple[dict, Path, Path]:
         pipeline._poll_feed = poll
         try:
             with timers.wrapped(targets):
-                sctx = build_sensor_context(instance=instance, cursor=cursor,
-                                            resources=resources_for("local"))
-                t0 = time.perf_counter()
-                result = sensors_mod.new_episodes_sensor(sctx)
-                wall = time.perf_counter() - t0
+                with build_sensor_context(instance=instance, cursor=cursor,
+                                          resources=resources_for("local")) as sctx:
+                    t0 = time.perf_counter()
+                    result = sensors_mod.new_episodes_sensor(sctx)
+                    wall = time.perf_counter() - t0
         finally:
             pipeline._poll_feed = orig_poll
         parts = {name: timers.get(name) for name in

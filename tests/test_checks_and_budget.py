@@ -3,7 +3,7 @@
 import time
 
 import pytest
-from dagster import AssetCheckSeverity, build_asset_check_context
+from dagster import AssetCheckSeverity, AssetSelection, DagsterInstance, Definitions, define_asset_job
 
 from podinsight_dagster.checks import download_success_rate, gpu_cost_today, per_host_429, transcript_sanity
 from podinsight_dagster.costs.budget import BudgetExceeded, SpendEntry
@@ -11,6 +11,7 @@ from podinsight_dagster.store.checkpoints import EpisodeRecord
 from podinsight_dagster.store.metrics import Metric
 from podinsight_dagster.services import build_services
 from podinsight_dagster.settings import Settings
+from podinsight_dagster.assets import all_assets
 from podinsight_dagster.definitions import resources_for
 
 
@@ -20,7 +21,13 @@ def services(settings):
 
 
 def _run(check):
-    return check(build_asset_check_context(resources=resources_for("local")))
+    """Evaluate one check in a real run of a job that selects only it, with the local resources."""
+    defs = Definitions(assets=all_assets, asset_checks=[check], resources=resources_for("local"),
+                       jobs=[define_asset_job("check_only", selection=AssetSelection.checks(check))])
+    with DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("check_only").execute_in_process(instance=instance, raise_on_error=False)
+    (evaluation,) = result.get_asset_check_evaluations()
+    return evaluation
 
 
 def _episodes(services, feed, ok, failed):

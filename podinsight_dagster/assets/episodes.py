@@ -15,7 +15,7 @@ so they show red in the UI and a re-run picks up only them.
 
 from collections import Counter
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from dagster import (AssetExecutionContext, AssetMaterialization, Backoff, BackfillPolicy, Failure, Jitter,
                      MaterializeResult, MetadataValue, RetryPolicy, asset)
@@ -24,7 +24,7 @@ from podinsight_dagster.store import layout
 from podinsight_dagster.costs.budget import BudgetExceeded
 from podinsight_dagster.store.keys import EpisodeKey
 from podinsight_dagster.errors import StepError
-from podinsight_dagster.fetch.download import download_episode, publish_download_metrics
+from podinsight_dagster.fetch.download import download_episodes, publish_download_metrics
 from podinsight_dagster.transcribe.quality import transcript_issues
 from podinsight_dagster.transcribe.steps import load_transcript, transcribe_episodes, write_kpis, write_segments
 from podinsight_dagster.partitions import episodes_partitions
@@ -38,30 +38,39 @@ EPISODE_BACKFILL = BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITION
 FETCH_RETRY = RetryPolicy(max_retries=2, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
-def run_per_episode(context: AssetExecutionContext, step: Callable[[str], dict],
-                    summary: Callable[[dict[str, dict]], dict] | None = None) -> Iterator:
-    """Run ``step`` for every partition of the run, one episode's failure never stopping the rest.
+Outcome = tuple[str, "dict | StepError"]
 
-    A generator: when some episodes fail, the ones that succeeded are yielded as
-    materializations before the Failure is raised (events logged with
+
+def each_episode(keys: list[str], step: Callable[[str], dict]) -> Iterator[Outcome]:
+    """``step`` over ``keys`` one by one, any exception of one episode turned into its StepError."""
+    for pk in keys:
+        try:
+            yield pk, step(pk)
+        except StepError as exc:
+            yield pk, exc
+        except Exception as exc:  # noqa: BLE001 - a bug or bad data in one episode must not stop the others
+            yield pk, StepError(f"{pk}: unexpected {type(exc).__name__}: {exc}")
+
+
+def run_per_episode(context: AssetExecutionContext, outcomes: Iterable[Outcome],
+                    summary: Callable[[dict[str, dict]], dict] | None = None) -> Iterator:
+    """Report the outcome of every partition of the run; one episode's failure never stops the rest.
+
+    ``outcomes`` yields ``(partition_key, metadata or StepError)`` in any order (downloads finish
+    in the order their hosts allow). A generator: when some episodes fail, the ones that
+    succeeded are yielded as materializations before the Failure is raised (events logged with
     context.log_event would be dropped with the failing step).
     """
     keys = list(context.partition_keys)
     done: dict[str, dict] = {}
     failed: dict[str, StepError] = {}
-    for i, pk in enumerate(keys, 1):
-        try:
-            meta = step(pk)
-        except StepError as exc:
-            context.log.error(f"[{i}/{len(keys)}] {exc}")
-            failed[pk] = exc
+    for i, (pk, result) in enumerate(outcomes, 1):
+        if isinstance(result, StepError):
+            context.log.error(f"[{i}/{len(keys)}] {result}")
+            failed[pk] = result
             continue
-        except Exception as exc:  # noqa: BLE001 - a bug or bad data in one episode must not stop the others
-            context.log.exception(f"[{i}/{len(keys)}] {pk}: unexpected {type(exc).__name__}")
-            failed[pk] = StepError(f"{pk}: {type(exc).__name__}: {exc}")
-            continue
-        done[pk] = meta
-        context.log.info(f"[{i}/{len(keys)}] {pk}: {_one_line(meta)}")
+        done[pk] = result
+        context.log.info(f"[{i}/{len(keys)}] {pk}: {_one_line(result)}")
     totals = {"episodes": len(keys), "succeeded": len(done), "failed": len(failed)}
     if summary:
         totals.update(summary(done))
@@ -76,8 +85,9 @@ def run_per_episode(context: AssetExecutionContext, step: Callable[[str], dict],
             allow_retries=any(e.retryable for e in failed.values()),
         )
     with partition_list_read_once(context.instance):
-        for pk, meta in done.items():
-            context.add_asset_metadata(_clean(meta), partition_key=pk)
+        for pk in keys:  # in partition order, whatever order they finished in
+            if pk in done:
+                context.add_asset_metadata(_clean(done[pk]), partition_key=pk)
     yield MaterializeResult(metadata=totals)
 
 
@@ -129,23 +139,27 @@ def raw_audio(context: AssetExecutionContext, podinsight: PodInsightResource):
     succeeded: Counter[str] = Counter()
     moved = {"bytes": 0, "files": 0}
 
-    def step(pk: str) -> dict:
-        slug = EpisodeKey.parse(pk).feed_slug
-        attempted[slug] += 1
-        out = download_episode(services, pk)
-        succeeded[slug] += 1
-        if not out.skipped:
-            moved["bytes"] += out.bytes
-            moved["files"] += 1
-        return {"bytes": out.bytes, "sha256": out.sha256, "duration_sec": out.duration_sec,
-                "path": MetadataValue.path(services.raw.uri(out.audio_key)), "reused": out.skipped}
+    def outcomes() -> Iterator[Outcome]:
+        # Concurrently, as many at once as the per-host limits allow; each reported as it finishes.
+        for pk, out in download_episodes(services, list(context.partition_keys)):
+            slug = EpisodeKey.parse(pk).feed_slug
+            attempted[slug] += 1
+            if isinstance(out, StepError):
+                yield pk, out
+                continue
+            succeeded[slug] += 1
+            if not out.skipped:
+                moved["bytes"] += out.bytes
+                moved["files"] += 1
+            yield pk, {"bytes": out.bytes, "sha256": out.sha256, "duration_sec": out.duration_sec,
+                       "path": MetadataValue.path(services.raw.uri(out.audio_key)), "reused": out.skipped}
 
     def summary(done: dict[str, dict]) -> dict:
         metrics = publish_download_metrics(services, dict(attempted), dict(succeeded), moved["bytes"], moved["files"])
         return {"bytes_downloaded": moved["bytes"],
                 "metrics": MetadataValue.json({f"{m.name}{dict(m.dimensions)}": round(m.value, 4) for m in metrics})}
 
-    yield from run_per_episode(context, step, summary)
+    yield from run_per_episode(context, outcomes(), summary)
 
 
 @asset(partitions_def=episodes_partitions, deps=[raw_audio], group_name="episodes",
@@ -187,7 +201,7 @@ def transcript(context: AssetExecutionContext, podinsight: PodInsightResource):
                 "device": ", ".join(devices) or options.device, "batch_size": options.batch_size,
                 "transcript_source": options.transcript_source}
 
-    yield from run_per_episode(context, step, summary)
+    yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)
 
 
 @asset(partitions_def=episodes_partitions, deps=[transcript], group_name="episodes",
@@ -201,7 +215,7 @@ def segments(context: AssetExecutionContext, podinsight: PodInsightResource):
         ek = EpisodeKey.parse(pk)
         return {**out, "path": MetadataValue.path(services.stage.uri(layout.segments_key(ek)))}
 
-    yield from run_per_episode(context, step)
+    yield from run_per_episode(context, each_episode(list(context.partition_keys), step))
 
 
 @asset(partitions_def=episodes_partitions, deps=[segments], group_name="episodes",
@@ -222,4 +236,4 @@ def kpis(context: AssetExecutionContext, podinsight: PodInsightResource):
         return {"cost_usd": round(sum(m["cost_usd"] for m in done.values()), 6),
                 "words": sum(m["words"] for m in done.values())}
 
-    yield from run_per_episode(context, step, summary)
+    yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)

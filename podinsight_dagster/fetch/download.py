@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+import threading
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
 
 from podinsight_dagster.errors import StepError
 from podinsight_dagster.fetch.http import FetchError
+from podinsight_dagster.fetch.limits import registrable_domain
 from podinsight_dagster.store import layout
 from podinsight_dagster.store.checkpoints import DOWNLOADED, TRANSCRIBED
 from podinsight_dagster.store.keys import EpisodeKey
@@ -89,6 +93,56 @@ def download_episode(services: Services, pk: str) -> DownloadOutcome:
     services.raw.put_json(layout.meta_key(ek), meta)
     services.checkpoints.mark_downloaded(pk, bytes=dl.bytes, sha256=dl.sha256)
     return DownloadOutcome(pk, audio_key, dl.bytes, dl.sha256, duration, host=urlsplit(dl.final_url).hostname)
+
+
+# Threads at most, whatever the hosts' limits add up to: each holds a connection and a file.
+MAX_DOWNLOAD_THREADS = 64
+
+
+def download_episodes(services: Services, keys: list[str]) -> Iterator[tuple[str, DownloadOutcome | StepError]]:
+    """Download ``keys`` concurrently, as many at once as the per-host limits allow; yield each as it finishes.
+
+    Episodes are queued per host domain and each domain gets as many workers as its limit
+    (so one slow or strict host never holds up the others' workers); the HostLimiter
+    still decides at connection time, so redirects to another host and other processes
+    sharing the lock folder are capped too. One episode's failure never stops the rest:
+    it is yielded as a StepError.
+    """
+    queues: dict[str, deque[str]] = {}
+    first_host: dict[str, str] = {}
+    for pk in keys:
+        rec = services.checkpoints.get(pk)
+        host = (urlsplit(rec.enclosure_url or "").hostname or "") if rec else ""
+        domain = registrable_domain(host) if host else ""
+        queues.setdefault(domain, deque()).append(pk)
+        first_host.setdefault(domain, host)
+    results: queue.Queue[tuple[str, DownloadOutcome | StepError]] = queue.Queue()
+
+    def work(todo: deque[str]) -> None:
+        while True:
+            try:
+                pk = todo.popleft()  # deque.popleft is atomic: workers of a domain share its queue
+            except IndexError:
+                return
+            try:
+                out: DownloadOutcome | StepError = download_episode(services, pk)
+            except StepError as exc:
+                out = exc
+            except Exception as exc:  # noqa: BLE001 - a bug or bad data in one episode must not stop the others
+                out = StepError(f"{pk}: unexpected {type(exc).__name__}: {exc}")
+            results.put((pk, out))
+
+    wanted = {d: min(len(todo), services.http.limiter.limit_for(first_host[d]) if d else 1)
+              for d, todo in queues.items()}
+    scale = min(1.0, MAX_DOWNLOAD_THREADS / max(1, sum(wanted.values())))
+    threads = [threading.Thread(target=work, args=(queues[d],), name=f"download-{d or 'none'}", daemon=True)
+               for d, n in wanted.items() for _ in range(max(1, int(n * scale)))]
+    for t in threads:
+        t.start()
+    for _ in range(len(keys)):
+        yield results.get()
+    for t in threads:
+        t.join()
 
 
 def publish_download_metrics(services: Services, attempted: dict[str, int], succeeded: dict[str, int],

@@ -14,8 +14,9 @@ from podinsight_dagster.sensors import auto_transcribe_sensor, batched_ranges, n
 
 
 def _tick(sensor, instance, cursor=None):
-    ctx = build_sensor_context(instance=instance, cursor=cursor, resources=resources_for("local"))
-    return sensor(ctx)
+    # Resources with setup and teardown live only inside the context manager.
+    with build_sensor_context(instance=instance, cursor=cursor, resources=resources_for("local")) as ctx:
+        return sensor(ctx)
 
 
 def _apply(instance, result: SensorResult) -> None:
