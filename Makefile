@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PODINSIGHT_HOME ?= $(CURDIR)/data
 UI_PORT ?= 3000
 
-.PHONY: demo test ui lint bootstrap chromium clean
+.PHONY: demo test ui lint bootstrap chromium netaudit clean
 
 $(STAMP): requirements.in requirements-dev.in constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,17 @@ chromium:
 	  echo "installing Debian's chromium for the UI tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# tests/test_no_network.py runs the demo in a network namespace under a connect audit:
+# unshare (util-linux), ip (iproute2) and strace.
+netaudit:
+	@command -v unshare >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 && command -v strace >/dev/null 2>&1 || { \
+	  echo "installing Debian's strace, util-linux and iproute2 for the no-network test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace util-linux iproute2 >/dev/null; }
+
 demo: $(STAMP)
 	$(BIN)/podrun demo
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium netaudit
 	$(BIN)/python -m pytest
 
 ui: $(STAMP)
