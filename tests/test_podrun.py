@@ -35,6 +35,7 @@ def test_fetch_limit_then_rest_then_transcribe_and_status(settings, demo_catalog
     demo_catalog(["tech-talk", "history-hour"])
     out = podrun("fetch", "--limit", "2").output
     assert "downloading 2 episodes" in out
+    assert "2/2 episodes" in out and "MB/s" in out  # the progress line
     store = SqliteCheckpointStore(settings.checkpoint_db)
     assert store.counts()["downloaded"] == 2 and store.counts()["discovered"] == 4
     assert len(list(settings.manifests_root.glob("*.csv"))) == 1
