@@ -9,6 +9,8 @@ start with ``.tmp-`` and listings skip them.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -21,6 +23,10 @@ TMP_PREFIX = ".tmp-"
 
 class ObjectNotFound(FileNotFoundError):
     pass
+
+
+class ConcurrentUpdate(RuntimeError):
+    """A conditional write found the object changed (or created) by another writer since it was read."""
 
 
 class ObjectStore(Protocol):
@@ -37,6 +43,15 @@ class ObjectStore(Protocol):
     def list_keys(self, prefix: str = "") -> Iterator[str]: ...
     def delete(self, key: str) -> None: ...
     def local_copy(self, key: str) -> contextlib.AbstractContextManager[Path]: ...
+    def put_bytes_if_absent(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+        """Create-only write: False (and nothing written) when the key exists."""
+        ...
+    def get_json_versioned(self, key: str) -> tuple[dict, str]:
+        """The object and an opaque version for ``put_json_if``."""
+        ...
+    def put_json_if(self, key: str, obj: object, version: str) -> None:
+        """Replace the object only if it is still ``version``; else raise ConcurrentUpdate."""
+        ...
 
     # JSON helpers are shared by every implementation (see JsonMixin).
     def get_json(self, key: str) -> dict: ...
@@ -157,6 +172,39 @@ class LocalObjectStore(JsonMixin):
         if not path.is_file():
             raise ObjectNotFound(f"{self.name}/{key}")
         yield path
+
+    @contextlib.contextmanager
+    def _key_lock(self, key: str) -> Iterator[None]:
+        # Conditional writes serialise on a lock file per key (dot-folders never show in listings).
+        folder = self.root / ".locks"
+        folder.mkdir(exist_ok=True)
+        fd = os.open(folder / hashlib.sha1(key.encode()).hexdigest(), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def put_bytes_if_absent(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+        with self._key_lock(key):
+            if self.exists(key):
+                return False
+            self.put_bytes(key, data, content_type)
+            return True
+
+    def get_json_versioned(self, key: str) -> tuple[dict, str]:
+        data = self.get_bytes(key)
+        return json.loads(data), hashlib.sha256(data).hexdigest()
+
+    def put_json_if(self, key: str, obj: object, version: str) -> None:
+        with self._key_lock(key):
+            try:
+                current = hashlib.sha256(self.get_bytes(key)).hexdigest()
+            except ObjectNotFound:
+                current = None
+            if current != version:
+                raise ConcurrentUpdate(f"{self.name}/{key} changed since it was read")
+            self.put_json(key, obj)
 
     def staging_dir(self) -> Path:
         """A folder on the bucket's filesystem for partial downloads, so commit is a rename."""

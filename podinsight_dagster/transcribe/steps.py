@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable
 
 from podinsight_dagster.store import layout
 from podinsight_dagster.store.keys import EpisodeKey
+from podinsight_dagster.store.objects import ConcurrentUpdate
 from podinsight_dagster.costs.budget import SpendEntry
 from podinsight_dagster.costs.kpis import compute_kpis
 from podinsight_dagster.errors import StepError
@@ -265,9 +266,17 @@ def write_kpis(services: Services, pk: str) -> dict:
                            layout.srt_key(ek), layout.kpis_key(ek)) if not services.stage.exists(k)]
     if missing:
         raise StepError(f"{pk}: stage files missing, meta.json not patched: {missing}")
-    # Patch raw meta only now that every stage file is whole (run-book step 2.7).
-    meta = services.raw.get_json(layout.meta_key(ek))
-    meta["transcript_key"] = layout.transcript_key(ek)
-    services.raw.put_json(layout.meta_key(ek), meta)
+    # Patch raw meta only now that every stage file is whole (run-book step 2.7). A compare-and-swap:
+    # a re-download rewriting meta.json meanwhile is re-read, never overwritten with stale fields.
+    for attempt in range(5):
+        meta, version = services.raw.get_json_versioned(layout.meta_key(ek))
+        meta["transcript_key"] = layout.transcript_key(ek)
+        try:
+            services.raw.put_json_if(layout.meta_key(ek), meta, version)
+            break
+        except ConcurrentUpdate:
+            if attempt == 4:
+                raise StepError(f"{pk}: meta.json kept changing while its transcript_key was patched",
+                                retryable=True) from None
     services.checkpoints.mark_transcribed(pk, cost_usd=kpis["cost_usd"])
     return kpis
