@@ -44,6 +44,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+# `python bench/x.py` puts bench/ on sys.path, not the repository root: add it, so the
+# loopback CDN (tests.support.cdn, test tooling outside the package) can be imported.
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -86,7 +88,7 @@ def feed_xml(host_idx: int, j: int, revision: int) -> bytes:
 # ---------------------------------------------------------------------------
 def server_main(conn) -> None:
     """Serve whatever the benchmark asks for; commands arrive over a Pipe."""
-    from podinsight_dagster.demo.cdn import Fault, PodcastCDN
+    from tests.support.cdn import Fault, PodcastCDN
 
     cdns: list[PodcastCDN] = []
 
@@ -500,7 +502,7 @@ def report(a: dict, b: dict, c: dict, total_s: float, load: tuple[float]) -> str
         f"Measured by `bench/fetch_bench.py` on {time.strftime('%Y-%m-%d')} (whole run {total_s / 60:.1f} min; "
         f"1-minute load average {load[0]:.2f} just before it started: anything above 0 is other work on the "
         "machine competing for its cores). "
-        "The loopback CDN (`podinsight_dagster/demo/cdn.py`) runs in its own process; MB = 10^6 bytes, "
+        "The loopback CDN (`tests/support/cdn.py`) runs in its own process; MB = 10^6 bytes, "
         "MiB = 2^20.",
         "",
         f"**(a) Throughput: {a['n']} episodes x {a['size'] / MB:.0f} MB on 4 hosts** (127.0.0.1..4, 20 ms added "

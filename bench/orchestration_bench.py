@@ -58,6 +58,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from podinsight_dagster.processes import free_port, kill_group
 
+# `python bench/x.py` puts bench/ on sys.path, not the repository root: add it, so the
+# loopback CDN (tests.support.cdn, test tooling outside the package) can be imported.
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -331,7 +333,7 @@ def feed_xml(j: int, items: int) -> bytes:
 
 
 def cdn_main(conn, feeds: int, items: int) -> None:
-    from podinsight_dagster.demo.cdn import PodcastCDN
+    from tests.support.cdn import PodcastCDN
 
     cdn = PodcastCDN(name="bench-feeds").start()
     size = 0

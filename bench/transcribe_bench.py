@@ -49,6 +49,8 @@ import tempfile
 import time
 from pathlib import Path
 
+# `python bench/x.py` puts bench/ on sys.path, not the repository root: add it, so the
+# loopback CDN (tests.support.cdn, test tooling outside the package) can be imported.
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -223,7 +225,7 @@ def podrun_env(home: Path, model: str, cache: Path) -> dict:
 
 def prepare_root(slug: str, paths: list[Path], root: Path, cache: Path) -> Path:
     """A data root whose raw bucket holds the set, downloaded by `podrun fetch` from a loopback CDN."""
-    from podinsight_dagster.demo.cdn import PodcastCDN
+    from tests.support.cdn import PodcastCDN
 
     home = root / f"home-{slug}"
     if (home / ".fetched").exists():

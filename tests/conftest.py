@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from podinsight_dagster.demo.cdn import PodcastCDN
+from tests.support.cdn import PodcastCDN
 from podinsight_dagster.demo.run import CONTENT, write_demo_catalog
 from podinsight_dagster.settings import Settings
 

@@ -30,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from podinsight_dagster.demo.cdn import Fault, PodcastCDN, guess_content_type  # noqa: E402
+from tests.support.cdn import Fault, PodcastCDN, guess_content_type  # noqa: E402
 
 TIMEOUT = 5  # client-side timeout for every request: a hang must fail, not stall
 AUDIO = bytes(range(256)) * 400  # 102400 bytes, every offset distinguishable
@@ -559,7 +559,7 @@ def test_command_line_serves_a_directory(tmp_path):
     (tmp_path / "feed.xml").write_text("<rss>{base_url}</rss>")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     with subprocess.Popen(
-        [sys.executable, "-m", "podinsight_dagster.demo.cdn", "--root", str(tmp_path), "--port", "0"],
+        [sys.executable, "-m", "tests.support.cdn", "--root", str(tmp_path), "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
         env=env,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from podinsight_dagster.demo.cdn import Fault
+from tests.support.cdn import Fault
 from podinsight_dagster.store.checkpoints import SqliteCheckpointStore
 
 from .conftest import audio_bytes

@@ -31,3 +31,11 @@ def test_worker_runs_with_dagster_pipes_and_no_dagster():
     code = ("import sys, podinsight_dagster.worker\n"
             "assert not [m for m in sys.modules if m == 'dagster' or m.startswith('dagster.')]\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_the_package_never_imports_test_tooling():
+    # The fault-injecting CDN lives in tests/support/ and is not installed; the demo has its own server.
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "podinsight_dagster").rglob("*.py")
+                 if "from tests" in p.read_text() or "import tests" in p.read_text()]
+    assert offenders == []
+    assert not (ROOT / "podinsight_dagster" / "demo" / "cdn.py").exists()

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from dagster import AssetKey, DagsterInstance
 
 from podinsight_dagster.cli import main
-from podinsight_dagster.demo.cdn import Fault
+from tests.support.cdn import Fault
 from podinsight_dagster.store.checkpoints import SqliteCheckpointStore
 
 

@@ -1,6 +1,6 @@
 """``podrun demo``: the whole pipeline, offline, on the bundled sample podcasts.
 
-Starts the bundled feeds and audio on a loopback server (PodcastCDN), writes a
+Starts the bundled feeds and audio on a loopback server (demo/server.py), writes a
 catalog that points at it, then runs the real Dagster jobs on the local instance
 under PODINSIGHT_HOME: ingest_catalog (feeds, episode_manifest) and
 episode_pipeline (raw_audio, transcript, segments, kpis) over the new episode
@@ -21,7 +21,7 @@ from podinsight_dagster.store import layout
 from podinsight_dagster.store.keys import EpisodeKey
 from podinsight_dagster.settings import Settings
 from podinsight_dagster.transcribe.text import wer
-from podinsight_dagster.demo.cdn import PodcastCDN
+from podinsight_dagster.demo.server import DemoServer
 
 CONTENT = Path(__file__).parent / "content"
 DEMO_NETWORKS = "127.0.0.1/32"
@@ -109,7 +109,7 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print, slugs: list
     return rows
 
 
-def _demo_server() -> PodcastCDN:
+def _demo_server() -> DemoServer:
     import socket
 
     try:
@@ -118,7 +118,7 @@ def _demo_server() -> PodcastCDN:
         port = DEMO_PORT
     except OSError:
         port = 0  # taken: any free port
-    return PodcastCDN(port=port, name="demo-cdn")
+    return DemoServer(port=port)
 
 
 def _catalog_slugs(settings: Settings) -> list[str]:

@@ -6,7 +6,7 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from podinsight_dagster.assets import all_assets
-from podinsight_dagster.demo.cdn import Fault
+from tests.support.cdn import Fault
 from podinsight_dagster.store import layout
 from podinsight_dagster.store.checkpoints import FAILED, SqliteCheckpointStore, TRANSCRIBED
 from podinsight_dagster.store.keys import EpisodeKey

@@ -1,6 +1,6 @@
 """discover(): polling feeds over a real loopback server."""
 
-from podinsight_dagster.demo.cdn import Fault
+from tests.support.cdn import Fault
 from podinsight_dagster.demo.run import CONTENT
 from podinsight_dagster.fetch.catalog import Catalog, FeedSpec
 from podinsight_dagster.fetch.discover import discover, read_manifest

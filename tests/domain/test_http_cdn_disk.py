@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 import requests
 
-from podinsight_dagster.demo.cdn import Fault, PodcastCDN
+from tests.support.cdn import Fault, PodcastCDN
 
 from .test_http_support import AUDIO, file_sha256, make_client, sha256
 

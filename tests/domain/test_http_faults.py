@@ -15,7 +15,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from podinsight_dagster.demo.cdn import Fault
+from tests.support.cdn import Fault
 from podinsight_dagster.fetch.http import (
     ContentRejectedError,
     FetchError,

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from podinsight_dagster import USER_AGENT
-from podinsight_dagster.demo.cdn import Fault
+from tests.support.cdn import Fault
 from podinsight_dagster.fetch.feeds import parse_feed
 from podinsight_dagster.fetch.http import ContentRejectedError, PermanentFetchError
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from podinsight_dagster.demo.cdn import Fault, PodcastCDN
+from tests.support.cdn import Fault, PodcastCDN
 from podinsight_dagster.fetch.limits import DEFAULT_HOST_LIMITS, LocalHostLimiter, registrable_domain
 
 from .test_http_support import AUDIO, make_client, sha256

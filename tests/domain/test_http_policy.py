@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from podinsight_dagster.demo.cdn import Fault, PodcastCDN
+from tests.support.cdn import Fault, PodcastCDN
 from podinsight_dagster.fetch.http import PermanentFetchError
 from podinsight_dagster.fetch.netpolicy import NetworkPolicy
 

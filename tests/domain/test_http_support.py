@@ -1,6 +1,6 @@
 """Shared helpers for the test_http_* files (no tests here).
 
-Everything runs against the real loopback PodcastCDN (podinsight_dagster/demo/cdn.py),
+Everything runs against the real loopback PodcastCDN (tests/support/cdn.py),
 with tiny backoffs and a recording ``sleep`` so retries cost no wall time.
 """
 
@@ -10,7 +10,7 @@ import hashlib
 import random
 from pathlib import Path
 
-from podinsight_dagster.demo.cdn import PodcastCDN
+from tests.support.cdn import PodcastCDN
 from podinsight_dagster.fetch.http import HttpClient, HttpConfig
 from podinsight_dagster.fetch.limits import LocalHostLimiter
 from podinsight_dagster.fetch.netpolicy import NetworkPolicy

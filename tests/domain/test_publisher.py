@@ -6,7 +6,7 @@ import pytest
 import srt
 import webvtt
 
-from podinsight_dagster.demo.cdn import Fault, PodcastCDN
+from tests.support.cdn import Fault, PodcastCDN
 from podinsight_dagster.fetch.http import HttpClient, HttpConfig
 from podinsight_dagster.fetch.netpolicy import NetworkPolicy
 from podinsight_dagster.transcribe.publisher import (PublisherLink, PublisherTranscriptError, fetch_publisher_transcript,

@@ -9,7 +9,7 @@ import pytest
 import srt
 import webvtt
 
-from podinsight_dagster.demo.cdn import Fault, PodcastCDN
+from tests.support.cdn import Fault, PodcastCDN
 from podinsight_dagster.store import layout
 from podinsight_dagster.store.checkpoints import FAILED, TRANSCRIBED, EpisodeRecord
 from podinsight_dagster.store.keys import EpisodeKey, partition_key

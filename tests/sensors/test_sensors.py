@@ -4,7 +4,7 @@ import json
 
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 
-from podinsight_dagster.demo.cdn import Fault
+from tests.support.cdn import Fault
 from podinsight_dagster.store.checkpoints import EpisodeRecord, SqliteCheckpointStore
 from podinsight_dagster.services import build_services
 from podinsight_dagster.settings import Settings

@@ -1,12 +1,13 @@
 """A small, real HTTP/1.1 "podcast CDN" on loopback, with injectable faults.
 
-The offline demo uses it to serve the bundled feeds and audio without touching
-the network, and the test-suite uses it to prove that the downloader survives
-the ways real CDNs misbehave: slow answers, throttled or trickling bodies,
-rate limiting with ``Retry-After``, connections reset or closed mid-body, lying
-``Content-Length`` headers, ignored ``Range`` requests, files that change
-between a download and its resume, HTML error pages served with ``200 OK``,
-redirect chains and loops.
+Test tooling (not part of the installed package; ``podrun demo`` has its own
+small static server, podinsight_dagster/demo/server.py). The test-suite and
+bench/ use it to serve feeds and audio without touching the network, and to
+prove that the downloader survives the ways real CDNs misbehave: slow
+answers, throttled or trickling bodies, rate limiting with ``Retry-After``,
+connections reset or closed mid-body, lying ``Content-Length`` headers,
+ignored ``Range`` requests, files that change between a download and its
+resume, HTML error pages served with ``200 OK``, redirect chains and loops.
 
 It is deliberately a *real* server (sockets, threads, HTTP/1.1 keep-alive)
 rather than a mock of ``requests``: the failure modes we care about live in
@@ -18,8 +19,8 @@ slice at a time (``add_file(path, Path(...))``, or ``add_directory`` for
 non-text files over ``STREAM_THRESHOLD``), with an ETag made of size and
 mtime, so a benchmark can serve many 300 MB files without holding them.
 
-Standard library only, and it must never import dagster: the demo and the
-tests start it in processes where dagster may not be importable or wanted.
+Standard library only, and it must never import dagster: the tests and the
+benchmarks start it in processes where dagster may not be importable or wanted.
 
 Typical use::
 
@@ -32,7 +33,7 @@ Typical use::
 
 Command line (serves a directory until Ctrl-C)::
 
-    python -m podinsight_dagster.demo.cdn --root feeds --port 8000
+    python -m tests.support.cdn --root feeds --port 8000
 """
 
 from __future__ import annotations
@@ -1150,7 +1151,7 @@ class PodcastCDN:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m podinsight_dagster.demo.cdn",
+        prog="python -m tests.support.cdn",
         description="Serve a directory of podcast feeds and audio over HTTP until interrupted.",
     )
     parser.add_argument("--root", type=Path, required=True, help="directory to serve")
