@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from podinsight_dagster.definitions import definitions_for
-from podinsight_dagster.demo.cdn import Fault, PodcastCDN
+from tests.support.cdn import Fault, PodcastCDN
 from podinsight_dagster.instance import get_instance
 from podinsight_dagster.launch import LocalLauncher
 from podinsight_dagster.services import build_services
