@@ -42,12 +42,9 @@ def _settings(**overrides) -> Settings:
 
 
 def _services(settings: Settings):
-    from podinsight_dagster.services import DeploymentNotReady, build_services
+    from podinsight_dagster.services import build_services
 
-    try:
-        return build_services(settings)
-    except DeploymentNotReady as exc:
-        raise click.ClickException(str(exc))
+    return build_services(settings)
 
 
 def _launcher(settings: Settings, dagster_url: str | None):
@@ -60,7 +57,37 @@ def _launcher(settings: Settings, dagster_url: str | None):
     return LocalLauncher(get_instance(settings), definitions_for(settings), say=click.echo)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class PodrunGroup(click.Group):
+    """Turns errors of the AWS deployment's services into one sentence instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            message = aws_error_sentence(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+def aws_error_sentence(exc: BaseException) -> str | None:
+    """One sentence for a boto3 error (no credentials, endpoint unreachable, missing bucket or table)."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        return None
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        return (f"AWS {exc.operation_name} failed: {err.get('Code', '?')}: {err.get('Message', '')}".rstrip(": ")
+                + " (PODINSIGHT_DEPLOYMENT=aws; check the buckets, the status table and the credentials)")
+    if isinstance(exc, BotoCoreError):
+        return f"AWS: {exc} (PODINSIGHT_DEPLOYMENT=aws; check AWS_REGION, AWS_ENDPOINT_URL and the credentials)"
+    return None
+
+
+@click.group(cls=PodrunGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Pod-Insight: podcast feeds to transcripts, segments, subtitles and KPIs."""
 

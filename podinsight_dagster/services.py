@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from podinsight_dagster.costs.budget import (Budget, ComputeFreezer, LocalComputeFreezer, SpendLedger,
-                                             SqliteSpendLedger)
+from podinsight_dagster.costs.budget import (BatchComputeFreezer, Budget, ComputeFreezer, LocalComputeFreezer,
+                                             SpendLedger, SqliteSpendLedger)
 from podinsight_dagster.costs.prices import Prices
 from podinsight_dagster.fetch.catalog import CatalogError, load_catalog
 from podinsight_dagster.fetch.http import HttpClient, HttpConfig
@@ -21,23 +21,34 @@ from podinsight_dagster.fetch.limits import HostLimiter, LocalHostLimiter
 from podinsight_dagster.fetch.netpolicy import NetworkPolicy
 from podinsight_dagster.settings import MANIFEST_BUCKET, RAW_BUCKET, STAGE_BUCKET, Settings
 from podinsight_dagster.store.checkpoints import CheckpointStore, SqliteCheckpointStore
-from podinsight_dagster.store.metrics import Metrics, SqliteMetrics
+from podinsight_dagster.store.metrics import CloudWatchMetrics, Metrics, SqliteMetrics
 from podinsight_dagster.store.objects import LocalObjectStore, ObjectStore
 from podinsight_dagster.transcribe.engine import TranscribeOptions
 from podinsight_dagster.transcribe.transcriber import InProcessTranscriber, Transcriber
 
 
-class DeploymentNotReady(RuntimeError):
-    """The chosen deployment lacks an implementation of a seam; the message says which."""
+def aws_client(settings: Settings, service: str):
+    """A boto3 client for the deployment's region and endpoint (AWS, or a local endpoint such as moto).
+
+    Adaptive retries: throttling (S3 SlowDown, DynamoDB ProvisionedThroughputExceeded, 503s) is
+    retried with backoff by botocore itself.
+    """
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        service, region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url,
+        config=Config(retries={"max_attempts": 8, "mode": "adaptive"}, max_pool_connections=64))
 
 
-AWS_MISSING = ("the aws deployment cannot run yet: its S3 object store, DynamoDB checkpoints and spend ledger "
-               "and CloudWatch metrics are not built (see docs/ARCHITECTURE.md); use PODINSIGHT_DEPLOYMENT=local")
+def status_table(settings: Settings):
+    import boto3
+    from botocore.config import Config
 
-
-def _require_local(settings: Settings, seam: str) -> None:
-    if settings.deployment != "local":
-        raise DeploymentNotReady(f"{seam}: {AWS_MISSING}")
+    resource = boto3.session.Session().resource(
+        "dynamodb", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url,
+        config=Config(retries={"max_attempts": 8, "mode": "adaptive"}))
+    return resource.Table(settings.status_table)
 
 
 @dataclass(frozen=True)
@@ -74,7 +85,13 @@ class Services:
 # One builder per seam.
 # ---------------------------------------------------------------------------
 def build_object_stores(settings: Settings) -> ObjectStores:
-    _require_local(settings, "object store")
+    if settings.deployment == "aws":
+        from podinsight_dagster.store.s3 import S3ObjectStore
+
+        s3 = aws_client(settings, "s3")
+        return ObjectStores(raw=S3ObjectStore(s3, settings.raw_bucket, RAW_BUCKET),
+                            stage=S3ObjectStore(s3, settings.stage_bucket, STAGE_BUCKET),
+                            manifests=S3ObjectStore(s3, settings.manifest_bucket, MANIFEST_BUCKET))
     settings.ensure_dirs()
     return ObjectStores(raw=LocalObjectStore(settings.raw_root, RAW_BUCKET),
                         stage=LocalObjectStore(settings.stage_root, STAGE_BUCKET),
@@ -82,12 +99,16 @@ def build_object_stores(settings: Settings) -> ObjectStores:
 
 
 def build_checkpoints(settings: Settings) -> CheckpointStore:
-    _require_local(settings, "checkpoint store")
+    if settings.deployment == "aws":
+        from podinsight_dagster.store.dynamo import DynamoCheckpointStore
+
+        return DynamoCheckpointStore(status_table(settings))
     return SqliteCheckpointStore(settings.checkpoint_db)
 
 
 def build_metrics(settings: Settings) -> Metrics:
-    _require_local(settings, "metrics")
+    if settings.deployment == "aws":
+        return CloudWatchMetrics(aws_client(settings, "cloudwatch"), settings.metrics_namespace)
     settings.home.mkdir(parents=True, exist_ok=True)
     return SqliteMetrics(settings.checkpoint_db)
 
@@ -97,11 +118,19 @@ def build_prices(settings: Settings) -> Prices:
 
 
 def build_budget(settings: Settings) -> Budget:
-    _require_local(settings, "spend ledger")
-    settings.home.mkdir(parents=True, exist_ok=True)
-    ledger: SpendLedger = SqliteSpendLedger(settings.checkpoint_db)
-    freezer: ComputeFreezer = LocalComputeFreezer(settings.checkpoint_db)
-    return Budget(ledger, settings.cost_ceiling_usd, settings.price_gpu_hour, freezer)
+    ledger: SpendLedger
+    freezer: ComputeFreezer
+    if settings.deployment == "aws":
+        from podinsight_dagster.store.dynamo import DynamoSpendLedger
+
+        ledger = DynamoSpendLedger(status_table(settings))
+        freezer = BatchComputeFreezer(aws_client(settings, "batch"), settings.gpu_compute_environment)
+    else:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        ledger = SqliteSpendLedger(settings.checkpoint_db)
+        freezer = LocalComputeFreezer(settings.checkpoint_db)
+    # GPUCostToday is emitted as spend is recorded (run-book §5), to the deployment's metrics.
+    return Budget(ledger, settings.cost_ceiling_usd, settings.price_gpu_hour, freezer, metrics=build_metrics(settings))
 
 
 def catalog_host_limits(settings: Settings) -> dict[str, int]:

@@ -90,6 +90,10 @@ def moto_server(tmp_path, monkeypatch):
     # moto's request recorder writes to a file in the working directory unless told otherwise.
     monkeypatch.setenv("MOTO_RECORDER_FILEPATH", str(tmp_path / "moto_recording"))
     server = MotoServer()
+    # moto keeps its backends per process, not per server: start every test from an empty account.
+    import requests
+
+    requests.post(server.url + "/moto-api/reset", timeout=10).raise_for_status()
     try:
         yield server
     finally:

@@ -118,11 +118,3 @@ def test_a_bad_setting_is_one_sentence_not_a_traceback(home, podrun, monkeypatch
     result = podrun("status", ok=False)
     assert result.exit_code == 1
     assert result.output.strip() == "Error: PODINSIGHT_BATCH_SIZE='eight' is not a whole number"
-
-
-def test_aws_deployment_says_what_is_missing_in_one_sentence(home, podrun, monkeypatch):
-    monkeypatch.setenv("PODINSIGHT_DEPLOYMENT", "aws")
-    result = podrun("status", ok=False)
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.output.startswith("Error: object store: the aws deployment cannot run yet")
-    assert len(result.output.strip().splitlines()) == 1

@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+from podinsight_dagster.store.metrics import Metric, Metrics
+
 DEFAULT_CEILING_USD = 40.0
 # Run-book §4.3: 1,000 episodes in 83 GPU-hours, i.e. about 12x real time per GPU on a g5.xlarge.
 GPU_REALTIME_FACTOR = 12.0
@@ -177,14 +179,17 @@ class Budget:
     """The ceiling's rules over a ledger and a freezer."""
 
     def __init__(self, ledger: SpendLedger, ceiling_usd: float = DEFAULT_CEILING_USD, gpu_hour_usd: float = 0.30,
-                 freezer: ComputeFreezer | None = None):
+                 freezer: ComputeFreezer | None = None, metrics: Metrics | None = None):
         self.ledger = ledger
         self.ceiling_usd = ceiling_usd
         self.gpu_hour_usd = gpu_hour_usd
         self.freezer = freezer
+        self.metrics = metrics  # where GPUCostToday goes, if anywhere
 
     def record_spend(self, entry: SpendEntry) -> None:
         self.ledger.record(entry)
+        if self.metrics is not None:
+            self.metrics.put([Metric("GPUCostToday", round(self.cost_today(), 6), "None")])
 
     def cost_today(self) -> float:
         return self.ledger.spent_since(start_of_today())

@@ -22,7 +22,26 @@ from podinsight_dagster.store.objects import LocalObjectStore, ObjectNotFound
 from podinsight_dagster.transcribe.engine import TranscribeOptions, Transcript, TranscriptionError
 from podinsight_dagster.transcribe.transcriber import InProcessTranscriber
 
+from podinsight_dagster.services import build_budget, build_checkpoints, build_metrics, build_object_stores
+from podinsight_dagster.settings import Settings
+from podinsight_dagster.store.dynamo import create_table
+
 from ..conftest import TEST_MODEL
+
+
+@pytest.fixture
+def aws_settings(moto_server, tmp_path, monkeypatch):
+    """Settings of the aws deployment, against moto's server on loopback, with the buckets and table made."""
+    # boto3's own credential chain reads these (moto accepts any).
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    settings = Settings(home=tmp_path / "home", feeds_dir=tmp_path / "feeds", deployment="aws",
+                        aws_endpoint_url=moto_server.url, aws_region="us-east-1")
+    s3 = moto_server.client("s3")
+    for bucket in (settings.raw_bucket, settings.stage_bucket, settings.manifest_bucket):
+        s3.create_bucket(Bucket=bucket)
+    create_table(moto_server.client("dynamodb"), settings.status_table)
+    return settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
 
@@ -30,11 +49,11 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
 # ---------------------------------------------------------------------------
 # object store
 # ---------------------------------------------------------------------------
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local", "s3"])
 def object_store(request, tmp_path):
     if request.param == "local":
         return LocalObjectStore(tmp_path / "bucket", "pod-insights-raw")
-    raise AssertionError(request.param)
+    return build_object_stores(request.getfixturevalue("aws_settings")).raw
 
 
 def test_object_store_round_trips_bytes_json_and_files(object_store, tmp_path):
@@ -80,12 +99,12 @@ def test_object_store_missing_objects_raise_object_not_found(object_store):
 # ---------------------------------------------------------------------------
 # checkpoint store
 # ---------------------------------------------------------------------------
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "dynamodb"])
 def checkpoints(request, tmp_path):
     if request.param == "sqlite":
         store = SqliteCheckpointStore(tmp_path / "checkpoints.sqlite")
     else:
-        raise AssertionError(request.param)
+        store = build_checkpoints(request.getfixturevalue("aws_settings"))
     yield store
     store.close()
 
@@ -161,11 +180,11 @@ def test_checkpoints_are_safe_across_threads(checkpoints):
 # ---------------------------------------------------------------------------
 # metrics
 # ---------------------------------------------------------------------------
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "cloudwatch"])
 def metrics(request, tmp_path):
     if request.param == "sqlite":
         return SqliteMetrics(tmp_path / "metrics.sqlite")
-    raise AssertionError(request.param)
+    return build_metrics(request.getfixturevalue("aws_settings"))
 
 
 def test_metrics_latest_is_the_newest_value_per_dimension_set(metrics):
@@ -173,6 +192,7 @@ def test_metrics_latest_is_the_newest_value_per_dimension_set(metrics):
     metrics.put([Metric("PerHost429", 5.0, "Percent", host("a.example")),
                  Metric("PerHost429", 0.5, "Percent", host("b.example")),
                  Metric("GBTransferred", 1.5, "Gigabytes", (("phase", "fetch"),))])
+    time.sleep(1.1)  # CloudWatch keeps one value per period (1 s at high resolution)
     metrics.put([Metric("PerHost429", 0.0, "Percent", host("a.example"))])
     latest = metrics.latest("PerHost429")
     assert {json.loads(k)["hostname"]: v for k, v in latest.items()} == {"a.example": 0.0, "b.example": 0.5}
@@ -183,11 +203,11 @@ def test_metrics_latest_is_the_newest_value_per_dimension_set(metrics):
 # ---------------------------------------------------------------------------
 # spend ledger and freeze
 # ---------------------------------------------------------------------------
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "dynamodb"])
 def ledger(request, tmp_path):
     if request.param == "sqlite":
         return SqliteSpendLedger(tmp_path / "ledger.sqlite")
-    raise AssertionError(request.param)
+    return build_budget(request.getfixturevalue("aws_settings")).ledger
 
 
 def test_ledger_only_grows_and_sums_by_time(ledger):

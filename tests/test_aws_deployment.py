@@ -1,0 +1,89 @@
+"""PODINSIGHT_DEPLOYMENT=aws end to end: podrun fetch, transcribe and status against moto's server on loopback.
+
+S3 holds the audio and the stage files, DynamoDB the episode states and the spend ledger,
+CloudWatch the run-book's metrics; boto3 speaks real HTTP to the local endpoint.
+"""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from podinsight_dagster.cli import main
+from podinsight_dagster.services import build_services
+from podinsight_dagster.settings import Settings
+from podinsight_dagster.store import layout
+from podinsight_dagster.store.dynamo import create_table
+from podinsight_dagster.store.keys import EpisodeKey
+
+
+@pytest.fixture
+def aws_home(home, moto_server, monkeypatch):
+    monkeypatch.setenv("PODINSIGHT_DEPLOYMENT", "aws")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    return home
+
+
+def _make_stack(moto_server, settings: Settings) -> None:
+    s3 = moto_server.client("s3")
+    for bucket in (settings.raw_bucket, settings.stage_bucket, settings.manifest_bucket):
+        s3.create_bucket(Bucket=bucket)
+    create_table(moto_server.client("dynamodb"), settings.status_table)
+
+
+def _podrun(*args, ok=True):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def test_fetch_transcribe_status_on_the_aws_deployment(aws_home, moto_server, demo_catalog):
+    settings = Settings.from_env()
+    _make_stack(moto_server, settings)
+    demo_catalog(["tech-talk"])
+    out = _podrun("fetch", "--limit", "2").output
+    assert "downloading 2 episodes" in out and "s3://pod-insights-manifests/" in out
+    out = _podrun("transcribe", "--limit", "1", "--model", "tiny.en").output
+    assert "transcribing 1 episodes" in out
+    doc = json.loads(_podrun("status", "--json").output)
+    assert doc["episodes"] == {"discovered": 1, "downloaded": 1, "transcribed": 1, "failed": 0}
+    assert doc["cost_today_usd"] > 0 and "127.0.0.1" in doc["per_host_429_rate"]
+
+    services = build_services(settings)
+    [done] = services.checkpoints.episodes(state="transcribed")
+    ek = EpisodeKey.parse(done.partition_key)
+    s3 = moto_server.client("s3")
+    raw = {o["Key"] for o in s3.list_objects_v2(Bucket="pod-insights-raw")["Contents"]}
+    assert layout.audio_key(ek) in raw and layout.meta_key(ek) in raw
+    stage = {o["Key"] for o in s3.list_objects_v2(Bucket="pod-insights-stage")["Contents"]}
+    assert {layout.transcript_key(ek), layout.segments_key(ek), layout.vtt_key(ek), layout.kpis_key(ek)} <= stage
+    meta = json.loads(s3.get_object(Bucket="pod-insights-raw", Key=layout.meta_key(ek))["Body"].read())
+    assert meta["transcript_key"] == layout.transcript_key(ek)  # patched by compare-and-swap (If-Match)
+    head = s3.head_object(Bucket="pod-insights-raw", Key=layout.audio_key(ek), ChecksumMode="ENABLED")
+    assert head.get("ChecksumSHA256")  # stored with a checksum S3 verified
+    names = {m["MetricName"] for m in moto_server.client("cloudwatch").list_metrics(Namespace="PodInsight")["Metrics"]}
+    assert {"DownloadSuccessRate", "PerHost429", "GBTransferred", "AvgDownloadMB", "GPUCostToday"} <= names
+    assert len(services.budget.ledger.entries()) == 1
+
+
+def test_a_missing_table_is_one_sentence(aws_home, moto_server):
+    result = _podrun("status", ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("Error: AWS ") and "ResourceNotFoundException" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_no_credentials_is_one_sentence(aws_home, monkeypatch, moto_server):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    result = _podrun("status", ok=False)
+    assert result.exit_code == 1
+    assert result.output.strip() == ("Error: AWS: Unable to locate credentials (PODINSIGHT_DEPLOYMENT=aws; "
+                                     "check AWS_REGION, AWS_ENDPOINT_URL and the credentials)")
