@@ -382,18 +382,22 @@ def feed_inspect(source: str, as_json: bool) -> None:
     settings = _settings()
     try:
         if source.startswith(("http://", "https://")):
-            content = build_http(settings).fetch_bytes(source).content
+            got = build_http(settings).fetch_bytes(source)
+            content, base_url = got.content, got.final_url or source
         else:
-            content = Path(source).read_bytes()
-        parsed = parse_feed(content, source=source)
+            content, base_url = Path(source).read_bytes(), source
+        parsed = parse_feed(content, source=source, base_url=base_url)
     except (FetchError, FeedParseError, OSError, ValueError) as exc:
         raise click.ClickException(f"{source}: {exc}".replace("\n", " "))
     if as_json:
         click.echo(json.dumps(parsed.to_dict(), indent=2, ensure_ascii=False))
         return
-    click.echo(f"{parsed.title}  ({len(parsed.episodes)} episodes)")
+    kind = f", {parsed.itunes_type}" if parsed.itunes_type else ""
+    click.echo(f"{parsed.title}  ({len(parsed.episodes)} episodes{kind})")
     for ep in parsed.episodes:
         click.echo(f"  {ep.guid_key:<20} {ep.published or '-':<22} {ep.duration_sec or '-':>8}  {ep.title}")
+    for item in parsed.skipped_items:
+        click.echo(f"  skipped {item}")
 
 
 if __name__ == "__main__":
