@@ -106,35 +106,107 @@ def demo(model: str | None) -> None:
 # ---------------------------------------------------------------------------
 # fetch
 # ---------------------------------------------------------------------------
-def read_manifest_source(source: str) -> bytes:
-    """A manifest from a local path or s3://bucket/key (AWS_ENDPOINT_URL is honoured by boto3)."""
+_S3_ERRORS = {
+    "NoSuchBucket": "bucket {bucket} does not exist",
+    "NoSuchKey": "bucket {bucket} has no object {key}",
+    "404": "bucket {bucket} has no object {key}",
+    "AccessDenied": "access denied",
+    "403": "access denied",
+    "InvalidAccessKeyId": "the AWS access key is not valid",
+    "SignatureDoesNotMatch": "the AWS secret key does not match",
+}
+
+
+def read_manifest_source(source: str, settings: Settings | None = None) -> bytes:
+    """A manifest from a local path or s3://bucket/key (the settings' AWS region and endpoint).
+
+    Anything that stops the read is one sentence naming the source (click.ClickException).
+    """
+    what = f"cannot read manifest {source}"
     if source.startswith("s3://"):
         import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
 
         parts = urlsplit(source)
-        obj = boto3.client("s3").get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
-        return obj["Body"].read()
-    return Path(source).read_bytes()
+        bucket, key = parts.netloc, parts.path.lstrip("/")
+        if not bucket or not key:
+            raise click.ClickException(f"{what}: an s3:// URI names a bucket and a key (s3://BUCKET/KEY)")
+        settings = settings or _settings()
+        try:
+            client = boto3.client("s3", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url)
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            reason = _S3_ERRORS.get(code, "{message}").format(
+                bucket=bucket, key=key, message=f"{code or 'S3 error'}: {error.get('Message') or exc}")
+            raise click.ClickException(f"{what}: {reason}")
+        except BotoCoreError as exc:  # no credentials, endpoint unreachable, timeouts
+            raise click.ClickException(f"{what}: {exc}")
+    try:
+        return Path(source).read_bytes()
+    except FileNotFoundError:
+        raise click.ClickException(f"{what}: no such file")
+    except IsADirectoryError:
+        raise click.ClickException(f"{what}: it is a folder, not a file")
+    except OSError as exc:
+        raise click.ClickException(f"{what}: {exc.strerror or exc}")
+
+
+def _manifest_number(value: str | None, column: str, source: str, line: int, *, whole: bool):
+    """A manifest cell as a number (None when empty); one sentence when it is not one."""
+    import math
+
+    value = (value or "").strip()
+    if not value:
+        return None
+    try:
+        n = int(value) if whole else float(value)
+    except ValueError:
+        n = None
+    if n is None or not math.isfinite(n) or n < 0:
+        kind = "a whole number of bytes" if whole else "a number of seconds"
+        raise click.ClickException(f"{source} line {line}: {column} must be {kind}, not {value!r}")
+    return n
 
 
 def manifest_records(data: bytes, source: str):
+    """The episodes of a manifest.csv (the columns discover writes); one sentence on bad input."""
     from podinsight_dagster.store.checkpoints import EpisodeRecord
     from podinsight_dagster.store.keys import EpisodeKey, InvalidKeyError
 
-    records = []
-    for i, row in enumerate(csv.DictReader(io.StringIO(data.decode("utf-8"))), 2):
-        try:
-            ek = EpisodeKey.parse(row.get("partition_key") or f"{row['feed_slug']}/{row['guid_key']}")
-        except (InvalidKeyError, KeyError) as exc:
-            raise click.ClickException(f"{source} line {i}: {exc}")
-        length = row.get("enclosure_length")
-        records.append(EpisodeRecord(
-            partition_key=ek.partition_key, feed_slug=ek.feed_slug, guid_key=ek.guid_key,
-            guid=row.get("guid") or None, title=row.get("title") or None,
-            enclosure_url=row.get("enclosure_url") or None, enclosure_type=row.get("enclosure_type") or None,
-            enclosure_length=int(length) if length and length.isdigit() else None,
-            published=row.get("published") or None,
-            duration_hint_sec=float(row["duration_sec"]) if row.get("duration_sec") else None))
+    try:
+        text = data.decode("utf-8-sig")  # a manifest saved by a spreadsheet starts with a BOM
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(
+            f"{source}: not a UTF-8 text file (byte 0x{data[exc.start]:02x} at offset {exc.start})")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        columns = set(reader.fieldnames or [])
+        if not columns:
+            raise click.ClickException(f"{source}: empty manifest (no header line)")
+        if "partition_key" not in columns and not {"feed_slug", "guid_key"} <= columns:
+            raise click.ClickException(f"{source}: no partition_key column (nor feed_slug and guid_key)")
+        records = []
+        for row in reader:
+            line = reader.line_num
+            cell = {k: (row.get(k) or "").strip() for k in ("partition_key", "feed_slug", "guid_key")}
+            try:
+                ek = EpisodeKey.parse(cell["partition_key"] or f"{cell['feed_slug']}/{cell['guid_key']}")
+            except InvalidKeyError as exc:
+                raise click.ClickException(f"{source} line {line}: {exc}")
+            records.append(EpisodeRecord(
+                partition_key=ek.partition_key, feed_slug=ek.feed_slug, guid_key=ek.guid_key,
+                guid=row.get("guid") or None, title=row.get("title") or None,
+                enclosure_url=(row.get("enclosure_url") or "").strip() or None,
+                enclosure_type=row.get("enclosure_type") or None,
+                enclosure_length=_manifest_number(row.get("enclosure_length"), "enclosure_length", source, line,
+                                                  whole=True),
+                published=row.get("published") or None,
+                duration_hint_sec=_manifest_number(row.get("duration_sec"), "duration_sec", source, line,
+                                                   whole=False)))
+    except csv.Error as exc:
+        raise click.ClickException(f"{source} line {reader.line_num}: not valid CSV ({exc})")
     return records
 
 
@@ -155,10 +227,7 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
     settings = _settings(feeds_dir=feeds_file.resolve() if feeds_file else None)
     services = _services(settings)
     if manifest:
-        try:
-            records = manifest_records(read_manifest_source(manifest), manifest)
-        except OSError as exc:
-            raise click.ClickException(f"cannot read manifest {manifest}: {exc}")
+        records = manifest_records(read_manifest_source(manifest, settings), manifest)
         services.checkpoints.register_episodes(records)
         wanted = [r.partition_key for r in records]
         click.echo(f"manifest {manifest}: {len(wanted)} episodes")
@@ -304,10 +373,7 @@ def transcribe(limit: int | None, manifest: str | None, model: str | None, dagst
     services = _services(settings)
     downloaded = [r for r in services.checkpoints.episodes(state=DOWNLOADED)]
     if manifest:
-        try:
-            listed = {r.partition_key for r in manifest_records(read_manifest_source(manifest), manifest)}
-        except OSError as exc:
-            raise click.ClickException(f"cannot read manifest {manifest}: {exc}")
+        listed = {r.partition_key for r in manifest_records(read_manifest_source(manifest, settings), manifest)}
         downloaded = [r for r in downloaded if r.partition_key in listed]
     todo = downloaded[:limit] if limit is not None else downloaded
     audio_sec = sum(r.duration_hint_sec or DEFAULT_EPISODE_SEC for r in todo)
@@ -409,18 +475,22 @@ def feed_inspect(source: str, as_json: bool) -> None:
     settings = _settings()
     try:
         if source.startswith(("http://", "https://")):
-            content = build_http(settings).fetch_bytes(source).content
+            got = build_http(settings).fetch_bytes(source)
+            content, base_url = got.content, got.final_url or source
         else:
-            content = Path(source).read_bytes()
-        parsed = parse_feed(content, source=source)
+            content, base_url = Path(source).read_bytes(), source
+        parsed = parse_feed(content, source=source, base_url=base_url)
     except (FetchError, FeedParseError, OSError, ValueError) as exc:
         raise click.ClickException(f"{source}: {exc}".replace("\n", " "))
     if as_json:
         click.echo(json.dumps(parsed.to_dict(), indent=2, ensure_ascii=False))
         return
-    click.echo(f"{parsed.title}  ({len(parsed.episodes)} episodes)")
+    kind = f", {parsed.itunes_type}" if parsed.itunes_type else ""
+    click.echo(f"{parsed.title}  ({len(parsed.episodes)} episodes{kind})")
     for ep in parsed.episodes:
         click.echo(f"  {ep.guid_key:<20} {ep.published or '-':<22} {ep.duration_sec or '-':>8}  {ep.title}")
+    for item in parsed.skipped_items:
+        click.echo(f"  skipped {item}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ package reads the environment: ``podrun`` flags override a field with
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,8 @@ def _usd(name: str, raw: str) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not an amount in USD") from None
+    if not math.isfinite(value):  # nan would compare false with everything: no ceiling at all
+        raise SettingsError(f"{name}={raw!r} is not an amount in USD")
     if value < 0:
         raise SettingsError(f"{name}={raw!r} is negative")
     return value

@@ -6,6 +6,7 @@ the run-book's per-host defaults.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,12 +51,40 @@ def load_catalog_file(path: Path) -> Catalog:
             slug = validate_feed_slug(str(item["slug"]))
         except InvalidKeyError as exc:
             raise CatalogError(f"{path}: feeds[{i}]: {exc}") from exc
-        tier = item.get("tier")
-        feeds.append(FeedSpec(slug=slug, url=str(item["url"]).strip(), tier=int(tier) if tier is not None else None))
+        tier = _whole_number(item.get("tier"))
+        if tier is False:
+            raise CatalogError(f"{path}: feeds[{i}] ({slug}): tier must be a whole number, not {_yaml(item['tier'])}")
+        feeds.append(FeedSpec(slug=slug, url=str(item["url"]).strip(), tier=tier))
     limits = doc.get("host_limits") or {}
-    if not isinstance(limits, dict) or not all(isinstance(v, int) and v > 0 for v in limits.values()):
-        raise CatalogError(f"{path}: host_limits must map hostnames to positive integers")
-    return Catalog(feeds=feeds, host_limits={str(k).lower(): v for k, v in limits.items()}, sources=[str(path)])
+    if not isinstance(limits, dict):
+        raise CatalogError(f"{path}: host_limits must map hostnames to positive whole numbers")
+    for host, value in limits.items():
+        n = _whole_number(value)
+        if n is False or n is None or n <= 0:
+            raise CatalogError(f"{path}: host_limits: {host} must be a positive whole number, not {_yaml(value)}")
+    return Catalog(feeds=feeds, host_limits={str(k).lower(): _whole_number(v) for k, v in limits.items()},
+                   sources=[str(path)])
+
+
+def _yaml(value) -> str:
+    """A value as the catalog spells it (``true``, ``"one"``, ``1.5``)."""
+    return json.dumps(value, default=str)
+
+
+def _whole_number(value) -> int | None | bool:
+    """``value`` as an int (YAML ints, or digits in a string); None when absent; False when not a number.
+
+    YAML reads ``true`` and ``yes`` as booleans, which Python would take for 1: refused.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return False
 
 
 def load_catalog(paths: list[Path] | Path) -> Catalog:

@@ -67,12 +67,15 @@ def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[Epi
             rec.last_status, rec.last_error, rec.checked_at = "not_modified", None, time.time()
             store.upsert_feed(rec)
             return FeedResult(spec.slug, fetch_url, "not_modified", episodes=rec.episodes), []
-        feed = parse_feed(first.content, source=f"feed {spec.slug} ({fetch_url})")
+        # Relative enclosure, transcript and chapters URLs resolve against where the bytes came from.
+        feed = parse_feed(first.content, source=f"feed {spec.slug} ({fetch_url})",
+                          base_url=first.final_url or fetch_url)
         episodes, skipped = list(feed.episodes), list(feed.skipped)
         next_url, pages = feed.next_page_url, 1
         while next_url and pages < MAX_FEED_PAGES:
-            page = parse_feed(services.http.fetch_bytes(next_url, accept=FEED_ACCEPT).content,
-                              source=f"feed {spec.slug} page {pages + 1}")
+            got = services.http.fetch_bytes(next_url, accept=FEED_ACCEPT)
+            page = parse_feed(got.content, source=f"feed {spec.slug} page {pages + 1}",
+                              base_url=got.final_url or next_url)
             episodes += page.episodes
             skipped += page.skipped
             next_url, pages = page.next_page_url, pages + 1

@@ -16,9 +16,11 @@ stay literal text. Real podcast feeds do not declare entities.
 from __future__ import annotations
 
 import calendar
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from urllib.parse import urljoin
 
 import feedparser
 from defusedxml import ElementTree as SafeET
@@ -34,6 +36,25 @@ feedparser.USER_AGENT = USER_AGENT
 PODCAST_NS = "https://podcastindex.org/namespace/1.0"
 ITUNES_NS = "http://www.itunes.com/dtds/podcast-1.0.dtd"
 ATOM_NS = "http://www.w3.org/2005/Atom"
+MEDIA_NS = "http://search.yahoo.com/mrss/"
+XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
+
+# Prefixes publishers use without declaring them (feedparser then drops to its loose parser and
+# a strict XML parser refuses the document): declared on the root element before parsing.
+KNOWN_PREFIXES = {
+    "itunes": ITUNES_NS,
+    "podcast": PODCAST_NS,
+    "media": MEDIA_NS,
+    "atom": ATOM_NS,
+    "content": "http://purl.org/rss/1.0/modules/content/",
+    "googleplay": "http://www.google.com/schemas/play-podcasts/1.0",
+}
+# Namespace URIs seen in the wild for the same vocabularies (compared lower-cased).
+_NS_ALIASES = {
+    PODCAST_NS: {PODCAST_NS, "https://github.com/podcastindex-org/podcast-namespace/blob/main/docs/1.0.md"},
+    ITUNES_NS: {ITUNES_NS, "http://www.itunes.com/dtds/podcast-1.0.dtd/", "https://www.itunes.com/dtds/podcast-1.0.dtd"},
+    MEDIA_NS: {MEDIA_NS, "http://search.yahoo.com/mrss", "https://search.yahoo.com/mrss/"},
+}
 
 
 class FeedParseError(ValueError):
@@ -61,12 +82,27 @@ class Episode:
     transcripts: list[TranscriptLink] = field(default_factory=list)
     chapters_url: str | None = None
     link: str | None = None
+    season: int | None = None     # itunes:season
+    number: int | None = None     # itunes:episode (serial shows are read in this order)
+
+    @property
+    def guid_derived(self) -> bool:
+        """The item has no GUID: its identity (and key) is the enclosure URL, as podcast clients do."""
+        return not self.guid
+
+    @property
+    def identity(self) -> str | None:
+        """What the key is derived from: the GUID, or the enclosure URL when there is none."""
+        return self.guid or self.enclosure_url
 
     def to_dict(self) -> dict:
         return {
-            "guid": self.guid,
+            "guid": self.identity,
+            "guid_derived": self.guid_derived,
             "guid_key": self.guid_key,
             "title": self.title,
+            "season": self.season,
+            "episode": self.number,
             "published": self.published,
             "enclosure": {"url": self.enclosure_url, "type": self.enclosure_type, "length": self.enclosure_length},
             "duration_sec": self.duration_sec,
@@ -76,41 +112,69 @@ class Episode:
 
 
 @dataclass
+class SkippedItem:
+    """An item left out of the episodes, and why."""
+
+    index: int              # position in the feed (0-based)
+    title: str | None
+    guid: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        return f"item {self.index} ({self.title!r}): {self.reason}"
+
+
+@dataclass
 class Feed:
     title: str | None
     link: str | None
     new_feed_url: str | None
     next_page_url: str | None
-    episodes: list[Episode]
-    skipped: list[str] = field(default_factory=list)  # why items were left out
+    episodes: list[Episode]  # in the feed's order
+    skipped: list[str] = field(default_factory=list)  # why items were left out (str of skipped_items)
     podcast_guid: str | None = None  # Podcasting 2.0 <podcast:guid>: the show's stable identity
+    itunes_type: str | None = None   # "episodic" (newest first) or "serial" (read in order)
+    skipped_items: list[SkippedItem] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
             "feed": {"title": self.title, "link": self.link, "new_feed_url": self.new_feed_url,
-                     "podcast_guid": self.podcast_guid, "next_page_url": self.next_page_url},
+                     "podcast_guid": self.podcast_guid, "next_page_url": self.next_page_url,
+                     "itunes_type": self.itunes_type},
             "episodes": [e.to_dict() for e in self.episodes],
+            "skipped": [asdict(s) for s in self.skipped_items],
         }
 
 
-_DURATION_RE = re.compile(r"^\s*(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d+)?)\s*$")
+_DURATION_RE = re.compile(r"^(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d+)?)$")
+_ISO_DURATION_RE = re.compile(r"^P(?:(\d+(?:\.\d+)?)D)?T?(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?"
+                              r"(?:(\d+(?:\.\d+)?)S)?$", re.IGNORECASE)
 
 
 def parse_duration(value: str | None) -> float | None:
-    """``itunes:duration`` in all its forms: ``HH:MM:SS``, ``MM:SS``, ``SSSS``, ``1234.5``."""
+    """``itunes:duration`` in the forms seen in the wild, in seconds; anything else is None.
+
+    ``HH:MM:SS``, ``MM:SS``, ``SSSS``, ``1234.5``, ``1:02:03.500`` (a comma works as the
+    decimal mark too) and ISO 8601 ``PT1H2M3S``. Garbage, negative or non-finite values
+    give None, never an exception.
+    """
     if value is None:
         return None
-    value = str(value).strip()
+    value = str(value).strip().replace(",", ".")
     if not value:
         return None
     m = _DURATION_RE.match(value)
-    if not m:
-        return None
-    parts = [p for p in m.groups() if p is not None]
-    secs = 0.0
-    for p in parts:
-        secs = secs * 60 + float(p)
-    return secs
+    if m:
+        secs = 0.0
+        for p in (p for p in m.groups() if p is not None):
+            secs = secs * 60 + float(p)
+    else:
+        m = _ISO_DURATION_RE.match(value)
+        if not m or not any(m.groups()) or value.upper().endswith("T"):
+            return None
+        d, h, mi, se = (float(g) if g else 0.0 for g in m.groups())
+        secs = ((d * 24 + h) * 60 + mi) * 60 + se
+    return secs if math.isfinite(secs) else None
 
 
 def _iso(struct) -> str | None:
@@ -193,40 +257,178 @@ def defuse(content: bytes, source: str = "feed") -> bytes:
     return data
 
 
-def _podcast_extras(content: bytes) -> tuple[dict, list[dict]]:
-    """Podcasting 2.0 tags feedparser flattens: every podcast:transcript, podcast:chapters.
+_ROOT_START = re.compile(rb"<([A-Za-z_][\w.-]*(?::[\w.-]+)?)")
 
-    Returns (channel extras, per-item extras in document order). Best effort: a
-    feed that defusedxml refuses (malformed, entity tricks) keeps feedparser's view only.
+
+def declare_missing_namespaces(data: bytes) -> bytes:
+    """Declare on the root element the well-known prefixes a feed uses without declaring them.
+
+    ``<podcast:transcript>`` or ``<itunes:duration>`` in a feed that forgot
+    ``xmlns:podcast``/``xmlns:itunes`` is not namespace-well-formed XML: a strict parser refuses
+    it and feedparser falls back to a loose parser. Declaring the prefix is what the publisher meant.
+    """
+    root = _ROOT_ELEMENT.search(data)
+    if root is None:
+        return data
+    m = _ROOT_START.match(data, root.start())
+    if m is None:
+        return data
+    missing = [
+        prefix for prefix in KNOWN_PREFIXES
+        if re.search(rb"[<\s/]" + prefix.encode() + rb":[A-Za-z_]", data)
+        and not re.search(rb"xmlns:" + prefix.encode() + rb"\s*=", data)
+    ]
+    if not missing:
+        return data
+    decls = b"".join(b' xmlns:%s="%s"' % (p.encode(), KNOWN_PREFIXES[p].encode()) for p in missing)
+    return data[: m.end()] + decls + data[m.end():]
+
+
+def _ns_matches(tag: str, ns: str, local: str) -> bool:
+    """``tag`` (``{uri}local``) is ``local`` in ``ns`` or in one of its variants seen in the wild."""
+    if not tag.startswith("{"):
+        return False
+    uri, _, name = tag[1:].partition("}")
+    return name == local and uri.lower() in {a.lower() for a in _NS_ALIASES.get(ns, {ns})}
+
+
+def _children(el, ns: str, local: str) -> list:
+    return [c for c in el if isinstance(c.tag, str) and _ns_matches(c.tag, ns, local)]
+
+
+def _resolve(base: str | None, url: str | None) -> str | None:
+    """``url`` trimmed and resolved against ``base`` (the feed's URL or file path, then any xml:base)."""
+    url = (url or "").strip()
+    if not url:
+        return None
+    return urljoin(base, url) if base else url
+
+
+def _base_of(el, base: str | None) -> str | None:
+    xb = el.get(XML_BASE)
+    return _resolve(base, xb) if xb and xb.strip() else base
+
+
+def _int(value) -> int | None:
+    """A positive whole number from a publisher's attribute or text, else None (0 means unknown)."""
+    try:
+        n = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return n if n > 0 else None
+
+
+@dataclass
+class _Enclosure:
+    url: str
+    type: str | None
+    length: int | None
+    medium: str | None = None  # media:content's medium="audio"
+
+
+_AUDIO_EXTENSIONS = (".mp3", ".m4a", ".m4b", ".aac", ".ogg", ".oga", ".opus", ".wav", ".flac", ".mpga")
+_VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm")
+_UNTYPED = ("", "application/octet-stream", "binary/octet-stream")
+
+
+def _audio_rank(enc: _Enclosure) -> int | None:
+    """3 audio, 2 unknown (may be audio), 1 video (its audio track); None: not audio at all."""
+    kind = (enc.type or "").split(";")[0].strip().lower()
+    medium = (enc.medium or "").strip().lower()
+    path = enc.url.split("?")[0].split("#")[0].lower()
+    if kind.startswith("audio/") or medium == "audio":
+        return 3
+    if kind in _UNTYPED and not medium:
+        if path.endswith(_AUDIO_EXTENSIONS):
+            return 3
+        return 1 if path.endswith(_VIDEO_EXTENSIONS) else 2
+    if kind.startswith("video/") or medium == "video":
+        return 1
+    return None
+
+
+def choose_enclosure(enclosures: list[_Enclosure]) -> tuple[_Enclosure | None, str | None]:
+    """The audio among an item's enclosures: by type (audio, then untyped, then video), then by size.
+
+    The largest of equals wins (a short one is often a trailer or a low-bitrate copy); document
+    order breaks ties. Returns (enclosure, None) or (None, why none fits).
+    """
+    if not enclosures:
+        return None, "no enclosure"
+    ranked = [(r, e) for e in enclosures if (r := _audio_rank(e)) is not None]
+    if not ranked:
+        kinds = ", ".join(sorted({e.type or e.medium or "no type" for e in enclosures}))
+        return None, f"no audio enclosure ({kinds})"
+    best = max(ranked, key=lambda re_: (re_[0], re_[1].length or 0))  # max() keeps the first of equals
+    return best[1], None
+
+
+def _item_extras(item, base: str | None, is_atom: bool) -> dict:
+    """What feedparser gets wrong or leaves out of one item, read from the strict parse."""
+    base = _base_of(item, base)
+    if is_atom:
+        gid = item.find(f"{{{ATOM_NS}}}id")
+        encs = [_Enclosure(url, link.get("type"), _int(link.get("length")))
+                for link in item.findall(f"{{{ATOM_NS}}}link") if link.get("rel") == "enclosure"
+                and (url := _resolve(_base_of(link, base), link.get("href")))]
+    else:
+        gid = item.find("guid")
+        encs = [_Enclosure(url, (e.get("type") or "").strip() or None, _int(e.get("length")))
+                for e in item.findall("enclosure") if (url := _resolve(_base_of(e, base), e.get("url")))]
+    if not encs:  # Media RSS: media:content, directly or inside media:group
+        contents = _children(item, MEDIA_NS, "content")
+        for group in _children(item, MEDIA_NS, "group"):
+            contents += _children(group, MEDIA_NS, "content")
+        encs = [_Enclosure(url, (c.get("type") or "").strip() or None, _int(c.get("fileSize")), c.get("medium"))
+                for c in contents if (url := _resolve(_base_of(c, base), c.get("url")))]
+    transcripts = [
+        TranscriptLink(url=url, type=t.get("type"), language=t.get("language"), rel=t.get("rel"))
+        for t in _children(item, PODCAST_NS, "transcript") if (url := _resolve(_base_of(t, base), t.get("url")))
+    ]
+    chapters = _children(item, PODCAST_NS, "chapters")
+    itunes = {k: _int(c[0].text) if (c := _children(item, ITUNES_NS, k)) else None for k in ("season", "episode")}
+    return {
+        "guid": (gid.text or "").strip() or None if gid is not None else None,
+        "enclosures": encs,
+        "transcripts": transcripts,
+        "chapters_url": _resolve(_base_of(chapters[0], base), chapters[0].get("url")) if chapters else None,
+        "season": itunes["season"], "episode": itunes["episode"],
+    }
+
+
+def _podcast_extras(content: bytes, base_url: str | None = None) -> tuple[dict, list[dict]] | None:
+    """The strict parse: channel extras and per-item extras in document order.
+
+    GUIDs, enclosures (with Media RSS), Podcasting 2.0 transcripts and chapters, all URLs
+    trimmed and resolved against ``base_url`` and ``xml:base``. feedparser is not used for
+    these: it resolves GUIDs as if they were URLs and keeps whitespace in attributes. None
+    when defusedxml refuses the document (malformed, entity tricks): feedparser's view stands.
     """
     try:
         root = SafeET.fromstring(content)
     except Exception:  # noqa: BLE001 - malformed or hostile XML: feedparser's result stands
-        return {}, []
+        return None
     channel = root.find("channel")
     is_atom = root.tag == f"{{{ATOM_NS}}}feed"
-    items_parent = channel if channel is not None else root
-    extras = []
-    tag_item = f"{{{ATOM_NS}}}entry" if is_atom else "item"
-    for item in items_parent.findall(tag_item):
-        transcripts = [
-            TranscriptLink(url=t.get("url", ""), type=t.get("type"), language=t.get("language"), rel=t.get("rel"))
-            for t in item.findall(f"{{{PODCAST_NS}}}transcript") if t.get("url")
-        ]
-        chapters = item.find(f"{{{PODCAST_NS}}}chapters")
-        extras.append({"transcripts": transcripts, "chapters_url": chapters.get("url") if chapters is not None else None})
-    chan = {}
+    base = _base_of(root, base_url)
     head = channel if channel is not None else root
-    pguid = head.find(f"{{{PODCAST_NS}}}guid")
-    if pguid is not None and (pguid.text or "").strip():
-        chan["podcast_guid"] = pguid.text.strip()
-    nfu = head.find(f"{{{ITUNES_NS}}}new-feed-url")
-    if nfu is not None and (nfu.text or "").strip():
-        chan["new_feed_url"] = nfu.text.strip()
+    base = _base_of(head, base) if channel is not None else base
+    tag_item = f"{{{ATOM_NS}}}entry" if is_atom else "item"
+    extras = [_item_extras(item, base, is_atom) for item in head.findall(tag_item)]
+    chan = {}
+    pguid = _children(head, PODCAST_NS, "guid")
+    if pguid and (pguid[0].text or "").strip():
+        chan["podcast_guid"] = pguid[0].text.strip()
+    nfu = _children(head, ITUNES_NS, "new-feed-url")
+    if nfu and (nfu[0].text or "").strip():
+        chan["new_feed_url"] = _resolve(base, nfu[0].text)
+    itype = _children(head, ITUNES_NS, "type")
+    if itype and (itype[0].text or "").strip():
+        chan["itunes_type"] = itype[0].text.strip().lower()
     # Paged feeds: <atom:link rel="next"> in an RSS channel, <link rel="next"> in an Atom feed.
     for link in head.findall(f"{{{ATOM_NS}}}link"):
-        if link.get("rel") == "next" and link.get("href"):
-            chan["next_page_url"] = link.get("href").strip()
+        if link.get("rel") == "next" and (link.get("href") or "").strip():
+            chan["next_page_url"] = _resolve(_base_of(link, base), link.get("href"))
             break
     return chan, extras
 
@@ -235,66 +437,87 @@ def _next_link(parsed) -> str | None:
     """feedparser's view of rel="next" (used when the strict parse of the extras failed)."""
     for link in parsed.feed.get("links", []) or []:
         if link.get("rel") == "next" and link.get("href"):
-            return link["href"]
+            return link["href"].strip()
     return None
 
 
-def parse_feed(content: bytes, source: str = "feed") -> Feed:
-    """Parse feed bytes. Items without audio are skipped (and said why), not fatal."""
+def _fallback_extras(entry, base_url: str | None) -> dict:
+    """feedparser's view of an item, when the strict parse failed (malformed XML)."""
+    encs = [_Enclosure(url, (link.get("type") or "").strip() or None, _int(link.get("length")))
+            for link in entry.get("links", []) or []
+            if link.get("rel") == "enclosure" and (url := _resolve(base_url, link.get("href")))]
+    if not encs:
+        encs = [_Enclosure(url, (c.get("type") or "").strip() or None, _int(c.get("filesize")), c.get("medium"))
+                for c in entry.get("media_content", []) or [] if (url := _resolve(base_url, c.get("url")))]
+    return {"guid": (entry.get("id") or "").strip() or None, "enclosures": encs, "transcripts": [],
+            "chapters_url": None, "season": _int(entry.get("itunes_season")),
+            "episode": _int(entry.get("itunes_episode"))}
+
+
+def parse_feed(content: bytes, source: str = "feed", base_url: str | None = None) -> Feed:
+    """Parse feed bytes. Items without audio are skipped (and said why), not fatal.
+
+    ``base_url`` is where the feed was read from (the URL after redirects, or a file path):
+    relative enclosure, transcript and chapters URLs are resolved against it and ``xml:base``.
+    Episodes keep the feed's order.
+    """
     if not content or not content.strip():
         raise FeedParseError(f"{source}: empty document")
-    content = defuse(content, source)
-    parsed = feedparser.parse(content)
+    content = declare_missing_namespaces(defuse(content, source))
+    parsed = feedparser.parse(content)  # no Content-Location: feedparser would "resolve" GUIDs too
     if parsed.bozo and not parsed.entries and not parsed.feed.get("title"):
         reason = getattr(parsed, "bozo_exception", None)
         raise FeedParseError(f"{source}: not a valid RSS/Atom feed ({reason})")
     if not parsed.get("version") and not parsed.entries:
         raise FeedParseError(f"{source}: not an RSS or Atom feed")
-    chan_extra, item_extras = _podcast_extras(content)
+    strict = _podcast_extras(content, base_url)
+    chan_extra, item_extras = strict if strict is not None else ({}, [])
+    aligned = len(item_extras) == len(parsed.entries)
     episodes: list[Episode] = []
-    skipped: list[str] = []
+    skipped: list[SkippedItem] = []
     seen_keys: set[str] = set()
     for idx, entry in enumerate(parsed.entries):
-        enclosure = next((l for l in entry.get("links", []) if l.get("rel") == "enclosure" and l.get("href")), None)
+        extra = item_extras[idx] if aligned else _fallback_extras(entry, base_url)
         title = entry.get("title")
+        guid = extra["guid"]
+        enclosure, why = choose_enclosure(extra["enclosures"])
         if enclosure is None:
-            skipped.append(f"item {idx} ({title!r}): no enclosure")
+            skipped.append(SkippedItem(idx, title, guid, why))
             continue
-        guid = entry.get("id") or None
         try:
-            gkey = make_guid_key(guid, enclosure.get("href"))
+            gkey = make_guid_key(guid, enclosure.url)
         except ValueError as exc:
-            skipped.append(f"item {idx} ({title!r}): {exc}")
+            skipped.append(SkippedItem(idx, title, guid, str(exc)))
             continue
         if gkey in seen_keys:
-            skipped.append(f"item {idx} ({title!r}): duplicate guid {guid!r}")
+            skipped.append(SkippedItem(idx, title, guid, f"duplicate guid {guid or enclosure.url!r}"))
             continue
         seen_keys.add(gkey)
-        length = enclosure.get("length")
-        try:
-            length_int = int(length) if length not in (None, "") else None
-        except (TypeError, ValueError):
-            length_int = None
-        extra = item_extras[idx] if idx < len(item_extras) and len(item_extras) == len(parsed.entries) else {}
         episodes.append(Episode(
             guid=guid,
             guid_key=gkey,
             title=title,
             published=_iso(entry.get("published_parsed") or entry.get("updated_parsed")),
-            enclosure_url=enclosure.get("href"),
-            enclosure_type=enclosure.get("type"),
-            enclosure_length=length_int,
+            enclosure_url=enclosure.url,
+            enclosure_type=enclosure.type,
+            enclosure_length=enclosure.length,
             duration_sec=parse_duration(entry.get("itunes_duration")),
-            transcripts=extra.get("transcripts", []),
-            chapters_url=extra.get("chapters_url"),
+            transcripts=extra["transcripts"],
+            chapters_url=extra["chapters_url"],
             link=entry.get("link"),
+            season=extra["season"],
+            number=extra["episode"],
         ))
+    new_feed_url = chan_extra.get("new_feed_url") or (parsed.feed.get("itunes_new-feed-url") or "").strip() or None
+    itunes_type = chan_extra.get("itunes_type") or (parsed.feed.get("itunes_type") or "").strip().lower() or None
     return Feed(
         title=parsed.feed.get("title"),
         link=parsed.feed.get("link"),
-        new_feed_url=chan_extra.get("new_feed_url") or parsed.feed.get("itunes_new-feed-url"),
-        next_page_url=chan_extra.get("next_page_url") or _next_link(parsed),
+        new_feed_url=new_feed_url,
+        next_page_url=chan_extra.get("next_page_url") or _resolve(base_url, _next_link(parsed)),
         podcast_guid=chan_extra.get("podcast_guid") or parsed.feed.get("podcast_guid"),
+        itunes_type=itunes_type,
         episodes=episodes,
-        skipped=skipped,
+        skipped=[str(s) for s in skipped],
+        skipped_items=skipped,
     )
