@@ -124,8 +124,9 @@ def read_manifest_source(source: str, settings: Settings | None = None) -> bytes
     """
     what = f"cannot read manifest {source}"
     if source.startswith("s3://"):
-        import boto3
         from botocore.exceptions import BotoCoreError, ClientError
+
+        from podinsight_dagster.services import aws_client
 
         parts = urlsplit(source)
         bucket, key = parts.netloc, parts.path.lstrip("/")
@@ -133,8 +134,7 @@ def read_manifest_source(source: str, settings: Settings | None = None) -> bytes
             raise click.ClickException(f"{what}: an s3:// URI names a bucket and a key (s3://BUCKET/KEY)")
         settings = settings or _settings()
         try:
-            client = boto3.client("s3", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url)
-            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return aws_client(settings, "s3").get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
