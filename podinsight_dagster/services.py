@@ -141,13 +141,21 @@ def catalog_host_limits(settings: Settings) -> dict[str, int]:
         return {}  # no catalog yet (or a broken one, which the catalog asset reports)
 
 
+def build_limiter(settings: Settings, limits: dict[str, int]) -> HostLimiter:
+    """The per-host caps: across one machine's processes (local), or across every task (aws: DynamoDB leases)."""
+    if settings.deployment == "aws":
+        from podinsight_dagster.fetch.leases import DynamoLeaseHostLimiter
+
+        return DynamoLeaseHostLimiter(status_table(settings), limits, settings.default_host_limit)
+    settings.locks_dir.mkdir(parents=True, exist_ok=True)
+    return LocalHostLimiter(limits, settings.default_host_limit, settings.locks_dir)
+
+
 def build_http(settings: Settings) -> HttpClient:
-    # The limiter's lock folder holds the caps across the processes of one machine (one ECS task on AWS).
     config = HttpConfig(max_audio_bytes=settings.max_audio_bytes, max_attempts=settings.http_max_attempts,
                         host_limits=catalog_host_limits(settings), default_host_limit=settings.default_host_limit)
-    settings.locks_dir.mkdir(parents=True, exist_ok=True)
-    limiter: HostLimiter = LocalHostLimiter(config.host_limits, config.default_host_limit, settings.locks_dir)
-    return HttpClient(config, NetworkPolicy.parse(settings.allow_private_networks), limiter)
+    return HttpClient(config, NetworkPolicy.parse(settings.allow_private_networks),
+                      build_limiter(settings, config.host_limits))
 
 
 def transcribe_options(settings: Settings) -> TranscribeOptions:

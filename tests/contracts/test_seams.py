@@ -22,7 +22,8 @@ from podinsight_dagster.store.objects import LocalObjectStore, ObjectNotFound
 from podinsight_dagster.transcribe.engine import TranscribeOptions, Transcript, TranscriptionError
 from podinsight_dagster.transcribe.transcriber import InProcessTranscriber
 
-from podinsight_dagster.services import build_budget, build_checkpoints, build_metrics, build_object_stores
+from podinsight_dagster.services import (build_budget, build_checkpoints, build_limiter, build_metrics,
+                                         build_object_stores)
 from podinsight_dagster.settings import Settings
 from podinsight_dagster.store.dynamo import create_table
 
@@ -253,9 +254,12 @@ def test_freezer_freezes_and_unfreezes_idempotently(freezer):
 # ---------------------------------------------------------------------------
 # per-host limiter
 # ---------------------------------------------------------------------------
-@pytest.fixture(params=["local-threads", "local-lock-folder"])
+@pytest.fixture(params=["local-threads", "local-lock-folder", "dynamodb-leases"])
 def make_limiter(request, tmp_path):
     def make(limits, default=10):
+        if request.param == "dynamodb-leases":
+            settings = request.getfixturevalue("aws_settings").replace(default_host_limit=default)
+            return build_limiter(settings, limits)
         lock_dir = tmp_path / "locks" if request.param == "local-lock-folder" else None
         return LocalHostLimiter(limits, default, lock_dir)
     return make

@@ -153,3 +153,51 @@ def test_retry_sleep_does_not_hold_the_slot(tmp_path):
         assert free_during_sleep == [True]
     finally:
         cdn.stop()
+
+
+def _leasing_worker(base_url: str, moto_url: str, out_dir: str, tag: str, barrier) -> None:
+    """One process standing for one ECS task: 4 threads, slots leased from DynamoDB (limit 2 in total)."""
+    import os
+
+    from podinsight_dagster.fetch.http import HttpClient, HttpConfig
+    from podinsight_dagster.fetch.netpolicy import NetworkPolicy
+    from podinsight_dagster.services import build_limiter
+    from podinsight_dagster.settings import Settings
+
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")  # boto3's credential chain
+    settings = Settings(home=Path(out_dir), feeds_dir=Path(out_dir), deployment="aws", aws_endpoint_url=moto_url)
+    limiter = build_limiter(settings, {"127.0.0.1": 2})
+    client = HttpClient(HttpConfig(backoff_base=0.01, backoff_max=0.05), NetworkPolicy.parse("127.0.0.0/8"), limiter)
+    barrier.wait(timeout=60)
+
+    def fetch(i: int) -> str:
+        return client.download(f"{base_url}/ep{i}.mp3", Path(out_dir) / f"{tag}-{i}.mp3").sha256
+
+    with ThreadPoolExecutor(4) as pool:
+        hashes = list(pool.map(fetch, range(12)))
+    assert set(hashes) == {sha256(SMALL)}
+
+
+def test_dynamodb_leases_hold_the_limit_across_tasks(tmp_path, moto_server):
+    """Two processes (two ECS tasks) share one cap through the status table, as the server counts."""
+    from podinsight_dagster.store.dynamo import create_table
+
+    create_table(moto_server.client("dynamodb"), "podinsights-status")
+    cdn = _cdn_with_slow_files("127.0.0.1", 12)
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        barrier = ctx.Barrier(2)
+        procs = [ctx.Process(target=_leasing_worker, args=(cdn.base_url, moto_server.url, str(tmp_path), tag, barrier))
+                 for tag in ("a", "b")]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(180)
+        assert [p.exitcode for p in procs] == [0, 0]
+        assert cdn.request_count() == 24
+        assert cdn.max_concurrent == 2
+    finally:
+        cdn.stop()
+    items = moto_server.client("dynamodb").scan(TableName="podinsights-status")["Items"]
+    slots = [i for i in items if i["feed_slug"]["S"] == "#lease#127.0.0.1"]
+    assert len(slots) == 2 and not any("owner" in i for i in slots)  # every lease given back
