@@ -1,0 +1,234 @@
+"""`podrun fetch`, the whole command, against aria2c with the same per-host caps on the same loopback files.
+
+Not a test. Run from the repository root:
+
+    .venv/bin/python bench/podrun_fetch_bench.py            # 200 x 5 MB, 3 rounds (~5 minutes on 2 cores)
+    .venv/bin/python bench/podrun_fetch_bench.py --quick    # 40 x 1 MB, 1 round: checks the script works
+
+The loopback CDN (tests/support/cdn.py) runs in its own process on 4 hosts (127.0.0.1..4).
+Every request waits 20 ms and every connection is paced to 4 MB/s, so with 3 connections per
+host the caps allow at most 4 x 3 x 4 MB/s = 48 MB/s: the caps bind, not the CPU.
+
+  podrun  `.venv/bin/podrun fetch` as an operator runs it: interpreter start, feed poll, manifest,
+          checkpoint writes, one Dagster run, the downloads (sha256 of every byte), metrics; the
+          catalog sets host_limits 3 for each host.
+  aria2c  one `aria2c -j 3` process per host (3 downloads at once per host, one connection each),
+          all four at once, from a list of the same URLs.
+  library (labelled) HttpClient.download from a 12-thread pool with the same caps: what the
+          command's downloads cost without the command around them.
+
+Rounds alternate; the median is reported, with the server's peak concurrency per host (a cap
+violation is any host above 3). Prints a Markdown section (also written to --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/x.py` puts bench/ on sys.path; the test CDN lives in tests/support
+    sys.path.insert(0, str(REPO))
+
+HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
+PER_HOST = 3
+RATE = 4_000_000          # bytes per second per connection
+LATENCY = 0.02
+MB = 1_000_000
+
+
+def episode_body(i: int, size: int, block: bytes) -> bytes:
+    head = b"ID3\x04\x00\x00\x00\x00\x00\x00" + f"episode-{i:05d}|".encode()
+    return (head + block * (-(-size // len(block))))[:size]
+
+
+def feed_xml(host: int, urls: list[str]) -> bytes:
+    items = "".join(f'<item><title>Episode {k}</title><guid isPermaLink="false">h{host}-ep{k}</guid>'
+                    f'<enclosure url="{u}" type="audio/mpeg"/></item>' for k, u in enumerate(urls))
+    return (f'<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>Show {host}</title>'
+            f"{items}</channel></rss>").encode()
+
+
+def server_main(conn, n: int, size: int) -> None:
+    import random
+
+    from tests.support.cdn import Fault, PodcastCDN
+
+    block = random.Random(1).randbytes(1 << 20)
+    cdns = [PodcastCDN(h, name=f"bench-{h}").start() for h in HOSTS]
+    urls: list[list[str]] = [[] for _ in HOSTS]
+    for i in range(n):
+        h = i % len(HOSTS)
+        path = f"/audio/ep{i}.mp3"
+        cdns[h].add_file(path, episode_body(i, size, block), content_type="audio/mpeg")
+        cdns[h].set_fault(path, Fault(latency_s=LATENCY, bandwidth_bps=RATE))
+        urls[h].append(cdns[h].url(path))
+    for h, cdn in enumerate(cdns):
+        cdn.add_file("/feed.xml", feed_xml(h, urls[h]), content_type="application/rss+xml")
+    conn.send(([c.base_url for c in cdns], urls))
+    while True:
+        cmd = conn.recv()
+        if cmd == "reset":
+            for c in cdns:
+                c.reset_stats()
+            conn.send("ok")
+        elif cmd == "stats":
+            conn.send([c.max_concurrent for c in cdns])
+        elif cmd == "quit":
+            for c in cdns:
+                c.stop()
+            conn.send("ok")
+            return
+
+
+class Server:
+    def __init__(self, n: int, size: int):
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=server_main, args=(child, n, size), daemon=True)
+        self.proc.start()
+        self.bases, self.urls = self.conn.recv()
+
+    def call(self, cmd: str):
+        self.conn.send(cmd)
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.call("quit")
+        self.proc.join(10)
+
+
+def run_podrun(server: Server, work: Path) -> float:
+    import yaml
+
+    home = work / "podrun-home"
+    shutil.rmtree(home, ignore_errors=True)
+    (home / "feeds").mkdir(parents=True)
+    (home / "feeds" / "tier1_feeds.yaml").write_text(yaml.safe_dump({
+        "feeds": [{"slug": f"show-{h}", "url": f"{base}/feed.xml", "tier": 1} for h, base in enumerate(server.bases)],
+        "host_limits": {h: PER_HOST for h in HOSTS}}))
+    env = {**os.environ, "PODINSIGHT_HOME": str(home), "PODINSIGHT_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8"}
+    t0 = time.perf_counter()
+    out = subprocess.run([str(REPO / ".venv" / "bin" / "podrun"), "fetch"], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise RuntimeError(f"podrun fetch failed:\n{out.stdout}\n{out.stderr}")
+    files = list((home / "pod-insights-raw").rglob("episode.mp3"))
+    if len(files) != sum(len(u) for u in server.urls):
+        raise RuntimeError(f"podrun fetch left {len(files)} files")
+    return wall
+
+
+def run_aria2c(server: Server, work: Path) -> float:
+    out = work / "aria2c"
+    shutil.rmtree(out, ignore_errors=True)
+    procs = []
+    t0 = time.perf_counter()
+    for h, urls in enumerate(server.urls):
+        folder = out / f"host{h}"
+        folder.mkdir(parents=True)
+        listing = folder / "urls.txt"
+        listing.write_text("".join(f"{u}\n  out=ep{i}.mp3\n" for i, u in enumerate(urls)))
+        procs.append(subprocess.Popen(
+            ["aria2c", "-q", "-j", str(PER_HOST), "-x", "1", "-s", "1", "--file-allocation=none",
+             "--allow-overwrite=true", "--auto-file-renaming=false", "-d", str(folder), "-i", str(listing)]))
+    codes = [p.wait() for p in procs]
+    wall = time.perf_counter() - t0
+    if any(codes):
+        raise RuntimeError(f"aria2c failed: {codes}")
+    return wall
+
+
+def run_library(server: Server, work: Path) -> float:
+    from podinsight_dagster.fetch.http import HttpClient, HttpConfig
+    from podinsight_dagster.fetch.limits import LocalHostLimiter
+    from podinsight_dagster.fetch.netpolicy import NetworkPolicy
+
+    out = work / "library"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    config = HttpConfig(default_host_limit=PER_HOST)
+    client = HttpClient(config, NetworkPolicy.parse("127.0.0.0/8"), LocalHostLimiter({}, PER_HOST))
+    urls = [u for host in server.urls for u in host]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(PER_HOST * len(HOSTS)) as pool:
+        list(pool.map(lambda iu: client.download(iu[1], out / f"{iu[0]}.mp3"), enumerate(urls)))
+    return time.perf_counter() - t0
+
+
+def machine() -> str:
+    try:
+        return subprocess.run(["lscpu"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return platform.platform()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "podrun_fetch.md")
+    args = ap.parse_args(argv)
+    n, size, rounds = (40, 1 * MB, 1) if args.quick else (200, 5 * MB, 3)
+    rounds = args.rounds or rounds
+    load = os.getloadavg()
+    server = Server(n, size)
+    times: dict[str, list[float]] = {"podrun": [], "aria2c": [], "library": []}
+    peaks: dict[str, list[int]] = {"podrun": [], "aria2c": [], "library": []}
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="podrun-fetch-bench-", dir="/dev/shm"
+                                         if Path("/dev/shm").is_dir() else None) as tmp:
+            work = Path(tmp)
+            for r in range(rounds):
+                for kind, fn in (("podrun", run_podrun), ("aria2c", run_aria2c), ("library", run_library)):
+                    server.call("reset")
+                    times[kind].append(fn(server, work))
+                    peaks[kind].append(max(server.call("stats")))
+                    print(f"round {r + 1} {kind}: {times[kind][-1]:.2f} s, peak per host {peaks[kind][-1]}",
+                          flush=True)
+    finally:
+        server.close()
+    total_mb = n * size / MB
+    med = {k: statistics.median(v) for k, v in times.items()}
+    cap = len(HOSTS) * PER_HOST * RATE / MB
+    lines = [
+        "<!-- section: podrun fetch (bench/podrun_fetch_bench.py) -->",
+        f"Measured by `bench/podrun_fetch_bench.py` on {time.strftime('%Y-%m-%d')} ({n} episodes x "
+        f"{size / MB:g} MB on {len(HOSTS)} loopback hosts, {PER_HOST} connections per host, {RATE / MB:g} MB/s per "
+        f"connection, {LATENCY * 1000:g} ms per request, so the caps allow {cap:g} MB/s; median of {rounds} "
+        f"alternating rounds; whole run {(time.perf_counter() - started) / 60:.1f} min; 1-minute load average "
+        f"{load[0]:.2f} before it started).",
+        "",
+        "| command | wall time, median (rounds) | MB/s | share of the caps' 48 MB/s | peak connections per host |",
+        "|---|---|---|---|---|",
+    ]
+    labels = {"podrun": "`podrun fetch` (whole command: start, feed poll, Dagster run, sha256, checkpoints)",
+              "aria2c": "`aria2c -j 3`, one process per host",
+              "library": "library figure: `HttpClient.download`, 12 threads (no command around it)"}
+    for k in ("podrun", "aria2c", "library"):
+        lines.append(f"| {labels[k]} | {med[k]:.2f} s ({', '.join(f'{t:.2f}' for t in times[k])}) | "
+                     f"{total_mb / med[k]:.1f} | {total_mb / med[k] / cap:.0%} | {max(peaks[k])} |")
+    violations = sum(p > PER_HOST for p in peaks["podrun"])
+    lines += ["", f"**podrun fetch / aria2c throughput = {med['aria2c'] / med['podrun']:.2f}x** (target >= 0.8x); "
+              f"cap violations counted by the server in podrun's rounds: {violations}.", "", "Machine:", "",
+              "```", machine(), "```", ""]
+    text = "\n".join(lines)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
