@@ -148,6 +148,9 @@ class Transcript:
     detected_language: str | None = None    # by the language check model, for English-only models
     language_mismatch: bool | None = None   # episode likely not in the model's language
     language_check: str | None = None       # "detected", "heuristic" or None (not checked)
+    # Why the text should not be trusted (None: no known reason). Set whenever the language check
+    # flags a mismatch or cannot decide (the heuristic found the output doubtful but not conclusive).
+    unreliable_reason: str | None = None
     publisher_url: str | None = None
     publisher_format: str | None = None     # json, vtt, srt, text, html
     publisher_error: str | None = None      # why the publisher transcript was not used
@@ -730,14 +733,21 @@ def _language_check(engine: Engine, ep: _Episode, t: Transcript) -> None:
     30 s of speech (one encoder pass) and the flag is as good as its detection
     (``language_check = "detected"``).
 
-    Without it, a heuristic sets the flag (``"heuristic"``). English-only models turn
-    foreign speech into one of two things: a few low-confidence English phrases
-    ("Thank you very much."), caught by chunk means of log-probability under -0.8 with
-    a no-speech probability over 0.4 or under 60 words per minute of VAD speech; or a
-    confident decoder loop, caught by over 400 words per minute of speech with a
-    compression ratio over 2.4. It is a hint, not a detection: very noisy English or an
-    English decoder loop can trip it, and a foreign episode decoded into plausible,
-    confident English passes it.
+    Without it, a heuristic decides (``"heuristic"``), in three ways. English-only models
+    turn foreign speech into one of two things, and which one depends on the machine (the
+    same audio and model give different text on different CPUs): a few low-confidence
+    English phrases ("Thank you very much."), or a confident decoder loop. The flag is set
+    (``language_mismatch = True``) on a conclusive picture of either: chunk means of
+    log-probability under -0.8 with a no-speech probability over 0.4 or under 60 words per
+    minute of VAD speech; or over 400 words per minute of speech with a compression ratio
+    over 2.4. It is cleared (``False``) only for output that looks like confident, ordinary
+    speech: mean log-probability at least -0.8, no segment with a compression ratio over
+    2.4 and at most 400 words per minute. Anything in between (low confidence alone, a
+    loop alone) is undecided (``None``). Whenever the flag is not ``False`` the transcript's
+    ``unreliable_reason`` says why its text should not be trusted.
+
+    It is a hint, not a detection: very noisy English can trip it, and a foreign episode
+    decoded into plausible, confident English passes it.
     Multilingual models detect the language of each episode; there the flag is not set.
     """
     if engine.multilingual or not t.chunks:
@@ -746,15 +756,35 @@ def _language_check(engine: Engine, ep: _Episode, t: Transcript) -> None:
         t.detected_language = ep.detected_language
         t.language_check = "detected"
         t.language_mismatch = ep.detected_language != "en" and (ep.detected_probability or 0) >= 0.5
+        if t.language_mismatch:
+            t.unreliable_reason = (f"language check: the speech is {ep.detected_language}, "
+                                   "but the model is English-only")
         return
     words = len(t.text.split())
     wpm = words / (ep.vad_speech / 60) if ep.vad_speech > 0 else 0.0
     max_cr = max((s.compression_ratio for s in t.segments), default=0.0)
-    unsure = (t.mean_chunk_logprob is not None and t.mean_chunk_logprob < MISMATCH_LOGPROB
-              and ((t.mean_no_speech_prob or 0) > MISMATCH_NO_SPEECH or wpm < MISMATCH_WORDS_PER_SPEECH_MIN))
-    looping = wpm > DEGENERATE_WORDS_PER_SPEECH_MIN and max_cr > COMPRESSION_RATIO_LIMIT
+    logprob = t.mean_chunk_logprob
+    no_speech = t.mean_no_speech_prob or 0.0
+    low_confidence = logprob is not None and logprob < MISMATCH_LOGPROB
+    unsure = low_confidence and (no_speech > MISMATCH_NO_SPEECH or wpm < MISMATCH_WORDS_PER_SPEECH_MIN)
+    too_fast = wpm > DEGENERATE_WORDS_PER_SPEECH_MIN
+    repetitive = max_cr > COMPRESSION_RATIO_LIMIT
+    looping = too_fast and repetitive
+    signs = [f"mean log-probability {logprob}" if low_confidence else "",
+             f"no-speech probability {no_speech}" if unsure and no_speech > MISMATCH_NO_SPEECH else "",
+             f"{wpm:.0f} words per minute of speech" if too_fast or (unsure and wpm < MISMATCH_WORDS_PER_SPEECH_MIN)
+             else "",
+             f"compression ratio {max_cr}" if repetitive else ""]
+    why = ", ".join(x for x in signs if x)
     t.language_check = "heuristic"
-    t.language_mismatch = bool(unsure or looping)
+    if unsure or looping:
+        t.language_mismatch = True
+        t.unreliable_reason = f"probably not English (English-only model): {why}"
+    elif low_confidence or too_fast or repetitive:
+        t.language_mismatch = None  # the heuristic cannot decide
+        t.unreliable_reason = f"doubtful output, language undecided: {why}"
+    else:
+        t.language_mismatch = False
 
 
 def iter_transcribe(engine: Engine, sources: Sequence[AudioSource]) -> Iterator[tuple[int, Transcript | TranscriptionError]]:
