@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from podinsight_dagster.costs.prices import Prices
-from podinsight_dagster.transcribe.engine import Segment, Transcript
+from podinsight_dagster.transcribe.options import Segment, Transcript
 
 COMPRESSION_RATIO_LIMIT = 2.4  # Whisper's own threshold for degenerate (repetitive) output
 LOW_CONFIDENCE_LOGPROB = -1.0

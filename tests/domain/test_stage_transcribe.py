@@ -19,7 +19,7 @@ from podinsight_dagster.services import build_services
 from podinsight_dagster.transcribe.steps import (asr_transcript_key, transcribe_episode, transcribe_episodes,
                                              write_kpis, write_segments)
 from podinsight_dagster.transcribe.text import wer
-from podinsight_dagster.transcribe.engine import Transcript
+from podinsight_dagster.transcribe.options import Transcript
 from podinsight_dagster.transcribe.transcriber import InProcessTranscriber
 
 from ..conftest import audio_bytes, reference

@@ -11,7 +11,8 @@ from podinsight_dagster.demo.run import CONTENT
 from podinsight_dagster.costs.kpis import compute_kpis
 from podinsight_dagster.transcribe.subtitles import MAX_LINE, build_cues, to_srt, to_vtt
 from podinsight_dagster.transcribe.text import normalize_text, wer
-from podinsight_dagster.transcribe.engine import TranscribeOptions, TranscriptionError, load_engine
+from podinsight_dagster.transcribe.engine import load_engine
+from podinsight_dagster.transcribe.options import TranscribeOptions, TranscriptionError
 
 from ..conftest import TEST_MODEL, reference
 

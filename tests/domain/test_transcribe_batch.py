@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from podinsight_dagster.demo.run import CONTENT
-from podinsight_dagster.transcribe import engine as tr
+from podinsight_dagster.transcribe import batching as tr
 from podinsight_dagster.costs.kpis import compute_kpis
 from podinsight_dagster.transcribe.text import wer
-from podinsight_dagster.transcribe.engine import (TranscribeOptions, Transcript, TranscriptionError, load_engine,
-                                                  transcribe_many)
+from podinsight_dagster.transcribe.batching import transcribe_many
+from podinsight_dagster.transcribe.engine import load_engine
+from podinsight_dagster.transcribe.options import Segment, TranscribeOptions, Transcript, TranscriptionError
 
 from ..conftest import TEST_MODEL
 
@@ -158,7 +159,7 @@ def _heuristic(text: str, logprob: float, no_speech: float, compression_ratio: f
 
     ep = tr._Episode(index=0, name="x", duration=speech_sec, clips=[{"start": 0, "end": int(speech_sec * 16000)}],
                      metadata=[{"offset": 0.0, "duration": speech_sec}], features=[None])
-    seg = tr.Segment(0.0, speech_sec, text, logprob, no_speech, compression_ratio)
+    seg = Segment(0.0, speech_sec, text, logprob, no_speech, compression_ratio)
     t = Transcript(text=text, language="en", language_probability=1.0, duration=speech_sec, speech_duration=speech_sec,
                    segments=[seg], model="tiny.en", device="cpu", compute_type="int8", wall_sec=1.0, chunks=1,
                    mean_chunk_logprob=logprob, mean_no_speech_prob=no_speech)
