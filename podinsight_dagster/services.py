@@ -23,7 +23,7 @@ from podinsight_dagster.settings import MANIFEST_BUCKET, RAW_BUCKET, STAGE_BUCKE
 from podinsight_dagster.store.checkpoints import CheckpointStore, SqliteCheckpointStore
 from podinsight_dagster.store.metrics import CloudWatchMetrics, Metrics, SqliteMetrics
 from podinsight_dagster.store.objects import LocalObjectStore, ObjectStore
-from podinsight_dagster.transcribe.engine import TranscribeOptions
+from podinsight_dagster.transcribe.options import TranscribeOptions
 from podinsight_dagster.transcribe.transcriber import InProcessTranscriber, Transcriber
 
 

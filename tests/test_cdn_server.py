@@ -402,7 +402,7 @@ def test_latency_and_bandwidth(cdn):
     cdn.set_fault("/ep.mp3", Fault(bandwidth_bps=4000))  # 2000 bytes -> ~0.5 s
     t0 = time.monotonic()
     assert requests.get(cdn.url("/ep.mp3"), timeout=TIMEOUT).content == AUDIO[:2000]
-    assert 0.4 <= time.monotonic() - t0 < 2.0
+    assert 0.4 <= time.monotonic() - t0 < 10.0  # throttled; the upper bound only catches a stall
 
 
 def test_trickle_sends_one_byte_per_second(cdn):
@@ -413,7 +413,7 @@ def test_trickle_sends_one_byte_per_second(cdn):
         assert r.status_code == 200
         assert r.headers["Content-Length"] == str(len(AUDIO))
         assert r.raw.read(2) == AUDIO[:2]
-    assert 1.0 <= time.monotonic() - t0 < 2.0
+    assert 1.0 <= time.monotonic() - t0 < 10.0  # one byte a second; the upper bound only catches a stall
 
 
 def test_redirect_chain_loop_and_cross_host(cdn):
@@ -523,7 +523,7 @@ def test_stop_is_prompt_during_trickle_and_leaks_nothing():
 
     t0 = time.monotonic()
     cdn.stop()
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 10.0  # well under the 30 s the sleeping request would hold it
     assert _cdn_threads("stoptest") == []
     with pytest.raises(RuntimeError):
         cdn.base_url

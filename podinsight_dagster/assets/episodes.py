@@ -188,7 +188,8 @@ def transcript(context: AssetExecutionContext, podinsight: PodInsightResource):
         return {"duration_sec": t.duration, "words": len(t.text.split()), "language": t.language,
                 "language_probability": t.language_probability, "realtime_factor": round(t.realtime_factor, 2),
                 "wall_sec": t.wall_sec, "model": t.model, "device": t.device, "source": t.source,
-                "language_mismatch": t.language_mismatch, "publisher_error": t.publisher_error,
+                "language_mismatch": t.language_mismatch, "unreliable_reason": t.unreliable_reason,
+                "publisher_error": t.publisher_error,
                 "preview": MetadataValue.text(t.text[:300])}
 
     def summary(done: dict[str, dict]) -> dict:
@@ -229,7 +230,7 @@ def kpis(context: AssetExecutionContext, podinsight: PodInsightResource):
         issues = transcript_issues(load_transcript(services, pk))
         services.checkpoints.update(pk, quality_issue="; ".join(issues) or None)
         keep = ("duration_sec", "speech_ratio", "words", "words_per_minute", "language", "realtime_factor",
-                "cost_usd", "suspected_hallucination", "source")
+                "cost_usd", "suspected_hallucination", "unreliable_text", "source")
         return {**{key: k[key] for key in keep}, "quality_issues": len(issues)}
 
     def summary(done: dict[str, dict]) -> dict:

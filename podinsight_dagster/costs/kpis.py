@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from podinsight_dagster.costs.prices import Prices
-from podinsight_dagster.transcribe.engine import Segment, Transcript
+from podinsight_dagster.transcribe.options import Segment, Transcript
 
 COMPRESSION_RATIO_LIMIT = 2.4  # Whisper's own threshold for degenerate (repetitive) output
 LOW_CONFIDENCE_LOGPROB = -1.0
@@ -38,7 +38,9 @@ def compute_kpis(t: Transcript, prices: Prices = Prices()) -> dict:
     Confidence figures (mean_avg_logprob, low_confidence_share) exist only for ASR
     segments; a publisher transcript has none (None). ``suspected_hallucination`` is a
     decoder loop (one n-gram repeated back to back) or a segment whose gzip compression
-    ratio is over 2.4 (Whisper's own threshold for degenerate output).
+    ratio is over 2.4 (Whisper's own threshold for degenerate output). ``unreliable_text`` is
+    true when the text should not be trusted: the transcript's ``unreliable_reason`` (a language
+    mismatch, or a language check that could not decide) or a suspected hallucination.
     """
     segs: list[Segment] = t.segments
     words = len(re.findall(r"\b\w[\w']*\b", t.text))
@@ -47,6 +49,10 @@ def compute_kpis(t: Transcript, prices: Prices = Prices()) -> dict:
     low_conf = [s for s in scored if s.avg_logprob < LOW_CONFIDENCE_LOGPROB]
     max_cr = max((s.compression_ratio for s in segs), default=0.0)
     loop = has_repetition_loop(t.text)
+    hallucination = bool(loop or max_cr > COMPRESSION_RATIO_LIMIT)
+    unreliable = t.unreliable_reason or (
+        "suspected hallucination: " + ("a repetition loop" if loop else f"compression ratio {round(max_cr, 3)}")
+        if hallucination else None)
     return {
         "duration_sec": round(t.duration, 3),
         "speech_sec": round(speech, 3),
@@ -63,7 +69,9 @@ def compute_kpis(t: Transcript, prices: Prices = Prices()) -> dict:
         "low_confidence_share": round(len(low_conf) / len(scored), 4) if scored else (None if segs else 0.0),
         "max_compression_ratio": round(max_cr, 3),
         "repetition_loop": loop,
-        "suspected_hallucination": bool(loop or max_cr > COMPRESSION_RATIO_LIMIT),
+        "suspected_hallucination": hallucination,
+        "unreliable_text": bool(unreliable),
+        "unreliable_reason": unreliable,
         "vad_speech_sec": t.vad_speech_duration,
         "chunks": t.chunks,
         "silent_chunks_dropped": t.dropped_chunks,

@@ -27,7 +27,7 @@ import zlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from podinsight_dagster.transcribe.engine import Segment, Transcript, Word
+from podinsight_dagster.transcribe.options import Segment, Transcript, Word
 
 FORMATS = ("json", "vtt", "srt", "text", "html")  # best first
 MAX_TRANSCRIPT_BYTES = 20 << 20

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from podinsight_dagster.transcribe.engine import Transcript
+from podinsight_dagster.transcribe.options import Transcript
 
 # Voice activity covering at least this much audio should produce some words.
 MIN_SPEECH_SEC_FOR_TEXT = 5.0

@@ -29,7 +29,7 @@ from podinsight_dagster.errors import StepError
 from podinsight_dagster.transcribe.publisher import PublisherTranscriptError, fetch_publisher_transcript, links_from_json
 from podinsight_dagster.transcribe.subtitles import build_cues, to_srt, to_vtt
 from podinsight_dagster.transcribe.text import agreement
-from podinsight_dagster.transcribe.engine import Transcript, TranscriptionError
+from podinsight_dagster.transcribe.options import Transcript, TranscriptionError
 from podinsight_dagster.transcribe.transcriber import Transcriber
 
 if TYPE_CHECKING:

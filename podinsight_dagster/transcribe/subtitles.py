@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from podinsight_dagster.transcribe.engine import Segment
+from podinsight_dagster.transcribe.options import Segment
 
 MAX_LINE = 65
 MAX_LINES = 2

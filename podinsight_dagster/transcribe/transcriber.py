@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Iterator, Protocol, Sequence
 
-from podinsight_dagster.transcribe.engine import (AudioSource, Engine, TranscribeOptions, Transcript,
-                                                  TranscriptionError, iter_transcribe, load_engine)
+from podinsight_dagster.transcribe.batching import iter_transcribe
+from podinsight_dagster.transcribe.engine import Engine, load_engine
+from podinsight_dagster.transcribe.options import AudioSource, TranscribeOptions, Transcript, TranscriptionError
 
 
 class Transcriber(Protocol):

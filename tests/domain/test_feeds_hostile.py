@@ -44,8 +44,12 @@ def _laughs(sep: bytes) -> bytes:
     return b"<!DOCTYPE rss [" + sep + sep.join(decls) + sep + b"]>"
 
 
-def _bounded(fn, seconds=2.0, megabytes=30):
-    """Run ``fn`` twice: timed (untraced, tracemalloc slows Python down) and under tracemalloc."""
+def _bounded(fn, seconds=15.0, megabytes=30):
+    """Run ``fn`` twice: timed (untraced, tracemalloc slows Python down) and under tracemalloc.
+
+    The time limit is loose on purpose (slow CI machines): it catches an unbounded expansion,
+    which takes minutes; the memory peak is the precise check.
+    """
     t0 = time.monotonic()
     result = fn()
     elapsed = time.monotonic() - t0

@@ -4,7 +4,7 @@ import webvtt
 from podinsight_dagster.costs.kpis import compute_kpis, has_repetition_loop
 from podinsight_dagster.transcribe.subtitles import MAX_LINE, build_cues, to_srt, to_vtt
 from podinsight_dagster.transcribe.text import normalize_text, number_to_words, wer
-from podinsight_dagster.transcribe.engine import Segment, Transcript, Word
+from podinsight_dagster.transcribe.options import Segment, Transcript, Word
 
 
 def test_normalize_case_punctuation_and_numbers():
