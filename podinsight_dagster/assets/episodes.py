@@ -17,6 +17,14 @@ from collections import Counter
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator
 
+import warnings
+
+from dagster import BetaWarning
+
+# BackfillPolicy is "beta" in Dagster 1.13; we pin the version, so the warning would only reach
+# operators (every podrun command prints it otherwise) and tell them nothing they can act on.
+warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
+
 from dagster import (AssetExecutionContext, AssetMaterialization, Backoff, BackfillPolicy, Failure, Jitter,
                      MaterializeResult, MetadataValue, RetryPolicy, asset)
 
