@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from podinsight_dagster.fetch.catalog import Catalog, FeedSpec
 from podinsight_dagster.fetch.feeds import FeedParseError, parse_feed
@@ -109,15 +109,7 @@ def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[Epi
 def discover(services: Services, catalog: Catalog, *, write_manifest: bool = True,
              today: datetime | None = None, max_workers: int = 8) -> Discovery:
     """Poll every feed (one failing feed never stops the others), register episodes, write the manifest."""
-    results: list[FeedResult] = []
-    new_keys: list[str] = []
-    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="feed") as pool:
-        for result, records in pool.map(lambda s: _poll_feed(services, s), catalog.feeds):
-            if records:
-                added = services.checkpoints.register_episodes(records)
-                result.new = len(added)
-                new_keys += added
-            results.append(result)
+    results, new_keys, _ = poll_feeds(services, catalog.feeds, max_workers=max_workers)
     tiers = {f.slug: f.tier for f in catalog.feeds}
     rows = []
     for slug in tiers:
@@ -140,6 +132,39 @@ def discover(services: Services, catalog: Catalog, *, write_manifest: bool = Tru
             fh.write(data)
         discovery.manifest_path = local
     return discovery
+
+
+def poll_feeds(services: Services, specs: Sequence[FeedSpec], *, deadline: float | None = None,
+               max_workers: int = 8) -> tuple[list[FeedResult], list[str], list[FeedSpec]]:
+    """Poll ``specs`` in order, ``max_workers`` at a time, and register their episodes in the checkpoint store.
+
+    Returns the results of the feeds polled, the partition keys new to the checkpoint store, and the
+    feeds left unpolled. With a ``deadline`` (a ``time.monotonic()`` value) no feed starts after it:
+    feeds already in flight finish, the others are returned unpolled, in order (feeds start in order,
+    so these are the tail of ``specs``, give or take a feed whose thread was preempted at its start).
+    The first feed always starts, so a caller that resumes from the first unpolled feed always moves on.
+    """
+    def poll(item: tuple[int, FeedSpec]) -> tuple[FeedResult, list[EpisodeRecord]] | None:
+        i, spec = item
+        if i and deadline is not None and time.monotonic() >= deadline:
+            return None
+        return _poll_feed(services, spec)
+
+    results: list[FeedResult] = []
+    new_keys: list[str] = []
+    unpolled: list[FeedSpec] = []
+    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="feed") as pool:
+        for spec, out in zip(specs, pool.map(poll, enumerate(specs))):
+            if out is None:
+                unpolled.append(spec)
+                continue
+            result, records = out
+            if records:
+                added = services.checkpoints.register_episodes(records)
+                result.new = len(added)
+                new_keys += added
+            results.append(result)
+    return results, new_keys, unpolled
 
 
 def manifest_csv(rows: list[dict]) -> bytes:
