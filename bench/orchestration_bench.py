@@ -27,9 +27,11 @@ dagster.yaml saying `telemetry: enabled: false`), never the user's DAGSTER_HOME.
         20 calls of 1,000 on another fresh instance;
     (2) the project's `new_episodes_sensor`, evaluated with build_sensor_context on a fresh instance,
         20 feeds x 1,000 items (RSS 2.0 with enclosures) served by a PodcastCDN on loopback (in its
-        own process): the first tick (registers 20,000 episodes, requests 200 runs), what the sensor
-        daemon then does with its dynamic_partitions_requests (Dagster's own
-        `_handle_dynamic_partitions_requests`), and a second tick where every feed answers 304;
+        own process): the first tick (finds 20,000 episodes, requests 200 runs; since issue 10 it
+        registers them itself, in bulk), what the sensor daemon then does with any
+        dynamic_partitions_requests it returned (Dagster's own `_handle_dynamic_partitions_requests`:
+        the registration before issue 10), and a second tick where every feed answers 304; then the
+        sensor with its default settings over 1,000 small feeds answering after 20 ms each, two ticks;
     (3) the UI's partition queries over GraphQL with 20,000 partitions of which 2,000 materialized:
         `dagster-webserver -w workspace.yaml` on that instance, in its own process group (killed at
         the end), the first (cold) query and the median of the following ones.
@@ -464,6 +466,77 @@ def part_b2(root: Path, feeds: int, items: int) -> tuple[dict, Path, Path]:
     return out, home, data
 
 
+def small_feed_xml(j: int) -> bytes:
+    items = "".join(
+        f"<item><title>Feed {j} episode {k}</title><guid isPermaLink=\"false\">f{j:04d}-e{k}</guid>"
+        f"<pubDate>Mon, 0{k} Jun 2026 09:00:00 +0000</pubDate><enclosure url=\"{{base_url}}/audio/f{j:04d}-e{k}.mp3\" "
+        f"type=\"audio/mpeg\" length=\"1000\"/></item>" for k in range(1, 2 + j % 2))
+    return (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><rss version=\"2.0\"><channel><title>Feed {j}</title>"
+            f"<link>{{base_url}}/</link><description>d</description>{items}</channel></rss>").encode()
+
+
+def cdn_many_main(conn, feeds: int, latency_s: float) -> None:
+    from podinsight_dagster.demo.cdn import Fault, PodcastCDN
+
+    cdn = PodcastCDN(name="bench-many-feeds").start()
+    for j in range(feeds):
+        cdn.add_file(f"/many/feed-{j:04d}.xml", small_feed_xml(j), content_type="application/rss+xml")
+        cdn.set_fault(f"/many/feed-{j:04d}.xml", Fault(latency_s=latency_s))
+    conn.send(cdn.base_url)
+    conn.recv()
+    cdn.stop()
+    conn.send("ok")
+
+
+def part_b2_many(root: Path, feeds: int, latency_s: float) -> dict:
+    """The sensor with its default settings over many small feeds, each answering after ``latency_s``."""
+    import yaml
+    from dagster import build_sensor_context
+
+    from podinsight_dagster import sensors as sensors_mod
+    from podinsight_dagster.definitions import resources_for
+    from podinsight_dagster.partitions import EPISODES
+
+    data = root / "data_many"
+    feeds_dir = data / "feeds"
+    feeds_dir.mkdir(parents=True)
+    os.environ.update({"PODINSIGHT_HOME": str(data), "PODINSIGHT_FEEDS_DIR": str(feeds_dir),
+                       "PODINSIGHT_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8", "PODINSIGHT_MODEL": "tiny.en"})
+    _, instance = fresh_instance(root, "b_many_instance")
+    ctx = multiprocessing.get_context("spawn")
+    conn, child = ctx.Pipe()
+    proc = ctx.Process(target=cdn_many_main, args=(child, feeds, latency_s), daemon=True)
+    proc.start()
+    base_url = conn.recv()
+    catalog = {"feeds": [{"slug": f"feed-{j:04d}", "url": f"{base_url}/many/feed-{j:04d}.xml", "tier": 1}
+                         for j in range(feeds)]}
+    (feeds_dir / "tier1_feeds.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
+    out: dict = {"feeds": feeds, "latency_s": latency_s, "budget_s": getattr(sensors_mod, "TICK_BUDGET_S", None),
+                 "workers": getattr(sensors_mod, "FEED_WORKERS", 8), "ticks": []}
+    cursor = None
+    try:
+        for n in (1, 2):
+            with build_sensor_context(instance=instance, cursor=cursor, resources=resources_for("local")) as sctx:
+                t0 = time.perf_counter()
+                result = sensors_mod.new_episodes_sensor(sctx)
+                wall = time.perf_counter() - t0
+            cursor = getattr(result, "cursor", None)
+            state = json.loads(cursor) if cursor else {}
+            reqs = list(getattr(result, "dynamic_partitions_requests", None) or [])
+            if reqs:  # before issue 10: the daemon registers them
+                apply_like_daemon(instance, reqs)
+            out["ticks"].append({"wall_s": wall, "polled": state.get("last_polled", feeds),
+                                 "carried_over": state.get("carried_over", 0), "new": state.get("last_new"),
+                                 "partitions": len(instance.get_dynamic_partitions(EPISODES))})
+            log(f"(b)(2) {feeds} feeds at {1000 * latency_s:.0f} ms, tick {n}: {wall:.2f} s, {out['ticks'][-1]}")
+    finally:
+        conn.send("quit")
+        conn.recv()
+        proc.join(10)
+    instance.dispose()
+    return out
+
+
 def apply_like_daemon(instance, requests) -> dict:
     """Dagster's own sensor-daemon handling of dynamic_partitions_requests, with a minimal launch context."""
     class Ctx:
@@ -656,7 +729,16 @@ def sensor_rows(b2: dict) -> list[str]:
         f"**{f1['wall_s'] + ap['wall_s']:.1f} s** |",
         f"| tick 2: every feed answers {', '.join(map(str, f2['http_statuses']))} ({f2['requests']} requests), "
         f"nothing new | **{f2['wall_s']:.2f} s** ({parts(f2['parts'])}) |",
-    ]
+    ] + ([many_row(b2["many"])] if "many" in b2 else [])
+
+
+def many_row(m: dict) -> str:
+    t1, t2 = m["ticks"]
+    budget = f"{m['budget_s']:g} s budget, " if m.get("budget_s") else ""
+    return (f"| `new_episodes_sensor` with its defaults ({budget}{m['workers']} feeds at a time) over "
+            f"{m['feeds']:,} small feeds (1-2 items), each answering after {1000 * m['latency_s']:.0f} ms: tick 1 "
+            f"polls {t1['polled']:,} ({t1['carried_over']:,} carried over), registers {t1['new']:,}; tick 2 "
+            f"(all 304) | **{t1['wall_s']:.2f} s**; **{t2['wall_s']:.2f} s** |")
 
 
 def report(m: dict, a: dict, b1: dict, b2: dict, b3: dict, total_s: float, peak_mib: float, load_end: str) -> str:
@@ -770,6 +852,7 @@ def main() -> int:
     if args.only == "sensor":
         try:
             b2, _, _ = part_b2(root, feeds, items)
+            b2["many"] = part_b2_many(root, 1000, 0.02)
         finally:
             os.environ.clear()
             os.environ.update(saved_env)
@@ -792,6 +875,7 @@ def main() -> int:
                    big_runs=2 if not args.quick else 1, big_singles=20 if not args.quick else 5)
         big_instance.dispose()
         b2, home, _ = part_b2(root, feeds, items)
+        b2["many"] = part_b2_many(root, 1000 if not args.quick else 100, 0.02)
         b3 = part_b3(root, home, args.materialized, args.repeats)
     finally:
         os.environ.clear()
