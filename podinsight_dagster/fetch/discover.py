@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -140,23 +141,27 @@ def poll_feeds(services: Services, specs: Sequence[FeedSpec], *, deadline: float
 
     Returns the results of the feeds polled, the partition keys new to the checkpoint store, and the
     feeds left unpolled. With a ``deadline`` (a ``time.monotonic()`` value) no feed starts after it:
-    feeds already in flight finish, the others are returned unpolled, in order (feeds start in order,
-    so these are the tail of ``specs``, give or take a feed whose thread was preempted at its start).
-    The first feed always starts, so a caller that resumes from the first unpolled feed always moves on.
+    feeds already in flight finish, the others are returned unpolled. Feeds start strictly in order,
+    so the unpolled ones are the tail of ``specs``; the first always starts, so a caller that resumes
+    from the first unpolled feed always moves on.
     """
-    def poll(item: tuple[int, FeedSpec]) -> tuple[FeedResult, list[EpisodeRecord]] | None:
-        i, spec = item
-        if i and deadline is not None and time.monotonic() >= deadline:
-            return None
+    lock = threading.Lock()
+    started = 0
+
+    def poll(_task: int) -> tuple[FeedResult, list[EpisodeRecord]] | None:
+        nonlocal started
+        with lock:  # claim the next feed; the deadline is checked under the same lock
+            if started and deadline is not None and time.monotonic() >= deadline:
+                return None
+            spec = specs[started]
+            started += 1
         return _poll_feed(services, spec)
 
     results: list[FeedResult] = []
     new_keys: list[str] = []
-    unpolled: list[FeedSpec] = []
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="feed") as pool:
-        for spec, out in zip(specs, pool.map(poll, enumerate(specs))):
+        for out in pool.map(poll, range(len(specs))):
             if out is None:
-                unpolled.append(spec)
                 continue
             result, records = out
             if records:
@@ -164,7 +169,7 @@ def poll_feeds(services: Services, specs: Sequence[FeedSpec], *, deadline: float
                 result.new = len(added)
                 new_keys += added
             results.append(result)
-    return results, new_keys, unpolled
+    return results, new_keys, list(specs[started:])
 
 
 def manifest_csv(rows: list[dict]) -> bytes:
