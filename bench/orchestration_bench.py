@@ -168,19 +168,19 @@ def partition_list_cached(instance):
 def trivial_jobs():
     from dagster import AssetExecutionContext, BackfillPolicy, Definitions, asset, define_asset_job
 
-    from podinsight_dagster.assets.episodes import run_per_episode
+    from podinsight_dagster.assets.episodes import each_episode, run_per_episode
     from podinsight_dagster.partitions import episodes_partitions
 
     policy = BackfillPolicy.multi_run(max_partitions_per_run=100)
 
     @asset(partitions_def=episodes_partitions, backfill_policy=policy, group_name="bench")
     def bench_trivial(context: AssetExecutionContext):
-        yield from run_per_episode(context, lambda pk: {"n": 1})
+        yield from run_per_episode(context, each_episode(list(context.partition_keys), lambda pk: {"n": 1}))
 
     @asset(partitions_def=episodes_partitions, backfill_policy=policy, group_name="bench")
     def bench_trivial_cached(context: AssetExecutionContext):
         with partition_list_cached(context.instance):
-            yield from run_per_episode(context, lambda pk: {"n": 1})
+            yield from run_per_episode(context, each_episode(list(context.partition_keys), lambda pk: {"n": 1}))
 
     defs = Definitions(assets=[bench_trivial, bench_trivial_cached],
                        jobs=[define_asset_job("bench_trivial_job", selection=[bench_trivial]),
