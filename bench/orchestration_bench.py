@@ -4,6 +4,7 @@ Not a test. Run from the repository root:
 
     .venv/bin/python bench/orchestration_bench.py                 # everything, ~4-6 minutes on 2 cores
     .venv/bin/python bench/orchestration_bench.py --quick         # smaller sizes, to check the script works
+    .venv/bin/python bench/orchestration_bench.py --only sensor   # only (b)(2), the sensor's ticks (~1 minute)
 
 Everything runs against fresh, real SQLite Dagster instances in a temporary folder (each with a
 dagster.yaml saying `telemetry: enabled: false`), never the user's DAGSTER_HOME.
@@ -26,9 +27,11 @@ dagster.yaml saying `telemetry: enabled: false`), never the user's DAGSTER_HOME.
         20 calls of 1,000 on another fresh instance;
     (2) the project's `new_episodes_sensor`, evaluated with build_sensor_context on a fresh instance,
         20 feeds x 1,000 items (RSS 2.0 with enclosures) served by a PodcastCDN on loopback (in its
-        own process): the first tick (registers 20,000 episodes, requests 200 runs), what the sensor
-        daemon then does with its dynamic_partitions_requests (Dagster's own
-        `_handle_dynamic_partitions_requests`), and a second tick where every feed answers 304;
+        own process): the first tick (finds 20,000 episodes, requests 200 runs; since issue 10 it
+        registers them itself, in bulk), what the sensor daemon then does with any
+        dynamic_partitions_requests it returned (Dagster's own `_handle_dynamic_partitions_requests`:
+        the registration before issue 10), and a second tick where every feed answers 304; then the
+        sensor with its default settings over 1,000 small feeds answering after 20 ms each, two ticks;
     (3) the UI's partition queries over GraphQL with 20,000 partitions of which 2,000 materialized:
         `dagster-webserver -w workspace.yaml` on that instance, in its own process group (killed at
         the end), the first (cold) query and the median of the following ones.
@@ -167,19 +170,19 @@ def partition_list_cached(instance):
 def trivial_jobs():
     from dagster import AssetExecutionContext, BackfillPolicy, Definitions, asset, define_asset_job
 
-    from podinsight_dagster.assets.episodes import run_per_episode
+    from podinsight_dagster.assets.episodes import each_episode, run_per_episode
     from podinsight_dagster.partitions import episodes_partitions
 
     policy = BackfillPolicy.multi_run(max_partitions_per_run=100)
 
     @asset(partitions_def=episodes_partitions, backfill_policy=policy, group_name="bench")
     def bench_trivial(context: AssetExecutionContext):
-        yield from run_per_episode(context, lambda pk: {"n": 1})
+        yield from run_per_episode(context, each_episode(list(context.partition_keys), lambda pk: {"n": 1}))
 
     @asset(partitions_def=episodes_partitions, backfill_policy=policy, group_name="bench")
     def bench_trivial_cached(context: AssetExecutionContext):
         with partition_list_cached(context.instance):
-            yield from run_per_episode(context, lambda pk: {"n": 1})
+            yield from run_per_episode(context, each_episode(list(context.partition_keys), lambda pk: {"n": 1}))
 
     defs = Definitions(assets=[bench_trivial, bench_trivial_cached],
                        jobs=[define_asset_job("bench_trivial_job", selection=[bench_trivial]),
@@ -390,13 +393,16 @@ def part_b2(root: Path, feeds: int, items: int) -> tuple[dict, Path, Path]:
         statuses.append(result.status)
         return result, records
 
-    targets = [(sensors_mod, "discover", "discover"), (sensors_mod, "batched_ranges", "batched_ranges"),
+    # The sensor polls through discover() (before issue 10) or poll_feeds() (since): time whichever it calls.
+    poll_fn = "poll_feeds" if hasattr(sensors_mod, "poll_feeds") else "discover"
+    targets = [(sensors_mod, poll_fn, "discover"), (sensors_mod, "batched_ranges", "batched_ranges"),
                (pipeline, "_poll_feed", "poll_feed"), (HttpClient, "fetch_bytes", "fetch_bytes"),
                (pipeline, "parse_feed", "parse_feed"),
                (SqliteCheckpointStore, "register_episodes", "register_episodes"),
                (SqliteCheckpointStore, "episodes", "checkpoint_episodes"),
-               (DagsterInstance, "get_dynamic_partitions", "get_dynamic_partitions")]
-    out: dict = {"feeds": feeds, "items": items, "feed_bytes": size}
+               (DagsterInstance, "get_dynamic_partitions", "get_dynamic_partitions"),
+               (DagsterInstance, "add_dynamic_partitions", "add_dynamic_partitions")]
+    out: dict = {"feeds": feeds, "items": items, "feed_bytes": size, "poll_fn": poll_fn}
 
     def tick(cursor=None) -> tuple[object, float, dict]:
         statuses.clear()
@@ -413,7 +419,7 @@ def part_b2(root: Path, feeds: int, items: int) -> tuple[dict, Path, Path]:
             pipeline._poll_feed = orig_poll
         parts = {name: timers.get(name) for name in
                  ("discover", "poll_feed", "fetch_bytes", "parse_feed", "register_episodes", "checkpoint_episodes",
-                  "get_dynamic_partitions", "batched_ranges")}
+                  "get_dynamic_partitions", "batched_ranges", "add_dynamic_partitions")}
         # Discovery's 8 threads share the GIL: their wall times overlap, their CPU times add up.
         parts["cpu"] = {name: timers.cpu(name) for name in ("poll_feed", "fetch_bytes", "parse_feed")}
         parts["statuses"] = {s: statuses.count(s) for s in sorted(set(statuses))}
@@ -423,14 +429,20 @@ def part_b2(root: Path, feeds: int, items: int) -> tuple[dict, Path, Path]:
         log(f"(b)(2) first tick: {feeds} feeds x {items} items ({size / 1e6:.1f} MB of RSS)")
         first, wall1, parts1 = tick()
         assert isinstance(first, SensorResult), first
-        (req,) = first.dynamic_partitions_requests
-        out["first"] = {"wall_s": wall1, "parts": parts1, "new": len(req.partition_keys),
+        # Before issue 10 the tick returned its new partitions as dynamic_partitions_requests for the daemon
+        # to apply; since, it registers them itself (one bulk add) and returns none.
+        requests_out = list(first.dynamic_partitions_requests or [])
+        in_tick = len(instance.get_dynamic_partitions(EPISODES))
+        new = sum(len(r.partition_keys) for r in requests_out) + in_tick
+        out["first"] = {"wall_s": wall1, "parts": parts1, "new": new, "registered_in_tick": in_tick,
+                        "partition_requests": sum(len(r.partition_keys) for r in requests_out),
                         "run_requests": len(first.run_requests)}
-        log(f"      {wall1:.2f} s: {len(req.partition_keys)} new partitions, {len(first.run_requests)} run requests; "
+        log(f"      {wall1:.2f} s: {new} new partitions ({in_tick} registered by the tick itself), "
+            f"{len(first.run_requests)} run requests; "
             f"{json.dumps({k: [v[0], round(v[1], 2)] for k, v in parts1.items() if k not in ('statuses', 'cpu')})}; "
             f"CPU {json.dumps({k: round(v, 2) for k, v in parts1['cpu'].items()})}")
         # What the sensor daemon does with the result (dagster/_daemon/sensor.py).
-        out["apply"] = apply_like_daemon(instance, first.dynamic_partitions_requests)
+        out["apply"] = apply_like_daemon(instance, requests_out)
         log(f"      daemon applies the partition request: {out['apply']['wall_s']:.2f} s")
         assert len(instance.get_dynamic_partitions(EPISODES)) == feeds * items
         conn.send("stats")
@@ -454,6 +466,77 @@ def part_b2(root: Path, feeds: int, items: int) -> tuple[dict, Path, Path]:
         proc.join(10)
     instance.dispose()
     return out, home, data
+
+
+def small_feed_xml(j: int) -> bytes:
+    items = "".join(
+        f"<item><title>Feed {j} episode {k}</title><guid isPermaLink=\"false\">f{j:04d}-e{k}</guid>"
+        f"<pubDate>Mon, 0{k} Jun 2026 09:00:00 +0000</pubDate><enclosure url=\"{{base_url}}/audio/f{j:04d}-e{k}.mp3\" "
+        f"type=\"audio/mpeg\" length=\"1000\"/></item>" for k in range(1, 2 + j % 2))
+    return (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><rss version=\"2.0\"><channel><title>Feed {j}</title>"
+            f"<link>{{base_url}}/</link><description>d</description>{items}</channel></rss>").encode()
+
+
+def cdn_many_main(conn, feeds: int, latency_s: float) -> None:
+    from podinsight_dagster.demo.cdn import Fault, PodcastCDN
+
+    cdn = PodcastCDN(name="bench-many-feeds").start()
+    for j in range(feeds):
+        cdn.add_file(f"/many/feed-{j:04d}.xml", small_feed_xml(j), content_type="application/rss+xml")
+        cdn.set_fault(f"/many/feed-{j:04d}.xml", Fault(latency_s=latency_s))
+    conn.send(cdn.base_url)
+    conn.recv()
+    cdn.stop()
+    conn.send("ok")
+
+
+def part_b2_many(root: Path, feeds: int, latency_s: float) -> dict:
+    """The sensor with its default settings over many small feeds, each answering after ``latency_s``."""
+    import yaml
+    from dagster import build_sensor_context
+
+    from podinsight_dagster import sensors as sensors_mod
+    from podinsight_dagster.definitions import resources_for
+    from podinsight_dagster.partitions import EPISODES
+
+    data = root / "data_many"
+    feeds_dir = data / "feeds"
+    feeds_dir.mkdir(parents=True)
+    os.environ.update({"PODINSIGHT_HOME": str(data), "PODINSIGHT_FEEDS_DIR": str(feeds_dir),
+                       "PODINSIGHT_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8", "PODINSIGHT_MODEL": "tiny.en"})
+    _, instance = fresh_instance(root, "b_many_instance")
+    ctx = multiprocessing.get_context("spawn")
+    conn, child = ctx.Pipe()
+    proc = ctx.Process(target=cdn_many_main, args=(child, feeds, latency_s), daemon=True)
+    proc.start()
+    base_url = conn.recv()
+    catalog = {"feeds": [{"slug": f"feed-{j:04d}", "url": f"{base_url}/many/feed-{j:04d}.xml", "tier": 1}
+                         for j in range(feeds)]}
+    (feeds_dir / "tier1_feeds.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
+    out: dict = {"feeds": feeds, "latency_s": latency_s, "budget_s": getattr(sensors_mod, "TICK_BUDGET_S", None),
+                 "workers": getattr(sensors_mod, "FEED_WORKERS", 8), "ticks": []}
+    cursor = None
+    try:
+        for n in (1, 2):
+            with build_sensor_context(instance=instance, cursor=cursor, resources=resources_for("local")) as sctx:
+                t0 = time.perf_counter()
+                result = sensors_mod.new_episodes_sensor(sctx)
+                wall = time.perf_counter() - t0
+            cursor = getattr(result, "cursor", None)
+            state = json.loads(cursor) if cursor else {}
+            reqs = list(getattr(result, "dynamic_partitions_requests", None) or [])
+            if reqs:  # before issue 10: the daemon registers them
+                apply_like_daemon(instance, reqs)
+            out["ticks"].append({"wall_s": wall, "polled": state.get("last_polled", feeds),
+                                 "carried_over": state.get("carried_over", 0), "new": state.get("last_new"),
+                                 "partitions": len(instance.get_dynamic_partitions(EPISODES))})
+            log(f"(b)(2) {feeds} feeds at {1000 * latency_s:.0f} ms, tick {n}: {wall:.2f} s, {out['ticks'][-1]}")
+    finally:
+        conn.send("quit")
+        conn.recv()
+        proc.join(10)
+    instance.dispose()
+    return out
 
 
 def apply_like_daemon(instance, requests) -> dict:
@@ -618,6 +701,48 @@ def machine() -> dict:
             "dagster": dagster.__version__, "date": time.strftime("%Y-%m-%d"), "free": "\n".join(mem)}
 
 
+def sensor_rows(b2: dict) -> list[str]:
+    """The sensor's rows of the (b) table: tick 1 (registration included), the daemon's share, tick 2."""
+    f1, f2, ap = b2["first"], b2["second"], b2["apply"]
+    fn = "discover()" if b2.get("poll_fn", "discover") == "discover" else "poll_feeds()"
+
+    def parts(p: dict) -> str:
+        add = p.get("add_dynamic_partitions", (0, 0.0))
+        return (f"`{fn}` {p['discover'][1]:.2f} s: feed parsing {p['cpu']['parse_feed']:.2f} CPU-s "
+                f"({p['parse_feed'][0]} feeds), checkpoint inserts {p['register_episodes'][1]:.2f} s, "
+                f"checkpoint reads {p['checkpoint_episodes'][1]:.2f} s; instance reads and ranges "
+                f"{p['get_dynamic_partitions'][1] + p['batched_ranges'][1]:.2f} s"
+                + (f"; `add_dynamic_partitions` x{add[0]} {add[1]:.2f} s" if add[0] else ""))
+
+    if f1.get("partition_requests", f1["new"]):
+        daemon = (f"| the sensor daemon applying tick 1's {f1.get('partition_requests', f1['new']):,} "
+                  f"`dynamic_partitions_requests` keys (Dagster's `_handle_dynamic_partitions_requests`: "
+                  f"{ap['has'][0]:,} `has_dynamic_partition` calls, then one add) | "
+                  f"**{ap['wall_s']:.1f} s** (the add itself {ap['add'][1]:.2f} s) |")
+    else:
+        daemon = (f"| the sensor daemon after tick 1: no `dynamic_partitions_requests` to apply (the tick "
+                  f"registered its {f1['registered_in_tick']:,} partitions itself) | **{ap['wall_s']:.2f} s** |")
+    return [
+        f"| `new_episodes_sensor` tick 1: {b2['feeds']} feeds x {b2['items']:,} items "
+        f"({b2['feed_bytes'] / 1e6:.1f} MB of RSS on a loopback PodcastCDN); finds {f1['new']:,} new episodes, "
+        f"requests {f1['run_requests']} runs | **{f1['wall_s']:.2f} s** ({parts(f1['parts'])}) |",
+        daemon,
+        f"| tick 1 and the daemon's registration together: {f1['new']:,} new episodes registered | "
+        f"**{f1['wall_s'] + ap['wall_s']:.1f} s** |",
+        f"| tick 2: every feed answers {', '.join(map(str, f2['http_statuses']))} ({f2['requests']} requests), "
+        f"nothing new | **{f2['wall_s']:.2f} s** ({parts(f2['parts'])}) |",
+    ] + ([many_row(b2["many"])] if "many" in b2 else [])
+
+
+def many_row(m: dict) -> str:
+    t1, t2 = m["ticks"]
+    budget = f"{m['budget_s']:g} s budget, " if m.get("budget_s") else ""
+    return (f"| `new_episodes_sensor` with its defaults ({budget}{m['workers']} feeds at a time) over "
+            f"{m['feeds']:,} small feeds (1-2 items), each answering after {1000 * m['latency_s']:.0f} ms: tick 1 "
+            f"polls {t1['polled']:,} ({t1['carried_over']:,} carried over), registers {t1['new']:,}; tick 2 "
+            f"(all 304) | **{t1['wall_s']:.2f} s**; **{t2['wall_s']:.2f} s** |")
+
+
 def report(m: dict, a: dict, b1: dict, b2: dict, b3: dict, total_s: float, peak_mib: float, load_end: str) -> str:
     mu, si = a["multi"], a["single"]
     ratio = si["ms_per_episode"] / mu["ms_per_episode"]
@@ -682,23 +807,8 @@ def report(m: dict, a: dict, b1: dict, b2: dict, b3: dict, total_s: float, peak_
         f"| `get_dynamic_partitions` (all {b1['n']:,}) / `has_dynamic_partition` (one key) | "
         f"{b1['list_ms']:.1f} ms / {b1['has_ms']:.2f} ms |",
     ]
-    f1, f2, ap = b2["first"], b2["second"], b2["apply"]
-
-    def parts(p: dict) -> str:
-        return (f"`discover()` {p['discover'][1]:.2f} s: feed parsing {p['cpu']['parse_feed']:.2f} CPU-s "
-                f"({p['parse_feed'][0]} feeds, 8 threads), checkpoint inserts {p['register_episodes'][1]:.2f} s, "
-                f"manifest rows {p['checkpoint_episodes'][1]:.2f} s; instance reads and ranges "
-                f"{p['get_dynamic_partitions'][1] + p['batched_ranges'][1]:.2f} s")
-
+    lines += sensor_rows(b2)
     lines += [
-        f"| `new_episodes_sensor` tick 1: {b2['feeds']} feeds x {b2['items']:,} items "
-        f"({b2['feed_bytes'] / 1e6:.1f} MB of RSS on a loopback PodcastCDN); registers {f1['new']:,}, "
-        f"requests {f1['run_requests']} runs | **{f1['wall_s']:.2f} s** ({parts(f1['parts'])}) |",
-        f"| the sensor daemon applying tick 1's `dynamic_partitions_requests` (Dagster's "
-        f"`_handle_dynamic_partitions_requests`: {ap['has'][0]:,} `has_dynamic_partition` calls, then one add) | "
-        f"**{ap['wall_s']:.1f} s** (the add itself {ap['add'][1]:.2f} s) |",
-        f"| tick 2: every feed answers {', '.join(map(str, f2['http_statuses']))} ({f2['requests']} requests), "
-        f"nothing new | **{f2['wall_s']:.2f} s** ({parts(f2['parts'])}) |",
         f"| setup for the queries: {b3['materialized']:,} `report_runless_asset_event` materializations | "
         f"{b3['report_s']:.1f} s ({1000 * b3['report_s'] / b3['materialized']:.1f} ms each) |",
         "",
@@ -727,6 +837,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="also write the Markdown section here")
     ap.add_argument("--raw", type=Path, default=None, help="also write the raw figures (JSON) here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--only", choices=["sensor"], default=None,
+                    help="sensor: only (b)(2), the new_episodes_sensor ticks (about a minute)")
     args = ap.parse_args()
     if args.quick:
         args.episodes, args.baseline_runs, args.partitions, args.materialized, args.repeats = 200, 50, 2_000, 200, 2
@@ -739,12 +851,33 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="podinsight-orch-bench-"))
     saved_env = dict(os.environ)
     os.environ.pop("DAGSTER_HOME", None)
+    if args.only == "sensor":
+        try:
+            b2, _, _ = part_b2(root, feeds, items)
+            b2["many"] = part_b2_many(root, 1000, 0.02)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved_env)
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
+        text = "\n".join([f"Measured by `bench/orchestration_bench.py --only sensor` on {m['date']}: {m['cpu']}, "
+                          f"{m['cores']} cores, load average {m['load']} at the start, "
+                          f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} at the end.", "",
+                          "| what | time |", "|---|---|"] + sensor_rows(b2))
+        print("\n" + text)
+        if args.out:
+            args.out.write_text(text + "\n")
+        print("\nraw figures:", json.dumps({"machine": m, "b2": b2}, default=str))
+        if args.raw:
+            args.raw.write_text(json.dumps({"machine": m, "b2": b2}, default=str, indent=1) + "\n")
+        return 0
     try:
         b1, big_instance, big_keys = part_b1(root, feeds * items, 1000)
         a = part_a(root, args.episodes, args.baseline_runs, big_instance, big_keys,
                    big_runs=2 if not args.quick else 1, big_singles=20 if not args.quick else 5)
         big_instance.dispose()
         b2, home, _ = part_b2(root, feeds, items)
+        b2["many"] = part_b2_many(root, 1000 if not args.quick else 100, 0.02)
         b3 = part_b3(root, home, args.materialized, args.repeats)
     finally:
         os.environ.clear()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from podinsight_dagster.fetch.catalog import Catalog, FeedSpec
 from podinsight_dagster.fetch.feeds import FeedParseError, parse_feed
@@ -112,15 +113,7 @@ def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[Epi
 def discover(services: Services, catalog: Catalog, *, write_manifest: bool = True,
              today: datetime | None = None, max_workers: int = 8) -> Discovery:
     """Poll every feed (one failing feed never stops the others), register episodes, write the manifest."""
-    results: list[FeedResult] = []
-    new_keys: list[str] = []
-    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="feed") as pool:
-        for result, records in pool.map(lambda s: _poll_feed(services, s), catalog.feeds):
-            if records:
-                added = services.checkpoints.register_episodes(records)
-                result.new = len(added)
-                new_keys += added
-            results.append(result)
+    results, new_keys, _ = poll_feeds(services, catalog.feeds, max_workers=max_workers)
     tiers = {f.slug: f.tier for f in catalog.feeds}
     rows = []
     for slug in tiers:
@@ -143,6 +136,43 @@ def discover(services: Services, catalog: Catalog, *, write_manifest: bool = Tru
             fh.write(data)
         discovery.manifest_path = local
     return discovery
+
+
+def poll_feeds(services: Services, specs: Sequence[FeedSpec], *, deadline: float | None = None,
+               max_workers: int = 8) -> tuple[list[FeedResult], list[str], list[FeedSpec]]:
+    """Poll ``specs`` in order, ``max_workers`` at a time, and register their episodes in the checkpoint store.
+
+    Returns the results of the feeds polled, the partition keys new to the checkpoint store, and the
+    feeds left unpolled. With a ``deadline`` (a ``time.monotonic()`` value) no feed starts after it:
+    feeds already in flight finish, the others are returned unpolled. Feeds start strictly in order,
+    so the unpolled ones are the tail of ``specs``; the first always starts, so a caller that resumes
+    from the first unpolled feed always moves on.
+    """
+    lock = threading.Lock()
+    started = 0
+
+    def poll(_task: int) -> tuple[FeedResult, list[EpisodeRecord]] | None:
+        nonlocal started
+        with lock:  # claim the next feed; the deadline is checked under the same lock
+            if started and deadline is not None and time.monotonic() >= deadline:
+                return None
+            spec = specs[started]
+            started += 1
+        return _poll_feed(services, spec)
+
+    results: list[FeedResult] = []
+    new_keys: list[str] = []
+    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="feed") as pool:
+        for out in pool.map(poll, range(len(specs))):
+            if out is None:
+                continue
+            result, records = out
+            if records:
+                added = services.checkpoints.register_episodes(records)
+                result.new = len(added)
+                new_keys += added
+            results.append(result)
+    return results, new_keys, list(specs[started:])
 
 
 def manifest_csv(rows: list[dict]) -> bytes:

@@ -1,6 +1,7 @@
 """Sensors evaluated with build_sensor_context against a real instance and loopback feeds."""
 
 import json
+import time
 
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 
@@ -10,7 +11,8 @@ from podinsight_dagster.services import build_services
 from podinsight_dagster.settings import Settings
 from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG
 from podinsight_dagster.definitions import resources_for
-from podinsight_dagster.sensors import auto_transcribe_sensor, batched_ranges, new_episodes_sensor
+from podinsight_dagster.sensors import (auto_transcribe_sensor, batched_ranges, build_new_episodes_sensor,
+                                        new_episodes_sensor)
 
 
 def _tick(sensor, instance, cursor=None):
@@ -19,32 +21,46 @@ def _tick(sensor, instance, cursor=None):
         return sensor(ctx)
 
 
-def _apply(instance, result: SensorResult) -> None:
-    # Calling a sensor directly does not apply its dynamic partition requests: do what the daemon does.
-    for req in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-
-
 def test_new_episodes_registered_and_queued_in_batches_idempotently(settings, demo_catalog, demo_cdn):
     demo_catalog()
     demo_cdn.set_fault("/feeds/science-weekly.xml", Fault(status=500))
     with DagsterInstance.ephemeral() as instance:
         result = _tick(new_episodes_sensor, instance)
         assert isinstance(result, SensorResult)
-        (req,) = result.dynamic_partitions_requests
-        assert req.partitions_def_name == EPISODES and len(req.partition_keys) == 6  # one feed failed, others went on
+        # The tick registers its partitions itself, in bulk; the daemon has none to apply key by key.
+        assert not result.dynamic_partitions_requests
+        keys = instance.get_dynamic_partitions(EPISODES)
+        assert len(keys) == 6  # one feed failed, the others went on
         assert len(result.run_requests) == 1  # one run for the batch, not one per episode
         run = result.run_requests[0]
-        assert (run.tags[RANGE_START_TAG], run.tags[RANGE_END_TAG]) == (req.partition_keys[0], req.partition_keys[-1])
+        assert (run.tags[RANGE_START_TAG], run.tags[RANGE_END_TAG]) == (keys[0], keys[-1])
         cursor = json.loads(result.cursor)
         assert cursor["last_new"] == 6 and "science-weekly" in cursor["failed_feeds"]
-        _apply(instance, result)
         again = _tick(new_episodes_sensor, instance, cursor=result.cursor)  # a repeated tick adds nothing
         assert not again.run_requests and not again.dynamic_partitions_requests
         assert json.loads(again.cursor)["ticks"] == 2
+        assert len(instance.get_dynamic_partitions(EPISODES)) == 6
         demo_cdn.set_fault("/feeds/science-weekly.xml", None)
         recovered = _tick(new_episodes_sensor, instance, cursor=again.cursor)
-        assert len(recovered.dynamic_partitions_requests[0].partition_keys) == 3
+        assert len(instance.get_dynamic_partitions(EPISODES)) == 9
+        (run,) = recovered.run_requests
+        assert (run.tags[RANGE_START_TAG], run.tags[RANGE_END_TAG]) == tuple(instance.get_dynamic_partitions(EPISODES)[6::2])
+        assert "science-weekly" not in json.loads(recovered.cursor)["failed_feeds"]
+
+
+def test_episodes_known_to_the_checkpoint_store_but_not_the_instance_are_registered(settings, demo_catalog, demo_cdn):
+    # A tick interrupted after the checkpoint store took the episodes, before the instance did: the next
+    # tick, whose feeds all answer 304, registers and queues them.
+    demo_catalog()
+    with DagsterInstance.ephemeral() as instance:
+        _tick(new_episodes_sensor, instance)
+        lost = instance.get_dynamic_partitions(EPISODES)[-3:]
+        for key in lost:
+            instance.delete_dynamic_partition(EPISODES, key)
+        result = _tick(new_episodes_sensor, instance)
+        assert sorted(instance.get_dynamic_partitions(EPISODES)[-3:]) == sorted(lost)
+        (run,) = result.run_requests
+        assert {run.tags[RANGE_START_TAG], run.tags[RANGE_END_TAG]} <= set(lost)
 
 
 def test_download_batches_split_at_100():
@@ -81,3 +97,68 @@ def test_auto_transcribe_shrinks_a_request_that_would_cross_the_ceiling(settings
         runs = _tick(auto_transcribe_sensor, instance)
         queued = sum(int(r.tags[RANGE_END_TAG][-3:]) - int(r.tags[RANGE_START_TAG][-3:]) + 1 for r in runs)
         assert 0 < queued < 150 and queued * 0.0125 <= 1.0
+
+
+def _small_feed(i: int) -> bytes:
+    items = "".join(
+        f"<item><title>Feed {i} episode {k}</title><guid isPermaLink=\"false\">f{i:04d}-e{k}</guid>"
+        f"<pubDate>Mon, 0{k} Jun 2026 09:00:00 +0000</pubDate>"
+        f"<enclosure url=\"{{base_url}}/audio/f{i:04d}-e{k}.mp3\" type=\"audio/mpeg\" length=\"1000\"/></item>"
+        for k in range(1, 2 + i % 2))  # 1 or 2 items
+    return (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><rss version=\"2.0\"><channel><title>Feed {i}</title>"
+            f"<link>{{base_url}}/</link><description>d</description>{items}</channel></rss>").encode()
+
+
+def test_a_tick_keeps_to_its_budget_and_the_feeds_it_missed_go_first_next_tick(settings, demo_cdn):
+    """1,000 feeds, 20 ms each: a tick stops starting feeds at its budget; the next ticks carry on from there."""
+    import yaml
+
+    n, budget, workers = 1000, 2.0, 8
+    slugs = [f"feed-{i:04d}" for i in range(n)]
+    for i, slug in enumerate(slugs):
+        demo_cdn.add_file(f"/many/{slug}.xml", _small_feed(i), content_type="application/rss+xml")
+        demo_cdn.set_fault(f"/many/{slug}.xml", Fault(latency_s=0.02))
+    (settings.feeds_dir / "tier1_feeds.yaml").write_text(yaml.safe_dump(
+        {"feeds": [{"slug": s, "url": demo_cdn.url(f"/many/{s}.xml"), "tier": 1} for s in slugs]}))
+    expected = {f"{slug}/f{i:04d}-e{k}" for i, slug in enumerate(slugs) for k in range(1, 2 + i % 2)}
+    # 8 feeds at a time, 20 ms each: at most 8 x 2 s / 20 ms = 800 feeds start within the budget.
+    sensor = build_new_episodes_sensor(tick_budget_s=budget, max_workers=workers)
+    demo_cdn.reset_stats()
+    cursor, polled_by_tick, seen, runs, previous_next = None, [], set(), [], None
+    with DagsterInstance.ephemeral() as instance:
+        while len(seen) < n:
+            assert len(polled_by_tick) < 8, "feeds starved"
+            t0 = time.monotonic()
+            result = _tick(sensor, instance, cursor)
+            wall = time.monotonic() - t0
+            # Feeds in flight at the budget finish (20 ms each here; each request at most 5 s to connect and
+            # 10 s to read in a sensor), then the tick registers what it found; add resource set-up.
+            assert wall < budget + 5.0, wall
+            cursor = result.cursor
+            state = json.loads(cursor)
+            polled = [r.path.rsplit("/", 1)[-1][:-4] for r in demo_cdn.requests]
+            demo_cdn.reset_stats()
+            assert state["last_polled"] == len(polled) and not state["failed_feeds"]
+            polled_by_tick.append(polled)
+            seen |= set(polled)
+            # Every episode of every feed polled so far is registered, and queued for download once.
+            registered = set(instance.get_dynamic_partitions(EPISODES))
+            assert registered == {k for k in expected if k.split("/")[0] in seen}
+            if len(polled_by_tick) > 1:  # this tick started with the feed where the last one stopped
+                assert previous_next in polled
+            previous_next = state["next_feed"]
+            runs += result.run_requests
+        first = polled_by_tick[0]
+        assert len(first) < n and state["ticks"] >= 2  # the first tick carried feeds over
+        assert set(first) == set(slugs[:len(first)])  # in catalog order, from the start
+        # Round robin: each tick went on where the last stopped, so until every feed was polled once
+        # no feed was polled twice.
+        before_last = [s for tick in polled_by_tick[:-1] for s in tick]
+        assert len(before_last) == len(set(before_last))
+        # Each episode's download was requested once, in runs of contiguous partitions.
+        order = {k: i for i, k in enumerate(instance.get_dynamic_partitions(EPISODES))}
+        spans = [range(order[r.tags[RANGE_START_TAG]], order[r.tags[RANGE_END_TAG]] + 1) for r in runs]
+        assert sorted(i for span in spans for i in span) == list(range(len(expected)))
+        # A further tick finds nothing new and asks for nothing.
+        again = _tick(sensor, instance, cursor)
+        assert not again.run_requests and len(instance.get_dynamic_partitions(EPISODES)) == len(expected)
