@@ -478,7 +478,7 @@ def small_feed_xml(j: int) -> bytes:
 
 
 def cdn_many_main(conn, feeds: int, latency_s: float) -> None:
-    from podinsight_dagster.demo.cdn import Fault, PodcastCDN
+    from tests.support.cdn import Fault, PodcastCDN
 
     cdn = PodcastCDN(name="bench-many-feeds").start()
     for j in range(feeds):
