@@ -20,7 +20,7 @@ from podinsight_dagster.fetch.catalog import Catalog, load_catalog
 from podinsight_dagster.fetch.http import HttpClient
 from podinsight_dagster.services import (ObjectStores, Services, build_budget, build_checkpoints, build_http,
                                          build_metrics, build_object_stores, build_prices, build_transcriber)
-from podinsight_dagster.settings import ENV_VARS, Settings
+from podinsight_dagster.settings import ENV_VARS, Settings, env_text
 from podinsight_dagster.store.checkpoints import CheckpointStore
 from podinsight_dagster.store.metrics import Metrics
 from podinsight_dagster.transcribe.transcriber import Transcriber
@@ -44,6 +44,9 @@ class PodInsightConfig(ConfigurableResource):
     cpu_threads: str = ""
     transcript_source: str = ""
     language_check_model: str = ""
+    transcribe_via: str = ""
+    batch_job_queue: str = ""
+    batch_job_definition: str = ""
     allow_private_networks: str = ""
     default_host_limit: str = ""
     http_max_attempts: str = ""
@@ -66,13 +69,7 @@ class PodInsightConfig(ConfigurableResource):
     @classmethod
     def from_settings(cls, settings: Settings) -> "PodInsightConfig":
         """Fixed values (no EnvVar): for runs launched by ``podrun`` and the demo with their own settings."""
-        def text(value: Any) -> str:
-            if value is None:
-                return ""
-            if isinstance(value, bool):
-                return "1" if value else "0"
-            return str(value)
-        return cls(**{var.field: text(getattr(settings, var.field)) for var in ENV_VARS})
+        return cls(**{var.field: env_text(getattr(settings, var.field)) for var in ENV_VARS})
 
     @classmethod
     def from_environment(cls, environ: dict[str, str], **fixed: str) -> "PodInsightConfig":
