@@ -10,7 +10,9 @@ bundles the seams into the ``Services`` that the domain steps take;
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import PrivateAttr
@@ -165,6 +167,36 @@ class PodInsightResource(ConfigurableResource):
 
     def catalog(self) -> Catalog:
         return load_catalog(self.settings().feeds_dir)
+
+    def run_worker(self, context: Any, extras: Mapping[str, Any]) -> Sequence[Any]:
+        """Run ``worker.py`` under Dagster Pipes (``PODINSIGHT_TRANSCRIBE_VIA``); the custom messages it reported.
+
+        subprocess: ``python -m podinsight_dagster.worker`` through ``PipesSubprocessClient``, with
+        these settings as its environment. batch: a job of ``PODINSIGHT_BATCH_JOB_DEFINITION`` on
+        ``PODINSIGHT_BATCH_JOB_QUEUE`` through ``PipesBatchClient`` (context and messages through
+        the stage bucket), with the settings that are not this machine's folders.
+        """
+        settings = self.settings()
+        if settings.transcribe_via == "subprocess":
+            from dagster import PipesSubprocessClient
+
+            # -m finds the package from the working directory, installed or not.
+            root = Path(__file__).resolve().parents[2]
+            client = PipesSubprocessClient(env=settings.to_env(), cwd=str(root))
+            invocation = client.run(context=context, command=[sys.executable, "-m", "podinsight_dagster.worker"],
+                                    extras=dict(extras))
+        elif settings.transcribe_via == "batch":
+            from podinsight_dagster.pipes_batch import PipesBatchClient
+            from podinsight_dagster.services import aws_client
+
+            client = PipesBatchClient(aws_client(settings, "batch"), aws_client(settings, "s3"), settings.stage_bucket,
+                                      logs=aws_client(settings, "logs"))
+            invocation = client.run(context=context, job_definition=settings.batch_job_definition,
+                                    job_queue=settings.batch_job_queue, extras=dict(extras),
+                                    environment=settings.to_env(paths=False))
+        else:
+            raise ValueError(f"PODINSIGHT_TRANSCRIBE_VIA={settings.transcribe_via!r} runs no worker")
+        return invocation.get_custom_messages()
 
 
 def podinsight_resources(config: PodInsightConfig) -> dict[str, ConfigurableResource]:
