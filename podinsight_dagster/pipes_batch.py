@@ -114,8 +114,12 @@ class PipesBatchClient(PipesClient):
                                         *({"name": k, "value": v} for k, v in env.items())]
             tags = {**dict(params.pop("tags", None) or {}),
                     **{k[:128]: str(v)[:256] for k, v in session.default_remote_invocation_info.items()}}
-            submitted = self.batch.submit_job(jobName=name, jobQueue=job_queue, jobDefinition=job_definition,
-                                              containerOverrides=overrides, tags=tags, **params)
+            try:
+                submitted = self.batch.submit_job(jobName=name, jobQueue=job_queue, jobDefinition=job_definition,
+                                                  containerOverrides=overrides, tags=tags, **params)
+            except ClientError as exc:
+                raise Failure(description=f"could not submit AWS Batch job {name} ({job_definition} on "
+                                          f"{job_queue}): {exc}") from exc
             job_id = submitted["jobId"]
             context.log.info(f"[pipes] AWS Batch job {name} ({job_id}) submitted to {job_queue} ({job_definition})")
             try:

@@ -145,7 +145,11 @@ def main(argv: list[str]) -> int:
     services = build_services(settings)
     try:
         if argv:
-            services.budget.check()
+            try:
+                services.budget.check()
+            except BudgetExceeded as exc:
+                print(f"transcription refused: {exc}", file=sys.stderr)
+                return 1
             outcomes = process(services, argv, emit=lambda _: None)
             return 1 if any(not o["ok"] for o in outcomes.values()) else 0
         from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
