@@ -25,6 +25,7 @@ METRICS_NAMESPACE = "PodInsight"
 DEFAULT_MODEL = "base"  # run-book §4.2: --model defaults to base
 DEPLOYMENTS = ("local", "aws")
 TRANSCRIPT_SOURCES = ("prefer_publisher", "always_asr", "both")
+TRANSCRIBE_VIA = ("in-process", "subprocess", "batch")
 
 
 class SettingsError(ValueError):
@@ -50,6 +51,11 @@ class Settings:
     cpu_threads: int = 0                # 0: one per core
     transcript_source: str = "prefer_publisher"
     language_check_model: str | None = None
+    # where the transcript asset runs Whisper: in its own process, or the worker under Dagster Pipes
+    # (a subprocess, or an AWS Batch job on the GPU queue: run-book §4.5 2.2-2.3)
+    transcribe_via: str = "in-process"
+    batch_job_queue: str = "gpu_spot"
+    batch_job_definition: str = "whisper-base"
     # fetching (run-book §3)
     allow_private_networks: str = ""
     default_host_limit: int = 10        # run-book §3.2: hosts not in HOST_LIMIT get 10
@@ -116,8 +122,20 @@ class Settings:
         if self.transcript_source not in TRANSCRIPT_SOURCES:
             raise SettingsError(f"PODINSIGHT_TRANSCRIPT_SOURCE={self.transcript_source!r}: choose one of "
                                 f"{', '.join(TRANSCRIPT_SOURCES)}")
+        if self.transcribe_via not in TRANSCRIBE_VIA:
+            raise SettingsError(f"PODINSIGHT_TRANSCRIBE_VIA={self.transcribe_via!r}: choose one of "
+                                f"{', '.join(TRANSCRIBE_VIA)}")
         if self.batch_size < 1:
             raise SettingsError(f"PODINSIGHT_BATCH_SIZE={self.batch_size}: must be at least 1")
+
+    def to_env(self, *, paths: bool = True) -> dict[str, str]:
+        """These settings as the environment variables that give them (how a worker process gets them).
+
+        ``paths=False`` leaves out this machine's folders (data root, catalog, model cache): for a
+        container elsewhere, which uses its own.
+        """
+        return {var.name: env_text(getattr(self, var.field)) for var in ENV_VARS
+                if paths or var.parse is not _path}
 
     def ensure_dirs(self) -> None:
         for path in (self.raw_root, self.stage_root, self.manifests_root, self.dagster_home, self.locks_dir):
@@ -129,6 +147,15 @@ class Settings:
 # ---------------------------------------------------------------------------
 # The environment variables, one per field: the only list of them.
 # ---------------------------------------------------------------------------
+def env_text(value: object) -> str:
+    """A field's value as its variable's text (None: empty, which means the default)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
 def _text(name: str, raw: str) -> str:
     return raw
 
@@ -185,6 +212,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PODINSIGHT_CPU_THREADS", "cpu_threads", _int, "CTranslate2 threads (0: one per core)"),
     EnvVar("PODINSIGHT_TRANSCRIPT_SOURCE", "transcript_source", _text, "prefer_publisher, always_asr or both"),
     EnvVar("PODINSIGHT_LANGUAGE_CHECK_MODEL", "language_check_model", _text, "multilingual model for .en checks"),
+    EnvVar("PODINSIGHT_TRANSCRIBE_VIA", "transcribe_via", _text,
+           "in-process, subprocess (the worker under Dagster Pipes) or batch (aws)"),
+    EnvVar("PODINSIGHT_BATCH_JOB_QUEUE", "batch_job_queue", _text, "Batch job queue of the GPU worker (aws)"),
+    EnvVar("PODINSIGHT_BATCH_JOB_DEFINITION", "batch_job_definition", _text, "Batch job definition of the GPU worker (aws)"),
     EnvVar("PODINSIGHT_ALLOW_PRIVATE_NETWORKS", "allow_private_networks", _text, "1, or CIDRs fetching may reach"),
     EnvVar("PODINSIGHT_DEFAULT_HOST_LIMIT", "default_host_limit", _int, "connections per host not listed"),
     EnvVar("PODINSIGHT_HTTP_MAX_ATTEMPTS", "http_max_attempts", _int, "tries per request (retryable errors)"),

@@ -1,54 +1,167 @@
 """The GPU worker: transcribe, segment and score episodes under Dagster Pipes.
 
-Launched by Dagster (``PipesECSClient``/AWS Batch in production, a subprocess
-locally) with the episode partition keys in the Pipes extras. It needs only
-``dagster-pipes`` and the domain code: no dagster, no webserver.
+Launched by the ``transcript`` asset (``PODINSIGHT_TRANSCRIBE_VIA``: a subprocess through
+``PipesSubprocessClient``, or an AWS Batch job through ``pipes_batch.PipesBatchClient``) with
+the episode partition keys in the Pipes extras. It needs only ``dagster-pipes`` and the domain
+code: no dagster, no webserver.
 
     python -m podinsight_dagster.worker            # under Pipes
     python -m podinsight_dagster.worker KEY [KEY]  # by hand, without Pipes
+
+Extras: ``partition_keys`` (the run's episodes) and ``through``: ``transcript`` (only
+transcript.json: what the asset asks, segments and kpis being assets of their own) or ``kpis``
+(the default: all of Phase 2). The worker checks the budget before spending, reports every
+episode's outcome as a custom message (``outcome_message``; one failure never discards the
+others), and exits 0 once it has reported: the asset turns the messages into per-partition
+materializations or failures, through the same code as its in-process path.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any, Callable, Iterable, Mapping
 
+from podinsight_dagster.costs.budget import BudgetExceeded
 from podinsight_dagster.errors import StepError
-from podinsight_dagster.services import Services, build_services
+from podinsight_dagster.services import Services, aws_client, build_services
 from podinsight_dagster.settings import Settings
 from podinsight_dagster.transcribe.steps import transcribe_episodes, write_kpis, write_segments
 
+THROUGH = ("transcript", "kpis")
 
-def process(services: Services, keys: list[str], report=print) -> dict[str, str]:
-    """Transcribe (all in one batched pass), segment and score each episode; returns {partition_key: error}."""
-    failures: dict[str, str] = {}
-    for pk, result in transcribe_episodes(services, keys).items():
+
+# ---------------------------------------------------------------------------
+# The outcome of one episode, as the worker reports it and the asset reads it (JSON only).
+# ---------------------------------------------------------------------------
+def transcript_metadata(t: Any) -> dict:
+    """What the ``transcript`` asset records for one transcribed episode (plain JSON values)."""
+    return {"duration_sec": t.duration, "words": len(t.text.split()), "language": t.language,
+            "language_probability": t.language_probability, "realtime_factor": round(t.realtime_factor, 2),
+            "wall_sec": t.wall_sec, "model": t.model, "device": t.device, "source": t.source,
+            "language_mismatch": t.language_mismatch, "unreliable_reason": t.unreliable_reason,
+            "publisher_error": t.publisher_error, "preview": t.text[:300]}
+
+
+def outcome_message(pk: str, result: Any) -> dict:
+    """One episode's outcome: a transcript (or its metadata dict), or the StepError that stopped it."""
+    if isinstance(result, StepError):
+        return {"partition_key": pk, "ok": False, "error": str(result), "retryable": result.retryable}
+    return {"partition_key": pk, "ok": True,
+            "metadata": result if isinstance(result, dict) else transcript_metadata(result)}
+
+
+def refusal_message(reason: str) -> dict:
+    """The budget refused the whole request: nothing was transcribed."""
+    return {"refused": reason}
+
+
+class Refused(RuntimeError):
+    """The worker refused to spend (frozen, or today's cost at the ceiling)."""
+
+
+def read_outcomes(messages: Iterable[Mapping]) -> dict[str, dict | StepError]:
+    """``{partition_key: metadata or StepError}`` from outcome messages; raises Refused on a refusal."""
+    outcomes: dict[str, dict | StepError] = {}
+    for m in messages:
+        if not isinstance(m, Mapping):
+            continue
+        if "refused" in m:
+            raise Refused(str(m["refused"]))
+        pk = m.get("partition_key")
+        if not isinstance(pk, str):
+            continue
+        outcomes[pk] = (dict(m.get("metadata") or {}) if m.get("ok")
+                        else StepError(str(m.get("error") or f"{pk}: failed"), retryable=bool(m.get("retryable"))))
+    return outcomes
+
+
+# ---------------------------------------------------------------------------
+def process(services: Services, keys: list[str], emit: Callable[[dict], None] = print,
+            through: str = "kpis", log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Transcribe (all in one batched pass) and, through ``kpis``, segment and score each episode.
+
+    ``emit`` gets each episode's outcome message as soon as it is known; returns them all by key.
+    """
+    if through not in THROUGH:
+        raise ValueError(f"through={through!r}: choose one of {', '.join(THROUGH)}")
+    outcomes: dict[str, dict] = {}
+    results = transcribe_episodes(services, keys)
+    for pk in keys:
+        result = results.get(pk) or StepError(f"{pk}: no transcription result")
         try:
             if isinstance(result, StepError):
                 raise result
-            write_segments(services, pk)
-            kpis = write_kpis(services, pk)
+            meta = transcript_metadata(result)
+            if through == "kpis":
+                write_segments(services, pk)
+                write_kpis(services, pk)
         except StepError as exc:
-            failures[pk] = str(exc)
-            report(f"FAILED {pk}: {exc}")
-            continue
-        report(f"ok {pk}: {kpis['words']} words, {kpis['realtime_factor']}x real time")
-    return failures
+            outcome = outcome_message(pk, exc)
+        except Exception as exc:  # noqa: BLE001 - a bug or bad data in one episode must not stop the others
+            outcome = outcome_message(pk, StepError(f"{pk}: unexpected {type(exc).__name__}: {exc}"))
+        else:
+            outcome = outcome_message(pk, meta)
+        log(f"ok {pk}: {outcome['metadata']['words']} words, {outcome['metadata']['realtime_factor']}x real time"
+            if outcome["ok"] else f"FAILED {outcome['error']}")
+        outcomes[pk] = outcome
+        emit(outcome)
+    return outcomes
+
+
+def pipes_io(params_loader: Any, s3_client: Callable[[], Any]) -> tuple[Any, Any]:
+    """The context loader and message writer the launcher chose: S3 (a Batch job) or the defaults (a subprocess).
+
+    A Batch job's environment overrides are size-limited, so ``PipesBatchClient`` puts the context
+    (and the messages) in S3; its bootstrap parameters then name a bucket.
+    """
+    from dagster_pipes import (PipesDefaultContextLoader, PipesDefaultMessageWriter, PipesS3ContextLoader,
+                               PipesS3MessageWriter)
+
+    on_s3 = "bucket" in params_loader.load_context_params()
+    loader = PipesS3ContextLoader(s3_client()) if on_s3 else PipesDefaultContextLoader()
+    on_s3 = "bucket" in params_loader.load_messages_params()
+    writer = PipesS3MessageWriter(s3_client(), interval=5) if on_s3 else PipesDefaultMessageWriter()
+    return loader, writer
+
+
+def run_under_pipes(services: Services, pipes: Any) -> None:
+    """The worker's side of one Pipes session: budget check, then every episode reported."""
+    keys = list(pipes.extras.get("partition_keys") or [pipes.partition_key])
+    through = pipes.extras.get("through") or "kpis"
+    try:
+        # Frozen, or today's spend at the ceiling: this job transcribes nothing (run-book §6.1).
+        services.budget.check()
+    except BudgetExceeded as exc:
+        pipes.log.warning(f"transcription refused: {exc}")
+        pipes.report_custom_message(refusal_message(str(exc)))
+        return
+    outcomes = process(services, keys, emit=pipes.report_custom_message, through=through, log=pipes.log.info)
+    failed = sum(1 for o in outcomes.values() if not o["ok"])
+    pipes.log.info(f"{len(keys) - failed} of {len(keys)} episodes done, {failed} failed")
 
 
 def main(argv: list[str]) -> int:
-    services = build_services(Settings.from_env())
+    settings = Settings.from_env()
+    services = build_services(settings)
     try:
         if argv:
-            return 1 if process(services, argv) else 0
-        from dagster_pipes import open_dagster_pipes
+            try:
+                services.budget.check()
+            except BudgetExceeded as exc:
+                print(f"transcription refused: {exc}", file=sys.stderr)
+                return 1
+            outcomes = process(services, argv, emit=lambda _: None)
+            return 1 if any(not o["ok"] for o in outcomes.values()) else 0
+        from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
-        with open_dagster_pipes() as pipes:
-            keys = list(pipes.extras.get("partition_keys") or [pipes.partition_key])
-            failures = process(services, keys, report=pipes.log.info)
-            pipes.report_custom_message({"succeeded": len(keys) - len(failures), "failed": failures})
-            if failures:
-                raise RuntimeError(f"{len(failures)} of {len(keys)} episodes failed: {failures}")
-        return 0
+        params = PipesEnvVarParamsLoader()
+        if not params.is_dagster_pipes_process():
+            print("not launched by Dagster Pipes: name the partition keys to process", file=sys.stderr)
+            return 2
+        loader, writer = pipes_io(params, lambda: aws_client(settings, "s3"))
+        with open_dagster_pipes(context_loader=loader, message_writer=writer, params_loader=params) as pipes:
+            run_under_pipes(services, pipes)
+        return 0  # every outcome is reported; the asset decides what fails
     finally:
         services.close()
 

@@ -15,7 +15,8 @@ VALID = {
     "PODINSIGHT_ALLOW_MODEL_DOWNLOAD": ("1", True), "PODINSIGHT_DEVICE": ("cpu", "cpu"),
     "PODINSIGHT_COMPUTE_TYPE": ("int8", "int8"), "PODINSIGHT_BATCH_SIZE": ("3", 3),
     "PODINSIGHT_CPU_THREADS": ("2", 2), "PODINSIGHT_TRANSCRIPT_SOURCE": ("both", "both"),
-    "PODINSIGHT_LANGUAGE_CHECK_MODEL": ("base", "base"),
+    "PODINSIGHT_LANGUAGE_CHECK_MODEL": ("base", "base"), "PODINSIGHT_TRANSCRIBE_VIA": ("batch", "batch"),
+    "PODINSIGHT_BATCH_JOB_QUEUE": ("q", "q"), "PODINSIGHT_BATCH_JOB_DEFINITION": ("d", "d"),
     "PODINSIGHT_ALLOW_PRIVATE_NETWORKS": ("10.0.0.0/8", "10.0.0.0/8"), "PODINSIGHT_DEFAULT_HOST_LIMIT": ("4", 4),
     "PODINSIGHT_HTTP_MAX_ATTEMPTS": ("2", 2), "PODINSIGHT_MAX_AUDIO_BYTES": ("1000", 1000),
     "PODINSIGHT_COST_CEILING_USD": ("12.5", 12.5), "PODINSIGHT_PRICE_GPU_HOUR": ("1.2", 1.2),
@@ -57,11 +58,21 @@ def test_defaults_follow_the_run_book(tmp_path):
     ("PODINSIGHT_ALLOW_MODEL_DOWNLOAD", "maybe", "PODINSIGHT_ALLOW_MODEL_DOWNLOAD='maybe' is not a yes/no value"),
     ("PODINSIGHT_DEPLOYMENT", "gcp", "PODINSIGHT_DEPLOYMENT='gcp': choose one of local, aws"),
     ("PODINSIGHT_TRANSCRIPT_SOURCE", "x", "PODINSIGHT_TRANSCRIPT_SOURCE='x': choose one of"),
+    ("PODINSIGHT_TRANSCRIBE_VIA", "lambda", "PODINSIGHT_TRANSCRIBE_VIA='lambda': choose one of in-process, subprocess"),
 ])
 def test_bad_values_are_one_sentence_naming_the_variable(tmp_path, name, value, message):
     with pytest.raises(SettingsError) as err:
         Settings.from_env({"PODINSIGHT_HOME": str(tmp_path), name: value})
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_settings_round_trip_through_the_environment_a_worker_gets(tmp_path):
+    s = Settings.from_env({"PODINSIGHT_HOME": str(tmp_path), "PODINSIGHT_MODEL": "tiny.en",
+                           "PODINSIGHT_ALLOW_MODEL_DOWNLOAD": "1", "PODINSIGHT_TRANSCRIBE_VIA": "subprocess"})
+    assert Settings.from_env(s.to_env()) == s
+    remote = s.to_env(paths=False)
+    assert "PODINSIGHT_HOME" not in remote and "PODINSIGHT_MODEL_CACHE" not in remote
+    assert remote["PODINSIGHT_MODEL"] == "tiny.en" and remote["PODINSIGHT_ALLOW_MODEL_DOWNLOAD"] == "1"
 
 
 def test_flags_override_explicitly_and_none_keeps_the_setting(tmp_path):

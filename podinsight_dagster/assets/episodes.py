@@ -38,6 +38,7 @@ from podinsight_dagster.transcribe.steps import load_transcript, transcribe_epis
 from podinsight_dagster.partitions import episodes_partitions
 from podinsight_dagster.resources import PodInsightResource
 from podinsight_dagster.assets.catalog import episode_manifest
+from podinsight_dagster.worker import Refused, outcome_message, read_outcomes
 
 MAX_PARTITIONS_PER_RUN = 100
 EPISODE_BACKFILL = BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITIONS_PER_RUN)
@@ -182,23 +183,30 @@ def transcript(context: AssetExecutionContext, podinsight: PodInsightResource):
     except BudgetExceeded as exc:
         raise Failure(f"transcription refused: {exc}", allow_retries=False) from exc
     options = services.transcriber.options
-    # All episodes of the run in one call: publisher transcripts first, then one batched ASR pass
-    # (model loaded once, and only if needed; decoding overlaps inference; short episodes share
-    # batches). Each episode's outcome is then reported, or raised, by run_per_episode as before.
-    results = transcribe_episodes(
-        services, list(context.partition_keys),
-        on_result=lambda pk, r: context.log.debug(f"{pk}: {'failed' if isinstance(r, StepError) else 'done'}"))
+    keys = list(context.partition_keys)
+    if services.settings.transcribe_via == "in-process":
+        # All episodes of the run in one call: publisher transcripts first, then one batched ASR pass
+        # (model loaded once, and only if needed; decoding overlaps inference; short episodes share
+        # batches).
+        results = transcribe_episodes(
+            services, keys,
+            on_result=lambda pk, r: context.log.debug(f"{pk}: {'failed' if isinstance(r, StepError) else 'done'}"))
+        messages = [outcome_message(pk, r) for pk, r in results.items()]
+    else:
+        # The same steps in worker.py under Dagster Pipes (a subprocess, or a Batch job on a GPU),
+        # which reports each episode's outcome in the same messages.
+        messages = podinsight.run_worker(context, {"partition_keys": keys, "through": "transcript"})
+    try:
+        outcomes = read_outcomes(messages)
+    except Refused as exc:
+        raise Failure(f"transcription refused: {exc}", allow_retries=False) from exc
 
     def step(pk: str) -> dict:
-        t = results.get(pk) or StepError(f"{pk}: no transcription result")
-        if isinstance(t, StepError):
-            raise t
-        return {"duration_sec": t.duration, "words": len(t.text.split()), "language": t.language,
-                "language_probability": t.language_probability, "realtime_factor": round(t.realtime_factor, 2),
-                "wall_sec": t.wall_sec, "model": t.model, "device": t.device, "source": t.source,
-                "language_mismatch": t.language_mismatch, "unreliable_reason": t.unreliable_reason,
-                "publisher_error": t.publisher_error,
-                "preview": MetadataValue.text(t.text[:300])}
+        # Each episode's outcome, from either path, is reported (or raised) by run_per_episode.
+        out = outcomes.get(pk) or StepError(f"{pk}: no transcription result")
+        if isinstance(out, StepError):
+            raise out
+        return {**out, "preview": MetadataValue.text(out.get("preview") or "")}
 
     def summary(done: dict[str, dict]) -> dict:
         asr = [m for m in done.values() if m["source"] == "asr"]

@@ -10,7 +10,9 @@ bundles the seams into the ``Services`` that the domain steps take;
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import PrivateAttr
@@ -20,7 +22,7 @@ from podinsight_dagster.fetch.catalog import Catalog, load_catalog
 from podinsight_dagster.fetch.http import HttpClient
 from podinsight_dagster.services import (ObjectStores, Services, build_budget, build_checkpoints, build_http,
                                          build_metrics, build_object_stores, build_prices, build_transcriber)
-from podinsight_dagster.settings import ENV_VARS, Settings
+from podinsight_dagster.settings import ENV_VARS, Settings, env_text
 from podinsight_dagster.store.checkpoints import CheckpointStore
 from podinsight_dagster.store.metrics import Metrics
 from podinsight_dagster.transcribe.transcriber import Transcriber
@@ -44,6 +46,9 @@ class PodInsightConfig(ConfigurableResource):
     cpu_threads: str = ""
     transcript_source: str = ""
     language_check_model: str = ""
+    transcribe_via: str = ""
+    batch_job_queue: str = ""
+    batch_job_definition: str = ""
     allow_private_networks: str = ""
     default_host_limit: str = ""
     http_max_attempts: str = ""
@@ -66,13 +71,7 @@ class PodInsightConfig(ConfigurableResource):
     @classmethod
     def from_settings(cls, settings: Settings) -> "PodInsightConfig":
         """Fixed values (no EnvVar): for runs launched by ``podrun`` and the demo with their own settings."""
-        def text(value: Any) -> str:
-            if value is None:
-                return ""
-            if isinstance(value, bool):
-                return "1" if value else "0"
-            return str(value)
-        return cls(**{var.field: text(getattr(settings, var.field)) for var in ENV_VARS})
+        return cls(**{var.field: env_text(getattr(settings, var.field)) for var in ENV_VARS})
 
     @classmethod
     def from_environment(cls, environ: dict[str, str], **fixed: str) -> "PodInsightConfig":
@@ -168,6 +167,36 @@ class PodInsightResource(ConfigurableResource):
 
     def catalog(self) -> Catalog:
         return load_catalog(self.settings().feeds_dir)
+
+    def run_worker(self, context: Any, extras: Mapping[str, Any]) -> Sequence[Any]:
+        """Run ``worker.py`` under Dagster Pipes (``PODINSIGHT_TRANSCRIBE_VIA``); the custom messages it reported.
+
+        subprocess: ``python -m podinsight_dagster.worker`` through ``PipesSubprocessClient``, with
+        these settings as its environment. batch: a job of ``PODINSIGHT_BATCH_JOB_DEFINITION`` on
+        ``PODINSIGHT_BATCH_JOB_QUEUE`` through ``PipesBatchClient`` (context and messages through
+        the stage bucket), with the settings that are not this machine's folders.
+        """
+        settings = self.settings()
+        if settings.transcribe_via == "subprocess":
+            from dagster import PipesSubprocessClient
+
+            # -m finds the package from the working directory, installed or not.
+            root = Path(__file__).resolve().parents[2]
+            client = PipesSubprocessClient(env=settings.to_env(), cwd=str(root))
+            invocation = client.run(context=context, command=[sys.executable, "-m", "podinsight_dagster.worker"],
+                                    extras=dict(extras))
+        elif settings.transcribe_via == "batch":
+            from podinsight_dagster.pipes_batch import PipesBatchClient
+            from podinsight_dagster.services import aws_client
+
+            client = PipesBatchClient(aws_client(settings, "batch"), aws_client(settings, "s3"), settings.stage_bucket,
+                                      logs=aws_client(settings, "logs"))
+            invocation = client.run(context=context, job_definition=settings.batch_job_definition,
+                                    job_queue=settings.batch_job_queue, extras=dict(extras),
+                                    environment=settings.to_env(paths=False))
+        else:
+            raise ValueError(f"PODINSIGHT_TRANSCRIBE_VIA={settings.transcribe_via!r} runs no worker")
+        return invocation.get_custom_messages()
 
 
 def podinsight_resources(config: PodInsightConfig) -> dict[str, ConfigurableResource]:
