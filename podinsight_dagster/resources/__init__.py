@@ -20,7 +20,7 @@ from podinsight_dagster.fetch.catalog import Catalog, load_catalog
 from podinsight_dagster.fetch.http import HttpClient
 from podinsight_dagster.services import (ObjectStores, Services, build_budget, build_checkpoints, build_http,
                                          build_metrics, build_object_stores, build_prices, build_transcriber)
-from podinsight_dagster.settings import ENV_VARS, Settings
+from podinsight_dagster.settings import CONFIG_VARS, Settings
 from podinsight_dagster.store.checkpoints import CheckpointStore
 from podinsight_dagster.store.metrics import Metrics
 from podinsight_dagster.transcribe.transcriber import Transcriber
@@ -29,7 +29,8 @@ from podinsight_dagster.transcribe.transcriber import Transcriber
 class PodInsightConfig(ConfigurableResource):
     """The settings in force: each field is the text of its environment variable (empty: the default).
 
-    The field names are ``Settings``' fields; ``settings.ENV_VARS`` maps them to variables.
+    The field names are ``Settings``' fields; ``settings.CONFIG_VARS`` maps them to variables
+    (every variable but podrun's credentials).
     """
 
     deployment: str = ""
@@ -61,7 +62,7 @@ class PodInsightConfig(ConfigurableResource):
     aws_endpoint_url: str = ""
 
     def settings(self) -> Settings:
-        return Settings.from_env({var.name: getattr(self, var.field) for var in ENV_VARS})
+        return Settings.from_env({var.name: getattr(self, var.field) for var in CONFIG_VARS})
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "PodInsightConfig":
@@ -72,12 +73,12 @@ class PodInsightConfig(ConfigurableResource):
             if isinstance(value, bool):
                 return "1" if value else "0"
             return str(value)
-        return cls(**{var.field: text(getattr(settings, var.field)) for var in ENV_VARS})
+        return cls(**{var.field: text(getattr(settings, var.field)) for var in CONFIG_VARS})
 
     @classmethod
     def from_environment(cls, environ: dict[str, str], **fixed: str) -> "PodInsightConfig":
         """``EnvVar`` for every variable set in ``environ`` (so the UI names it), ``fixed`` values over them."""
-        values: dict[str, Any] = {var.field: EnvVar(var.name) for var in ENV_VARS if environ.get(var.name)}
+        values: dict[str, Any] = {var.field: EnvVar(var.name) for var in CONFIG_VARS if environ.get(var.name)}
         return cls(**{**values, **fixed})
 
 
