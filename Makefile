@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PODINSIGHT_HOME ?= $(CURDIR)/data
 UI_PORT ?= 3000
 
-.PHONY: demo test ui lint bootstrap chromium netaudit clean
+.PHONY: demo test ui lint bootstrap chromium netaudit postgresql clean
 
 $(STAMP): requirements.in requirements-dev.in constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,17 @@ netaudit:
 	  echo "installing Debian's strace, util-linux and iproute2 for the no-network test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace util-linux iproute2 >/dev/null; }
 
+# tests/test_deploy_postgres.py runs deploy/dagster.yaml's storage on a real PostgreSQL server
+# (initdb, pg_ctl, postgres and psql from Debian's postgresql).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql for the deployment storage test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
 demo: $(STAMP)
 	$(BIN)/podrun demo
 
-test: $(STAMP) chromium netaudit
+test: $(STAMP) chromium netaudit postgresql
 	$(BIN)/python -m pytest
 
 ui: $(STAMP)

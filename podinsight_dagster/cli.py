@@ -30,7 +30,8 @@ from podinsight_dagster.settings import Settings, SettingsError
 FETCH_CPU_USD_PER_EPISODE = 4.85 / 1000
 NAT_USD_PER_GB = 0.045
 ASSUMED_MB_PER_S_PER_CONNECTION = 5.0
-DAGSTER_URL_HELP = "Launch on a running Dagster deployment (e.g. http://127.0.0.1:3000) instead of in-process."
+DAGSTER_URL_HELP = ("Launch on a running Dagster deployment (e.g. http://127.0.0.1:3000) instead of in-process; "
+                    "credentials from DAGSTER_CLOUD_API_TOKEN (Dagster+) or PODINSIGHT_DAGSTER_TOKEN (bearer).")
 
 
 def _settings(**overrides) -> Settings:
@@ -50,15 +51,15 @@ def _services(settings: Settings):
 def _launcher(settings: Settings, dagster_url: str | None):
     from podinsight_dagster.definitions import definitions_for
     from podinsight_dagster.instance import get_instance
-    from podinsight_dagster.launch import GraphQLLauncher, LocalLauncher
+    from podinsight_dagster.launch import Credentials, GraphQLLauncher, LocalLauncher
 
     if dagster_url:
-        return GraphQLLauncher(dagster_url, say=click.echo)
+        return GraphQLLauncher(dagster_url, say=click.echo, credentials=Credentials.from_settings(settings))
     return LocalLauncher(get_instance(settings), definitions_for(settings), say=click.echo)
 
 
 class PodrunGroup(click.Group):
-    """Turns errors of the AWS deployment's services into one sentence instead of a traceback."""
+    """Turns errors of the AWS deployment's services, or of a --dagster-url deployment, into one sentence."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -66,7 +67,9 @@ class PodrunGroup(click.Group):
         except click.ClickException:
             raise
         except Exception as exc:
-            message = aws_error_sentence(exc)
+            from podinsight_dagster.launch import GraphQLError
+
+            message = str(exc) if isinstance(exc, GraphQLError) else aws_error_sentence(exc)
             if message is None:
                 raise
             raise click.ClickException(message) from None

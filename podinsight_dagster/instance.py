@@ -37,9 +37,14 @@ def get_instance(settings: Settings):
 
     # From the folder itself, not DAGSTER_HOME: podrun's settings may name another data root.
     instance = DagsterInstance.from_config(str(prepare_instance(settings)))
+    apply_pool_limits(instance)
+    return instance
+
+
+def apply_pool_limits(instance) -> None:
+    """Set ``POOL_LIMITS`` in the instance's event log storage (SQLite here, PostgreSQL on AWS: deploy/dagster.yaml)."""
     for pool, limit in POOL_LIMITS.items():
         try:
             instance.event_log_storage.set_concurrency_slots(pool, limit)
         except Exception:  # noqa: BLE001 - storage without pool support: limits are advisory then
             pass
-    return instance

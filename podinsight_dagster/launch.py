@@ -4,7 +4,10 @@
 run each, the model loaded once for all of them). ``GraphQLLauncher`` asks a
 running deployment (``dagster dev`` or Dagster+) for an asset backfill through its
 GraphQL API, exactly what the UI's "Materialize" dialog does, so the runs show in
-the UI and follow the assets' backfill policy.
+the UI and follow the assets' backfill policy. A deployment that wants credentials gets
+them from the settings (the environment, never a flag): Dagster+ an API token in the
+``Dagster-Cloud-Api-Token`` header, a webserver behind an authenticating proxy a bearer
+token in ``Authorization``.
 """
 
 from __future__ import annotations
@@ -103,23 +106,76 @@ def _alive(pid: int) -> bool:
 
 
 class GraphQLError(RuntimeError):
-    pass
+    """A deployment that cannot be used, in one sentence (podrun prints it and exits 1)."""
+
+
+CLOUD_TOKEN_HEADER = "Dagster-Cloud-Api-Token"
+CLOUD_TOKEN_VAR = "DAGSTER_CLOUD_API_TOKEN"
+BEARER_TOKEN_VAR = "PODINSIGHT_DAGSTER_TOKEN"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What ``podrun --dagster-url`` sends: a Dagster+ API token, a bearer token for a proxy, or neither."""
+
+    cloud_api_token: str | None = None
+    bearer_token: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings) -> "Credentials":
+        return cls(settings.dagster_cloud_api_token, settings.dagster_token)
+
+    def headers(self) -> dict[str, str]:
+        headers = {}
+        if self.cloud_api_token:
+            headers[CLOUD_TOKEN_HEADER] = self.cloud_api_token
+        if self.bearer_token:
+            headers["Authorization"] = f"Bearer {self.bearer_token}"
+        return headers
+
+    def names(self) -> list[str]:
+        return [var for var, value in ((CLOUD_TOKEN_VAR, self.cloud_api_token), (BEARER_TOKEN_VAR, self.bearer_token))
+                if value]
+
+    def __repr__(self) -> str:  # never print a token
+        return f"Credentials({', '.join(self.names()) or 'none'})"
 
 
 class GraphQLLauncher:
-    """A running Dagster deployment, reached at ``url`` (e.g. http://127.0.0.1:3000)."""
+    """A running Dagster deployment, reached at ``url`` (e.g. http://127.0.0.1:3000, or
+    https://ORG.dagster.cloud/DEPLOYMENT for Dagster+), with ``credentials`` if it wants them."""
 
     def __init__(self, url: str, say: Callable[[str], None] = print, timeout_s: float = 3600,
-                 poll_s: float = 2.0):
+                 poll_s: float = 2.0, credentials: Credentials | None = None):
         self.url = url.rstrip("/") + "/graphql"
         self.say = say
         self.timeout_s = timeout_s
         self.poll_s = poll_s
+        self.credentials = credentials or Credentials()
+        self._session = requests.Session()
+        self._session.headers.update(self.credentials.headers())
 
     def _query(self, query: str, variables: dict | None = None) -> dict:
-        resp = requests.post(self.url, json={"query": query, "variables": variables or {}}, timeout=60)
-        resp.raise_for_status()
-        body = resp.json()
+        try:
+            resp = self._session.post(self.url, json={"query": query, "variables": variables or {}}, timeout=60)
+        except requests.RequestException as exc:
+            raise GraphQLError(f"cannot reach the Dagster deployment at {self.url}: {_reason(exc)}") from None
+        if resp.status_code in (401, 403):
+            status = f"{resp.status_code} {resp.reason or ''}".strip()
+            sent = self.credentials.names()
+            if sent:
+                raise GraphQLError(f"the Dagster deployment at {self.url} refused the token in {' and '.join(sent)}"
+                                   f" ({status}): check that it is current and allowed to launch runs")
+            raise GraphQLError(f"the Dagster deployment at {self.url} wants credentials ({status}): set "
+                               f"{CLOUD_TOKEN_VAR} for Dagster+ or {BEARER_TOKEN_VAR} for a webserver behind "
+                               "an authenticating proxy")
+        if resp.status_code >= 400:
+            raise GraphQLError(f"the Dagster deployment at {self.url} answered {resp.status_code} {resp.reason or ''}"
+                               .rstrip())
+        try:
+            body = resp.json()
+        except ValueError:
+            raise GraphQLError(f"{self.url} did not answer with JSON: is it a Dagster webserver?") from None
         if body.get("errors"):
             raise GraphQLError(f"{self.url}: {body['errors'][0].get('message')}")
         return body["data"]
@@ -186,3 +242,12 @@ class GraphQLLauncher:
             if time.monotonic() > deadline:
                 return LaunchResult(len(runs), False, f"backfill {backfill_id} still {status} after timeout")
             time.sleep(self.poll_s)
+
+
+def _reason(exc: requests.RequestException) -> str:
+    """The innermost cause of a requests error, without urllib3's object reprs."""
+    cause: BaseException = exc
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__
+    text = str(cause).split(": ", 1)[-1] if "object at 0x" in str(cause) else str(cause)
+    return text.strip() or type(exc).__name__

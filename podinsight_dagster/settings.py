@@ -74,6 +74,9 @@ class Settings:
     gpu_compute_environment: str = "gpu_spot"
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = None  # a local AWS endpoint (moto) instead of AWS
+    # credentials podrun --dagster-url sends to a deployment (never flags, never shown: repr=False)
+    dagster_cloud_api_token: str | None = field(default=None, repr=False)
+    dagster_token: str | None = field(default=None, repr=False)
 
     @property
     def raw_root(self) -> Path:
@@ -197,6 +200,9 @@ class EnvVar:
     field: str
     parse: Callable[[str, str], object]
     help: str
+    # A credential of the podrun client: not a field of the Dagster ``config`` resource (the UI
+    # would show it), never in Settings' repr.
+    secret: bool = False
 
 
 ENV_VARS: tuple[EnvVar, ...] = (
@@ -231,4 +237,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PODINSIGHT_GPU_COMPUTE_ENV", "gpu_compute_environment", _text, "Batch GPU compute environment (aws)"),
     EnvVar("AWS_REGION", "aws_region", _text, "AWS region (aws)"),
     EnvVar("AWS_ENDPOINT_URL", "aws_endpoint_url", _text, "a local AWS endpoint such as moto (aws)"),
+    EnvVar("DAGSTER_CLOUD_API_TOKEN", "dagster_cloud_api_token", _text,
+           "Dagster+ API token `podrun --dagster-url` sends (header Dagster-Cloud-Api-Token)", secret=True),
+    EnvVar("PODINSIGHT_DAGSTER_TOKEN", "dagster_token", _text,
+           "bearer token `podrun --dagster-url` sends to a webserver behind an authenticating proxy", secret=True),
 )
+CONFIG_VARS: tuple[EnvVar, ...] = tuple(v for v in ENV_VARS if not v.secret)
+"""The variables the code location's ``config`` resource carries (the UI shows them): all but credentials."""

@@ -11,7 +11,7 @@ from dagster import AssetKey, Definitions, EnvVar, materialize
 
 from podinsight_dagster.definitions import build_definitions, defs, resources_for
 from podinsight_dagster.instance import prepare_instance
-from podinsight_dagster.settings import DEPLOYMENTS, ENV_VARS, SettingsError
+from podinsight_dagster.settings import CONFIG_VARS, DEPLOYMENTS, ENV_VARS, SettingsError
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
@@ -92,7 +92,10 @@ def test_resources_take_configuration_from_env_vars_so_the_ui_shows_it():
     assert isinstance(config.model, EnvVar) and config.model.env_var_name == "PODINSIGHT_MODEL"
     assert isinstance(config.batch_size, EnvVar)
     assert config.device == ""  # unset: the default, shown as empty
-    assert {f for f in type(config).model_fields} == {v.field for v in ENV_VARS}  # one field per variable
+    assert {f for f in type(config).model_fields} == {v.field for v in CONFIG_VARS}  # one field per variable
+    # ... but podrun's credentials, which the UI must never show
+    assert {v.name for v in ENV_VARS} - {v.name for v in CONFIG_VARS} == {
+        "DAGSTER_CLOUD_API_TOKEN", "PODINSIGHT_DAGSTER_TOKEN"}
 
 
 def test_env_batch_size_and_threads_reach_the_transcriber_in_a_run(home, monkeypatch):

@@ -22,7 +22,7 @@ def test_lock_pins_the_dagster_family_together():
     pins = {k.lower().replace("_", "-"): v for k, v in pins.items()}
     for name in ("dagster", "dagster-webserver", "dagster-graphql", "dagster-pipes"):
         assert pins[name] == "1.13.27", name
-    assert pins["dagster-aws"] == "0.29.27"
+    assert pins["dagster-aws"] == pins["dagster-postgres"] == "0.29.27"
     for name in ("boto3", "requests", "tenacity", "feedparser", "faster-whisper", "pandas", "click", "pytest"):
         assert name in pins, name
 

@@ -25,6 +25,7 @@ VALID = {
     "PODINSIGHT_STATUS_TABLE": ("t", "t"), "PODINSIGHT_METRICS_NAMESPACE": ("n", "n"),
     "PODINSIGHT_GPU_COMPUTE_ENV": ("g", "g"), "AWS_REGION": ("eu-west-1", "eu-west-1"),
     "AWS_ENDPOINT_URL": ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+    "DAGSTER_CLOUD_API_TOKEN": ("user:abc", "user:abc"), "PODINSIGHT_DAGSTER_TOKEN": ("t0k3n", "t0k3n"),
 }
 
 
@@ -73,6 +74,13 @@ def test_settings_round_trip_through_the_environment_a_worker_gets(tmp_path):
     remote = s.to_env(paths=False)
     assert "PODINSIGHT_HOME" not in remote and "PODINSIGHT_MODEL_CACHE" not in remote
     assert remote["PODINSIGHT_MODEL"] == "tiny.en" and remote["PODINSIGHT_ALLOW_MODEL_DOWNLOAD"] == "1"
+
+
+def test_credentials_never_show_in_repr(tmp_path):
+    s = Settings.from_env({"PODINSIGHT_HOME": str(tmp_path), "PODINSIGHT_DAGSTER_TOKEN": "t0k3n",
+                           "DAGSTER_CLOUD_API_TOKEN": "user:abc"})
+    assert (s.dagster_token, s.dagster_cloud_api_token) == ("t0k3n", "user:abc")
+    assert "t0k3n" not in repr(s) and "user:abc" not in repr(s)
 
 
 def test_flags_override_explicitly_and_none_keeps_the_setting(tmp_path):

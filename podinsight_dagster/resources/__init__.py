@@ -22,7 +22,7 @@ from podinsight_dagster.fetch.catalog import Catalog, load_catalog
 from podinsight_dagster.fetch.http import HttpClient
 from podinsight_dagster.services import (ObjectStores, Services, build_budget, build_checkpoints, build_http,
                                          build_metrics, build_object_stores, build_prices, build_transcriber)
-from podinsight_dagster.settings import ENV_VARS, Settings, env_text
+from podinsight_dagster.settings import CONFIG_VARS, Settings, env_text
 from podinsight_dagster.store.checkpoints import CheckpointStore
 from podinsight_dagster.store.metrics import Metrics
 from podinsight_dagster.transcribe.transcriber import Transcriber
@@ -31,7 +31,8 @@ from podinsight_dagster.transcribe.transcriber import Transcriber
 class PodInsightConfig(ConfigurableResource):
     """The settings in force: each field is the text of its environment variable (empty: the default).
 
-    The field names are ``Settings``' fields; ``settings.ENV_VARS`` maps them to variables.
+    The field names are ``Settings``' fields; ``settings.CONFIG_VARS`` maps them to variables
+    (every variable but podrun's credentials).
     """
 
     deployment: str = ""
@@ -66,17 +67,17 @@ class PodInsightConfig(ConfigurableResource):
     aws_endpoint_url: str = ""
 
     def settings(self) -> Settings:
-        return Settings.from_env({var.name: getattr(self, var.field) for var in ENV_VARS})
+        return Settings.from_env({var.name: getattr(self, var.field) for var in CONFIG_VARS})
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "PodInsightConfig":
         """Fixed values (no EnvVar): for runs launched by ``podrun`` and the demo with their own settings."""
-        return cls(**{var.field: env_text(getattr(settings, var.field)) for var in ENV_VARS})
+        return cls(**{var.field: env_text(getattr(settings, var.field)) for var in CONFIG_VARS})
 
     @classmethod
     def from_environment(cls, environ: dict[str, str], **fixed: str) -> "PodInsightConfig":
         """``EnvVar`` for every variable set in ``environ`` (so the UI names it), ``fixed`` values over them."""
-        values: dict[str, Any] = {var.field: EnvVar(var.name) for var in ENV_VARS if environ.get(var.name)}
+        values: dict[str, Any] = {var.field: EnvVar(var.name) for var in CONFIG_VARS if environ.get(var.name)}
         return cls(**{**values, **fixed})
 
 

@@ -1,16 +1,11 @@
 """`dagster dev` on loopback and headless Debian Chromium driven by Playwright."""
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from podinsight_dagster.processes import free_port, kill_group
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.dagster_dev import dagster_dev_server
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync", "--disable-quic"]
@@ -19,36 +14,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 @pytest.fixture
 def dagster_dev(settings, tmp_path):
     """Start `dagster dev` on the test's instance; yield its base URL; kill its process group after."""
-    from podinsight_dagster.instance import prepare_instance
-
-    prepare_instance(settings)
-    port = free_port()
-    log = open(tmp_path / "dagster-dev.log", "w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"),
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "DAGSTER_HOME": str(settings.dagster_home)},
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"dagster dev exited: {(tmp_path / 'dagster-dev.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(base + "/server_info", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("dagster dev did not answer within 120 s")
-            time.sleep(0.5)
+    with dagster_dev_server(settings, tmp_path / "dagster-dev.log") as base:
         yield base
-    finally:
-        kill_group(proc)
-        log.close()
 
 
 @pytest.fixture
