@@ -45,7 +45,7 @@ test: $(STAMP) chromium netaudit postgresql
 
 ui: $(STAMP)
 	DAGSTER_HOME=$(PODINSIGHT_HOME)/dagster $(BIN)/python -c \
-	  "from podinsight_dagster.instance import get_instance; from podinsight_dagster.domain.settings import Settings; get_instance(Settings.from_env())"
+	  "from podinsight_dagster.instance import get_instance; from podinsight_dagster.settings import Settings; get_instance(Settings.from_env())"
 	DAGSTER_HOME=$(PODINSIGHT_HOME)/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 clean:
