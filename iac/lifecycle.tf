@@ -21,8 +21,8 @@ resource "aws_s3_bucket" "this" {
 }
 
 resource "aws_s3_bucket_public_access_block" "this" {
-  for_each                = aws_s3_bucket.this
-  bucket                  = each.value.id
+  for_each                = local.buckets
+  bucket                  = aws_s3_bucket.this[each.key].id
   block_public_acls       = true
   block_public_policy     = true
   ignore_public_acls      = true
@@ -30,16 +30,16 @@ resource "aws_s3_bucket_public_access_block" "this" {
 }
 
 resource "aws_s3_bucket_ownership_controls" "this" {
-  for_each = aws_s3_bucket.this
-  bucket   = each.value.id
+  for_each = local.buckets
+  bucket   = aws_s3_bucket.this[each.key].id
   rule {
     object_ownership = "BucketOwnerEnforced"
   }
 }
 
 resource "aws_s3_bucket_server_side_encryption_configuration" "this" {
-  for_each = aws_s3_bucket.this
-  bucket   = each.value.id
+  for_each = local.buckets
+  bucket   = aws_s3_bucket.this[each.key].id
   rule {
     apply_server_side_encryption_by_default {
       sse_algorithm = "AES256"
@@ -48,16 +48,16 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "this" {
 }
 
 resource "aws_s3_bucket_versioning" "this" {
-  for_each = aws_s3_bucket.this
-  bucket   = each.value.id
+  for_each = local.buckets
+  bucket   = aws_s3_bucket.this[each.key].id
   versioning_configuration {
-    status = local.buckets[each.key].versioned ? "Enabled" : "Suspended"
+    status = each.value.versioned ? "Enabled" : "Suspended"
   }
 }
 
 resource "aws_s3_bucket_lifecycle_configuration" "this" {
-  for_each   = aws_s3_bucket.this
-  bucket     = each.value.id
+  for_each   = local.buckets
+  bucket     = aws_s3_bucket.this[each.key].id
   depends_on = [aws_s3_bucket_versioning.this]
 
   rule {
@@ -70,13 +70,13 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
   }
 
   dynamic "rule" {
-    for_each = local.buckets[each.key].versioned ? [1] : []
+    for_each = each.value.versioned ? [1] : []
     content {
       id     = "expire-noncurrent-versions"
       status = "Enabled"
       filter {}
       noncurrent_version_expiration {
-        noncurrent_days = local.buckets[each.key].noncurrent_days
+        noncurrent_days = each.value.noncurrent_days
       }
     }
   }
@@ -84,8 +84,8 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
 
 # TLS only.
 resource "aws_s3_bucket_policy" "this" {
-  for_each   = aws_s3_bucket.this
-  bucket     = each.value.id
+  for_each   = local.buckets
+  bucket     = aws_s3_bucket.this[each.key].id
   depends_on = [aws_s3_bucket_public_access_block.this]
   policy = jsonencode({
     Version = "2012-10-17"
@@ -94,7 +94,7 @@ resource "aws_s3_bucket_policy" "this" {
       Effect    = "Deny"
       Principal = "*"
       Action    = "s3:*"
-      Resource  = [each.value.arn, "${each.value.arn}/*"]
+      Resource  = [aws_s3_bucket.this[each.key].arn, "${aws_s3_bucket.this[each.key].arn}/*"]
       Condition = { Bool = { "aws:SecureTransport" = "false" } }
     }]
   })

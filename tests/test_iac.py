@@ -443,6 +443,8 @@ provider "aws" {{
         block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
         assert all(block.values())
     assert s3.get_bucket_versioning(Bucket="pod-insights-stage")["Status"] == "Enabled"
+    assert s3.get_bucket_versioning(Bucket="pod-insights-manifests")["Status"] == "Enabled"
+    assert s3.get_bucket_versioning(Bucket="pod-insights-raw").get("Status") != "Enabled"
     cw = moto_server.client("cloudwatch")
     [alarm] = cw.describe_alarms(AlarmNames=["PodInsight-GPUCostToday"])["MetricAlarms"]
     assert (alarm["Namespace"], alarm["MetricName"], alarm["Threshold"]) == ("PodInsight", "GPUCostToday", 40.0)
