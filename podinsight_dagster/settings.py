@@ -54,7 +54,7 @@ class Settings:
     # where the transcript asset runs Whisper: in its own process, or the worker under Dagster Pipes
     # (a subprocess, or an AWS Batch job on the GPU queue: run-book §4.5 2.2-2.3)
     transcribe_via: str = "in-process"
-    batch_job_queue: str = "gpu_spot"
+    batch_job_queue: str = "transcribe"      # iac/batch_gpu_spot.tf: the GPU queue
     batch_job_definition: str = "whisper-base"
     # fetching (run-book §3)
     allow_private_networks: str = ""

@@ -51,3 +51,11 @@ def test_every_variable_it_sets_is_a_setting_and_parses():
     assert (settings.deployment, settings.raw_bucket, settings.status_table) == (
         "aws", "pod-insights-raw", "podinsights-status")
     assert not any(v.secret for v in ENV_VARS if v.name in env)  # credentials never live in this file
+
+
+def test_roles_are_the_ones_iac_creates():
+    iam = (ROOT / "iac" / "iam.tf").read_text()
+    doc = yaml.safe_load((ROOT / "dagster_cloud.yaml").read_text())
+    ecs = doc["locations"][0]["container_context"]["ecs"]
+    for arn in (ecs["task_role_arn"], ecs["execution_role_arn"]):
+        assert f'name               = "{arn.rsplit("/", 1)[1]}"' in iam

@@ -168,6 +168,8 @@ def test_names_default_to_the_codes():
     assert defaults["status_table"] == s.status_table
     assert defaults["metrics_namespace"] == s.metrics_namespace
     assert defaults["gpu_compute_environment"] == s.gpu_compute_environment
+    assert defaults["gpu_job_queue"] == s.batch_job_queue  # where PipesBatchClient submits the worker
+    assert defaults["gpu_job_definition"] == s.batch_job_definition
     assert defaults["region"] == s.aws_region
     assert defaults["cost_ceiling_usd"] == s.cost_ceiling_usd
     # Every resource takes its name from those variables, never a literal.

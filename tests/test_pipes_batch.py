@@ -20,7 +20,7 @@ from podinsight_dagster.pipes_batch import PIPES_PREFIX, PipesBatchClient
 from podinsight_dagster.worker import outcome_message, pipes_io, read_outcomes
 
 BUCKET = "pod-insights-stage"
-QUEUE, JOB_DEF = "gpu_spot", "whisper-base"
+QUEUE, JOB_DEF = "transcribe", "whisper-base"  # the settings' defaults, as iac/ creates them
 
 
 @pytest.fixture
@@ -152,7 +152,7 @@ def test_interrupted_run_terminates_the_batch_job(aws):
 
 
 def test_transcript_asset_via_batch_submits_the_worker_job(aws, settings, monkeypatch):
-    """PODINSIGHT_TRANSCRIBE_VIA=batch: the transcript asset submits whisper-base on gpu_spot; a FAILED job fails it."""
+    """PODINSIGHT_TRANSCRIBE_VIA=batch: the transcript asset submits whisper-base on transcribe; a FAILED job fails it."""
     from podinsight_dagster.assets import all_assets
     from podinsight_dagster.definitions import resources_for
     from podinsight_dagster.partitions import EPISODES
