@@ -6,6 +6,9 @@ podrun transcribe --limit N [--manifest-s3 URI] [--model NAME]
 podrun status [--json]                             counts per state, success and 429 rates, GB, cost today
 podrun freeze [--lift]                             the cost freeze (run-book's $40 alarm)
 podrun feed inspect URL_OR_FILE [--json]           a feed as Pod-Insight reads it
+podrun query "SQL" [--json | --csv]                SQL over the archive (views episodes, transcripts, segments, kpis)
+podrun search "PHRASE" [--feed SLUG] [--limit N] [--json]   full-text search with deep links into the audio
+podrun report [--out report.html]                  one self-contained HTML page with charts
 
 Runs go to the local instance under PODINSIGHT_HOME (they show in ``make ui``),
 or to a running Dagster deployment with ``--dagster-url`` (its GraphQL API).
@@ -494,6 +497,128 @@ def feed_inspect(source: str, as_json: bool) -> None:
         click.echo(f"  {ep.guid_key:<20} {ep.published or '-':<22} {ep.duration_sec or '-':>8}  {ep.title}")
     for item in parsed.skipped_items:
         click.echo(f"  skipped {item}")
+
+
+# ---------------------------------------------------------------------------
+# the archive: query, search, report
+# ---------------------------------------------------------------------------
+def _archive_sql(settings: Settings):
+    """DuckDB with the views over the deployment's stage layout; one sentence when it cannot be read."""
+    import duckdb
+
+    from podinsight_dagster.archive.views import create_views
+    from podinsight_dagster.services import build_duckdb, stage_uri
+
+    try:
+        con = build_duckdb(settings)
+        create_views(con, stage_uri(settings))
+    except (duckdb.Error, FileNotFoundError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise click.ClickException(f"cannot read the stage layout at {stage_uri(settings)}: {first}")
+    return con
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+@main.command()
+@click.argument("sql")
+@click.option("--json", "as_json", is_flag=True, help="Rows as a JSON list of objects.")
+@click.option("--csv", "as_csv", is_flag=True, help="Rows as CSV with a header line.")
+def query(sql: str, as_json: bool, as_csv: bool) -> None:
+    """SQL (DuckDB) over the archive: views episodes, transcripts, segments (the Athena table's shape), kpis."""
+    from podinsight_dagster.archive.views import QueryError, run_query
+
+    if as_json and as_csv:
+        raise click.ClickException("choose one of --json and --csv")
+    con = _archive_sql(_settings())
+    try:
+        result = run_query(con, sql)
+    except QueryError as exc:
+        raise click.ClickException(str(exc))
+    if as_json:
+        click.echo(json.dumps([dict(zip(result.columns, row)) for row in result.rows], indent=2, default=str,
+                              ensure_ascii=False))
+    elif as_csv:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+        click.echo(out.getvalue(), nl=False)
+    else:
+        cells = [[_cell(v) for v in row] for row in result.rows]
+        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(result.columns)]
+        click.echo("  ".join(c.ljust(w) for c, w in zip(result.columns, widths)).rstrip())
+        click.echo("  ".join("-" * w for w in widths))
+        for row in cells:
+            click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        click.echo(f"({len(result.rows)} row{'s' if len(result.rows) != 1 else ''})")
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+@main.command()
+@click.argument("phrase")
+@click.option("--feed", default=None, help="Only this feed (its slug).")
+@click.option("--limit", type=click.IntRange(min=1, max=1000), default=10, show_default=True, help="Hits to show.")
+@click.option("--json", "as_json", is_flag=True, help="Hits as JSON.")
+def search(phrase: str, feed: str | None, limit: int, as_json: bool) -> None:
+    """Full-text search over every transcript (BM25): feed, episode, start time, snippet, deep link."""
+    from podinsight_dagster.archive.index import SearchError
+    from podinsight_dagster.services import build_transcript_index
+
+    try:
+        index = build_transcript_index(_settings(), create=False)
+        hits = index.search(phrase, feed=feed, limit=limit)
+    except SearchError as exc:
+        raise click.ClickException(str(exc))
+    if as_json:
+        click.echo(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
+        return
+    if not hits:
+        click.echo(f"no matches for {phrase!r}")
+        return
+    for n, hit in enumerate(hits, 1):
+        click.echo(f"{n}. {hit.feed_slug} · {hit.title or hit.partition_key} · {_clock(hit.start_sec)}")
+        click.echo(f"   {hit.snippet}")
+        for link in (hit.link, hit.audio):
+            if link:
+                click.echo(f"   {link}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
+              show_default=True, help="Where to write the HTML page.")
+def report(out: Path) -> None:
+    """One self-contained HTML page with charts: success rates, hours, cost, hosts, 429s, search terms."""
+    from podinsight_dagster.archive.index import SearchError
+    from podinsight_dagster.archive.report import episode_durations, gather, render
+    from podinsight_dagster.services import build_transcript_index
+
+    if not out.parent.is_dir():
+        raise click.ClickException(f"cannot write {out}: folder {out.parent} does not exist")
+    settings = _settings()
+    services = _services(settings)
+    con = _archive_sql(settings)
+    try:
+        index = build_transcript_index(settings, create=False)
+    except SearchError:
+        index = None
+    page = render(gather(services, episode_durations(con), index))
+    try:
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}")
+    click.echo(f"wrote {out} ({len(page) / 1024:.0f} KiB)")
 
 
 if __name__ == "__main__":

@@ -24,15 +24,16 @@ ingest_job = define_asset_job(
     "ingest_catalog", selection=AssetSelection.assets(*catalog_assets),
     description="Read the catalog, poll every feed, write the manifest and register new episodes.")
 episode_pipeline = define_asset_job(
-    "episode_pipeline", selection=AssetSelection.groups("episodes"), partitions_def=episodes_partitions,
-    description="Download, transcribe, segment and score episodes.")
+    "episode_pipeline", selection=AssetSelection.groups("episodes") | AssetSelection.assets("transcript_index"),
+    partitions_def=episodes_partitions,
+    description="Download, transcribe, segment, score and index episodes.")
 fetch_job = define_asset_job(
     "fetch_episodes", selection=AssetSelection.assets("raw_audio"), partitions_def=episodes_partitions,
     description="Phase 1 (run-book §3): download episodes to pod-insights-raw.")
 transcribe_job = define_asset_job(
-    "transcribe_episodes", selection=AssetSelection.assets("transcript", "segments", "kpis"),
+    "transcribe_episodes", selection=AssetSelection.assets("transcript", "segments", "kpis", "transcript_index"),
     partitions_def=episodes_partitions,
-    description="Phase 2 (run-book §4): transcribe, segment and score downloaded episodes.")
+    description="Phase 2 (run-book §4): transcribe, segment, score and index downloaded episodes.")
 
 
 def resources_for(deployment: str, environ: dict[str, str] | None = None) -> dict:

@@ -10,7 +10,10 @@ domain packages (fetch, transcribe, store, costs) it wires together.
 
 from __future__ import annotations
 
+import sysconfig
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from podinsight_dagster.costs.budget import (BatchComputeFreezer, Budget, ComputeFreezer, LocalComputeFreezer,
                                              SpendLedger, SqliteSpendLedger)
@@ -177,3 +180,65 @@ def build_services(settings: Settings) -> Services:
                     checkpoints=build_checkpoints(settings), http=build_http(settings),
                     metrics=build_metrics(settings), budget=build_budget(settings),
                     transcriber=build_transcriber(settings), prices=build_prices(settings))
+
+
+# ---------------------------------------------------------------------------
+# The archive: DuckDB over the stage layout, the search index, the roll-up's place.
+# ---------------------------------------------------------------------------
+def duckdb_extension_path(name: str) -> Path:
+    """A DuckDB extension from its PyPI package (``duckdb-ext-<name>``): DuckDB would download it otherwise."""
+    import duckdb
+
+    root = Path(sysconfig.get_paths()["purelib"]) / "duckdb_ext" / "extensions" / f"v{duckdb.__version__}"
+    found = sorted(root.glob(f"*/{name}.duckdb_extension"))
+    if not found:
+        raise FileNotFoundError(f"DuckDB extension {name} for DuckDB {duckdb.__version__} is not installed "
+                                f"(pip install duckdb-ext-{name} from constraints.txt)")
+    return found[0]
+
+
+def stage_uri(settings: Settings) -> str:
+    """Where the stage layout lies, as DuckDB reads it: a folder, or s3://<stage bucket>."""
+    return f"s3://{settings.stage_bucket}" if settings.deployment == "aws" else str(settings.stage_root)
+
+
+def archive_uri(settings: Settings) -> str:
+    """Where the Parquet roll-up goes: the ALL-IN bucket (a folder locally)."""
+    return f"s3://{settings.archive_bucket}" if settings.deployment == "aws" else str(settings.archive_root)
+
+
+def build_duckdb(settings: Settings):
+    """An in-memory DuckDB that reads the deployment's storage: local folders, or S3 through httpfs.
+
+    Extensions are never downloaded: httpfs is loaded from its PyPI package, with the region,
+    endpoint and credentials boto3 would use.
+    """
+    import duckdb
+
+    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
+                                             "autoload_known_extensions": False})
+    if settings.deployment == "aws":
+        import boto3
+
+        con.execute(f"LOAD '{duckdb_extension_path('httpfs')}'")
+        creds = boto3.session.Session().get_credentials()
+        frozen = creds.get_frozen_credentials() if creds is not None else None
+        options = {"TYPE": "s3", "REGION": settings.aws_region}
+        if frozen is not None:
+            options.update(KEY_ID=frozen.access_key, SECRET=frozen.secret_key)
+            if frozen.token:
+                options["SESSION_TOKEN"] = frozen.token
+        if settings.aws_endpoint_url:
+            endpoint = urlsplit(settings.aws_endpoint_url)
+            options.update(ENDPOINT=endpoint.netloc, URL_STYLE="path",
+                           USE_SSL="true" if endpoint.scheme == "https" else "false")
+        body = ", ".join(f"{k} {v if v in ('true', 'false') or k == 'TYPE' else repr(v)}" for k, v in options.items())
+        con.execute(f"CREATE OR REPLACE SECRET pod_insight_s3 ({body})")
+    return con
+
+
+def build_transcript_index(settings: Settings, create: bool = True):
+    """The search index (SQLite FTS5) at PODINSIGHT_INDEX_PATH."""
+    from podinsight_dagster.archive.index import TranscriptIndex
+
+    return TranscriptIndex(settings.index_db, create=create)

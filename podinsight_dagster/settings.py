@@ -20,6 +20,7 @@ from typing import Callable, Mapping
 RAW_BUCKET = "pod-insights-raw"
 STAGE_BUCKET = "pod-insights-stage"
 MANIFEST_BUCKET = "pod-insights-manifests"
+ARCHIVE_BUCKET = "pod-insights-all-in"   # run-book §8: the optional ALL-IN roll-up bucket
 STATUS_TABLE = "podinsights-status"      # run-book Appendix A
 METRICS_NAMESPACE = "PodInsight"
 DEFAULT_MODEL = "base"  # run-book §4.2: --model defaults to base
@@ -69,6 +70,8 @@ class Settings:
     raw_bucket: str = RAW_BUCKET
     stage_bucket: str = STAGE_BUCKET
     manifest_bucket: str = MANIFEST_BUCKET
+    archive_bucket: str = ARCHIVE_BUCKET
+    index_path: Path | None = None       # the search index (SQLite FTS5); None: $PODINSIGHT_HOME/transcript_index.sqlite
     status_table: str = STATUS_TABLE
     metrics_namespace: str = METRICS_NAMESPACE
     gpu_compute_environment: str = "gpu_spot"
@@ -89,6 +92,14 @@ class Settings:
     @property
     def manifests_root(self) -> Path:
         return self.home / MANIFEST_BUCKET
+
+    @property
+    def archive_root(self) -> Path:
+        return self.home / ARCHIVE_BUCKET
+
+    @property
+    def index_db(self) -> Path:
+        return self.index_path or self.home / "transcript_index.sqlite"
 
     @property
     def checkpoint_db(self) -> Path:
@@ -232,6 +243,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PODINSIGHT_RAW_BUCKET", "raw_bucket", _text, "S3 bucket of raw audio (aws)"),
     EnvVar("PODINSIGHT_STAGE_BUCKET", "stage_bucket", _text, "S3 bucket of transcripts (aws)"),
     EnvVar("PODINSIGHT_MANIFEST_BUCKET", "manifest_bucket", _text, "S3 bucket of manifests (aws)"),
+    EnvVar("PODINSIGHT_ARCHIVE_BUCKET", "archive_bucket", _text, "S3 bucket of the Parquet roll-up (aws)"),
+    EnvVar("PODINSIGHT_INDEX_PATH", "index_path", _path, "the search index file (SQLite FTS5)"),
     EnvVar("PODINSIGHT_STATUS_TABLE", "status_table", _text, "DynamoDB table (aws)"),
     EnvVar("PODINSIGHT_METRICS_NAMESPACE", "metrics_namespace", _text, "CloudWatch namespace (aws)"),
     EnvVar("PODINSIGHT_GPU_COMPUTE_ENV", "gpu_compute_environment", _text, "Batch GPU compute environment (aws)"),

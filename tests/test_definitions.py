@@ -20,7 +20,8 @@ SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
 def test_definitions_load_with_expected_assets_jobs_and_sensors():
     Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"feeds", "episode_manifest", "raw_audio", "transcript", "segments", "kpis"}
+    assert keys == {"feeds", "episode_manifest", "raw_audio", "transcript", "segments", "kpis", "transcript_index",
+                    "archive_rollup"}
     for job in ("ingest_catalog", "episode_pipeline", "fetch_episodes", "transcribe_episodes"):
         assert defs.resolve_job_def(job) is not None
     assert defs.resolve_sensor_def("new_episodes_sensor") is not None

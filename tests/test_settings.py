@@ -22,6 +22,7 @@ VALID = {
     "PODINSIGHT_COST_CEILING_USD": ("12.5", 12.5), "PODINSIGHT_PRICE_GPU_HOUR": ("1.2", 1.2),
     "PODINSIGHT_PRICE_CPU_HOUR": ("0.1", 0.1), "PODINSIGHT_RAW_BUCKET": ("r", "r"),
     "PODINSIGHT_STAGE_BUCKET": ("s", "s"), "PODINSIGHT_MANIFEST_BUCKET": ("m", "m"),
+    "PODINSIGHT_ARCHIVE_BUCKET": ("a", "a"),
     "PODINSIGHT_STATUS_TABLE": ("t", "t"), "PODINSIGHT_METRICS_NAMESPACE": ("n", "n"),
     "PODINSIGHT_GPU_COMPUTE_ENV": ("g", "g"), "AWS_REGION": ("eu-west-1", "eu-west-1"),
     "AWS_ENDPOINT_URL": ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
@@ -32,13 +33,16 @@ VALID = {
 def test_every_variable_reaches_its_field(tmp_path):
     env = {name: raw for name, (raw, _) in VALID.items()}
     env.update(PODINSIGHT_HOME=str(tmp_path / "h"), PODINSIGHT_FEEDS_DIR=str(tmp_path / "f"),
-               PODINSIGHT_MODEL_CACHE=str(tmp_path / "c"))
+               PODINSIGHT_MODEL_CACHE=str(tmp_path / "c"), PODINSIGHT_INDEX_PATH=str(tmp_path / "i.sqlite"))
     s = Settings.from_env(env)
     for var in ENV_VARS:
         if var.name in VALID:
             assert getattr(s, var.field) == VALID[var.name][1], var.name
     assert (s.home, s.feeds_dir, s.model_cache) == (tmp_path / "h", tmp_path / "f", tmp_path / "c")
-    assert set(VALID) | {"PODINSIGHT_HOME", "PODINSIGHT_FEEDS_DIR", "PODINSIGHT_MODEL_CACHE"} == {
+    assert s.index_db == tmp_path / "i.sqlite"
+    assert Settings.from_env({"PODINSIGHT_HOME": str(tmp_path)}).index_db == tmp_path / "transcript_index.sqlite"
+    assert set(VALID) | {"PODINSIGHT_HOME", "PODINSIGHT_FEEDS_DIR", "PODINSIGHT_MODEL_CACHE",
+                         "PODINSIGHT_INDEX_PATH"} == {
         v.name for v in ENV_VARS}
 
 

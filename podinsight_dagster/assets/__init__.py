@@ -1,8 +1,10 @@
-"""The asset graph: catalog assets (feeds, episode_manifest) and per-episode assets (raw_audio to kpis)."""
+"""The asset graph: catalog assets (feeds, episode_manifest), per-episode assets (raw_audio to kpis), the archive."""
 
+from podinsight_dagster.assets.archive import archive_rollup, transcript_index
 from podinsight_dagster.assets.catalog import episode_manifest, feeds
 from podinsight_dagster.assets.episodes import kpis, raw_audio, segments, transcript
 
 catalog_assets = [feeds, episode_manifest]
 episode_assets = [raw_audio, transcript, segments, kpis]
-all_assets = [*catalog_assets, *episode_assets]
+archive_assets = [transcript_index, archive_rollup]
+all_assets = [*catalog_assets, *episode_assets, *archive_assets]

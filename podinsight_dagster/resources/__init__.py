@@ -60,6 +60,8 @@ class PodInsightConfig(ConfigurableResource):
     raw_bucket: str = ""
     stage_bucket: str = ""
     manifest_bucket: str = ""
+    archive_bucket: str = ""
+    index_path: str = ""
     status_table: str = ""
     metrics_namespace: str = ""
     gpu_compute_environment: str = ""

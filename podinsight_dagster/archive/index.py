@@ -1,0 +1,263 @@
+"""Full-text search over every transcript: a SQLite FTS5 index (BM25), updated one episode at a time.
+
+Why SQLite FTS5 and not DuckDB's FTS extension: DuckDB's ``create_fts_index`` rebuilds the whole
+index on every change, while an FTS5 table takes inserts and deletes of single rows. Each episode's
+text is cut into passages of about ``PASSAGE_CHARS`` characters (whole segments), one FTS5 row each;
+a passage's rowid is ``episode_id << 20 | n``, so re-indexing an episode deletes a rowid range and
+inserts its new passages without touching any other episode. A hit names its feed, episode and
+start time: the start of the segment in which the first matched word lies, which becomes a deep
+link into the audio (``<enclosure_url>#t=<seconds>``, Media Fragments).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+PASSAGE_CHARS = 500
+ROWID_SHIFT = 20          # up to 1,048,576 passages per episode
+MARK_START, MARK_END = "\x02", "\x03"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS episodes (
+    id INTEGER PRIMARY KEY, partition_key TEXT UNIQUE NOT NULL, feed_slug TEXT NOT NULL, guid_key TEXT NOT NULL,
+    title TEXT, published TEXT, enclosure_url TEXT, audio_uri TEXT, duration_sec REAL,
+    passages INTEGER NOT NULL, segments INTEGER NOT NULL, indexed_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS episodes_feed ON episodes(feed_slug);
+CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5(
+    text, start_sec UNINDEXED, segs UNINDEXED, tokenize='porter unicode61');
+CREATE TABLE IF NOT EXISTS searches (ts REAL NOT NULL, query TEXT NOT NULL, hits INTEGER NOT NULL);
+"""
+
+
+class SearchError(ValueError):
+    """A search that cannot run (no index yet, an empty phrase, an unknown feed); one sentence."""
+
+
+@dataclass
+class EpisodeDoc:
+    """What the index keeps of one episode: where it is, and its segments (text, start_sec, end_sec)."""
+
+    partition_key: str
+    feed_slug: str
+    guid_key: str
+    title: str | None
+    published: str | None
+    enclosure_url: str | None
+    audio_uri: str | None
+    duration_sec: float | None
+    segments: list[dict]
+
+
+@dataclass
+class Hit:
+    feed_slug: str
+    partition_key: str
+    title: str | None
+    start_sec: float
+    snippet: str
+    link: str | None        # the enclosure URL with #t=<seconds>
+    audio: str | None       # the stored audio (a local path as file://, or s3://) with #t=<seconds>
+    score: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def passages_of(segments: list[dict], size: int = PASSAGE_CHARS) -> list[tuple[str, float, list]]:
+    """Whole segments grouped into passages of about ``size`` characters: (text, start_sec, [[offset, start]])."""
+    out, parts, segs, length = [], [], [], 0
+    for seg in segments:
+        text = (seg.get("text") or "").strip()
+        if not text:
+            continue
+        segs.append([length, float(seg.get("start_sec") or 0.0)])
+        parts.append(text)
+        length += len(text) + 1
+        if length >= size:
+            out.append((" ".join(parts), segs[0][1], segs))
+            parts, segs, length = [], [], 0
+    if parts:
+        out.append((" ".join(parts), segs[0][1], segs))
+    return out
+
+
+def fts_phrase(phrase: str) -> str:
+    """The words of ``phrase`` as one FTS5 phrase query (so no user input is read as FTS5 syntax)."""
+    words = re.findall(r"\w+", phrase)
+    if not words:
+        raise SearchError(f"nothing to search for in {phrase!r}: give at least one word")
+    return '"' + " ".join(words) + '"'
+
+
+def with_offset(uri: str | None, seconds: float) -> str | None:
+    if not uri:
+        return None
+    if uri.startswith("/"):
+        uri = "file://" + uri
+    return f"{uri.split('#', 1)[0]}#t={int(seconds)}"
+
+
+class TranscriptIndex:
+    """The search index in one SQLite file (WAL; one writer at a time, readers never blocked)."""
+
+    def __init__(self, path: Path, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise SearchError(f"no search index yet at {self.path}: materialize transcript_index "
+                              "(podrun transcribe or podrun demo build it)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- writing ----------------------------------------------------------------------------------
+    def index(self, docs: Iterable[EpisodeDoc]) -> dict[str, int]:
+        """Index (or re-index) these episodes in one transaction; returns passages per episode."""
+        counts: dict[str, int] = {}
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            for doc in docs:
+                counts[doc.partition_key] = self._index_one(cur, doc)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return counts
+
+    def _index_one(self, cur: sqlite3.Cursor, doc: EpisodeDoc) -> int:
+        passages = passages_of(doc.segments)
+        if len(passages) >= 1 << ROWID_SHIFT:
+            raise ValueError(f"{doc.partition_key}: {len(passages)} passages, more than one episode may have")
+        row = cur.execute("SELECT id FROM episodes WHERE partition_key = ?", (doc.partition_key,)).fetchone()
+        values = (doc.feed_slug, doc.guid_key, doc.title, doc.published, doc.enclosure_url, doc.audio_uri,
+                  doc.duration_sec, len(passages), len(doc.segments), time.time())
+        if row:
+            episode_id = row[0]
+            base = episode_id << ROWID_SHIFT
+            cur.execute("DELETE FROM passages WHERE rowid BETWEEN ? AND ?", (base, base + (1 << ROWID_SHIFT) - 1))
+            cur.execute("UPDATE episodes SET feed_slug=?, guid_key=?, title=?, published=?, enclosure_url=?, "
+                        "audio_uri=?, duration_sec=?, passages=?, segments=?, indexed_at=? WHERE id=?",
+                        (*values, episode_id))
+        else:
+            cur.execute("INSERT INTO episodes (partition_key, feed_slug, guid_key, title, published, enclosure_url,"
+                        " audio_uri, duration_sec, passages, segments, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        (doc.partition_key, *values))
+            episode_id = cur.lastrowid
+        base = episode_id << ROWID_SHIFT
+        cur.executemany("INSERT INTO passages (rowid, text, start_sec, segs) VALUES (?, ?, ?, ?)",
+                        [(base + n, text, start, json.dumps(segs, separators=(",", ":")))
+                         for n, (text, start, segs) in enumerate(passages)])
+        return len(passages)
+
+    def remove(self, partition_key: str) -> bool:
+        row = self.conn.execute("SELECT id FROM episodes WHERE partition_key = ?", (partition_key,)).fetchone()
+        if not row:
+            return False
+        base = row[0] << ROWID_SHIFT
+        with self.conn:
+            self.conn.execute("DELETE FROM passages WHERE rowid BETWEEN ? AND ?", (base, base + (1 << ROWID_SHIFT) - 1))
+            self.conn.execute("DELETE FROM episodes WHERE id = ?", (row[0],))
+        return True
+
+    def optimize(self) -> None:
+        """Merge the FTS5 segments into one b-tree (after a bulk load; searches get faster)."""
+        self.conn.execute("INSERT INTO passages(passages) VALUES ('optimize')")
+
+    # -- reading ----------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        episodes, passages = self.conn.execute("SELECT count(*), coalesce(sum(passages), 0) FROM episodes").fetchone()
+        feeds = self.conn.execute("SELECT count(DISTINCT feed_slug) FROM episodes").fetchone()[0]
+        return {"episodes": episodes, "passages": passages, "feeds": feeds}
+
+    def feeds(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT feed_slug FROM episodes ORDER BY 1")]
+
+    def search(self, phrase: str, feed: str | None = None, limit: int = 10, log: bool = True,
+               mark: tuple[str, str] = ("**", "**")) -> list[Hit]:
+        """The best ``limit`` passages for ``phrase`` (BM25), optionally in one feed."""
+        query = fts_phrase(phrase)
+        if feed is not None and not self.conn.execute(
+                "SELECT 1 FROM episodes WHERE feed_slug = ? LIMIT 1", (feed,)).fetchone():
+            known = ", ".join(self.feeds()) or "none yet"
+            raise SearchError(f"no feed {feed!r} in the search index (indexed feeds: {known})")
+        where, params = "passages MATCH ?", [query]
+        if feed is not None:
+            where += " AND (rowid >> %d) IN (SELECT id FROM episodes WHERE feed_slug = ?)" % ROWID_SHIFT
+            params.append(feed)
+        rows = self.conn.execute(
+            f"""SELECT p.rowid, p.start_sec, p.segs, p.snip, p.marked, p.score,
+                       e.feed_slug, e.partition_key, e.title, e.enclosure_url, e.audio_uri
+                FROM (SELECT rowid, start_sec, segs, snippet(passages, 0, ?, ?, '…', 24) AS snip,
+                             highlight(passages, 0, char(2), char(3)) AS marked, bm25(passages) AS score
+                      FROM passages WHERE {where} ORDER BY rank LIMIT ?) p
+                JOIN episodes e ON e.id = (p.rowid >> {ROWID_SHIFT})
+                ORDER BY p.score""", [mark[0], mark[1], *params, limit]).fetchall()
+        hits = []
+        for _rowid, start, segs, snip, marked, score, feed_slug, pk, title, url, audio in rows:
+            at = _match_start(marked, json.loads(segs), float(start))
+            hits.append(Hit(feed_slug, pk, title, at, snip, with_offset(url, at), with_offset(audio, at),
+                            round(-score, 4)))
+        if log:
+            with self.conn:
+                self.conn.execute("INSERT INTO searches (ts, query, hits) VALUES (?, ?, ?)",
+                                  (time.time(), " ".join(re.findall(r"\w+", phrase.lower())), len(hits)))
+        return hits
+
+    def top_searches(self, n: int = 5) -> list[tuple[str, int]]:
+        return [(q, c) for q, c in self.conn.execute(
+            "SELECT query, count(*) FROM searches GROUP BY query ORDER BY count(*) DESC, query LIMIT ?", (n,))]
+
+    def hits_by_month(self, phrase: str) -> dict[str, int]:
+        """Passages matching ``phrase`` per month the episode was published (YYYY-MM; '?' unknown)."""
+        rows = self.conn.execute(
+            f"""SELECT coalesce(substr(e.published, 1, 7), '?'), count(*)
+                FROM passages p JOIN episodes e ON e.id = (p.rowid >> {ROWID_SHIFT})
+                WHERE p.passages MATCH ? GROUP BY 1 ORDER BY 1""", (fts_phrase(phrase),))
+        return dict(rows.fetchall())
+
+
+def _match_start(marked: str, segs: list, default: float) -> float:
+    """The start time of the segment holding the first highlighted word of a passage."""
+    at = marked.find(MARK_START)
+    if at < 0:
+        return default
+    start = default
+    for offset, seg_start in segs:
+        if offset > at:
+            break
+        start = seg_start
+    return float(start)
+
+
+def episode_doc(services, partition_key: str) -> EpisodeDoc:
+    """An episode as the index takes it: raw meta.json (title, enclosure) and its stage segments.json."""
+    from podinsight_dagster.errors import StepError
+    from podinsight_dagster.store import layout
+    from podinsight_dagster.store.keys import EpisodeKey
+
+    ek = EpisodeKey.parse(partition_key)
+    try:
+        lines = services.stage.get_bytes(layout.segments_key(ek)).decode().splitlines()
+    except FileNotFoundError as exc:
+        raise StepError(f"{partition_key}: no segments yet (materialize segments first)") from exc
+    try:
+        meta = services.raw.get_json(layout.meta_key(ek))
+    except FileNotFoundError:
+        meta = {}
+    audio_key = meta.get("audio_key")
+    return EpisodeDoc(partition_key=partition_key, feed_slug=ek.feed_slug, guid_key=ek.guid_key,
+                      title=meta.get("title"), published=meta.get("published"),
+                      enclosure_url=meta.get("enclosure_url"),
+                      audio_uri=services.raw.uri(audio_key) if audio_key else None,
+                      duration_sec=meta.get("duration_sec"),
+                      segments=[json.loads(line) for line in lines if line.strip()])

@@ -1,0 +1,48 @@
+"""Archive assets: the search index (per episode, kept up to date by every transcription run) and the Parquet roll-up."""
+
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from podinsight_dagster.archive.index import episode_doc
+from podinsight_dagster.archive.rollup import roll_up
+from podinsight_dagster.assets.episodes import EPISODE_BACKFILL, each_episode, kpis, run_per_episode, segments
+from podinsight_dagster.partitions import episodes_partitions
+from podinsight_dagster.resources import PodInsightResource
+from podinsight_dagster.services import archive_uri, build_duckdb, build_transcript_index, stage_uri
+
+
+@asset(partitions_def=episodes_partitions, deps=[segments], group_name="archive", backfill_policy=EPISODE_BACKFILL,
+       description="Full-text search index (SQLite FTS5, BM25) of the episode's segments; re-indexing one "
+                   "episode touches only its own rows. Read by `podrun search`.")
+def transcript_index(context: AssetExecutionContext, podinsight: PodInsightResource):
+    services = podinsight.services()
+    index = build_transcript_index(services.settings)
+    try:
+        def step(pk: str) -> dict:
+            doc = episode_doc(services, pk)
+            return {"passages": index.index([doc])[pk], "segments": len(doc.segments)}
+
+        def summary(done: dict[str, dict]) -> dict:
+            stats = index.stats()
+            return {"indexed_episodes": stats["episodes"], "indexed_passages": stats["passages"],
+                    "index_path": MetadataValue.path(str(index.path))}
+
+        yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)
+    finally:
+        index.close()
+
+
+@asset(deps=[segments, kpis], group_name="archive",
+       description="The ALL-IN roll-up: segments and KPIs as Parquet, one file per feed per table "
+                   "(<archive>/<table>/feed_slug=<slug>/data.parquet); only feeds with changed episodes are rewritten.")
+def archive_rollup(context: AssetExecutionContext, podinsight: PodInsightResource) -> MaterializeResult:
+    settings = podinsight.settings()
+    con = build_duckdb(settings)
+    try:
+        result = roll_up(con, stage_uri(settings), archive_uri(settings))
+    finally:
+        con.close()
+    context.log.info(f"rewrote {len(result.feeds_rewritten)} feeds, {len(result.feeds_unchanged)} unchanged")
+    return MaterializeResult(metadata={
+        "episodes": result.episodes, "segment_rows": result.segment_rows, "files_written": result.files,
+        "feeds_rewritten": len(result.feeds_rewritten), "feeds_unchanged": len(result.feeds_unchanged),
+        "rewritten": MetadataValue.json(result.feeds_rewritten), "path": MetadataValue.path(archive_uri(settings))})

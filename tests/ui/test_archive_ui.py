@@ -1,0 +1,144 @@
+"""The UI driven end to end: the asset graph with its checks, a backfill of two partitions launched from the
+UI, the run succeeding, check results with figures, the new-episodes sensor switched on and off, and the report.
+
+Screenshots of every step are kept under tests/ui/artifacts/archive/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from dagster import AssetKey, DagsterInstance
+
+from podinsight_dagster.cli import main
+from podinsight_dagster.fetch.catalog import load_catalog
+from podinsight_dagster.fetch.discover import discover
+from podinsight_dagster.partitions import EPISODES
+from podinsight_dagster.services import build_services
+
+from .conftest import dismiss_community_dialog
+
+pytestmark = [pytest.mark.ui, pytest.mark.xfail(
+    strict=False, reason="WORK IN PROGRESS: the steps up to the launch dialog pass (graph, catalog, checks tabs, "
+    "partitions, the Custom partition selection); picking two keys in the dialog's partition list does not work yet, "
+    "so the backfill, run, check results, sensor toggle and report steps are not yet verified in the UI")]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "archive"
+ASSETS = ("feeds", "episode_manifest", "raw_audio", "transcript", "segments", "kpis", "transcript_index",
+          "archive_rollup")
+CHECKS = ("download_success_rate", "per_host_429", "gpu_cost_today", "transcript_sanity")
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_ui_driven_end_to_end(settings, demo_catalog, dagster_dev, browser_page, tmp_path):
+    demo_catalog(["tech-talk"])
+    services = build_services(settings)
+    keys = sorted(r["partition_key"] for r in discover(services, load_catalog(settings.feeds_dir)).manifest_rows)
+    assert len(keys) == 3
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        instance.add_dynamic_partitions(EPISODES, keys)
+    page = browser_page
+    try:
+        _drive(page, dagster_dev, keys, settings, tmp_path)
+    except Exception:
+        shot(page, "failure")
+        raise
+
+
+def _drive(page, base: str, keys: list[str], settings, tmp_path) -> None:
+    # 1. The asset graph: every asset, and the checks on them.
+    page.goto(f"{base}/asset-groups", wait_until="domcontentloaded")
+    dismiss_community_dialog(page)
+    page.get_by_text("episodes", exact=True).last.wait_for(timeout=60000)
+    shot(page, "00-lineage")  # the graph opens with its three groups collapsed
+    page.goto(f"{base}/assets", wait_until="domcontentloaded")
+    for name in ASSETS:
+        page.get_by_text(name, exact=True).first.wait_for(timeout=60000)
+    shot(page, "01-asset-graph")
+    for asset, checks in (("raw_audio", CHECKS[:2]), ("transcript", CHECKS[2:3]), ("kpis", CHECKS[3:])):
+        page.goto(f"{base}/assets/{asset}?view=checks", wait_until="domcontentloaded")
+        for name in checks:
+            page.get_by_text(name).first.wait_for(timeout=30000)
+        shot(page, f"02-{asset}-checks")
+
+    # 2. raw_audio's partitions: launch a backfill of two of them from the UI.
+    page.goto(f"{base}/assets/raw_audio?view=partitions", wait_until="domcontentloaded")
+    page.get_by_text("Missing (3)").first.wait_for(timeout=60000)
+    shot(page, "03-raw-audio-partitions")
+    page.get_by_text(re.compile(r"^Materialize")).first.click()
+    # episode_manifest was not materialized in this instance (the test discovered the feed itself).
+    page.get_by_role("button", name="Confirm").click(timeout=30000)
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize raw_audio")
+    dialog.wait_for(timeout=30000)
+    shot(page, "04-launch-dialog")
+    for key in keys[:2]:  # Custom selection: filter the partition list by each key and pick it
+        dialog.locator("[class*=select], [class*=Select]").filter(has_text=re.compile("Select a partition|tech-talk")) \
+            .first.click()
+        search = page.get_by_role("textbox").last
+        search.fill(key)
+        page.locator(".bp5-popover").get_by_text(key, exact=True).first.click()
+        page.wait_for_timeout(500)
+    dialog.get_by_text("2 partitions").wait_for(timeout=30000)
+    shot(page, "05-two-partitions-selected")
+    dialog.get_by_role("button", name="Launch backfill").click()
+    page.get_by_text(re.compile("backfill", re.I)).first.wait_for(timeout=30000)
+
+    # 3. Watch the run succeed (the backfill page shows it; the instance confirms).
+    page.goto(f"{base}/runs", wait_until="domcontentloaded")
+    deadline = time.monotonic() + 240
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        while time.monotonic() < deadline:
+            if len(instance.get_materialized_partitions(AssetKey("raw_audio"))) >= 2:
+                break
+            time.sleep(2)
+        assert instance.get_materialized_partitions(AssetKey("raw_audio")) == set(keys[:2])
+    page.reload(wait_until="domcontentloaded")
+    page.get_by_text("Success", exact=True).first.wait_for(timeout=60000)
+    shot(page, "06-run-succeeded")
+
+    # 4. The checks' results with their figures.
+    page.goto(f"{base}/assets/raw_audio?view=checks", wait_until="domcontentloaded")
+    page.get_by_text("download_success_rate").first.click()
+    page.get_by_text("overall_percent").first.wait_for(timeout=60000)
+    assert "100" in page.inner_text("body")
+    shot(page, "07-check-results")
+
+    # 5. Switch the new-episodes sensor on, then off.
+    page.goto(f"{base}/locations/podinsight/sensors/new_episodes_sensor", wait_until="domcontentloaded")
+    toggle = page.get_by_role("checkbox").first
+    toggle.wait_for(timeout=60000)
+    assert not toggle.is_checked()
+    toggle.click()
+    page.wait_for_function("() => document.querySelector('input[type=checkbox]').checked", timeout=30000)
+    shot(page, "08-sensor-on")
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        assert _sensor_running(instance)
+    toggle.click()
+    page.wait_for_function("() => !document.querySelector('input[type=checkbox]').checked", timeout=30000)
+    shot(page, "09-sensor-off")
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        assert not _sensor_running(instance)
+
+    # 6. The report, opened from disk.
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(main, ["report", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    page.goto(out.as_uri(), wait_until="load")
+    page.get_by_text("Download success rate per feed").wait_for(timeout=10000)
+    assert page.locator("svg").count() >= 2
+    assert "tech-talk" in page.inner_text("body")
+    shot(page, "10-report")
+
+
+def _sensor_running(instance) -> bool:
+    from dagster._core.scheduler.instigation import InstigatorStatus
+
+    states = [s for s in instance.all_instigator_state() if s.name == "new_episodes_sensor"]
+    return bool(states) and states[0].status == InstigatorStatus.RUNNING
