@@ -56,6 +56,23 @@ def demo_catalog(settings, demo_cdn):
     return make
 
 
+@pytest.fixture
+def podrun():
+    """``podrun`` as an operator runs it, in-process through click's runner; ``ok=False`` to expect a failure."""
+    from click.testing import CliRunner
+
+    from podinsight_dagster.cli import main
+
+    runner = CliRunner()
+
+    def run(*args, ok=True):
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+    return run
+
+
 def reference(feed: str, ep: str) -> str:
     return (CONTENT / "texts" / feed / f"{ep}.txt").read_text()
 

@@ -7,9 +7,7 @@ CloudWatch the run-book's metrics; boto3 speaks real HTTP to the local endpoint.
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from podinsight_dagster.cli import main
 from podinsight_dagster.services import build_services
 from podinsight_dagster.settings import Settings
 from podinsight_dagster.store import layout
@@ -34,22 +32,15 @@ def _make_stack(moto_server, settings: Settings) -> None:
     create_table(moto_server.client("dynamodb"), settings.status_table)
 
 
-def _podrun(*args, ok=True):
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
-
-
-def test_fetch_transcribe_status_on_the_aws_deployment(aws_home, moto_server, demo_catalog):
+def test_fetch_transcribe_status_on_the_aws_deployment(aws_home, moto_server, demo_catalog, podrun):
     settings = Settings.from_env()
     _make_stack(moto_server, settings)
     demo_catalog(["tech-talk"])
-    out = _podrun("fetch", "--limit", "2").output
+    out = podrun("fetch", "--limit", "2").output
     assert "downloading 2 episodes" in out and "s3://pod-insights-manifests/" in out
-    out = _podrun("transcribe", "--limit", "1", "--model", "tiny.en").output
+    out = podrun("transcribe", "--limit", "1", "--model", "tiny.en").output
     assert "transcribing 1 episodes" in out
-    doc = json.loads(_podrun("status", "--json").output)
+    doc = json.loads(podrun("status", "--json").output)
     assert doc["episodes"] == {"discovered": 1, "downloaded": 1, "transcribed": 1, "failed": 0}
     assert doc["cost_today_usd"] > 0 and "127.0.0.1" in doc["per_host_429_rate"]
 
@@ -70,20 +61,20 @@ def test_fetch_transcribe_status_on_the_aws_deployment(aws_home, moto_server, de
     assert len(services.budget.ledger.entries()) == 1
 
 
-def test_a_missing_table_is_one_sentence(aws_home, moto_server):
-    result = _podrun("status", ok=False)
+def test_a_missing_table_is_one_sentence(aws_home, moto_server, podrun):
+    result = podrun("status", ok=False)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.startswith("Error: AWS ") and "ResourceNotFoundException" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_no_credentials_is_one_sentence(aws_home, monkeypatch, moto_server):
+def test_no_credentials_is_one_sentence(aws_home, monkeypatch, moto_server, podrun):
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(var)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    result = _podrun("status", ok=False)
+    result = podrun("status", ok=False)
     assert result.exit_code == 1
     assert result.output.strip() == ("Error: AWS: Unable to locate credentials (PODINSIGHT_DEPLOYMENT=aws; "
                                      "check AWS_REGION, AWS_ENDPOINT_URL and the credentials)")

@@ -2,25 +2,10 @@
 
 import json
 
-import pytest
-from click.testing import CliRunner
 from dagster import AssetKey, DagsterInstance
 
-from podinsight_dagster.cli import main
 from tests.support.cdn import Fault
 from podinsight_dagster.store.checkpoints import SqliteCheckpointStore
-
-
-@pytest.fixture
-def podrun():
-    runner = CliRunner()
-
-    def run(*args, ok=True):
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-    return run
 
 
 def test_fetch_dry_run_prints_a_plan_and_writes_nothing_to_raw(settings, demo_catalog, podrun):

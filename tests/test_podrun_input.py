@@ -7,28 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from dagster import DagsterInstance, materialize
 
 from podinsight_dagster.assets import all_assets
-from podinsight_dagster.cli import main
 from podinsight_dagster.definitions import resources_for
 
 FEEDS = Path(__file__).resolve().parent / "fixtures" / "feeds"
 HEADER = ("partition_key,feed_slug,guid_key,guid,title,published,enclosure_url,enclosure_type,"
           "enclosure_length,duration_sec,tier\n")
-
-
-@pytest.fixture
-def podrun():
-    runner = CliRunner()
-
-    def run(*args, ok=True):
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-    return run
 
 
 def refused(podrun, *args) -> str:

@@ -18,43 +18,25 @@ from typing import Iterator, Mapping
 
 from botocore.exceptions import ClientError
 
-from podinsight_dagster.fetch.limits import DEFAULT_HOST_LIMIT, DEFAULT_HOST_LIMITS, registrable_domain
+from podinsight_dagster.fetch.limits import DEFAULT_HOST_LIMIT, HostCaps
 
 LEASE_PREFIX = "#lease#"
 
 
-class DynamoLeaseHostLimiter:
+class DynamoLeaseHostLimiter(HostCaps):
     """The HostLimiter for the AWS deployment (one status table shared by every task)."""
 
     def __init__(self, table, limits: Mapping[str, int] | None = None, default: int = DEFAULT_HOST_LIMIT,
                  lease_s: float = 60.0, poll_s: float = 0.05):
+        super().__init__(limits, default)
         self.table = table
-        self.limits = {k.lower(): int(v) for k, v in {**DEFAULT_HOST_LIMITS, **(limits or {})}.items()}
-        self.default = default
         self.lease_s = lease_s
         self.poll_s = poll_s
         self.owner = f"{uuid.uuid4().hex[:12]}"
-        self._sems: dict[str, threading.BoundedSemaphore] = {}
-        self._guard = threading.Lock()
-
-    def limit_for(self, host: str) -> int:
-        host = (host or "").lower()
-        if host in self.limits:
-            return self.limits[host]
-        return self.limits.get(registrable_domain(host), self.default)
-
-    def _sem(self, domain: str, limit: int) -> threading.BoundedSemaphore:
-        with self._guard:
-            sem = self._sems.get(domain)
-            if sem is None:
-                sem = self._sems[domain] = threading.BoundedSemaphore(limit)
-            return sem
 
     @contextmanager
     def slot(self, host: str) -> Iterator[None]:
-        domain = registrable_domain(host) or "generic"
-        limit = max(1, self.limit_for(host))
-        with self._sem(domain, limit):
+        with self.queued(host) as (domain, limit):
             token = f"{self.owner}:{threading.get_ident()}:{uuid.uuid4().hex[:6]}"
             key = self._acquire(domain, limit, token)
             stop = threading.Event()

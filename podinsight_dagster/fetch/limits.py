@@ -53,7 +53,39 @@ def registrable_domain(host: str) -> str:
 # ---------------------------------------------------------------------------
 # Host limiter
 # ---------------------------------------------------------------------------
-class LocalHostLimiter:
+class HostCaps:
+    """The caps by domain (the run-book's defaults, the catalog's over them) and this process's queue per domain.
+
+    Limiters build on it: a request first waits here for one of its domain's N places in this
+    process, so only requests that could run compete for the shared slots (files, leases).
+    """
+
+    def __init__(self, limits: Mapping[str, int] | None = None, default: int = DEFAULT_HOST_LIMIT):
+        self.limits = {k.lower(): int(v) for k, v in {**DEFAULT_HOST_LIMITS, **(limits or {})}.items()}
+        self.default = default
+        self._sems: dict[str, threading.BoundedSemaphore] = {}
+        self._guard = threading.Lock()
+
+    def limit_for(self, host: str) -> int:
+        host = (host or "").lower()
+        if host in self.limits:
+            return self.limits[host]
+        return self.limits.get(registrable_domain(host), self.default)
+
+    @contextmanager
+    def queued(self, host: str) -> Iterator[tuple[str, int]]:
+        """Hold one of this process's places for ``host``'s domain; yields (domain, its limit)."""
+        domain = registrable_domain(host) or "generic"
+        limit = max(1, self.limit_for(host))
+        with self._guard:
+            sem = self._sems.get(domain)
+            if sem is None:
+                sem = self._sems[domain] = threading.BoundedSemaphore(limit)
+        with sem:
+            yield domain, limit
+
+
+class LocalHostLimiter(HostCaps):
     """Caps concurrent requests per registrable domain.
 
     Within a process a semaphore per domain queues threads fairly. With
@@ -65,31 +97,12 @@ class LocalHostLimiter:
 
     def __init__(self, limits: Mapping[str, int] | None = None, default: int = DEFAULT_HOST_LIMIT,
                  lock_dir: Path | None = None):
-        self.limits = {k.lower(): int(v) for k, v in {**DEFAULT_HOST_LIMITS, **(limits or {})}.items()}
-        self.default = default
+        super().__init__(limits, default)
         self.lock_dir = Path(lock_dir) if lock_dir else None
-        self._sems: dict[str, threading.BoundedSemaphore] = {}
-        self._guard = threading.Lock()
-
-    def limit_for(self, host: str) -> int:
-        host = (host or "").lower()
-        if host in self.limits:
-            return self.limits[host]
-        return self.limits.get(registrable_domain(host), self.default)
-
-    def _sem(self, domain: str, limit: int) -> threading.BoundedSemaphore:
-        with self._guard:
-            sem = self._sems.get(domain)
-            if sem is None:
-                sem = self._sems[domain] = threading.BoundedSemaphore(limit)
-            return sem
 
     @contextmanager
     def slot(self, host: str) -> Iterator[None]:
-        domain = registrable_domain(host) or "generic"
-        limit = max(1, self.limit_for(host))
-        sem = self._sem(domain, limit)
-        with sem:
+        with self.queued(host) as (domain, limit):
             if self.lock_dir is None:
                 yield
                 return
