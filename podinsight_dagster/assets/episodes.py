@@ -127,8 +127,8 @@ EPISODE_ASSETS = ("raw_audio", "transcript", "segments", "kpis")
 def later_stage_in_run(context: AssetExecutionContext) -> bool:
     """Whether this run also materializes an episode asset after this one."""
     selection = context.run.asset_selection
-    if selection is None:
-        return False
+    if not selection:  # a job of its own (materialize, define_asset_job): the assets it executes
+        selection = context.job_def.asset_layer.executable_asset_keys
     names = {k.to_user_string() for k in selection}
     later = EPISODE_ASSETS[EPISODE_ASSETS.index(context.asset_key.to_user_string()) + 1:]
     return any(n in names for n in later)
