@@ -51,14 +51,14 @@ def _services(settings: Settings):
     return build_services(settings)
 
 
-def _launcher(settings: Settings, dagster_url: str | None):
+def _launcher(settings: Settings, dagster_url: str | None, checkpoints=None):
     from podinsight_dagster.definitions import definitions_for
     from podinsight_dagster.instance import get_instance
     from podinsight_dagster.launch import Credentials, GraphQLLauncher, LocalLauncher
 
     if dagster_url:
         return GraphQLLauncher(dagster_url, say=click.echo, credentials=Credentials.from_settings(settings))
-    return LocalLauncher(get_instance(settings), definitions_for(settings), say=click.echo)
+    return LocalLauncher(get_instance(settings), definitions_for(settings), say=click.echo, checkpoints=checkpoints)
 
 
 class PodrunGroup(click.Group):
@@ -262,7 +262,7 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
         click.echo("nothing to download")
         return
     click.echo(f"downloading {len(todo)} episodes")
-    launcher = _launcher(settings, dagster_url)
+    launcher = _launcher(settings, dagster_url, services.checkpoints)
     with FetchProgress(services.checkpoints, todo):
         outcome = launcher.run_partitions("fetch_episodes", todo)
     _echo_counts(services)
@@ -370,32 +370,69 @@ def _print_fetch_plan(services, keys: list[str]) -> None:
               help="Transcribe the episodes listed in this manifest (s3:// URI or local path).")
 @click.option("--model", default=None, help="Whisper model: base (default), tiny.en, or a model folder.")
 @click.option("--dagster-url", default=None, help=DAGSTER_URL_HELP)
-def transcribe(limit: int | None, manifest: str | None, model: str | None, dagster_url: str | None) -> None:
+@click.option("--retry-failed", is_flag=True, help="Also retry transcriptions that failed for good (bad audio).")
+@click.option("--stale", is_flag=True,
+              help="Only re-transcribe episodes transcribed with another model or settings (code version).")
+def transcribe(limit: int | None, manifest: str | None, model: str | None, dagster_url: str | None,
+               retry_failed: bool, stale: bool) -> None:
     """Phase 2: transcribe downloaded episodes (transcript, segments, subtitles, KPIs)."""
     from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
-    from podinsight_dagster.store.checkpoints import DOWNLOADED
+    from podinsight_dagster.services import transcribe_options
+    from podinsight_dagster.transcribe.options import transcript_code_version
 
     settings = _settings(model=model)
     services = _services(settings)
-    downloaded = [r for r in services.checkpoints.episodes(state=DOWNLOADED)]
+    launcher = _launcher(settings, dagster_url, services.checkpoints)  # reaps dead runs, releasing their claims
+    todo = select_for_transcription(services.checkpoints, transcript_code_version(transcribe_options(settings)),
+                                    retry_failed=retry_failed, stale=stale)
     if manifest:
         listed = {r.partition_key for r in manifest_records(read_manifest_source(manifest, settings), manifest)}
-        downloaded = [r for r in downloaded if r.partition_key in listed]
-    todo = downloaded[:limit] if limit is not None else downloaded
+        todo = [r for r in todo if r.partition_key in listed]
+    todo = todo[:limit] if limit is not None else todo
     audio_sec = sum(r.duration_hint_sec or DEFAULT_EPISODE_SEC for r in todo)
     try:
-        today = services.budget.check(services.budget.projected_cost(audio_sec))
+        # Advisory (counts running reservations); the transcript step reserves atomically when it starts.
+        today = services.budget.check(services.budget.projected_cost(audio_sec, model=settings.model))
     except BudgetExceeded as exc:
         raise click.ClickException(f"refusing to transcribe: {exc}")
     if not todo:
-        click.echo("nothing to transcribe (no downloaded, untranscribed episodes)")
+        click.echo("nothing to transcribe (no " + ("stale transcripts" if stale else
+                                                   "downloaded, untranscribed episodes") + ")")
         return
     click.echo(f"transcribing {len(todo)} episodes ({audio_sec / 3600:.2f} h of audio) with model {settings.model};"
                f" cost today ${today:.2f} of ${services.budget.ceiling_usd:.2f}")
-    outcome = _launcher(settings, dagster_url).run_partitions("transcribe_episodes", [r.partition_key for r in todo])
+    outcome = launcher.run_partitions("transcribe_episodes", [r.partition_key for r in todo])
     _echo_counts(services)
     if not outcome.success:
         sys.exit(1)
+
+
+def select_for_transcription(checkpoints, code_version: str, *, retry_failed: bool = False, stale: bool = False):
+    """Episodes to transcribe: downloaded ones whose transcribe stage is pending, or failed and retryable
+    (any failure with ``retry_failed``); with ``stale``, those done at another code version. Never one that
+    someone holds (a live lease)."""
+    from podinsight_dagster.store.checkpoints import DONE, DOWNLOADED, FAILED, PENDING, TRANSCRIBED
+
+    stages = checkpoints.stages("transcribe")
+    out = []
+    for rec in checkpoints.episodes():
+        if rec.state not in (DOWNLOADED, TRANSCRIBED):
+            continue
+        st = stages.get(rec.partition_key)
+        if st is not None and st.held():
+            continue
+        if stale:
+            if st is not None and st.status == DONE and st.code_version != code_version:
+                out.append(rec)
+            continue
+        status = st.status if st is not None else (DONE if rec.state == TRANSCRIBED else PENDING)
+        if rec.state == TRANSCRIBED and status == DONE:
+            continue
+        if status in (PENDING, "running") or (status == FAILED and (st.retryable or retry_failed)):
+            out.append(rec)
+        elif status == DONE and rec.state == DOWNLOADED:
+            out.append(rec)  # transcribed, but its segments or KPIs are not written yet
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -414,6 +451,8 @@ def status_report(services) -> dict:
     return {
         "episodes": counts,
         "by_feed": services.checkpoints.counts_by_feed(),
+        "stages": services.checkpoints.stage_counts(),
+        "reserved_usd": round(services.budget.ledger.reserved(), 6),
         "download_success_rate": round(100.0 * len(fetched) / attempted, 2) if attempted else None,
         "per_host_429_rate": per_host,
         "gb_transferred": round(sum(e.bytes or 0 for e in fetched) / 1e9, 4),
@@ -433,6 +472,8 @@ def status(as_json: bool) -> None:
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo("  ".join(f"{k}: {v}" for k, v in doc["episodes"].items()))
+    for stage, counts in doc["stages"].items():
+        click.echo(f"  {stage:<10} " + "  ".join(f"{k}: {v}" for k, v in counts.items()))
     rate = doc["download_success_rate"]
     click.echo(f"download success rate: {'-' if rate is None else f'{rate:.1f}%'} (run-book target > 98%)")
     for host, r in sorted(doc["per_host_429_rate"].items()):

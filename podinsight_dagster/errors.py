@@ -7,3 +7,7 @@ class StepError(RuntimeError):
     def __init__(self, message: str, retryable: bool = False):
         super().__init__(message)
         self.retryable = retryable
+
+
+class StepSkipped(StepError):
+    """One episode was not worked on, and that is no failure: someone else holds it, or it is up to date."""

@@ -43,10 +43,11 @@ PID_TAG = "podinsight/pid"
 class LocalLauncher:
     """Runs jobs of ``defs`` (built for the caller's settings) in this process, on ``instance``."""
 
-    def __init__(self, instance, defs, say: Callable[[str], None] = print):
+    def __init__(self, instance, defs, say: Callable[[str], None] = print, checkpoints=None):
         self.instance = instance
         self.defs = defs
         self.say = say
+        self.checkpoints = checkpoints  # where a dead run's claims (stage leases) are released
         self._reap_dead_runs()
 
     def _tags(self, extra: dict | None = None) -> dict:
@@ -66,6 +67,11 @@ class LocalLauncher:
                 # Its concurrency-pool slots would otherwise stay claimed and block every later run.
                 self.instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
                 self.say(f"marked run {run.run_id} failed: its podrun process {pid} is gone")
+                if self.checkpoints is not None:
+                    # Its episodes' leases would otherwise hold them until they expire.
+                    n = self.checkpoints.release_claims(run.run_id, f"run {run.run_id} died (podrun {pid} gone)")
+                    if n:
+                        self.say(f"  released {n} episode claims it held")
 
     def ensure_partitions(self, keys: list[str]) -> None:
         from podinsight_dagster.assets.catalog import register_partitions

@@ -22,7 +22,7 @@ import sys
 from typing import Any, Callable, Iterable, Mapping
 
 from podinsight_dagster.costs.budget import BudgetExceeded
-from podinsight_dagster.errors import StepError
+from podinsight_dagster.errors import StepError, StepSkipped
 from podinsight_dagster.services import Services, aws_client, build_services
 from podinsight_dagster.settings import Settings
 from podinsight_dagster.transcribe.steps import transcribe_episodes, write_kpis, write_segments
@@ -45,7 +45,8 @@ def transcript_metadata(t: Any) -> dict:
 def outcome_message(pk: str, result: Any) -> dict:
     """One episode's outcome: a transcript (or its metadata dict), or the StepError that stopped it."""
     if isinstance(result, StepError):
-        return {"partition_key": pk, "ok": False, "error": str(result), "retryable": result.retryable}
+        return {"partition_key": pk, "ok": False, "error": str(result), "retryable": result.retryable,
+                "skipped": isinstance(result, StepSkipped)}
     return {"partition_key": pk, "ok": True,
             "metadata": result if isinstance(result, dict) else transcript_metadata(result)}
 
@@ -70,14 +71,15 @@ def read_outcomes(messages: Iterable[Mapping]) -> dict[str, dict | StepError]:
         pk = m.get("partition_key")
         if not isinstance(pk, str):
             continue
+        error = StepSkipped if m.get("skipped") else StepError
         outcomes[pk] = (dict(m.get("metadata") or {}) if m.get("ok")
-                        else StepError(str(m.get("error") or f"{pk}: failed"), retryable=bool(m.get("retryable"))))
+                        else error(str(m.get("error") or f"{pk}: failed"), retryable=bool(m.get("retryable"))))
     return outcomes
 
 
 # ---------------------------------------------------------------------------
 def process(services: Services, keys: list[str], emit: Callable[[dict], None] = print,
-            through: str = "kpis", log: Callable[[str], None] = print) -> dict[str, dict]:
+            through: str = "kpis", log: Callable[[str], None] = print, run_id: str | None = None) -> dict[str, dict]:
     """Transcribe (all in one batched pass) and, through ``kpis``, segment and score each episode.
 
     ``emit`` gets each episode's outcome message as soon as it is known; returns them all by key.
@@ -85,7 +87,7 @@ def process(services: Services, keys: list[str], emit: Callable[[dict], None] = 
     if through not in THROUGH:
         raise ValueError(f"through={through!r}: choose one of {', '.join(THROUGH)}")
     outcomes: dict[str, dict] = {}
-    results = transcribe_episodes(services, keys)
+    results = transcribe_episodes(services, keys, run_id=run_id)
     for pk in keys:
         result = results.get(pk) or StepError(f"{pk}: no transcription result")
         try:
@@ -135,7 +137,8 @@ def run_under_pipes(services: Services, pipes: Any) -> None:
         pipes.log.warning(f"transcription refused: {exc}")
         pipes.report_custom_message(refusal_message(str(exc)))
         return
-    outcomes = process(services, keys, emit=pipes.report_custom_message, through=through, log=pipes.log.info)
+    outcomes = process(services, keys, emit=pipes.report_custom_message, through=through, log=pipes.log.info,
+                       run_id=pipes.extras.get("run_id"))
     failed = sum(1 for o in outcomes.values() if not o["ok"])
     pipes.log.info(f"{len(keys) - failed} of {len(keys)} episodes done, {failed} failed")
 

@@ -7,9 +7,13 @@ backfill of 1,000 episodes becomes a handful of runs (BackfillPolicy.multi_run)
 and the Whisper model loads once per run. Outputs are written by the domain
 steps, not an IO manager (the default one refuses multi-partition outputs).
 
-One failing episode never stops the others in its run: every other episode is
-processed and recorded as materialized, then the step fails naming the bad ones,
-so they show red in the UI and a re-run picks up only them.
+One failing episode never stops the others in its run, nor their later stages:
+a step with a later episode asset in the same run records its failures in the
+checkpoint store's stage status and succeeds, so the next step runs; each step
+processes only the episodes whose previous stage is done and counts the others
+as failed ("upstream failed"); the last episode asset of the run then fails the
+step (and so the run) naming every failed episode. See docs/ARCHITECTURE.md,
+"State and money".
 """
 
 
@@ -29,9 +33,11 @@ from dagster import (AssetExecutionContext, AssetMaterialization, Backoff, Backf
                      MaterializeResult, MetadataValue, RetryPolicy, asset)
 
 from podinsight_dagster.store import layout
-from podinsight_dagster.costs.budget import BudgetExceeded
+from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
+from podinsight_dagster.store.checkpoints import DONE, SEGMENTS, TRANSCRIBE
+from podinsight_dagster.transcribe.options import transcript_code_version
 from podinsight_dagster.store.keys import EpisodeKey
-from podinsight_dagster.errors import StepError
+from podinsight_dagster.errors import StepError, StepSkipped
 from podinsight_dagster.fetch.download import download_episodes, publish_download_metrics
 from podinsight_dagster.transcribe.quality import transcript_issues
 from podinsight_dagster.transcribe.steps import load_transcript, transcribe_episodes, write_kpis, write_segments
@@ -73,16 +79,31 @@ def run_per_episode(context: AssetExecutionContext, outcomes: Iterable[Outcome],
     keys = list(context.partition_keys)
     done: dict[str, dict] = {}
     failed: dict[str, StepError] = {}
+    skipped: dict[str, StepError] = {}
     for i, (pk, result) in enumerate(outcomes, 1):
+        if isinstance(result, StepSkipped):
+            context.log.warning(f"[{i}/{len(keys)}] {result}")
+            skipped[pk] = result
+            continue
         if isinstance(result, StepError):
             context.log.error(f"[{i}/{len(keys)}] {result}")
             failed[pk] = result
             continue
         done[pk] = result
         context.log.info(f"[{i}/{len(keys)}] {pk}: {_one_line(result)}")
-    totals = {"episodes": len(keys), "succeeded": len(done), "failed": len(failed)}
+    totals = {"episodes": len(keys), "succeeded": len(done), "failed": len(failed), "skipped": len(skipped)}
     if summary:
         totals.update(summary(done))
+    if failed and later_stage_in_run(context):
+        # A later episode asset runs in this run: let it run for the good episodes (it skips the failed
+        # ones, reading their stage status); the last one fails the run naming them all.
+        context.log.error(f"{len(failed)} of {len(keys)} episodes failed; their later stages will not run")
+        with partition_list_read_once(context.instance):
+            for pk in keys:
+                if pk in done:
+                    context.add_asset_metadata(_clean(done[pk]), partition_key=pk)
+        yield MaterializeResult(metadata={**totals, "failed_partitions": MetadataValue.json(sorted(failed))})
+        return
     if failed:
         # Record the episodes that did succeed before failing the step for the rest.
         for pk, meta in done.items():
@@ -98,6 +119,30 @@ def run_per_episode(context: AssetExecutionContext, outcomes: Iterable[Outcome],
             if pk in done:
                 context.add_asset_metadata(_clean(done[pk]), partition_key=pk)
     yield MaterializeResult(metadata=totals)
+
+
+EPISODE_ASSETS = ("raw_audio", "transcript", "segments", "kpis")
+
+
+def later_stage_in_run(context: AssetExecutionContext) -> bool:
+    """Whether this run also materializes an episode asset after this one."""
+    selection = context.run.asset_selection
+    if not selection:  # a job of its own (materialize, define_asset_job): the assets it executes
+        selection = context.job_def.asset_layer.executable_asset_keys
+    names = {k.to_user_string() for k in selection}
+    later = EPISODE_ASSETS[EPISODE_ASSETS.index(context.asset_key.to_user_string()) + 1:]
+    return any(n in names for n in later)
+
+
+def upstream_gate(services, pk: str, stage: str, label: str) -> None:
+    """Raise unless ``stage`` of ``pk`` is done: StepSkipped while someone else holds it, else StepError."""
+    st = services.checkpoints.stage(pk, stage)
+    if st.status == DONE:
+        return
+    if st.held():
+        raise StepSkipped(f"{pk}: skipped, {label} is being made by {st.owner}")
+    why = f": {st.last_error}" if st.last_error else ""
+    raise StepError(f"{pk}: {label} is {st.status}{why} (upstream failed, not attempted)")
 
 
 @contextmanager
@@ -177,25 +222,39 @@ def raw_audio(context: AssetExecutionContext, podinsight: PodInsightResource):
 def transcript(context: AssetExecutionContext, podinsight: PodInsightResource):
 
     services = podinsight.services()
-    try:
-        # Frozen, or today's spend at the ceiling: this run transcribes nothing (run-book §6.1).
-        services.budget.check()
-    except BudgetExceeded as exc:
-        raise Failure(f"transcription refused: {exc}", allow_retries=False) from exc
     options = services.transcriber.options
     keys = list(context.partition_keys)
+    audio_sec = sum((rec.duration_hint_sec if rec and rec.duration_hint_sec else DEFAULT_EPISODE_SEC)
+                    for rec in map(services.checkpoints.get, keys))
+    projected = services.budget.projected_cost(audio_sec, model=options.model)
+    try:
+        # One transaction: refused when today's spend + running reservations + this projection would cross
+        # the ceiling, or when frozen (run-book §6.1). Every launch (UI backfill, sensor, podrun) comes here.
+        reservation = services.budget.reserve(projected, owner=context.run_id,
+                                              ttl_s=min(12 * 3600.0, 600.0 + 2 * audio_sec))
+    except BudgetExceeded as exc:
+        raise Failure(f"transcription refused: {exc}", allow_retries=False) from exc
+    context.log.info(f"reserved ${reservation.usd:.4f} for {audio_sec / 3600:.2f} h of audio")
+    try:
+        yield from _transcript(context, podinsight, services, options, keys)
+    finally:
+        services.budget.settle(reservation)
+
+
+def _transcript(context, podinsight, services, options, keys):
     if services.settings.transcribe_via == "in-process":
         # All episodes of the run in one call: publisher transcripts first, then one batched ASR pass
         # (model loaded once, and only if needed; decoding overlaps inference; short episodes share
         # batches).
         results = transcribe_episodes(
-            services, keys,
+            services, keys, owner=context.run_id, run_id=context.run_id,
             on_result=lambda pk, r: context.log.debug(f"{pk}: {'failed' if isinstance(r, StepError) else 'done'}"))
         messages = [outcome_message(pk, r) for pk, r in results.items()]
     else:
         # The same steps in worker.py under Dagster Pipes (a subprocess, or a Batch job on a GPU),
         # which reports each episode's outcome in the same messages.
-        messages = podinsight.run_worker(context, {"partition_keys": keys, "through": "transcript"})
+        messages = podinsight.run_worker(context, {"partition_keys": keys, "through": "transcript",
+                                                   "run_id": context.run_id})
     try:
         outcomes = read_outcomes(messages)
     except Refused as exc:
@@ -216,6 +275,7 @@ def transcript(context: AssetExecutionContext, podinsight: PodInsightResource):
         return {"audio_sec": round(audio, 1), "realtime_factor": round(audio / wall, 2) if wall else 0.0,
                 "publisher_transcripts": len(done) - len(asr), "model": options.model,
                 "device": ", ".join(devices) or options.device, "batch_size": options.batch_size,
+                "code_version": transcript_code_version(options),
                 "transcript_source": options.transcript_source}
 
     yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)
@@ -228,7 +288,14 @@ def segments(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
 
     def step(pk: str) -> dict:
-        out = write_segments(services, pk)
+        upstream_gate(services, pk, TRANSCRIBE, "transcript")
+        services.checkpoints.mark_stage(pk, SEGMENTS, "running")
+        try:
+            out = write_segments(services, pk)
+        except Exception as exc:
+            services.checkpoints.mark_failed(pk, SEGMENTS, str(exc), retryable=getattr(exc, "retryable", False))
+            raise
+        services.checkpoints.mark_stage(pk, SEGMENTS, DONE)
         ek = EpisodeKey.parse(pk)
         return {**out, "path": MetadataValue.path(services.stage.uri(layout.segments_key(ek)))}
 
@@ -242,7 +309,13 @@ def kpis(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
 
     def step(pk: str) -> dict:
-        k = write_kpis(services, pk)
+        upstream_gate(services, pk, SEGMENTS, "segments")
+        services.checkpoints.mark_stage(pk, "kpis", "running")
+        try:
+            k = write_kpis(services, pk)
+        except Exception as exc:
+            services.checkpoints.mark_failed(pk, "kpis", str(exc), retryable=getattr(exc, "retryable", False))
+            raise
         issues = transcript_issues(load_transcript(services, pk))
         services.checkpoints.update(pk, quality_issue="; ".join(issues) or None)
         keep = ("duration_sec", "speech_ratio", "words", "words_per_minute", "language", "realtime_factor",

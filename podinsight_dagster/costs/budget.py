@@ -26,6 +26,8 @@ DEFAULT_CEILING_USD = 40.0
 # Run-book §4.3: 1,000 episodes in 83 GPU-hours, i.e. about 12x real time per GPU on a g5.xlarge.
 GPU_REALTIME_FACTOR = 12.0
 DEFAULT_EPISODE_SEC = 1800.0
+MEASURE_WINDOW_S = 14 * 86_400  # the ledger lines a model's speed is measured on: the last two weeks,
+MEASURE_LINES = 500             # at most the last 500
 
 
 class BudgetExceeded(RuntimeError):
@@ -50,12 +52,31 @@ class SpendEntry:
     model: str | None = None
     run_id: str | None = None
     ts: float = field(default_factory=time.time)
+    audio_sec: float = 0.0  # audio transcribed by ASR (0 for a publisher transcript): measures speed per model
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Projected cost held against the ceiling while a transcription runs; settled (released) when it ends."""
+
+    id: str
+    owner: str
+    usd: float
+    expires: float
+    day: str
+
+
+def day_of(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%d")
 
 
 class SpendLedger(Protocol):
-    """Append-only spend lines plus the freeze flag, shared by every process of a deployment."""
+    """Append-only spend lines, reservations and the freeze flag, shared by every process of a deployment."""
 
     def record(self, entry: SpendEntry) -> None: ...
+    def reserve(self, usd: float, owner: str, ttl_s: float, ceiling_usd: float) -> Reservation | None: ...
+    def release(self, reservation_id: str) -> bool: ...
+    def reserved(self) -> float: ...
     def spent_since(self, since_ts: float) -> float: ...
     def entries(self, since_ts: float = 0.0) -> list[SpendEntry]: ...
     def freeze_state(self) -> Freeze: ...
@@ -82,6 +103,10 @@ class SqliteSpendLedger:
             conn.execute("CREATE TABLE IF NOT EXISTS spend (ts REAL NOT NULL, partition_key TEXT NOT NULL, "
                          "usd REAL NOT NULL, compute_sec REAL, device TEXT, model TEXT, run_id TEXT)")
             conn.execute("CREATE INDEX IF NOT EXISTS spend_ts ON spend(ts)")
+            if "audio_sec" not in {row[1] for row in conn.execute("PRAGMA table_info(spend)")}:
+                conn.execute("ALTER TABLE spend ADD COLUMN audio_sec REAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS reservations (id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+                         "usd REAL NOT NULL, created REAL NOT NULL, expires REAL NOT NULL, day TEXT NOT NULL)")
             conn.execute("CREATE TABLE IF NOT EXISTS freeze (id INTEGER PRIMARY KEY CHECK (id = 1), "
                          "active INTEGER NOT NULL, reason TEXT, since REAL)")
 
@@ -90,9 +115,48 @@ class SqliteSpendLedger:
 
     def record(self, entry: SpendEntry) -> None:
         with self._conn() as conn:
-            conn.execute("INSERT INTO spend VALUES (?,?,?,?,?,?,?)",
+            conn.execute("INSERT INTO spend (ts, partition_key, usd, compute_sec, device, model, run_id, audio_sec) "
+                         "VALUES (?,?,?,?,?,?,?,?)",
                          (entry.ts, entry.partition_key, entry.usd, entry.compute_sec, entry.device, entry.model,
-                          entry.run_id))
+                          entry.run_id, entry.audio_sec))
+
+    def reserve(self, usd: float, owner: str, ttl_s: float, ceiling_usd: float) -> Reservation | None:
+        """Hold ``usd`` if today's spend + live reservations + usd stays within the ceiling (one transaction)."""
+        import uuid
+
+        at = time.time()
+        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                spent = conn.execute("SELECT COALESCE(SUM(usd), 0) FROM spend WHERE ts >= ?",
+                                     (start_of_today(),)).fetchone()[0]
+                held = conn.execute("SELECT COALESCE(SUM(usd), 0) FROM reservations WHERE expires > ?",
+                                    (at,)).fetchone()[0]
+                if spent + held + usd > ceiling_usd + 1e-9:
+                    conn.execute("ROLLBACK")
+                    return None
+                r = Reservation(uuid.uuid4().hex, owner, usd, at + ttl_s, day_of(at))
+                conn.execute("DELETE FROM reservations WHERE expires <= ?", (at,))
+                conn.execute("INSERT INTO reservations VALUES (?,?,?,?,?,?)", (r.id, owner, usd, at, r.expires, r.day))
+                conn.execute("COMMIT")
+                return r
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.close()
+
+    def release(self, reservation_id: str) -> bool:
+        with self._conn() as conn:
+            return conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,)).rowcount == 1
+
+    def reserved(self) -> float:
+        with self._conn() as conn:
+            row = conn.execute("SELECT COALESCE(SUM(usd), 0) FROM reservations WHERE expires > ?",
+                               (time.time(),)).fetchone()
+        return float(row[0])
 
     def spent_since(self, since_ts: float) -> float:
         with self._conn() as conn:
@@ -101,8 +165,9 @@ class SqliteSpendLedger:
 
     def entries(self, since_ts: float = 0.0) -> list[SpendEntry]:
         with self._conn() as conn:
-            rows = conn.execute("SELECT partition_key, usd, compute_sec, device, model, run_id, ts FROM spend "
-                                "WHERE ts >= ? ORDER BY ts, rowid", (since_ts,)).fetchall()
+            rows = conn.execute("SELECT partition_key, usd, compute_sec, device, model, run_id, ts, "
+                                "COALESCE(audio_sec, 0) FROM spend WHERE ts >= ? ORDER BY ts, rowid",
+                                (since_ts,)).fetchall()
         return [SpendEntry(*row) for row in rows]
 
     def freeze_state(self) -> Freeze:
@@ -194,8 +259,39 @@ class Budget:
     def cost_today(self) -> float:
         return self.ledger.spent_since(start_of_today())
 
-    def projected_cost(self, audio_seconds: float) -> float:
-        return audio_seconds / GPU_REALTIME_FACTOR / 3600 * self.gpu_hour_usd
+    def projected_cost(self, audio_seconds: float, model: str | None = None) -> float:
+        """Audio seconds x the model's measured USD per audio second (from the ledger's recent lines);
+        without measurements, the run-book's 12x real time on a GPU at its hourly price."""
+        return audio_seconds * self.usd_per_audio_second(model)
+
+    def usd_per_audio_second(self, model: str | None = None) -> float:
+        if model is not None:
+            lines = [e for e in self.ledger.entries(time.time() - MEASURE_WINDOW_S)
+                     if e.model == model and e.audio_sec > 0][-MEASURE_LINES:]
+            audio = sum(e.audio_sec for e in lines)
+            if audio > 0:
+                return sum(e.usd for e in lines) / audio
+        return self.gpu_hour_usd / 3600 / GPU_REALTIME_FACTOR
+
+    def reserve(self, projected_usd: float, owner: str, ttl_s: float) -> Reservation:
+        """Hold ``projected_usd`` against the ceiling in one transaction, or raise BudgetExceeded.
+
+        Two launches whose sum crosses the ceiling: exactly one is admitted. ``settle`` releases it
+        when the step ends (its spend is then in the ledger); a dead run's reservation expires.
+        """
+        self.check()
+        r = self.ledger.reserve(round(projected_usd, 6), owner, ttl_s, self.ceiling_usd)
+        if r is None:
+            today, held = self.cost_today(), self.ledger.reserved()
+            raise BudgetExceeded(
+                f"GPUCostToday ${today:.2f} + ${held:.2f} reserved by running transcriptions + projected "
+                f"${projected_usd:.2f} for this request would cross the ${self.ceiling_usd:.2f} ceiling; ask for "
+                "fewer episodes or wait")
+        return r
+
+    def settle(self, reservation: Reservation | None) -> None:
+        if reservation is not None:
+            self.ledger.release(reservation.id)
 
     def status(self) -> Freeze:
         return self.ledger.freeze_state()
@@ -223,9 +319,10 @@ class Budget:
             reason = f"GPUCostToday ${today:.2f} reached the ${self.ceiling_usd:.2f} ceiling"
             self.freeze(reason)
             raise BudgetExceeded(reason + ". Transcription is now frozen; lift it with `podrun freeze --lift`.")
-        if today + projected_usd > self.ceiling_usd:
+        held = self.ledger.reserved() if projected_usd else 0.0
+        if today + held + projected_usd > self.ceiling_usd:
             # Only the projection crosses: refuse this request, leave smaller ones possible.
             raise BudgetExceeded(
-                f"GPUCostToday ${today:.2f} + projected ${projected_usd:.2f} for this request would cross the "
+                f"GPUCostToday ${today:.2f}{f' + ${held:.2f} reserved' if held else ''} + projected ${projected_usd:.2f} for this request would cross the "
                 f"${self.ceiling_usd:.2f} ceiling; ask for fewer episodes (--limit) or wait for tomorrow")
         return today

@@ -55,15 +55,24 @@ def probe_duration(path: Path) -> float | None:
 def download_episode(services: Services, pk: str) -> DownloadOutcome:
     ek = EpisodeKey.parse(pk)
     rec = services.checkpoints.require(pk)
-    if rec.state in (DOWNLOADED, TRANSCRIBED) and services.raw.exists(layout.meta_key(ek)):
+    if services.raw.exists(layout.meta_key(ek)):
+        # Audio already whole in raw storage (meta.json is written after it, and its size matches): never
+        # downloaded again, whatever the checkpoint says (a lost row, a later stage that failed).
         meta = services.raw.get_json(layout.meta_key(ek))
-        if services.raw.exists(meta["audio_key"]):
+        try:
+            whole = services.raw.size(meta["audio_key"]) == meta.get("bytes", -1)
+        except (FileNotFoundError, KeyError):
+            whole = False
+        if whole:
+            if rec.state not in (DOWNLOADED, TRANSCRIBED):
+                services.checkpoints.mark_downloaded(pk, bytes=meta["bytes"], sha256=meta["sha256"])
             return DownloadOutcome(pk, meta["audio_key"], meta["bytes"], meta["sha256"], meta.get("duration_sec"),
                                    skipped=True)
     if not rec.enclosure_url:
         services.checkpoints.mark_failed(pk, "download", "episode has no enclosure URL")
         raise StepError(f"{pk}: episode has no enclosure URL")
     services.checkpoints.mark_attempt(pk)
+    services.checkpoints.mark_stage(pk, "download", "running")
     staging = getattr(services.raw, "staging_dir", None)
     tmp_dir = staging() if staging else Path(tempfile.gettempdir())
     fd, tmp_name = tempfile.mkstemp(prefix=".tmp-dl-", dir=tmp_dir)
@@ -76,7 +85,7 @@ def download_episode(services: Services, pk: str) -> DownloadOutcome:
         duration = probe_duration(tmp)
         services.raw.put_file(audio_key, tmp, content_type=dl.content_type)
     except FetchError as exc:
-        services.checkpoints.mark_failed(pk, "download", str(exc))
+        services.checkpoints.mark_failed(pk, "download", str(exc), retryable=exc.retryable)
         raise StepError(f"{pk}: {exc}", retryable=exc.retryable) from exc
     finally:
         tmp.unlink(missing_ok=True)

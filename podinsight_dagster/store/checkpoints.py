@@ -1,4 +1,12 @@
-"""The checkpoint store: one row per episode, one row per feed.
+"""The checkpoint store: one row per episode (with one status per stage), one row per feed.
+
+Each episode has a summary ``state`` that only moves forward (discovered -> downloaded ->
+transcribed; ``failed`` only for an episode whose download failed before it was ever
+downloaded), and one ``StageStatus`` per stage (download, transcribe, segments, kpis):
+status, attempts, last error, whether it is retryable, timestamps, and for a stage being
+worked on a lease (owner and expiry: ``claim``). A failure in one stage never erases what
+an earlier stage achieved: a failed transcription leaves the episode ``downloaded`` with
+its transcribe stage ``failed``.
 
 Locally this is SQLite in WAL mode (readers never block the writer, and several
 runs on one machine can share it); on AWS the same interface is backed by
@@ -21,6 +29,16 @@ DOWNLOADED = "downloaded"
 TRANSCRIBED = "transcribed"
 FAILED = "failed"
 STATES = (DISCOVERED, DOWNLOADED, TRANSCRIBED, FAILED)
+_RANK = {DISCOVERED: 0, FAILED: 0, DOWNLOADED: 1, TRANSCRIBED: 2}
+
+# Stages and their statuses.
+DOWNLOAD, TRANSCRIBE, SEGMENTS, KPIS = "download", "transcribe", "segments", "kpis"
+STAGES = (DOWNLOAD, TRANSCRIBE, SEGMENTS, KPIS)
+PENDING, RUNNING, DONE = "pending", "running", "done"
+STAGE_STATUSES = (PENDING, RUNNING, DONE, FAILED)
+# The summary state an episode must be in for a stage to start (the previous stage is done).
+REQUIRES = {DOWNLOAD: (DISCOVERED, FAILED, DOWNLOADED, TRANSCRIBED), TRANSCRIBE: (DOWNLOADED, TRANSCRIBED),
+            SEGMENTS: (DOWNLOADED, TRANSCRIBED), KPIS: (DOWNLOADED, TRANSCRIBED)}
 
 
 def now() -> float:
@@ -52,6 +70,42 @@ class EpisodeRecord:
     downloaded_at: float | None = None
     transcribed_at: float | None = None
     cost_usd: float | None = None
+
+
+@dataclass
+class StageStatus:
+    """One stage of one episode. ``owner``/``lease_until`` are set while someone holds it (``claim``)."""
+
+    partition_key: str
+    stage: str
+    status: str = PENDING
+    attempts: int = 0
+    last_error: str | None = None
+    retryable: bool | None = None
+    owner: str | None = None
+    lease_until: float | None = None
+    code_version: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float | None = None
+
+    def held(self, at: float | None = None) -> bool:
+        """Someone holds a live lease on it."""
+        return self.status == RUNNING and self.lease_until is not None and self.lease_until > (at or now())
+
+
+def claim_refusal(rec: EpisodeRecord | None, st: StageStatus, owner: str, *, at: float,
+                  unless_done_version: str | None) -> str | None:
+    """Why ``owner`` may not claim ``st`` now (None: it may). Shared by every CheckpointStore."""
+    if rec is None:
+        return "not in the checkpoint store"
+    if rec.state not in REQUIRES[st.stage]:
+        return f"episode is {rec.state}; {st.stage} needs it {' or '.join(REQUIRES[st.stage])}"
+    if st.held(at) and st.owner != owner:
+        return f"claimed by {st.owner} until {time.strftime('%H:%M:%S', time.gmtime(st.lease_until))} UTC"
+    if unless_done_version is not None and st.status == DONE and st.code_version == unless_done_version:
+        return f"already done at code version {unless_done_version}"
+    return None
 
 
 @dataclass
@@ -99,6 +153,22 @@ CREATE TABLE IF NOT EXISTS episodes (
 );
 CREATE INDEX IF NOT EXISTS episodes_state ON episodes(state);
 CREATE INDEX IF NOT EXISTS episodes_feed ON episodes(feed_slug);
+CREATE TABLE IF NOT EXISTS stages (
+    partition_key TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    retryable INTEGER,
+    owner TEXT,
+    lease_until REAL,
+    code_version TEXT,
+    started_at REAL,
+    finished_at REAL,
+    updated_at REAL,
+    PRIMARY KEY (partition_key, stage)
+);
+CREATE INDEX IF NOT EXISTS stages_stage ON stages(stage, status);
 CREATE TABLE IF NOT EXISTS feeds (
     slug TEXT PRIMARY KEY,
     url TEXT NOT NULL,
@@ -124,7 +194,17 @@ class CheckpointStore(Protocol):
     def mark_attempt(self, partition_key: str) -> None: ...
     def mark_downloaded(self, partition_key: str, *, bytes: int, sha256: str) -> None: ...
     def mark_transcribed(self, partition_key: str, *, cost_usd: float | None = None) -> None: ...
-    def mark_failed(self, partition_key: str, stage: str, error: str) -> None: ...
+    def mark_failed(self, partition_key: str, stage: str, error: str, *, retryable: bool = False) -> None: ...
+    # ---- stages ----
+    def stage(self, partition_key: str, stage: str) -> StageStatus: ...
+    def stages(self, stage: str) -> dict[str, StageStatus]: ...
+    def stage_counts(self) -> dict[str, dict[str, int]]: ...
+    def mark_stage(self, partition_key: str, stage: str, status: str, *, error: str | None = None,
+                   retryable: bool | None = None, code_version: str | None = None) -> None: ...
+    def claim(self, partition_key: str, stage: str, owner: str, ttl_s: float, *,
+              unless_done_version: str | None = None) -> str | None: ...
+    def renew(self, partition_key: str, stage: str, owner: str, ttl_s: float) -> bool: ...
+    def release_claims(self, owner: str, reason: str) -> int: ...
     def episodes(self, state: str | None = None, feed_slug: str | None = None,
                  limit: int | None = None) -> list[EpisodeRecord]: ...
     def counts(self) -> dict[str, int]: ...
@@ -238,15 +318,115 @@ class SqliteCheckpointStore:
                          (now(), partition_key))
 
     def mark_downloaded(self, partition_key: str, *, bytes: int, sha256: str) -> None:
-        self.update(partition_key, state=DOWNLOADED, bytes=bytes, sha256=sha256, last_error=None,
+        rec = self.get(partition_key)
+        state = TRANSCRIBED if rec is not None and rec.state == TRANSCRIBED else DOWNLOADED  # never backwards
+        self.update(partition_key, state=state, bytes=bytes, sha256=sha256, last_error=None,
                     failed_stage=None, downloaded_at=now())
+        self.mark_stage(partition_key, DOWNLOAD, DONE)
 
     def mark_transcribed(self, partition_key: str, *, cost_usd: float | None = None) -> None:
         self.update(partition_key, state=TRANSCRIBED, last_error=None, failed_stage=None,
                     transcribed_at=now(), cost_usd=cost_usd)
+        self.mark_stage(partition_key, KPIS, DONE)
 
-    def mark_failed(self, partition_key: str, stage: str, error: str) -> None:
-        self.update(partition_key, state=FAILED, failed_stage=stage, last_error=error[:2000])
+    def mark_failed(self, partition_key: str, stage: str, error: str, *, retryable: bool = False) -> None:
+        """The stage failed; the summary state turns ``failed`` only for an episode never downloaded."""
+        rec = self.get(partition_key)
+        fields: dict = {"failed_stage": stage, "last_error": error[:2000]}
+        if rec is not None and rec.state == DISCOVERED and stage == DOWNLOAD:
+            fields["state"] = FAILED
+        self.update(partition_key, **fields)
+        self.mark_stage(partition_key, stage, FAILED, error=error, retryable=retryable)
+
+    # ---- stages ---------------------------------------------------------
+    @staticmethod
+    def _stage_row(row) -> StageStatus:
+        d = dict(row)
+        d["retryable"] = None if d["retryable"] is None else bool(d["retryable"])
+        return StageStatus(**d)
+
+    def stage(self, partition_key: str, stage: str) -> StageStatus:
+        with self._conn() as conn:
+            row = conn.execute("SELECT * FROM stages WHERE partition_key=? AND stage=?",
+                               (partition_key, stage)).fetchone()
+        return self._stage_row(row) if row else StageStatus(partition_key, stage)
+
+    def stages(self, stage: str) -> dict[str, StageStatus]:
+        with self._conn() as conn:
+            rows = conn.execute("SELECT * FROM stages WHERE stage=?", (stage,)).fetchall()
+        return {r["partition_key"]: self._stage_row(r) for r in rows}
+
+    def stage_counts(self) -> dict[str, dict[str, int]]:
+        out = {st: {s: 0 for s in STAGE_STATUSES} for st in STAGES}
+        with self._conn() as conn:
+            total = conn.execute("SELECT COUNT(*) FROM episodes").fetchone()[0]
+            for stage, status, n in conn.execute("SELECT stage, status, COUNT(*) FROM stages GROUP BY stage, status"):
+                out.setdefault(stage, {s: 0 for s in STAGE_STATUSES})[status] = n
+        for counts in out.values():
+            counts[PENDING] += total - sum(counts.values())
+        return out
+
+    def _write_stage(self, conn: sqlite3.Connection, st: StageStatus) -> None:
+        st.updated_at = now()
+        cols = list(StageStatus.__dataclass_fields__)
+        conn.execute(f"INSERT OR REPLACE INTO stages ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                     [getattr(st, c) for c in cols])
+
+    def mark_stage(self, partition_key: str, stage: str, status: str, *, error: str | None = None,
+                   retryable: bool | None = None, code_version: str | None = None) -> None:
+        if stage not in STAGES or status not in STAGE_STATUSES:
+            raise ValueError(f"unknown stage or status: {stage!r} {status!r}")
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT * FROM stages WHERE partition_key=? AND stage=?",
+                                   (partition_key, stage)).fetchone()
+                st = self._stage_row(row) if row else StageStatus(partition_key, stage)
+                _apply(st, status, error=error, retryable=retryable, code_version=code_version)
+                self._write_stage(conn, st)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def claim(self, partition_key: str, stage: str, owner: str, ttl_s: float, *,
+              unless_done_version: str | None = None) -> str | None:
+        """Take the stage for ``owner`` for ``ttl_s`` seconds; None when taken, else why not (one transaction)."""
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rec = conn.execute("SELECT * FROM episodes WHERE partition_key=?", (partition_key,)).fetchone()
+                row = conn.execute("SELECT * FROM stages WHERE partition_key=? AND stage=?",
+                                   (partition_key, stage)).fetchone()
+                st = self._stage_row(row) if row else StageStatus(partition_key, stage)
+                at = now()
+                why = claim_refusal(EpisodeRecord(**dict(rec)) if rec else None, st, owner, at=at,
+                                    unless_done_version=unless_done_version)
+                if why is None:
+                    _apply(st, RUNNING)
+                    st.owner, st.lease_until = owner, at + ttl_s
+                    self._write_stage(conn, st)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return why
+
+    def release_claims(self, owner: str, reason: str) -> int:
+        """Every stage ``owner`` still holds fails (retryable) now: its run is known dead."""
+        t = now()
+        with self._conn() as conn:
+            cur = conn.execute("UPDATE stages SET status=?, last_error=?, retryable=1, owner=NULL, lease_until=NULL, "
+                               "finished_at=?, updated_at=? WHERE owner=? AND status=?",
+                               (FAILED, reason[:2000], t, t, owner, RUNNING))
+        return cur.rowcount
+
+    def renew(self, partition_key: str, stage: str, owner: str, ttl_s: float) -> bool:
+        with self._conn() as conn:
+            cur = conn.execute("UPDATE stages SET lease_until=?, updated_at=? WHERE partition_key=? AND stage=? "
+                               "AND owner=? AND status=?", (now() + ttl_s, now(), partition_key, stage, owner,
+                                                              RUNNING))
+        return cur.rowcount == 1
 
     def episodes(self, state: str | None = None, feed_slug: str | None = None,
                  limit: int | None = None) -> list[EpisodeRecord]:
@@ -299,3 +479,20 @@ class SqliteCheckpointStore:
     def feeds(self) -> list[FeedRecord]:
         with self._conn() as conn:
             return [FeedRecord(**dict(r)) for r in conn.execute("SELECT * FROM feeds ORDER BY slug")]
+
+
+def _apply(st: StageStatus, status: str, *, error: str | None = None, retryable: bool | None = None,
+           code_version: str | None = None) -> None:
+    """``st`` moved to ``status`` (shared by the implementations)."""
+    t = now()
+    if status == RUNNING:
+        st.attempts += 1
+        st.started_at, st.finished_at = t, None
+    elif status in (DONE, FAILED):
+        st.finished_at = t
+        st.owner = st.lease_until = None
+    st.status = status
+    st.last_error = error[:2000] if error else None
+    st.retryable = retryable if status == FAILED else None
+    if code_version is not None or status == DONE:
+        st.code_version = code_version if code_version is not None else st.code_version

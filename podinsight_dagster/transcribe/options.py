@@ -135,3 +135,21 @@ class Transcript:
 
 # A file path, or a callable returning a context manager that yields one (e.g. a storage copy).
 AudioSource = Union[str, Path, Callable[[], ContextManager[Path]]]
+
+
+# Bump when a change to the transcription code changes its output (decoding, segmentation, guards):
+# every transcript then shows stale (Dagster code_version) and `podrun transcribe --stale` redoes them.
+TRANSCRIPTION_CODE_VERSION = "1"
+
+
+def transcript_code_version(o: TranscribeOptions) -> str:
+    """What changes a transcript's content: model, compute type, beam size, VAD, language settings, source, code."""
+    import hashlib
+    import json
+
+    parts = {"model": o.model, "compute_type": o.compute_type, "beam_size": o.beam_size, "vad": o.vad_filter,
+             "word_timestamps": o.word_timestamps, "language": o.language,
+             "language_check_model": o.language_check_model, "source": o.transcript_source,
+             "code": TRANSCRIPTION_CODE_VERSION}
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{TRANSCRIPTION_CODE_VERSION}-{digest}"

@@ -15,8 +15,12 @@ half-way keeps what it finished.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Callable
 
@@ -25,11 +29,12 @@ from podinsight_dagster.store.keys import EpisodeKey
 from podinsight_dagster.store.objects import ConcurrentUpdate
 from podinsight_dagster.costs.budget import SpendEntry
 from podinsight_dagster.costs.kpis import compute_kpis
-from podinsight_dagster.errors import StepError
+from podinsight_dagster.errors import StepError, StepSkipped
+from podinsight_dagster.store.checkpoints import DONE, TRANSCRIBE
 from podinsight_dagster.transcribe.publisher import PublisherTranscriptError, fetch_publisher_transcript, links_from_json
 from podinsight_dagster.transcribe.subtitles import build_cues, to_srt, to_vtt
 from podinsight_dagster.transcribe.text import agreement
-from podinsight_dagster.transcribe.options import Transcript, TranscriptionError
+from podinsight_dagster.transcribe.options import Transcript, TranscriptionError, transcript_code_version
 from podinsight_dagster.transcribe.transcriber import Transcriber
 
 if TYPE_CHECKING:
@@ -65,12 +70,10 @@ def _check_audio(services: Services, job: _Job) -> None:
     try:
         actual = services.raw.size(key)
     except FileNotFoundError as exc:
-        services.checkpoints.mark_failed(job.pk, "transcribe", f"audio {key} is missing")
         raise StepError(f"{job.pk}: audio {key} is missing (materialize raw_audio again)") from exc
     if expected is not None and actual != expected:
         msg = (f"audio {key} is {actual} bytes but meta.json records {expected}: "
                "truncated or replaced (materialize raw_audio again)")
-        services.checkpoints.mark_failed(job.pk, "transcribe", msg)
         raise StepError(f"{job.pk}: {msg}")
 
 
@@ -102,10 +105,47 @@ def _try_publisher(services: Services, job: _Job) -> Transcript | str:
         return f"publisher transcript failed: {type(exc).__name__}: {exc}"
 
 
+LEASE_S = 600.0  # a claim's lease; renewed every LEASE_S / 3 while the step lives
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class _Leases:
+    """Renews the claims a step holds until each is released (a dead step's claims expire by themselves)."""
+
+    def __init__(self, services: Services, owner: str, lease_s: float):
+        self.services, self.owner, self.lease_s = services, owner, lease_s
+        self.held: set[str] = set()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="transcribe-leases", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.lease_s / 3):
+            with self.lock:
+                held = list(self.held)
+            for pk in held:
+                try:
+                    self.services.checkpoints.renew(pk, TRANSCRIBE, self.owner, self.lease_s)
+                except Exception:  # noqa: BLE001 - a missed renewal is retried next period
+                    pass
+
+    def __enter__(self) -> "_Leases":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 def transcribe_episodes(services: Services, keys: list[str], transcriber: Transcriber | None = None, *,
                         source: str | None = None,
                         on_result: Callable[[str, Transcript | StepError], None] | None = None,
-                        ) -> dict[str, Transcript | StepError]:
+                        owner: str | None = None, run_id: str | None = None, force: bool = False,
+                        lease_s: float = LEASE_S) -> dict[str, Transcript | StepError]:
     """Transcribe every episode of ``keys``; writes each transcript.json; one failure never stops the rest.
 
     ``transcriber`` defaults to ``services.transcriber`` (asked only if some episode needs
@@ -114,9 +154,23 @@ def transcribe_episodes(services: Services, keys: list[str], transcriber: Transc
     (transcript.json from the publisher, transcript.asr.json from ASR, their agreement,
     1 - WER, in ``publisher_asr_agreement``). A publisher transcript that cannot be fetched or
     parsed falls back to ASR, with the reason in ``publisher_error``.
+
+    Each episode is claimed first (a lease on its transcribe stage for ``owner``, conditional on
+    the episode being downloaded): one held by someone else, or already transcribed at this code
+    version (unless ``force``), is skipped (``StepSkipped``), never transcribed twice at once.
+    Every transcription that ran appends a spend line (with ``run_id``) as soon as it is done.
     """
     transcriber = transcriber or services.transcriber
     mode = source or transcriber.options.transcript_source
+    version = transcript_code_version(replace(transcriber.options, transcript_source=mode))
+    owner = owner or run_id or default_owner()
+    with _Leases(services, owner, lease_s) as leases:
+        return _transcribe(services, keys, transcriber, mode, on_result, owner, run_id,
+                           None if force else version, version, leases)
+
+
+def _transcribe(services, keys, transcriber, mode, on_result, owner, run_id, unless_version, version,
+                leases: _Leases) -> dict[str, Transcript | StepError]:
     results: dict[str, Transcript | StepError] = {}
 
     def done(pk: str, result: Transcript | StepError) -> None:
@@ -125,12 +179,26 @@ def transcribe_episodes(services: Services, keys: list[str], transcriber: Transc
             # Every transcription that ran is paid for, whatever happens to the episode next.
             services.budget.record_spend(SpendEntry(
                 pk, round(result.wall_sec * services.prices.per_second(result.device), 6),
-                compute_sec=result.wall_sec, device=result.device, model=result.model))
+                compute_sec=result.wall_sec, device=result.device, model=result.model, run_id=run_id,
+                audio_sec=result.duration if result.source == "asr" else 0.0))
+            services.checkpoints.mark_stage(pk, TRANSCRIBE, DONE, code_version=version)
+        elif not isinstance(result, StepSkipped) and pk in leases.held:
+            services.checkpoints.mark_failed(pk, TRANSCRIBE, str(result), retryable=result.retryable)
+        with leases.lock:
+            leases.held.discard(pk)
         if on_result is not None:
             on_result(pk, result)
 
     jobs: dict[str, _Job] = {}
     for pk in keys:
+        why = services.checkpoints.claim(pk, TRANSCRIBE, owner, leases.lease_s, unless_done_version=unless_version)
+        if why is not None:
+            held_elsewhere = why.startswith(("claimed by", "already done"))
+            done(pk, StepSkipped(f"{pk}: skipped, {why}") if held_elsewhere
+                 else StepError(f"{pk}: no raw audio yet, not transcribed: {why} (materialize raw_audio first)"))
+            continue
+        with leases.lock:
+            leases.held.add(pk)
         try:
             jobs[pk] = _load_job(services, pk)
         except StepError as exc:
@@ -181,7 +249,6 @@ def transcribe_episodes(services: Services, keys: list[str], transcriber: Transc
         for job in asr:
             if job.pk not in results:
                 msg = f"transcription stopped before this episode finished: {type(exc).__name__}: {exc}"
-                services.checkpoints.mark_failed(job.pk, "transcribe", msg)
                 done(job.pk, StepError(f"{job.pk}: {msg}", retryable=True))
     return results
 
@@ -197,7 +264,6 @@ def _store_asr(services: Services, job: _Job, out: Transcript | TranscriptionErr
     if isinstance(out, TranscriptionError):
         if pub is not None:  # source "both": the publisher's transcript stands on its own
             return _store_publisher_only(services, job, pub, str(out))
-        services.checkpoints.mark_failed(job.pk, "transcribe", str(out))
         return StepError(f"{job.pk}: {out}")
     out.publisher_error = pub_error
     if pub is not None and mode == "both":

@@ -127,3 +127,22 @@ def test_partition_metadata_reads_the_partition_list_once_per_run(instance, monk
     assert calls == [EPISODES]
     instance.get_dynamic_partitions(EPISODES)
     assert len(calls) == 2  # the cache ends with the block
+
+
+def test_one_404_in_a_pipeline_run_stops_only_its_own_later_stages(instance, demo_catalog, demo_cdn, settings):
+    """episode_pipeline over several episodes, one 404: the others reach KPIs; the run fails naming the one."""
+    keys = _ingest(instance, demo_catalog, ["tech-talk", "history-hour"])
+    demo_cdn.set_fault("/audio/tech-talk/ep2.mp3", Fault(status=404))
+    result = _run(instance, EPISODE_ASSETS, tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]})
+    assert not result.success
+    store = SqliteCheckpointStore(settings.checkpoint_db)
+    [bad] = [r.partition_key for r in store.episodes(state=FAILED)]
+    kpis = {m.partition for m in result.asset_materializations_for_node("kpis")}
+    assert kpis == set(keys) - {bad}  # every other episode went all the way
+    assert all(store.get(k).state == TRANSCRIBED for k in kpis)
+    assert store.get(bad).state == FAILED and store.stage(bad, "download").status == FAILED
+    assert store.stage(bad, "transcribe").status == "pending"  # never attempted
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failure] == ["kpis"]
+    text = str(failure[0].step_failure_data.user_failure_data.description)
+    assert bad in text and "upstream failed" in text

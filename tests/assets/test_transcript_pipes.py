@@ -46,7 +46,8 @@ def test_transcript_via_subprocess_worker_reports_each_episode(settings, monkeyp
         # The worker ran through Pipes: its log lines reached the run's event log.
         logs = [e.message for e in instance.all_logs(result.run_id)]
         assert any("2 of 3 episodes done, 1 failed" in (m or "") for m in logs)
-    assert services.checkpoints.get(bad).state == FAILED
+    assert services.checkpoints.stage(bad, "transcribe").status == FAILED
+    assert services.checkpoints.get(bad).state == "downloaded"  # the download is kept
     # Only the transcript: segments and kpis are assets of their own.
     assert not (settings.stage_root / layout.segments_key(EpisodeKey.parse(good1))).exists()
 

@@ -149,6 +149,69 @@ def test_checkpoints_states_attempts_errors_and_counts(checkpoints):
         checkpoints.update("f/a", no_such_field=1)
 
 
+def test_checkpoints_stage_failures_never_erase_earlier_stages(checkpoints):
+    from podinsight_dagster.store.checkpoints import DONE, PENDING
+    checkpoints.register_episodes([_episode("f/a"), _episode("f/b")])
+    checkpoints.mark_failed("f/b", "download", "HTTP 404", retryable=False)
+    checkpoints.mark_downloaded("f/a", bytes=1, sha256="x")
+    checkpoints.mark_stage("f/a", "transcribe", "running")
+    checkpoints.mark_failed("f/a", "transcribe", "GPU fell over", retryable=True)
+    a, b = checkpoints.require("f/a"), checkpoints.require("f/b")
+    assert a.state == DOWNLOADED and b.state == FAILED  # the summary never goes backwards
+    t = checkpoints.stage("f/a", "transcribe")
+    assert (t.status, t.attempts, t.last_error, t.retryable) == (FAILED, 1, "GPU fell over", True)
+    assert t.started_at and t.finished_at
+    assert checkpoints.stage("f/a", "download").status == DONE
+    assert checkpoints.stage("f/b", "download").retryable is False
+    assert checkpoints.stage("f/b", "kpis").status == PENDING
+    checkpoints.mark_stage("f/a", "transcribe", "running")
+    checkpoints.mark_stage("f/a", "transcribe", "done", code_version="v1")
+    t = checkpoints.stage("f/a", "transcribe")
+    assert (t.status, t.attempts, t.last_error, t.code_version) == (DONE, 2, None, "v1")
+    counts = checkpoints.stage_counts()
+    assert counts["transcribe"] == {"pending": 1, "running": 0, "done": 1, "failed": 0}
+    assert counts["download"] == {"pending": 0, "running": 0, "done": 1, "failed": 1}
+    assert set(checkpoints.stages("transcribe")) == {"f/a"}
+    checkpoints.mark_transcribed("f/a", cost_usd=0.1)
+    checkpoints.mark_downloaded("f/a", bytes=1, sha256="x")  # a re-download never moves it back
+    assert checkpoints.require("f/a").state == TRANSCRIBED
+
+
+def test_checkpoints_claims_are_exclusive_leases_on_the_previous_stage(checkpoints):
+    checkpoints.register_episodes([_episode("f/a"), _episode("f/b")])
+    assert "discovered" in checkpoints.claim("f/b", "transcribe", "run-1", 60)  # not downloaded yet
+    checkpoints.mark_downloaded("f/a", bytes=1, sha256="x")
+    assert checkpoints.claim("f/a", "transcribe", "run-1", 60) is None
+    assert "claimed by run-1" in checkpoints.claim("f/a", "transcribe", "run-2", 60)
+    assert checkpoints.claim("f/a", "transcribe", "run-1", 60) is None  # the holder may take it again
+    assert checkpoints.renew("f/a", "transcribe", "run-1", 0.2) and not checkpoints.renew("f/a", "transcribe", "x", 5)
+    time.sleep(0.3)
+    assert checkpoints.claim("f/a", "transcribe", "run-2", 60) is None  # an expired lease is free
+    st = checkpoints.stage("f/a", "transcribe")
+    assert (st.status, st.owner, st.attempts) == ("running", "run-2", 3)
+    checkpoints.mark_stage("f/a", "transcribe", "done", code_version="v1")
+    assert "already done" in checkpoints.claim("f/a", "transcribe", "run-3", 60, unless_done_version="v1")
+    assert checkpoints.claim("f/a", "transcribe", "run-3", 60, unless_done_version="v2") is None
+
+
+def test_checkpoints_claim_is_taken_by_exactly_one_of_many(checkpoints):
+    checkpoints.register_episodes([_episode("f/a")])
+    checkpoints.mark_downloaded("f/a", bytes=1, sha256="x")
+    barrier, got = threading.Barrier(6), []
+
+    def take(i):
+        barrier.wait()
+        if checkpoints.claim("f/a", "transcribe", f"owner-{i}", 60) is None:
+            got.append(i)
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 1 and checkpoints.stage("f/a", "transcribe").owner == f"owner-{got[0]}"
+
+
 def test_checkpoints_keep_feeds(checkpoints):
     checkpoints.upsert_feed(FeedRecord(slug="show", url="https://a/feed.xml", etag='"1"', episodes=3))
     checkpoints.upsert_feed(FeedRecord(slug="show", url="https://a/feed.xml", effective_url="https://b/feed.xml",
@@ -220,6 +283,40 @@ def test_ledger_only_grows_and_sums_by_time(ledger):
     assert ledger.spent_since(0) == pytest.approx(0.60)
     assert [e.run_id for e in ledger.entries(now - 60)] == ["r1", "r2"]
     assert ledger.entries()[0] == SpendEntry("f/a", 0.10, 1200, "cuda", "base", None, now - 86_400 * 2)
+
+
+def test_ledger_reservations_admit_exactly_one_of_two_that_cross_the_ceiling(ledger):
+    from podinsight_dagster.costs.budget import Budget, BudgetExceeded
+    budget = Budget(ledger, ceiling_usd=10.0)
+    ledger.record(SpendEntry("f/a", 2.0, compute_sec=100, model="base", audio_sec=1000))
+    barrier, admitted, refused = threading.Barrier(2), [], []
+
+    def launch(owner):
+        barrier.wait()
+        try:
+            admitted.append(budget.reserve(5.0, owner, ttl_s=60))
+        except BudgetExceeded as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=launch, args=(f"run-{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(admitted) == 1 and len(refused) == 1 and "reserved" in refused[0]
+    assert ledger.reserved() == pytest.approx(5.0)
+    with pytest.raises(BudgetExceeded):
+        budget.check(3.5)  # the advisory check counts live reservations too
+    budget.settle(admitted[0])
+    assert ledger.reserved() == 0.0
+    assert ledger.release(admitted[0].id) is False  # settled once
+    short = budget.reserve(7.0, "run-3", ttl_s=0.2)  # a run that dies: its reservation expires
+    time.sleep(0.3)
+    assert ledger.reserved() == 0.0 and budget.reserve(7.0, "run-4", ttl_s=60).usd == 7.0
+    assert short.usd == 7.0
+    # The model's measured cost per audio second drives the projection: $2 for 1000 s -> $0.002/s.
+    assert budget.projected_cost(500, model="base") == pytest.approx(1.0)
+    assert ledger.entries()[0].audio_sec == 1000
 
 
 def test_ledger_keeps_the_freeze(ledger):

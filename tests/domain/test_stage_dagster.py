@@ -40,7 +40,8 @@ def test_transcript_asset_runs_publisher_asr_and_failures_in_one_step(settings, 
         failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
         assert "1 of 4 episodes failed" in failure.step_failure_data.error.message or \
             "1 of 4 episodes failed" in str(failure.step_failure_data.user_failure_data.description)
-        assert services.checkpoints.get(bad).state == FAILED
+        assert services.checkpoints.stage(bad, "transcribe").status == FAILED
+        assert services.checkpoints.get(bad).state == "downloaded"  # the download is kept
         good = [pub, asr1, asr2]
         result = _run(instance, ["segments", "kpis"], good)
         assert result.success

@@ -11,7 +11,7 @@ import webvtt
 
 from tests.support.cdn import Fault, PodcastCDN
 from podinsight_dagster.store import layout
-from podinsight_dagster.store.checkpoints import FAILED, TRANSCRIBED, EpisodeRecord
+from podinsight_dagster.store.checkpoints import DOWNLOADED, FAILED, TRANSCRIBED, EpisodeRecord
 from podinsight_dagster.store.keys import EpisodeKey, partition_key
 from podinsight_dagster.errors import StepError
 from podinsight_dagster.fetch.download import probe_duration
@@ -175,8 +175,10 @@ def test_bad_episodes_fail_alone_with_clear_reasons(services):
     for pk, why in ((corrupt, "cannot decode audio"), (short, "truncated or replaced"), (missing, "no raw audio")):
         assert isinstance(results[pk], StepError) and why in str(results[pk]), results[pk]
     for pk in (corrupt, short):
-        rec = services.checkpoints.get(pk)
-        assert rec.state == FAILED and rec.failed_stage == "transcribe" and rec.last_error
+        # A failed transcription never erases the download: the episode stays downloaded, its stage failed.
+        rec, stage = services.checkpoints.get(pk), services.checkpoints.stage(pk, "transcribe")
+        assert rec.state == DOWNLOADED and rec.failed_stage == "transcribe" and rec.last_error
+        assert stage.status == FAILED and stage.last_error and stage.attempts == 1
     assert services.stage.exists(layout.transcript_key(EpisodeKey.parse(good2)))
     with pytest.raises(StepError, match="cannot decode audio"):
         transcribe_episode(services, corrupt, Loads(services))
