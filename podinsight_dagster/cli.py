@@ -366,13 +366,16 @@ def _print_fetch_plan(services, keys: list[str]) -> None:
 @click.option("--manifest-s3", "manifest", default=None,
               help="Transcribe the episodes listed in this manifest (s3:// URI or local path).")
 @click.option("--model", default=None, help="Whisper model: base (default), tiny.en, or a model folder.")
+@click.option("--speakers", type=click.IntRange(min=1, max=8), default=None,
+              help="Speakers per episode for diarization (default: the feed's podcast:person count, else estimated).")
 @click.option("--dagster-url", default=None, help=DAGSTER_URL_HELP)
-def transcribe(limit: int | None, manifest: str | None, model: str | None, dagster_url: str | None) -> None:
-    """Phase 2: transcribe downloaded episodes (transcript, segments, subtitles, KPIs)."""
+def transcribe(limit: int | None, manifest: str | None, model: str | None, speakers: int | None,
+               dagster_url: str | None) -> None:
+    """Phase 2: transcribe downloaded episodes (transcript, speakers, segments, subtitles, KPIs)."""
     from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
     from podinsight_dagster.store.checkpoints import DOWNLOADED
 
-    settings = _settings(model=model)
+    settings = _settings(model=model, speakers=speakers)
     services = _services(settings)
     downloaded = [r for r in services.checkpoints.episodes(state=DOWNLOADED)]
     if manifest:
