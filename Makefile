@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PODINSIGHT_HOME ?= $(CURDIR)/data
 UI_PORT ?= 3000
 
-.PHONY: demo test ui lint bootstrap chromium netaudit postgresql clean
+.PHONY: demo test ui lint bootstrap chromium netaudit postgresql voices clean
 
 $(STAMP): requirements.in requirements-dev.in constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -37,10 +37,19 @@ postgresql:
 	  echo "installing Debian's postgresql for the deployment storage test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
+# tests/speakers/ synthesise multi-speaker episodes: espeak-ng voices and festival's voices built from
+# recordings (kal and ked diphones, cmu_us_slt_arctic_hts), 16 kHz via ffmpeg.
+voices:
+	@command -v espeak-ng >/dev/null 2>&1 && command -v text2wave >/dev/null 2>&1 && command -v ffmpeg >/dev/null 2>&1 \
+	  && [ -d /usr/share/festival/voices/english/ked_diphone ] && [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ] || { \
+	  echo "installing Debian's espeak-ng, festival voices and ffmpeg for the speaker tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng festival festvox-kallpc16k \
+	    festvox-kdlpc16k festvox-us-slt-hts ffmpeg >/dev/null; }
+
 demo: $(STAMP)
 	$(BIN)/podrun demo
 
-test: $(STAMP) chromium netaudit postgresql
+test: $(STAMP) chromium netaudit postgresql voices
 	$(BIN)/python -m pytest
 
 ui: $(STAMP)

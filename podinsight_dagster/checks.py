@@ -8,7 +8,7 @@ import json
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
-from podinsight_dagster.assets.episodes import kpis, raw_audio, transcript
+from podinsight_dagster.assets.episodes import kpis, raw_audio, speakers, transcript
 from podinsight_dagster.store.checkpoints import DOWNLOADED, FAILED, TRANSCRIBED
 from podinsight_dagster.resources import PodInsightResource
 
@@ -79,4 +79,14 @@ def transcript_sanity(context: AssetCheckExecutionContext, podinsight: PodInsigh
         metadata={"episodes_with_issues": len(bad), "issues": MetadataValue.json(dict(list(bad.items())[:50]))})
 
 
-all_checks = [download_success_rate, per_host_429, gpu_cost_today, transcript_sanity]
+@asset_check(asset=speakers, description="Diarization found several voices wherever the feed lists several "
+                                         "people (podcast:person hosts and guests).")
+def speaker_count(context: AssetCheckExecutionContext, podinsight: PodInsightResource) -> AssetCheckResult:
+    bad = {r.partition_key: r.speaker_issue for r in podinsight.services().checkpoints.episodes() if r.speaker_issue}
+    return AssetCheckResult(
+        passed=not bad, severity=AssetCheckSeverity.WARN,
+        description=None if not bad else f"{len(bad)} episodes: one speaker found, several listed in the feed",
+        metadata={"episodes_flagged": len(bad), "episodes": MetadataValue.json(dict(list(bad.items())[:50]))})
+
+
+all_checks = [download_success_rate, per_host_429, gpu_cost_today, transcript_sanity, speaker_count]

@@ -369,18 +369,20 @@ def _print_fetch_plan(services, keys: list[str]) -> None:
 @click.option("--manifest-s3", "manifest", default=None,
               help="Transcribe the episodes listed in this manifest (s3:// URI or local path).")
 @click.option("--model", default=None, help="Whisper model: base (default), tiny.en, or a model folder.")
+@click.option("--speakers", type=click.IntRange(min=1, max=8), default=None,
+              help="Speakers per episode for diarization (default: the feed's podcast:person count, else estimated).")
 @click.option("--dagster-url", default=None, help=DAGSTER_URL_HELP)
 @click.option("--retry-failed", is_flag=True, help="Also retry transcriptions that failed for good (bad audio).")
 @click.option("--stale", is_flag=True,
               help="Only re-transcribe episodes transcribed with another model or settings (code version).")
-def transcribe(limit: int | None, manifest: str | None, model: str | None, dagster_url: str | None,
-               retry_failed: bool, stale: bool) -> None:
-    """Phase 2: transcribe downloaded episodes (transcript, segments, subtitles, KPIs)."""
+def transcribe(limit: int | None, manifest: str | None, model: str | None, speakers: int | None,
+               dagster_url: str | None, retry_failed: bool, stale: bool) -> None:
+    """Phase 2: transcribe downloaded episodes (transcript, speakers, segments, subtitles, KPIs)."""
     from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
     from podinsight_dagster.services import transcribe_options
     from podinsight_dagster.transcribe.options import transcript_code_version
 
-    settings = _settings(model=model)
+    settings = _settings(model=model, speakers=speakers)
     services = _services(settings)
     launcher = _launcher(settings, dagster_url, services.checkpoints)  # reaps dead runs, releasing their claims
     todo = select_for_transcription(services.checkpoints, transcript_code_version(transcribe_options(settings)),

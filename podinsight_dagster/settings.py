@@ -27,6 +27,7 @@ DEFAULT_MODEL = "base"  # run-book §4.2: --model defaults to base
 DEPLOYMENTS = ("local", "aws")
 TRANSCRIPT_SOURCES = ("prefer_publisher", "always_asr", "both")
 TRANSCRIBE_VIA = ("in-process", "subprocess", "batch")
+DIARIZATION = ("voice", "off")
 
 
 class SettingsError(ValueError):
@@ -57,6 +58,9 @@ class Settings:
     transcribe_via: str = "in-process"
     batch_job_queue: str = "transcribe"      # iac/batch_gpu_spot.tf: the GPU queue
     batch_job_definition: str = "whisper-base"
+    # who spoke (speakers/): voice embeddings clustered per episode, or off; a forced speaker count
+    diarization: str = "voice"
+    speakers: int = 0                   # 0: the feed's podcast:person count, else estimated
     # fetching (run-book §3)
     allow_private_networks: str = ""
     default_host_limit: int = 10        # run-book §3.2: hosts not in HOST_LIMIT get 10
@@ -139,6 +143,10 @@ class Settings:
         if self.transcribe_via not in TRANSCRIBE_VIA:
             raise SettingsError(f"PODINSIGHT_TRANSCRIBE_VIA={self.transcribe_via!r}: choose one of "
                                 f"{', '.join(TRANSCRIBE_VIA)}")
+        if self.diarization not in DIARIZATION:
+            raise SettingsError(f"PODINSIGHT_DIARIZATION={self.diarization!r}: choose one of {', '.join(DIARIZATION)}")
+        if not 0 <= self.speakers <= 8:
+            raise SettingsError(f"PODINSIGHT_SPEAKERS={self.speakers}: 0 (from the feed or estimated) up to 8")
         if self.batch_size < 1:
             raise SettingsError(f"PODINSIGHT_BATCH_SIZE={self.batch_size}: must be at least 1")
 
@@ -233,6 +241,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "in-process, subprocess (the worker under Dagster Pipes) or batch (aws)"),
     EnvVar("PODINSIGHT_BATCH_JOB_QUEUE", "batch_job_queue", _text, "Batch job queue of the GPU worker (aws)"),
     EnvVar("PODINSIGHT_BATCH_JOB_DEFINITION", "batch_job_definition", _text, "Batch job definition of the GPU worker (aws)"),
+    EnvVar("PODINSIGHT_DIARIZATION", "diarization", _text, "voice (speaker labels from voice embeddings) or off"),
+    EnvVar("PODINSIGHT_SPEAKERS", "speakers", _int,
+           "speakers per episode (0: the feed's podcast:person hosts and guests, else estimated)"),
     EnvVar("PODINSIGHT_ALLOW_PRIVATE_NETWORKS", "allow_private_networks", _text, "1, or CIDRs fetching may reach"),
     EnvVar("PODINSIGHT_DEFAULT_HOST_LIMIT", "default_host_limit", _int, "connections per host not listed"),
     EnvVar("PODINSIGHT_HTTP_MAX_ATTEMPTS", "http_max_attempts", _int, "tries per request (retryable errors)"),

@@ -16,6 +16,7 @@ VALID = {
     "PODINSIGHT_COMPUTE_TYPE": ("int8", "int8"), "PODINSIGHT_BATCH_SIZE": ("3", 3),
     "PODINSIGHT_CPU_THREADS": ("2", 2), "PODINSIGHT_TRANSCRIPT_SOURCE": ("both", "both"),
     "PODINSIGHT_LANGUAGE_CHECK_MODEL": ("base", "base"), "PODINSIGHT_TRANSCRIBE_VIA": ("batch", "batch"),
+    "PODINSIGHT_DIARIZATION": ("off", "off"), "PODINSIGHT_SPEAKERS": ("2", 2),
     "PODINSIGHT_BATCH_JOB_QUEUE": ("q", "q"), "PODINSIGHT_BATCH_JOB_DEFINITION": ("d", "d"),
     "PODINSIGHT_ALLOW_PRIVATE_NETWORKS": ("10.0.0.0/8", "10.0.0.0/8"), "PODINSIGHT_DEFAULT_HOST_LIMIT": ("4", 4),
     "PODINSIGHT_HTTP_MAX_ATTEMPTS": ("2", 2), "PODINSIGHT_MAX_AUDIO_BYTES": ("1000", 1000),
@@ -63,6 +64,8 @@ def test_defaults_follow_the_run_book(tmp_path):
     ("PODINSIGHT_ALLOW_MODEL_DOWNLOAD", "maybe", "PODINSIGHT_ALLOW_MODEL_DOWNLOAD='maybe' is not a yes/no value"),
     ("PODINSIGHT_DEPLOYMENT", "gcp", "PODINSIGHT_DEPLOYMENT='gcp': choose one of local, aws"),
     ("PODINSIGHT_TRANSCRIPT_SOURCE", "x", "PODINSIGHT_TRANSCRIPT_SOURCE='x': choose one of"),
+    ("PODINSIGHT_DIARIZATION", "pyannote", "PODINSIGHT_DIARIZATION='pyannote': choose one of voice, off"),
+    ("PODINSIGHT_SPEAKERS", "12", "PODINSIGHT_SPEAKERS=12: 0 (from the feed or estimated) up to 8"),
     ("PODINSIGHT_TRANSCRIBE_VIA", "lambda", "PODINSIGHT_TRANSCRIBE_VIA='lambda': choose one of in-process, subprocess"),
 ])
 def test_bad_values_are_one_sentence_naming_the_variable(tmp_path, name, value, message):

@@ -1,6 +1,6 @@
 """Per-episode assets, partitioned by ``episodes`` (``<feed_slug>/<guid_key>``).
 
-raw_audio -> transcript -> segments -> kpis
+raw_audio -> transcript -> speakers -> segments -> kpis
 
 Each asset handles every partition of its run (``context.partition_keys``), so a
 backfill of 1,000 episodes becomes a handful of runs (BackfillPolicy.multi_run)
@@ -41,6 +41,8 @@ from podinsight_dagster.errors import StepError, StepSkipped
 from podinsight_dagster.fetch.download import download_episodes, publish_download_metrics
 from podinsight_dagster.transcribe.quality import transcript_issues
 from podinsight_dagster.transcribe.steps import load_transcript, transcribe_episodes, write_kpis, write_segments
+from podinsight_dagster.speakers.diarize import VERSION as DIARIZATION_VERSION
+from podinsight_dagster.speakers.steps import diarize_episode
 from podinsight_dagster.partitions import episodes_partitions
 from podinsight_dagster.resources import PodInsightResource
 from podinsight_dagster.assets.catalog import episode_manifest
@@ -282,6 +284,26 @@ def _transcript(context, podinsight, services, options, keys):
 
 
 @asset(partitions_def=episodes_partitions, deps=[transcript], group_name="episodes",
+       backfill_policy=EPISODE_BACKFILL, code_version=DIARIZATION_VERSION,
+       description="Who spoke: speakers/speakers.json, speaker labels on transcript.json's segments and words, "
+                   "the feed's voice prints (diarization from voice embeddings, offline).")
+def speakers(context: AssetExecutionContext, podinsight: PodInsightResource):
+    services = podinsight.services()
+
+    def step(pk: str) -> dict:
+        out = diarize_episode(services, pk)
+        names = [s["name"] for s in out["speakers"]]
+        return {"speakers": out["num_speakers"], "count_source": out["count_source"],
+                "persons_listed": out["persons_listed"], "names": ", ".join(names) or None,
+                "wall_sec": out["wall_sec"], "method": out["method"]}
+
+    def summary(done: dict[str, dict]) -> dict:
+        return {"diarization_sec": round(sum(m["wall_sec"] for m in done.values()), 3)}
+
+    yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)
+
+
+@asset(partitions_def=episodes_partitions, deps=[speakers], group_name="episodes",
        backfill_policy=EPISODE_BACKFILL,
        description="Timed segments as JSON Lines (Athena shape) plus transcript.vtt and transcript.srt.")
 def segments(context: AssetExecutionContext, podinsight: PodInsightResource):
@@ -319,7 +341,7 @@ def kpis(context: AssetExecutionContext, podinsight: PodInsightResource):
         issues = transcript_issues(load_transcript(services, pk))
         services.checkpoints.update(pk, quality_issue="; ".join(issues) or None)
         keep = ("duration_sec", "speech_ratio", "words", "words_per_minute", "language", "realtime_factor",
-                "cost_usd", "suspected_hallucination", "unreliable_text", "source")
+                "cost_usd", "suspected_hallucination", "unreliable_text", "source", "speakers")
         return {**{key: k[key] for key in keep}, "quality_issues": len(issues)}
 
     def summary(done: dict[str, dict]) -> dict:

@@ -53,6 +53,10 @@ def compute_kpis(t: Transcript, prices: Prices = Prices()) -> dict:
     unreliable = t.unreliable_reason or (
         "suspected hallucination: " + ("a repetition loop" if loop else f"compression ratio {round(max_cr, 3)}")
         if hallucination else None)
+    talk: dict[str, float] = {}
+    for s in segs:
+        if s.speaker:
+            talk[s.speaker] = talk.get(s.speaker, 0.0) + max(s.end - s.start, 0.0)
     return {
         "duration_sec": round(t.duration, 3),
         "speech_sec": round(speech, 3),
@@ -60,6 +64,9 @@ def compute_kpis(t: Transcript, prices: Prices = Prices()) -> dict:
         "words": words,
         "words_per_minute": round(words / (speech / 60), 1) if speech > 0 else 0.0,
         "segments": len(segs),
+        # Who spoke (diarization or the publisher's labels): count and seconds per speaker; None: unknown.
+        "speakers": len(talk) if talk else None,
+        "talk_sec_per_speaker": {k: round(v, 3) for k, v in talk.items()} if talk else None,
         "language": t.language,
         "language_probability": t.language_probability,
         "language_mismatch": t.language_mismatch,

@@ -70,6 +70,28 @@ class TranscriptLink:
 
 
 @dataclass
+class PersonTag:
+    """A ``<podcast:person>``: who takes part (role host by default, as the namespace says)."""
+
+    name: str
+    role: str = "host"
+    group: str | None = None
+    href: str | None = None
+    img: str | None = None
+
+
+def _persons(el, base: str | None) -> list[PersonTag]:
+    out = []
+    for p in _children(el, PODCAST_NS, "person"):
+        name = " ".join((p.text or "").split())
+        if name:
+            out.append(PersonTag(name=name, role=(p.get("role") or "host").strip().lower(),
+                                 group=(p.get("group") or "").strip().lower() or None,
+                                 href=_resolve(base, p.get("href")), img=_resolve(base, p.get("img"))))
+    return out
+
+
+@dataclass
 class Episode:
     guid: str | None
     guid_key: str
@@ -84,6 +106,7 @@ class Episode:
     link: str | None = None
     season: int | None = None     # itunes:season
     number: int | None = None     # itunes:episode (serial shows are read in this order)
+    persons: list[PersonTag] = field(default_factory=list)  # the item's podcast:person, else the channel's
 
     @property
     def guid_derived(self) -> bool:
@@ -108,6 +131,7 @@ class Episode:
             "duration_sec": self.duration_sec,
             "transcripts": [{k: v for k, v in asdict(t).items() if k != "rel" or v} for t in self.transcripts],
             "chapters_url": self.chapters_url,
+            "persons": [asdict(p) for p in self.persons],
         }
 
 
@@ -393,6 +417,7 @@ def _item_extras(item, base: str | None, is_atom: bool) -> dict:
         "transcripts": transcripts,
         "chapters_url": _resolve(_base_of(chapters[0], base), chapters[0].get("url")) if chapters else None,
         "season": itunes["season"], "episode": itunes["episode"],
+        "persons": _persons(item, base),
     }
 
 
@@ -415,7 +440,7 @@ def _podcast_extras(content: bytes, base_url: str | None = None) -> tuple[dict, 
     base = _base_of(head, base) if channel is not None else base
     tag_item = f"{{{ATOM_NS}}}entry" if is_atom else "item"
     extras = [_item_extras(item, base, is_atom) for item in head.findall(tag_item)]
-    chan = {}
+    chan: dict = {"persons": _persons(head, base)}
     pguid = _children(head, PODCAST_NS, "guid")
     if pguid and (pguid[0].text or "").strip():
         chan["podcast_guid"] = pguid[0].text.strip()
@@ -507,6 +532,7 @@ def parse_feed(content: bytes, source: str = "feed", base_url: str | None = None
             link=entry.get("link"),
             season=extra["season"],
             number=extra["episode"],
+            persons=extra.get("persons") or list(chan_extra.get("persons") or []),
         ))
     new_feed_url = chan_extra.get("new_feed_url") or (parsed.feed.get("itunes_new-feed-url") or "").strip() or None
     itunes_type = chan_extra.get("itunes_type") or (parsed.feed.get("itunes_type") or "").strip().lower() or None

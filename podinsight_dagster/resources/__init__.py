@@ -50,6 +50,8 @@ class PodInsightConfig(ConfigurableResource):
     transcribe_via: str = ""
     batch_job_queue: str = ""
     batch_job_definition: str = ""
+    diarization: str = ""
+    speakers: str = ""
     allow_private_networks: str = ""
     default_host_limit: str = ""
     http_max_attempts: str = ""

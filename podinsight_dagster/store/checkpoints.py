@@ -58,6 +58,8 @@ class EpisodeRecord:
     published: str | None = None
     duration_hint_sec: float | None = None
     transcripts_json: str | None = None  # the feed's podcast:transcript links, JSON list
+    persons_json: str | None = None      # the feed's podcast:person entries (item, else channel), JSON list
+    chapters_url: str | None = None      # the feed's podcast:chapters link
     state: str = DISCOVERED
     failed_stage: str | None = None
     attempts: int = 0
@@ -65,6 +67,7 @@ class EpisodeRecord:
     sha256: str | None = None
     last_error: str | None = None
     quality_issue: str | None = None  # why a transcript looks wrong (empty despite speech, disordered)
+    speaker_issue: str | None = None  # diarization found fewer voices than the feed lists
     discovered_at: float = field(default_factory=now)
     updated_at: float = field(default_factory=now)
     downloaded_at: float | None = None
@@ -138,6 +141,8 @@ CREATE TABLE IF NOT EXISTS episodes (
     published TEXT,
     duration_hint_sec REAL,
     transcripts_json TEXT,
+    persons_json TEXT,
+    chapters_url TEXT,
     state TEXT NOT NULL CHECK (state IN ('discovered','downloaded','transcribed','failed')),
     failed_stage TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -145,6 +150,7 @@ CREATE TABLE IF NOT EXISTS episodes (
     sha256 TEXT,
     last_error TEXT,
     quality_issue TEXT,
+    speaker_issue TEXT,
     discovered_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     downloaded_at REAL,
@@ -281,10 +287,11 @@ class SqliteCheckpointStore:
                     else:
                         conn.execute(
                             "UPDATE episodes SET title=?, enclosure_url=?, enclosure_type=?, "
-                            "enclosure_length=?, published=?, duration_hint_sec=?, transcripts_json=? "
-                            "WHERE partition_key=?",
+                            "enclosure_length=?, published=?, duration_hint_sec=?, transcripts_json=?, "
+                            "persons_json=?, chapters_url=? WHERE partition_key=?",
                             (rec.title, rec.enclosure_url, rec.enclosure_type, rec.enclosure_length,
-                             rec.published, rec.duration_hint_sec, rec.transcripts_json, rec.partition_key),
+                             rec.published, rec.duration_hint_sec, rec.transcripts_json, rec.persons_json,
+                             rec.chapters_url, rec.partition_key),
                         )
                 conn.execute("COMMIT")
             except BaseException:

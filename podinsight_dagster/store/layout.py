@@ -2,7 +2,8 @@
 
 raw:   <feed_slug>/<guid_key>/audio/episode.mp3, meta/meta.json
 stage: <feed_slug>/<guid_key>/transcripts/transcript.json (+ .vtt, .srt),
-       segments/segments.json, kpis/kpis.json
+       segments/segments.json, kpis/kpis.json, speakers/speakers.json, chapters/chapters.json
+       <feed_slug>/_speakers/voiceprints.json (the feed's known voices)
 """
 
 from __future__ import annotations
@@ -36,3 +37,15 @@ def segments_key(ek: EpisodeKey) -> str:
 
 def kpis_key(ek: EpisodeKey) -> str:
     return f"{ek}/kpis/kpis.json"
+
+
+def speakers_key(ek: EpisodeKey) -> str:
+    return f"{ek}/speakers/speakers.json"
+
+
+def chapters_key(ek: EpisodeKey) -> str:
+    return f"{ek}/chapters/chapters.json"
+
+
+def voiceprints_key(feed_slug: str) -> str:
+    return f"{feed_slug}/_speakers/voiceprints.json"

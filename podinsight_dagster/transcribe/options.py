@@ -66,6 +66,7 @@ class Word:
     end: float
     word: str
     probability: float
+    speaker: str | None = None      # the segment's speaker (diarization or the publisher's label)
 
 
 @dataclass
@@ -77,7 +78,7 @@ class Segment:
     no_speech_prob: float | None
     compression_ratio: float
     words: list[Word] = field(default_factory=list)
-    speaker: str | None = None      # a publisher transcript's speaker name; ASR has no diarization yet
+    speaker: str | None = None      # a publisher transcript's speaker name, or diarization's (speakers/)
 
 
 @dataclass
@@ -109,6 +110,8 @@ class Transcript:
     publisher_error: str | None = None      # why the publisher transcript was not used
     publisher_asr_agreement: float | None = None  # 1 - WER(publisher, ASR), source "both"
     asr_error: str | None = None            # source "both": why the ASR side failed
+    # Who spoke, set by the diarization asset (speakers/steps.py): [{id, name, role, source, talk_sec}]
+    speakers: list[dict] | None = None
 
     @property
     def vad_speech_sec(self) -> float | None:

