@@ -38,10 +38,12 @@ def _is_local(uri: str) -> bool:
 
 
 def _state(con, archive: str) -> dict[str, str]:
-    pattern = f"{archive}/_state/feeds.json"
-    if not con.execute("SELECT count(*) FROM glob(?)", [pattern]).fetchone()[0]:
+    path = f"{archive}/_state/feeds.json"
+    # A wildcard, so the glob lists: over S3, DuckDB's glob of a literal path returns it unchecked.
+    found = [f for (f,) in con.execute("SELECT file FROM glob(?)", [f"{archive}/_state/*.json"]).fetchall()]
+    if not any(f.endswith("/_state/feeds.json") for f in found):
         return {}
-    return dict(con.execute(f"SELECT feed_slug, fingerprint FROM read_json('{pattern}')").fetchall())
+    return dict(con.execute(f"SELECT feed_slug, fingerprint FROM read_json('{path}')").fetchall())
 
 
 def fingerprints(con, stage: str) -> dict[str, tuple[str, int]]:

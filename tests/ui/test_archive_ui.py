@@ -1,18 +1,21 @@
 """The UI driven end to end: the asset graph with its checks, a backfill of two partitions launched from the
 UI, the run succeeding, check results with figures, the new-episodes sensor switched on and off, and the report.
 
-Screenshots of every step are kept under tests/ui/artifacts/archive/ (gitignored).
+Screenshots of every step are kept under tests/ui/artifacts/archive/ (gitignored); on failure also failure.png and
+failure.html (the DOM), to find the selector that no longer matches.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from dagster import AssetKey, DagsterInstance
+from playwright.sync_api import expect
 
 from podinsight_dagster.cli import main
 from podinsight_dagster.fetch.catalog import load_catalog
@@ -22,10 +25,7 @@ from podinsight_dagster.services import build_services
 
 from .conftest import dismiss_community_dialog
 
-pytestmark = [pytest.mark.ui, pytest.mark.xfail(
-    strict=False, reason="WORK IN PROGRESS: the steps up to the launch dialog pass (graph, catalog, checks tabs, "
-    "partitions, the Custom partition selection); picking two keys in the dialog's partition list does not work yet, "
-    "so the backfill, run, check results, sensor toggle and report steps are not yet verified in the UI")]
+pytestmark = pytest.mark.ui
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "archive"
 ASSETS = ("feeds", "episode_manifest", "raw_audio", "transcript", "segments", "kpis", "transcript_index",
           "archive_rollup")
@@ -44,11 +44,13 @@ def test_ui_driven_end_to_end(settings, demo_catalog, dagster_dev, browser_page,
     assert len(keys) == 3
     with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         instance.add_dynamic_partitions(EPISODES, keys)
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)  # this run's screenshots only
     page = browser_page
     try:
         _drive(page, dagster_dev, keys, settings, tmp_path)
     except Exception:
         shot(page, "failure")
+        (ARTIFACTS / "failure.html").write_text(page.content())
         raise
 
 
@@ -78,17 +80,24 @@ def _drive(page, base: str, keys: list[str], settings, tmp_path) -> None:
     dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize raw_audio")
     dialog.wait_for(timeout=30000)
     shot(page, "04-launch-dialog")
-    for key in keys[:2]:  # Custom selection: filter the partition list by each key and pick it
-        dialog.locator("[class*=select], [class*=Select]").filter(has_text=re.compile("Select a partition|tech-talk")) \
-            .first.click()
-        search = page.get_by_role("textbox").last
-        search.fill(key)
-        page.locator(".bp5-popover").get_by_text(key, exact=True).first.click()
-        page.wait_for_timeout(500)
+    # Custom selection: the partition picker is a radix popover (not a Blueprint one) holding a filter box and a
+    # virtualized menu of checkboxes whose labels are middle-truncated, so an option is found by its title.
+    picker = dialog.locator("[aria-haspopup=dialog]").filter(has_text="Select a partition or create one")
+    picker.click()
+    menu = page.locator("[data-radix-popper-content-wrapper]").filter(has=page.get_by_placeholder("Filter partitions"))
+    for key in keys[:2]:
+        menu.get_by_placeholder("Filter partitions").fill(key)
+        option = menu.get_by_role("menuitem").filter(has=page.locator(f'[title="{key}"]'))
+        option.click()
+        expect(option.locator("input[type=checkbox]")).to_be_checked(timeout=10000)
+    dialog.get_by_text("Launch runs to materialize raw_audio").click()  # closes the popover
+    expect(menu).to_be_hidden(timeout=10000)
     dialog.get_by_text("2 partitions").wait_for(timeout=30000)
     shot(page, "05-two-partitions-selected")
     dialog.get_by_role("button", name="Launch backfill").click()
-    page.get_by_text(re.compile("backfill", re.I)).first.wait_for(timeout=30000)
+    expect(dialog).to_be_hidden(timeout=30000)
+    page.get_by_text("Created backfill").first.wait_for(timeout=30000)
+    shot(page, "05b-backfill-launched")
 
     # 3. Watch the run succeed (the backfill page shows it; the instance confirms).
     page.goto(f"{base}/runs", wait_until="domcontentloaded")
@@ -103,28 +112,29 @@ def _drive(page, base: str, keys: list[str], settings, tmp_path) -> None:
     page.get_by_text("Success", exact=True).first.wait_for(timeout=60000)
     shot(page, "06-run-succeeded")
 
-    # 4. The checks' results with their figures.
+    # 4. The checks' results with their figures (the metadata table of the latest execution).
     page.goto(f"{base}/assets/raw_audio?view=checks", wait_until="domcontentloaded")
-    page.get_by_text("download_success_rate").first.click()
-    page.get_by_text("overall_percent").first.wait_for(timeout=60000)
-    assert "100" in page.inner_text("body")
-    shot(page, "07-check-results")
+    for check, figure, value in (("download_success_rate", "overall_percent", "100"),
+                                 ("per_host_429", "per_host_percent", None)):
+        page.get_by_text(check, exact=True).first.click()
+        page.get_by_text("Passed", exact=True).first.wait_for(timeout=60000)
+        cells = page.locator("tr").filter(has=page.get_by_text(figure, exact=True)).first.locator("td")
+        expect(cells.first).to_have_text(figure, timeout=30000)
+        if value is not None:
+            expect(cells.nth(1)).to_have_text(value)
+        shot(page, f"07-check-{check}")
 
-    # 5. Switch the new-episodes sensor on, then off.
+    # 5. Switch the new-episodes sensor on, then off: the "Running" row's switch (a styled, hidden checkbox).
     page.goto(f"{base}/locations/podinsight/sensors/new_episodes_sensor", wait_until="domcontentloaded")
-    toggle = page.get_by_role("checkbox").first
-    toggle.wait_for(timeout=60000)
-    assert not toggle.is_checked()
-    toggle.click()
-    page.wait_for_function("() => document.querySelector('input[type=checkbox]').checked", timeout=30000)
-    shot(page, "08-sensor-on")
-    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        assert _sensor_running(instance)
-    toggle.click()
-    page.wait_for_function("() => !document.querySelector('input[type=checkbox]').checked", timeout=30000)
-    shot(page, "09-sensor-off")
-    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        assert not _sensor_running(instance)
+    row = page.locator("tr").filter(has=page.get_by_text("Running", exact=True))
+    switch = row.locator("input[type=checkbox]")
+    expect(switch).to_be_attached(timeout=60000)
+    expect(switch).not_to_be_checked()
+    for on in (True, False):
+        row.locator("label:has(input[type=checkbox])").click()
+        (expect(switch).to_be_checked if on else expect(switch).not_to_be_checked)(timeout=30000)
+        _wait_for(lambda: _sensor_running(settings) == on, 30, f"sensor running == {on} in the instance")
+        shot(page, "08-sensor-on" if on else "09-sensor-off")
 
     # 6. The report, opened from disk.
     out = tmp_path / "report.html"
@@ -137,8 +147,17 @@ def _drive(page, base: str, keys: list[str], settings, tmp_path) -> None:
     shot(page, "10-report")
 
 
-def _sensor_running(instance) -> bool:
+def _sensor_running(settings) -> bool:
     from dagster._core.scheduler.instigation import InstigatorStatus
 
-    states = [s for s in instance.all_instigator_state() if s.name == "new_episodes_sensor"]
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        states = [s for s in instance.all_instigator_state() if s.name == "new_episodes_sensor"]
     return bool(states) and states[0].status == InstigatorStatus.RUNNING
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.5)
