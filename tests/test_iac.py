@@ -366,7 +366,7 @@ ATHENA_TYPES = {str: "string", float: "double", int: "int"}
 
 
 def test_athena_ddl_columns_are_what_segments_rows_writes():
-    from podinsight_dagster.transcribe.engine import Segment, Transcript
+    from podinsight_dagster.transcribe.options import Segment, Transcript
     from podinsight_dagster.transcribe.steps import segments_rows
 
     segs = [Segment(0.0, 1.5, "Hello there.", -0.2, 0.01, 1.1),

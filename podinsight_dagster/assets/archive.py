@@ -4,7 +4,9 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from podinsight_dagster.archive.index import episode_doc
 from podinsight_dagster.archive.rollup import roll_up
-from podinsight_dagster.assets.episodes import EPISODE_BACKFILL, each_episode, kpis, run_per_episode, segments
+from podinsight_dagster.assets.episodes import (EPISODE_BACKFILL, assets_in_run, each_episode, kpis, run_per_episode,
+                                                segments, upstream_gate)
+from podinsight_dagster.store.checkpoints import SEGMENTS
 from podinsight_dagster.partitions import episodes_partitions
 from podinsight_dagster.resources import PodInsightResource
 from podinsight_dagster.services import archive_uri, build_duckdb, build_transcript_index, stage_uri
@@ -17,7 +19,14 @@ def transcript_index(context: AssetExecutionContext, podinsight: PodInsightResou
     services = podinsight.services()
     index = build_transcript_index(services.settings)
     try:
+        # The last episode asset of a transcription run: it names every episode whose earlier stage in
+        # this run failed. Materialized alone, it reads whatever segments are stored.
+        in_run = assets_in_run(context)
+        gate = ("kpis", "kpis") if "kpis" in in_run else (SEGMENTS, "segments") if "segments" in in_run else None
+
         def step(pk: str) -> dict:
+            if gate:
+                upstream_gate(services, pk, *gate)
             doc = episode_doc(services, pk)
             return {"passages": index.index([doc])[pk], "segments": len(doc.segments)}
 

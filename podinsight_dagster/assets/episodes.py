@@ -123,17 +123,24 @@ def run_per_episode(context: AssetExecutionContext, outcomes: Iterable[Outcome],
     yield MaterializeResult(metadata=totals)
 
 
-EPISODE_ASSETS = ("raw_audio", "transcript", "segments", "kpis")
+# The per-episode assets in the order a run materializes them (transcript_index, in the archive
+# group, comes last when a run includes it).
+EPISODE_ASSETS = ("raw_audio", "transcript", "speakers", "segments", "kpis", "transcript_index")
+
+
+def assets_in_run(context: AssetExecutionContext) -> set[str]:
+    selection = context.run.asset_selection
+    if not selection:  # a job of its own (materialize, define_asset_job): the assets it executes
+        selection = context.job_def.asset_layer.executable_asset_keys
+    return {k.to_user_string() for k in selection}
 
 
 def later_stage_in_run(context: AssetExecutionContext) -> bool:
     """Whether this run also materializes an episode asset after this one."""
-    selection = context.run.asset_selection
-    if not selection:  # a job of its own (materialize, define_asset_job): the assets it executes
-        selection = context.job_def.asset_layer.executable_asset_keys
-    names = {k.to_user_string() for k in selection}
-    later = EPISODE_ASSETS[EPISODE_ASSETS.index(context.asset_key.to_user_string()) + 1:]
-    return any(n in names for n in later)
+    name = context.asset_key.to_user_string()
+    if name not in EPISODE_ASSETS:
+        return False
+    return any(n in assets_in_run(context) for n in EPISODE_ASSETS[EPISODE_ASSETS.index(name) + 1:])
 
 
 def upstream_gate(services, pk: str, stage: str, label: str) -> None:
@@ -291,6 +298,8 @@ def speakers(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
 
     def step(pk: str) -> dict:
+        # Labels are optional for what follows: segments wait for the transcript, not for this step.
+        upstream_gate(services, pk, TRANSCRIBE, "transcript")
         out = diarize_episode(services, pk)
         names = [s["name"] for s in out["speakers"]]
         return {"speakers": out["num_speakers"], "count_source": out["count_source"],
