@@ -82,17 +82,21 @@ def run_per_episode(context: AssetExecutionContext, outcomes: Iterable[Outcome],
     done: dict[str, dict] = {}
     failed: dict[str, StepError] = {}
     skipped: dict[str, StepError] = {}
-    for i, (pk, result) in enumerate(outcomes, 1):
-        if isinstance(result, StepSkipped):
-            context.log.warning(f"[{i}/{len(keys)}] {result}")
-            skipped[pk] = result
-            continue
-        if isinstance(result, StepError):
-            context.log.error(f"[{i}/{len(keys)}] {result}")
-            failed[pk] = result
-            continue
-        done[pk] = result
-        context.log.info(f"[{i}/{len(keys)}] {pk}: {_one_line(result)}")
+    with partition_list_read_once(context.instance):
+        for i, (pk, result) in enumerate(outcomes, 1):
+            if isinstance(result, StepSkipped):
+                context.log.warning(f"[{i}/{len(keys)}] {result}")
+                skipped[pk] = result
+                continue
+            if isinstance(result, StepError):
+                context.log.error(f"[{i}/{len(keys)}] {result}")
+                failed[pk] = result
+                continue
+            done[pk] = result
+            context.log.info(f"[{i}/{len(keys)}] {pk}: {_one_line(result)}")
+            # Attached as each episode finishes, while the others are still in flight (at the end it
+            # would add ~8 ms per episode to the step); used if the step materializes the run's partitions.
+            context.add_asset_metadata(_clean(result), partition_key=pk)
     totals = {"episodes": len(keys), "succeeded": len(done), "failed": len(failed), "skipped": len(skipped)}
     if summary:
         totals.update(summary(done))
@@ -100,10 +104,6 @@ def run_per_episode(context: AssetExecutionContext, outcomes: Iterable[Outcome],
         # A later episode asset runs in this run: let it run for the good episodes (it skips the failed
         # ones, reading their stage status); the last one fails the run naming them all.
         context.log.error(f"{len(failed)} of {len(keys)} episodes failed; their later stages will not run")
-        with partition_list_read_once(context.instance):
-            for pk in keys:
-                if pk in done:
-                    context.add_asset_metadata(_clean(done[pk]), partition_key=pk)
         yield MaterializeResult(metadata={**totals, "failed_partitions": MetadataValue.json(sorted(failed))})
         return
     if failed:
@@ -116,10 +116,6 @@ def run_per_episode(context: AssetExecutionContext, outcomes: Iterable[Outcome],
             metadata={**totals, "failed_partitions": MetadataValue.json(sorted(failed))},
             allow_retries=any(e.retryable for e in failed.values()),
         )
-    with partition_list_read_once(context.instance):
-        for pk in keys:  # in partition order, whatever order they finished in
-            if pk in done:
-                context.add_asset_metadata(_clean(done[pk]), partition_key=pk)
     yield MaterializeResult(metadata=totals)
 
 
