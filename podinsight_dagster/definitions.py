@@ -32,7 +32,7 @@ fetch_job = define_asset_job(
     description="Phase 1 (run-book §3): download episodes to pod-insights-raw.")
 transcribe_job = define_asset_job(
     "transcribe_episodes",
-    selection=AssetSelection.assets("transcript", "speakers", "segments", "kpis", "transcript_index"),
+    selection=AssetSelection.assets("transcript", "speakers", "chapters", "segments", "kpis", "transcript_index"),
     partitions_def=episodes_partitions,
     description="Phase 2 (run-book §4): transcribe, segment, score and index downloaded episodes.")
 

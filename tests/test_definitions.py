@@ -20,8 +20,8 @@ SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
 def test_definitions_load_with_expected_assets_jobs_and_sensors():
     Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"feeds", "episode_manifest", "raw_audio", "transcript", "speakers", "segments", "kpis",
-                    "transcript_index", "archive_rollup"}
+    assert keys == {"feeds", "episode_manifest", "raw_audio", "transcript", "speakers", "chapters", "segments",
+                    "kpis", "transcript_index", "archive_rollup"}
     for job in ("ingest_catalog", "episode_pipeline", "fetch_episodes", "transcribe_episodes"):
         assert defs.resolve_job_def(job) is not None
     assert defs.resolve_sensor_def("new_episodes_sensor") is not None
@@ -30,7 +30,7 @@ def test_definitions_load_with_expected_assets_jobs_and_sensors():
 
 def test_episode_assets_backfill_many_partitions_per_run_and_checks_are_attached():
     graph = defs.resolve_asset_graph()
-    for name in ("raw_audio", "transcript", "speakers", "segments", "kpis"):
+    for name in ("raw_audio", "transcript", "speakers", "chapters", "segments", "kpis"):
         node = graph.get(AssetKey(name))
         assert node.partitions_def.name == "episodes"
         # A UI backfill of 1,000 episodes becomes 10 runs, not 1,000.
@@ -39,6 +39,9 @@ def test_episode_assets_backfill_many_partitions_per_run_and_checks_are_attached
     assert checks == {"download_success_rate", "per_host_429", "gpu_cost_today", "transcript_sanity", "speaker_count"}
     # The diarization method is the speakers asset's code version: switching it re-runs only speakers.
     assert graph.get(AssetKey("speakers")).code_version
+    # Likewise the chapter method is the chapters asset's.
+    assert graph.get(AssetKey("chapters")).code_version
+    assert graph.get(AssetKey("chapters")).parent_keys == {AssetKey("transcript")}
 
 
 @pytest.mark.parametrize("deployment", DEPLOYMENTS)

@@ -7,6 +7,11 @@ a passage's rowid is ``episode_id << 20 | n``, so re-indexing an episode deletes
 inserts its new passages without touching any other episode. A hit names its feed, episode and
 start time: the start of the segment in which the first matched word lies, which becomes a deep
 link into the audio (``<enclosure_url>#t=<seconds>``, Media Fragments).
+
+Search by meaning: each passage also has a sentence embedding (int8 MiniLM, ``chapters/embed.py``) in
+``passage_vectors``, same rowid, so an episode's vectors are replaced with its passages. A meaning
+query ranks passages by cosine similarity (vectors stored as int8, scaled by 127); the hybrid fuses
+that ranking with BM25 over the query's words (reciprocal rank fusion).
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ CREATE INDEX IF NOT EXISTS episodes_feed ON episodes(feed_slug);
 CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5(
     text, start_sec UNINDEXED, segs UNINDEXED, tokenize='porter unicode61');
 CREATE TABLE IF NOT EXISTS searches (ts REAL NOT NULL, query TEXT NOT NULL, hits INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS passage_vectors (rowid INTEGER PRIMARY KEY, vec BLOB NOT NULL);
 """
+RRF_K = 60                # reciprocal rank fusion: score = sum 1 / (RRF_K + rank)
+HYBRID_DEPTH = 100        # candidates taken from each ranking before fusing
 
 
 class SearchError(ValueError):
@@ -105,8 +113,10 @@ def with_offset(uri: str | None, seconds: float) -> str | None:
 class TranscriptIndex:
     """The search index in one SQLite file (WAL; one writer at a time, readers never blocked)."""
 
-    def __init__(self, path: Path, create: bool = True):
+    def __init__(self, path: Path, create: bool = True, encoder=None):
         self.path = Path(path)
+        self._encoder = encoder  # a SentenceEncoder; None: the process's one, loaded when first needed
+        self._matrix = None      # (rowids, int8 vectors) read once per object for meaning searches
         if not create and not self.path.exists():
             raise SearchError(f"no search index yet at {self.path}: materialize transcript_index "
                               "(podrun transcribe or podrun demo build it)")
@@ -123,18 +133,37 @@ class TranscriptIndex:
     def index(self, docs: Iterable[EpisodeDoc]) -> dict[str, int]:
         """Index (or re-index) these episodes in one transaction; returns passages per episode."""
         counts: dict[str, int] = {}
+        docs = list(docs)
+        # Embeddings outside the write transaction (the slow part): one vector per passage.
+        vectors = {doc.partition_key: self._embed([t for t, _, _ in passages_of(doc.segments)]) for doc in docs}
+        self._matrix = None
         cur = self.conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
             for doc in docs:
-                counts[doc.partition_key] = self._index_one(cur, doc)
+                counts[doc.partition_key] = self._index_one(cur, doc, vectors[doc.partition_key])
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
         return counts
 
-    def _index_one(self, cur: sqlite3.Cursor, doc: EpisodeDoc) -> int:
+    def encoder(self):
+        if self._encoder is None:
+            from podinsight_dagster.chapters.embed import encoder
+
+            self._encoder = encoder()
+        return self._encoder
+
+    def _embed(self, texts: list[str]) -> list[bytes]:
+        import numpy as np
+
+        if not texts:
+            return []
+        q = np.clip(np.rint(self.encoder().encode(texts) * 127), -127, 127).astype(np.int8)
+        return [row.tobytes() for row in q]
+
+    def _index_one(self, cur: sqlite3.Cursor, doc: EpisodeDoc, vectors: list[bytes]) -> int:
         passages = passages_of(doc.segments)
         if len(passages) >= 1 << ROWID_SHIFT:
             raise ValueError(f"{doc.partition_key}: {len(passages)} passages, more than one episode may have")
@@ -145,6 +174,8 @@ class TranscriptIndex:
             episode_id = row[0]
             base = episode_id << ROWID_SHIFT
             cur.execute("DELETE FROM passages WHERE rowid BETWEEN ? AND ?", (base, base + (1 << ROWID_SHIFT) - 1))
+            cur.execute("DELETE FROM passage_vectors WHERE rowid BETWEEN ? AND ?",
+                        (base, base + (1 << ROWID_SHIFT) - 1))
             cur.execute("UPDATE episodes SET feed_slug=?, guid_key=?, title=?, published=?, enclosure_url=?, "
                         "audio_uri=?, duration_sec=?, passages=?, segments=?, indexed_at=? WHERE id=?",
                         (*values, episode_id))
@@ -157,6 +188,8 @@ class TranscriptIndex:
         cur.executemany("INSERT INTO passages (rowid, text, start_sec, segs) VALUES (?, ?, ?, ?)",
                         [(base + n, text, start, json.dumps(segs, separators=(",", ":")))
                          for n, (text, start, segs) in enumerate(passages)])
+        cur.executemany("INSERT INTO passage_vectors (rowid, vec) VALUES (?, ?)",
+                        [(base + n, v) for n, v in enumerate(vectors)])
         return len(passages)
 
     def remove(self, partition_key: str) -> bool:
@@ -166,7 +199,10 @@ class TranscriptIndex:
         base = row[0] << ROWID_SHIFT
         with self.conn:
             self.conn.execute("DELETE FROM passages WHERE rowid BETWEEN ? AND ?", (base, base + (1 << ROWID_SHIFT) - 1))
+            self.conn.execute("DELETE FROM passage_vectors WHERE rowid BETWEEN ? AND ?",
+                              (base, base + (1 << ROWID_SHIFT) - 1))
             self.conn.execute("DELETE FROM episodes WHERE id = ?", (row[0],))
+        self._matrix = None
         return True
 
     def optimize(self) -> None:
@@ -211,6 +247,89 @@ class TranscriptIndex:
             with self.conn:
                 self.conn.execute("INSERT INTO searches (ts, query, hits) VALUES (?, ?, ?)",
                                   (time.time(), " ".join(re.findall(r"\w+", phrase.lower())), len(hits)))
+        return hits
+
+    def _vectors(self):
+        import numpy as np
+
+        if self._matrix is None:
+            rows = self.conn.execute("SELECT rowid, vec FROM passage_vectors ORDER BY rowid").fetchall()
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.int8).reshape(len(rows), -1) if rows \
+                else np.zeros((0, 384), dtype=np.int8)
+            self._matrix = (ids, mat.astype(np.float32) / 127.0)
+        return self._matrix
+
+    def meaning_ranking(self, question: str, feed: str | None = None, depth: int = HYBRID_DEPTH) -> list[tuple[int, float]]:
+        """(passage rowid, cosine similarity) of the ``depth`` passages closest in meaning to ``question``."""
+        import numpy as np
+
+        ids, mat = self._vectors()
+        if not len(ids):
+            return []
+        q = self.encoder().encode([question])[0]
+        sims = mat @ q
+        if feed is not None:
+            keep = {r[0] for r in self.conn.execute("SELECT id FROM episodes WHERE feed_slug = ?", (feed,))}
+            sims = np.where(np.isin(ids >> ROWID_SHIFT, list(keep)), sims, -np.inf)
+        k = min(depth, len(ids))
+        top = np.argpartition(-sims, k - 1)[:k]
+        top = top[np.argsort(-sims[top])]
+        return [(int(ids[i]), float(sims[i])) for i in top if np.isfinite(sims[i])]
+
+    def words_ranking(self, question: str, feed: str | None = None, depth: int = HYBRID_DEPTH) -> list[int]:
+        """Passage rowids by BM25 over any of the question's words (a question rarely matches as one phrase)."""
+        from podinsight_dagster.chapters.tiling import STOPWORDS
+
+        words = [w for w in re.findall(r"\w+", question.lower()) if len(w) > 2 and w not in STOPWORDS]
+        if not words:
+            return []
+        where, params = "passages MATCH ?", [" OR ".join(f'"{w}"' for w in dict.fromkeys(words))]
+        if feed is not None:
+            where += " AND (rowid >> %d) IN (SELECT id FROM episodes WHERE feed_slug = ?)" % ROWID_SHIFT
+            params.append(feed)
+        return [r[0] for r in self.conn.execute(
+            f"SELECT rowid FROM passages WHERE {where} ORDER BY rank LIMIT ?", [*params, depth])]
+
+    def search_meaning(self, question: str, feed: str | None = None, limit: int = 10, hybrid: bool = True,
+                       log: bool = True) -> list[Hit]:
+        """Passages ranked by meaning (cosine similarity of embeddings), fused with BM25 when ``hybrid``.
+
+        A hit's score is the cosine similarity (meaning only) or the fused reciprocal-rank score;
+        its deep link is the start of the passage (the segment it begins with).
+        """
+        if not re.search(r"\w", question):
+            raise SearchError(f"nothing to search for in {question!r}: give at least one word")
+        if feed is not None and not self.conn.execute(
+                "SELECT 1 FROM episodes WHERE feed_slug = ? LIMIT 1", (feed,)).fetchone():
+            known = ", ".join(self.feeds()) or "none yet"
+            raise SearchError(f"no feed {feed!r} in the search index (indexed feeds: {known})")
+        meaning = self.meaning_ranking(question, feed, depth=max(limit, HYBRID_DEPTH))
+        if hybrid:
+            fused: dict[int, float] = {}
+            for ranking in ([r for r, _ in meaning], self.words_ranking(question, feed)):
+                for rank, rowid in enumerate(ranking, 1):
+                    fused[rowid] = fused.get(rowid, 0.0) + 1.0 / (RRF_K + rank)
+            ranked = sorted(fused.items(), key=lambda x: -x[1])[:limit]
+        else:
+            ranked = meaning[:limit]
+        hits = []
+        for rowid, score in ranked:
+            row = self.conn.execute(
+                f"""SELECT p.text, p.start_sec, e.feed_slug, e.partition_key, e.title, e.enclosure_url, e.audio_uri
+                    FROM passages p JOIN episodes e ON e.id = (p.rowid >> {ROWID_SHIFT}) WHERE p.rowid = ?""",
+                (rowid,)).fetchone()
+            if row is None:
+                continue
+            text, start, feed_slug, pk, title, url, audio = row
+            at = float(start)
+            snippet = text if len(text) <= 160 else text[:157].rsplit(" ", 1)[0] + "…"
+            hits.append(Hit(feed_slug, pk, title, at, snippet, with_offset(url, at), with_offset(audio, at),
+                            round(score, 4)))
+        if log:
+            with self.conn:
+                self.conn.execute("INSERT INTO searches (ts, query, hits) VALUES (?, ?, ?)",
+                                  (time.time(), " ".join(re.findall(r"\w+", question.lower())), len(hits)))
         return hits
 
     def top_searches(self, n: int = 5) -> list[tuple[str, int]]:

@@ -2,9 +2,9 @@
 
 from podinsight_dagster.assets.archive import archive_rollup, transcript_index
 from podinsight_dagster.assets.catalog import episode_manifest, feeds
-from podinsight_dagster.assets.episodes import kpis, raw_audio, segments, speakers, transcript
+from podinsight_dagster.assets.episodes import chapters, kpis, raw_audio, segments, speakers, transcript
 
 catalog_assets = [feeds, episode_manifest]
-episode_assets = [raw_audio, transcript, speakers, segments, kpis]
+episode_assets = [raw_audio, transcript, speakers, chapters, segments, kpis]
 archive_assets = [transcript_index, archive_rollup]
 all_assets = [*catalog_assets, *episode_assets, *archive_assets]

@@ -1,6 +1,7 @@
 """Per-episode assets, partitioned by ``episodes`` (``<feed_slug>/<guid_key>``).
 
 raw_audio -> transcript -> speakers -> segments -> kpis
+                          \-> chapters
 
 Each asset handles every partition of its run (``context.partition_keys``), so a
 backfill of 1,000 episodes becomes a handful of runs (BackfillPolicy.multi_run)
@@ -43,6 +44,8 @@ from podinsight_dagster.transcribe.quality import transcript_issues
 from podinsight_dagster.transcribe.steps import load_transcript, transcribe_episodes, write_kpis, write_segments
 from podinsight_dagster.speakers.diarize import VERSION as DIARIZATION_VERSION
 from podinsight_dagster.speakers.steps import diarize_episode
+from podinsight_dagster.chapters.steps import chapters_episode
+from podinsight_dagster.chapters.tiling import VERSION as CHAPTERS_VERSION
 from podinsight_dagster.partitions import episodes_partitions
 from podinsight_dagster.resources import PodInsightResource
 from podinsight_dagster.assets.catalog import episode_manifest
@@ -121,7 +124,7 @@ def run_per_episode(context: AssetExecutionContext, outcomes: Iterable[Outcome],
 
 # The per-episode assets in the order a run materializes them (transcript_index, in the archive
 # group, comes last when a run includes it).
-EPISODE_ASSETS = ("raw_audio", "transcript", "speakers", "segments", "kpis", "transcript_index")
+EPISODE_ASSETS = ("raw_audio", "transcript", "speakers", "chapters", "segments", "kpis", "transcript_index")
 
 
 def assets_in_run(context: AssetExecutionContext) -> set[str]:
@@ -304,6 +307,27 @@ def speakers(context: AssetExecutionContext, podinsight: PodInsightResource):
 
     def summary(done: dict[str, dict]) -> dict:
         return {"diarization_sec": round(sum(m["wall_sec"] for m in done.values()), 3)}
+
+    yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)
+
+
+@asset(partitions_def=episodes_partitions, deps=[transcript], group_name="episodes",
+       backfill_policy=EPISODE_BACKFILL, code_version=CHAPTERS_VERSION,
+       description="Podcasting 2.0 chapters (chapters/chapters.json, version 1.2.0): the feed's podcast:chapters "
+                   "when it links them, else topic boundaries from sentence embeddings with key-phrase titles.")
+def chapters(context: AssetExecutionContext, podinsight: PodInsightResource):
+    services = podinsight.services()
+
+    def step(pk: str) -> dict:
+        # Optional, like speakers: segments and kpis wait for the transcript, not for this step.
+        upstream_gate(services, pk, TRANSCRIBE, "transcript")
+        out = chapters_episode(services, pk)
+        ek = EpisodeKey.parse(pk)
+        return {**out, "path": MetadataValue.path(services.stage.uri(layout.chapters_key(ek)))}
+
+    def summary(done: dict[str, dict]) -> dict:
+        return {"publisher_chapters": sum(m["source"] == "publisher" for m in done.values()),
+                "chapters_sec": round(sum(m["wall_sec"] for m in done.values()), 3)}
 
     yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)
 

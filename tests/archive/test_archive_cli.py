@@ -110,3 +110,14 @@ def test_report_is_one_self_contained_page(indexed, tmp_path):
 
 def test_report_bad_out_is_one_sentence(settings, tmp_path):
     assert "does not exist" in refused("report", "--out", str(tmp_path / "nope" / "r.html"))
+
+
+def test_search_by_meaning_has_the_same_deep_links(indexed):
+    hits = json.loads(podrun("search", "--meaning", "is this language safe with memory?", "--json").output)
+    assert hits[0]["partition_key"] == "tech-talk/tt-0001"
+    assert re.fullmatch(r"https://cdn\.example/tech-talk/tt-0001\.mp3#t=\d+", hits[0]["link"])
+    only = json.loads(podrun("search", "--meaning", "--no-hybrid", "gardening vegetables", "--json").output)
+    assert only[0]["feed_slug"] == "garden-hour"
+    out = podrun("search", "--meaning", "which database engine runs in process").output
+    assert out.startswith("1. tech-talk · Databases · 00:00") and "#t=0" in out
+    assert "--no-hybrid goes with --meaning" in podrun("search", "--no-hybrid", "x", ok=False).output
