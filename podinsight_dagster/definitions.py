@@ -13,7 +13,7 @@ import os
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
-from podinsight_dagster.assets import all_assets, catalog_assets
+from podinsight_dagster.assets import assets_for, catalog_assets
 from podinsight_dagster.checks import all_checks
 from podinsight_dagster.partitions import episodes_partitions
 from podinsight_dagster.resources import PodInsightConfig, podinsight_resources
@@ -45,9 +45,10 @@ def resources_for(deployment: str, environ: dict[str, str] | None = None) -> dic
     return podinsight_resources(PodInsightConfig.from_environment(environ, deployment=deployment))
 
 
-def _definitions(resources: dict) -> Definitions:
+def _definitions(resources: dict, settings: Settings) -> Definitions:
+    # transcript's code_version comes from the settings in force (model, compute type, ...).
     return Definitions(
-        assets=all_assets,
+        assets=assets_for(settings),
         asset_checks=all_checks,
         jobs=[ingest_job, episode_pipeline, fetch_job, transcribe_job],
         sensors=[new_episodes_sensor, auto_transcribe_sensor],
@@ -57,12 +58,14 @@ def _definitions(resources: dict) -> Definitions:
 
 def build_definitions(deployment: str, environ: dict[str, str] | None = None) -> Definitions:
     """The code location's definitions (what ``dagster dev`` and Dagster+ load)."""
-    return _definitions(resources_for(deployment, environ))
+    environ = dict(os.environ if environ is None else environ)
+    resources = resources_for(deployment, environ)
+    return _definitions(resources, Settings.from_env({**environ, "PODINSIGHT_DEPLOYMENT": deployment}))
 
 
 def definitions_for(settings: Settings) -> Definitions:
     """The same definitions with resources fixed to ``settings``: runs that ``podrun`` and the demo launch."""
-    return _definitions(podinsight_resources(PodInsightConfig.from_settings(settings)))
+    return _definitions(podinsight_resources(PodInsightConfig.from_settings(settings)), settings)
 
 
 defs = build_definitions(os.environ.get("PODINSIGHT_DEPLOYMENT") or "local")

@@ -13,7 +13,11 @@ token in ``Authorization``.
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,40 +42,94 @@ class LaunchResult:
 
 
 PID_TAG = "podinsight/pid"
+HOST_TAG = "podinsight/host"
+# Liveness across machines: a thread of the podrun that runs a job rewrites this tag of its run (the run
+# storage every machine of the deployment shares) every HEARTBEAT_INTERVAL_S; a run "started" whose
+# heartbeat is older than HEARTBEAT_TIMEOUT_S is dead wherever it ran. The pid is only a fast path on
+# the same host (a killed podrun is seen at once, not two minutes later).
+HEARTBEAT_TAG = "podinsight/heartbeat"
+HEARTBEAT_INTERVAL_S = 30.0
+HEARTBEAT_TIMEOUT_S = 120.0
+
+
+@contextmanager
+def heartbeat(instance, run_id: str, interval_s: float = HEARTBEAT_INTERVAL_S):
+    """Rewrite ``run_id``'s heartbeat tag every ``interval_s`` while the block runs (the run in it)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval_s):
+            try:
+                instance.add_run_tags(run_id, {HEARTBEAT_TAG: f"{time.time():.3f}"})
+            except Exception:  # noqa: BLE001 - a storage hiccup: the next beat tries again
+                pass
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id[:8]}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 class LocalLauncher:
     """Runs jobs of ``defs`` (built for the caller's settings) in this process, on ``instance``."""
 
-    def __init__(self, instance, defs, say: Callable[[str], None] = print, checkpoints=None):
+    def __init__(self, instance, defs, say: Callable[[str], None] = print, checkpoints=None, *,
+                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S):
         self.instance = instance
         self.defs = defs
         self.say = say
         self.checkpoints = checkpoints  # where a dead run's claims (stage leases) are released
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
         self._reap_dead_runs()
 
     def _tags(self, extra: dict | None = None) -> dict:
-        return {"podinsight/trigger": "podrun", PID_TAG: str(os.getpid()), **(extra or {})}
+        return {"podinsight/trigger": "podrun", PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(),
+                HEARTBEAT_TAG: f"{time.time():.3f}", **(extra or {})}
+
+    def _execute(self, job, tags: dict):
+        run_id = str(uuid.uuid4())
+        with heartbeat(self.instance, run_id, self.heartbeat_interval_s):
+            return job.execute_in_process(instance=self.instance, raise_on_error=False, run_config=QUIET,
+                                          tags=self._tags(tags), run_id=run_id)
+
+    def dead_reason(self, run, at: float | None = None) -> str | None:
+        """Why ``run`` (status started) is dead, or None while it may be alive."""
+        at = time.time() if at is None else at
+        pid = int(run.tags.get(PID_TAG, "0") or 0)
+        host = run.tags.get(HOST_TAG)
+        # Same host (or a run from before host tags): a pid that is gone is dead at once.
+        if pid and host in (None, socket.gethostname()) and not _alive(pid):
+            return f"podrun process {pid} on {host or 'this host'} died (killed or crashed)"
+        beat = run.tags.get(HEARTBEAT_TAG)
+        if beat is not None and at - float(beat) > self.heartbeat_timeout_s:
+            # Another machine's podrun, or a pid reused by another process: the heartbeat decides.
+            return (f"podrun process {pid} on {host}: no heartbeat for {at - float(beat):.0f} s "
+                    f"(limit {self.heartbeat_timeout_s:.0f} s)")
+        return None
 
     def _reap_dead_runs(self) -> None:
-        """Mark failed the in-process runs whose podrun was killed: they would show "started" forever."""
+        """Mark failed the in-process runs whose podrun died: they would show "started" forever."""
         from dagster import DagsterRunStatus, RunsFilter
 
         runs = self.instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED],
                                                          tags={"podinsight/trigger": "podrun"}))
         for run in runs:
-            pid = int(run.tags.get(PID_TAG, "0") or 0)
-            if pid and not _alive(pid):
-                self.instance.report_run_failed(run, f"podrun process {pid} died (killed or crashed); "
-                                                     "re-run the same command to finish the work")
-                # Its concurrency-pool slots would otherwise stay claimed and block every later run.
-                self.instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-                self.say(f"marked run {run.run_id} failed: its podrun process {pid} is gone")
-                if self.checkpoints is not None:
-                    # Its episodes' leases would otherwise hold them until they expire.
-                    n = self.checkpoints.release_claims(run.run_id, f"run {run.run_id} died (podrun {pid} gone)")
-                    if n:
-                        self.say(f"  released {n} episode claims it held")
+            why = self.dead_reason(run)
+            if why is None:
+                continue
+            self.instance.report_run_failed(run, f"{why}; re-run the same command to finish the work")
+            # Its concurrency-pool slots would otherwise stay claimed and block every later run.
+            self.instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            self.say(f"marked run {run.run_id} failed: {why}")
+            if self.checkpoints is not None:
+                # Its episodes' leases would otherwise hold them until they expire.
+                n = self.checkpoints.release_claims(run.run_id, f"run {run.run_id} died ({why})")
+                if n:
+                    self.say(f"  released {n} episode claims it held")
 
     def ensure_partitions(self, keys: list[str]) -> None:
         from podinsight_dagster.assets.catalog import register_partitions
@@ -79,8 +137,7 @@ class LocalLauncher:
         register_partitions(self.instance, keys)
 
     def run_job(self, job_name: str, tags: dict | None = None) -> LaunchResult:
-        result = self.defs.resolve_job_def(job_name).execute_in_process(
-            instance=self.instance, raise_on_error=False, run_config=QUIET, tags=self._tags(tags))
+        result = self._execute(self.defs.resolve_job_def(job_name), tags or {})
         return LaunchResult(1, result.success, result.run_id)
 
     def run_partitions(self, job_name: str, keys: list[str]) -> LaunchResult:
@@ -92,9 +149,7 @@ class LocalLauncher:
         ok = True
         for i, (start, end) in enumerate(ranges, 1):
             self.say(f"run {i}/{len(ranges)}: {job_name} {start} .. {end}")
-            result = job.execute_in_process(
-                instance=self.instance, raise_on_error=False, run_config=QUIET,
-                tags=self._tags({RANGE_START_TAG: start, RANGE_END_TAG: end}))
+            result = self._execute(job, {RANGE_START_TAG: start, RANGE_END_TAG: end})
             ok &= result.success
             if not result.success:
                 self.say(f"  run {result.run_id} had failures (details: make ui)")

@@ -1,4 +1,5 @@
-"""A podrun killed mid-download or mid-transcription, re-run later: nothing duplicated, nothing lost."""
+"""A podrun killed mid-download, mid-transcription or between transcription and KPIs, re-run later: nothing
+duplicated (no second download, no second transcription or spend line), nothing lost."""
 
 import hashlib
 import json
@@ -12,7 +13,8 @@ from pathlib import Path
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from tests.support.cdn import Fault
-from podinsight_dagster.store.checkpoints import SqliteCheckpointStore
+from podinsight_dagster.costs.budget import SqliteSpendLedger
+from podinsight_dagster.store.checkpoints import DONE, KPIS, TRANSCRIBE, SqliteCheckpointStore
 
 from .conftest import audio_bytes
 
@@ -77,10 +79,26 @@ def test_killed_fetch_and_transcribe_rerun_complete(settings, demo_catalog, demo
     _wait_for(lambda: any(settings.stage_root.glob("*/*/transcripts/transcript.json")), proc, timeout=300)
     _kill(proc)
     assert store.counts()["transcribed"] == 0
+
+    # Killed again between transcription and KPIs: every transcript done (and paid for), no KPIs yet.
+    keys = [r.partition_key for r in store.episodes()]
+    proc = _start("transcribe", "--model", "tiny.en")
+    _wait_for(lambda: all(store.stage(pk, TRANSCRIBE).status == DONE for pk in keys), proc, timeout=300)
+    _kill(proc)
+    assert any(store.stage(pk, KPIS).status != DONE for pk in keys)
+    assert store.counts()["transcribed"] < 3
+    ledger = SqliteSpendLedger(settings.checkpoint_db)
+    paid = sorted(e.partition_key for e in ledger.entries())
+    assert set(paid) == set(keys)
+    attempts = {pk: store.stage(pk, TRANSCRIBE).attempts for pk in keys}
+
     out = subprocess.run([PODRUN, "transcribe", "--model", "tiny.en"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert store.counts()["transcribed"] == 3
+    # The re-run wrote the missing segments and KPIs from the transcripts it found: nothing transcribed again.
+    assert sorted(e.partition_key for e in ledger.entries()) == paid
+    assert {pk: store.stage(pk, TRANSCRIBE).attempts for pk in keys} == attempts
     for rec in store.episodes():
         stage = settings.stage_root / rec.partition_key
         assert json.loads((stage / "transcripts" / "transcript.json").read_text())["text"]

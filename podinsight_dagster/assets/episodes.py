@@ -30,7 +30,7 @@ from dagster import BetaWarning
 # operators (every podrun command prints it otherwise) and tell them nothing they can act on.
 warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
 
-from dagster import (AssetExecutionContext, AssetMaterialization, Backoff, BackfillPolicy, Failure, Jitter,
+from dagster import (AssetExecutionContext, AssetMaterialization, AssetsDefinition, Backoff, BackfillPolicy, Failure, Jitter,
                      MaterializeResult, MetadataValue, RetryPolicy, asset)
 
 from podinsight_dagster.store import layout
@@ -224,11 +224,36 @@ def raw_audio(context: AssetExecutionContext, podinsight: PodInsightResource):
     yield from run_per_episode(context, outcomes(), summary)
 
 
-@asset(partitions_def=episodes_partitions, deps=[raw_audio], group_name="episodes",
-       backfill_policy=EPISODE_BACKFILL, pool="podinsight_transcribe",
-       description="faster-whisper transcript: pod-insights-stage/<feed_slug>/<guid_key>/transcripts/transcript.json")
-def transcript(context: AssetExecutionContext, podinsight: PodInsightResource):
+def transcript_asset(code_version: str | None = None):
+    """The ``transcript`` asset with ``code_version`` (``transcript_code_version`` of the settings in force).
 
+    What changes a transcript (model, compute type, beam size, VAD, language settings, source, the
+    transcription code) is configuration, so the version is made where the definitions are built
+    (``definitions_for(settings)``): changing the model shows every transcript, and so its
+    speakers, segments and kpis, as stale in the UI.
+    """
+
+    @asset(name="transcript", partitions_def=episodes_partitions, deps=[raw_audio], group_name="episodes",
+           backfill_policy=EPISODE_BACKFILL, pool="podinsight_transcribe", code_version=code_version,
+           description="faster-whisper transcript: pod-insights-stage/<feed_slug>/<guid_key>/transcripts/"
+                       "transcript.json")
+    def _asset(context: AssetExecutionContext, podinsight: PodInsightResource):
+        yield from _transcript_run(context, podinsight)
+
+    return _asset
+
+
+def transcript_asset_for(settings) -> AssetsDefinition:
+    """The ``transcript`` asset versioned for ``settings`` (a ``Settings``)."""
+    from podinsight_dagster.services import transcribe_options
+
+    return transcript_asset(transcript_code_version(transcribe_options(settings)))
+
+
+transcript = transcript_asset()  # unversioned: the definitions use transcript_asset_for(settings)
+
+
+def _transcript_run(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
     options = services.transcriber.options
     keys = list(context.partition_keys)

@@ -3,14 +3,15 @@
 import json
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 
-from dagster import (DefaultSensorStatus, RunRequest, SensorDefinition, SensorEvaluationContext, SensorResult,
+from dagster import (DagsterRunStatus, DefaultSensorStatus, RunRequest, RunsFilter, SensorDefinition, SensorEvaluationContext, SensorResult,
                      SkipReason, sensor)
 
 from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
 from podinsight_dagster.fetch.catalog import CatalogError, FeedSpec
 from podinsight_dagster.fetch.http import HttpClient
-from podinsight_dagster.store.checkpoints import DOWNLOADED
+from podinsight_dagster.store.checkpoints import DOWNLOAD, DOWNLOADED, FAILED
 from podinsight_dagster.fetch.discover import poll_feeds
 from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG, contiguous_ranges
 from podinsight_dagster.resources import PodInsightResource
@@ -27,6 +28,20 @@ TICK_BUDGET_S = 40.0
 FEED_WORKERS = 16  # feeds are mostly waiting on the network; each host's limit still applies
 SENSOR_HTTP = {"connect_timeout": 5.0, "read_timeout": 10.0, "low_speed_window_s": 10.0, "max_attempts": 1}
 PARTITIONS_PER_ADD = 10_000  # keys per add_dynamic_partitions call: one SQL IN clause, well under SQLite's limit
+# A range whose download run failed is requested again (new run key ``download:<start>:<end>:retry<n>``)
+# after RANGE_RETRY_BACKOFF_S * 2**(n-1), at most MAX_RANGE_RETRIES times; then it is left for a person,
+# with the reason in the cursor, the tick's log and skip reason, and the episodes' download stage status.
+MAX_RANGE_RETRIES = 3
+RANGE_RETRY_BACKOFF_S = 30 * 60.0
+ATTEMPT_TAG = "podinsight/range_attempt"
+TRIGGER_TAG = "podinsight/trigger"
+FAILED_RUNS_PER_TICK = 200
+GIVEN_UP_KEPT = 100
+
+
+def wall_clock() -> float:
+    """Now, for retry backoffs (a function of its own so a test can move it forward)."""
+    return time.time()
 
 
 def batched_ranges(ordered: list[str], keys: list[str], size: int) -> list[tuple[str, str]]:
@@ -39,9 +54,75 @@ def batched_ranges(ordered: list[str], keys: list[str], size: int) -> list[tuple
     return out
 
 
-def range_run(kind: str, start: str, end: str, trigger: str) -> RunRequest:
-    return RunRequest(run_key=f"{kind}:{start}:{end}",
-                      tags={RANGE_START_TAG: start, RANGE_END_TAG: end, "podinsight/trigger": trigger})
+def range_run(kind: str, start: str, end: str, trigger: str, attempt: int = 0) -> RunRequest:
+    """The run of one partition range; a retry (``attempt`` > 0) has its own run key, so it is not deduplicated."""
+    return RunRequest(run_key=f"{kind}:{start}:{end}" + (f":retry{attempt}" if attempt else ""),
+                      tags={RANGE_START_TAG: start, RANGE_END_TAG: end, TRIGGER_TAG: trigger,
+                            ATTEMPT_TAG: str(attempt)})
+
+
+def _failure_reason(services, ordered: list[str], start: str, end: str) -> str:
+    """The range's failed downloads, from the checkpoint store's stage status (what the UI's run shows too)."""
+    try:
+        span = ordered[ordered.index(start):ordered.index(end) + 1]
+    except ValueError:
+        return "run failed (its partitions are no longer registered)"
+    failed = [(pk, st) for pk in span for st in [services.checkpoints.stage(pk, DOWNLOAD)] if st.status == FAILED]
+    if not failed:
+        return "run failed (no episode's download is marked failed: see the run's logs)"
+    pk, st = failed[0]
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    return f"{len(failed)} of {len(span)} episodes failed to download; {pk}: {st.last_error}{more}"
+
+
+def retry_failed_ranges(context: SensorEvaluationContext, services, previous: dict, trigger: str, *,
+                        max_retries: int = MAX_RANGE_RETRIES, backoff_s: float = RANGE_RETRY_BACKOFF_S,
+                        at: float | None = None) -> tuple[list[RunRequest], dict]:
+    """Failed runs of this sensor's ranges since the last tick: schedule a retry (backoff) or give up.
+
+    Returns the retries due now and the cursor's ``retries`` part: ``scan_after`` (the failed runs
+    seen so far), ``pending`` (range -> attempt, due time, reason) and ``given_up`` (range -> reason).
+    """
+    at = wall_clock() if at is None else at
+    state = previous.get("retries", {})
+    pending: dict = dict(state.get("pending", {}))
+    given_up: dict = dict(state.get("given_up", {}))
+    scan_after = float(state.get("scan_after", 0.0))
+    records = context.instance.get_run_records(
+        filters=RunsFilter(statuses=[DagsterRunStatus.FAILURE], tags={TRIGGER_TAG: trigger},
+                           updated_after=datetime.fromtimestamp(scan_after, tz=timezone.utc)),
+        limit=FAILED_RUNS_PER_TICK)
+    ordered = context.instance.get_dynamic_partitions(EPISODES) if records else []
+    for rec in sorted(records, key=lambda r: r.update_timestamp):
+        scan_after = max(scan_after, rec.update_timestamp.timestamp())
+        tags = rec.dagster_run.tags
+        start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+        if not start or not end:
+            continue
+        span = f"{start}:{end}"
+        attempt = int(tags.get(ATTEMPT_TAG) or 0)
+        if span in pending and pending[span]["attempt"] > attempt:
+            continue  # a retry of this range is already scheduled
+        reason = _failure_reason(services, ordered, start, end)
+        if attempt >= max_retries:
+            given_up[span] = {"attempts": attempt + 1, "run_id": rec.dagster_run.run_id, "reason": reason,
+                              "at": at}
+            pending.pop(span, None)
+            context.log.error(f"range {span}: failed {attempt + 1} times, left for a person: {reason}")
+            continue
+        due = at + backoff_s * 2 ** attempt
+        pending[span] = {"start": start, "end": end, "attempt": attempt + 1, "due": due, "reason": reason,
+                         "run_id": rec.dagster_run.run_id}
+        given_up.pop(span, None)
+        context.log.warning(f"range {span}: run {rec.dagster_run.run_id} failed ({reason}); "
+                            f"retry {attempt + 1} of {max_retries} in {backoff_s * 2 ** attempt:.0f} s")
+    runs = []
+    for span, entry in sorted(pending.items()):  # a copy: due entries are removed as they are requested
+        if entry["due"] <= at:
+            runs.append(range_run("download", entry["start"], entry["end"], trigger, attempt=entry["attempt"]))
+            del pending[span]
+    given_up = dict(sorted(given_up.items(), key=lambda kv: kv[1]["at"])[-GIVEN_UP_KEPT:])
+    return runs, {"scan_after": scan_after, "pending": pending, "given_up": given_up}
 
 
 def _resume_at(feeds: list[FeedSpec], previous: dict) -> int:
@@ -61,7 +142,9 @@ def sensor_http(client: HttpClient) -> HttpClient:
 
 
 def poll_new_episodes(context: SensorEvaluationContext, podinsight: PodInsightResource, *,
-                      tick_budget_s: float = TICK_BUDGET_S, max_workers: int = FEED_WORKERS):
+                      tick_budget_s: float = TICK_BUDGET_S, max_workers: int = FEED_WORKERS,
+                      max_range_retries: int = MAX_RANGE_RETRIES, retry_backoff_s: float = RANGE_RETRY_BACKOFF_S,
+                      name: str = "new_episodes_sensor"):
     """One tick of ``new_episodes_sensor``: poll feeds for ``tick_budget_s``, register and queue what is new."""
     started = time.monotonic()
     try:
@@ -80,6 +163,8 @@ def poll_new_episodes(context: SensorEvaluationContext, podinsight: PodInsightRe
     finally:
         http.close()
     polled_s = time.monotonic() - started
+    retries, retry_state = retry_failed_ranges(context, services, previous, name, max_retries=max_range_retries,
+                                               backoff_s=retry_backoff_s)
 
     # Episodes the checkpoint store knows but the instance lacks (new ones, those of an interrupted tick,
     # those over the last tick's cap) are registered now, whichever feeds this tick reached.
@@ -105,13 +190,20 @@ def poll_new_episodes(context: SensorEvaluationContext, podinsight: PodInsightRe
         "ticks": previous.get("ticks", 0) + 1, "registered": previous.get("registered", 0) + len(new),
         "last_new": len(new), "last_polled": len(results), "carried_over": len(unpolled),
         "next_feed": next_feed, "next_index": rank.get(next_feed, 0) if next_feed else 0,
-        "failed_feeds": failed})
-    if not new:
+        "failed_feeds": failed, "retries": retry_state})
+    if not new and not retries:
+        given_up = retry_state["given_up"]
+        left = (f"; {len(given_up)} failed ranges left for a person after {max_range_retries} retries "
+                f"(see the cursor), last: {list(given_up)[-1]}: {list(given_up.values())[-1]['reason']}"
+                if given_up else "")
+        waiting_retry = (f"; {len(retry_state['pending'])} failed ranges waiting to be retried"
+                         if retry_state["pending"] else "")
         return SensorResult(skip_reason=SkipReason(
-            f"no new episodes; polled {len(results)} of {len(feeds)} feeds, {len(failed)} failing"), cursor=cursor)
+            f"no new episodes; polled {len(results)} of {len(feeds)} feeds, {len(failed)} failing"
+            + waiting_retry + left), cursor=cursor)
     # The instance appends new partitions in the order given: the runs' ranges are contiguous there.
-    runs = [range_run("download", a, b, "new_episodes_sensor")
-            for a, b in batched_ranges(list(existing) + new, new, DOWNLOAD_BATCH)]
+    runs = retries + [range_run("download", a, b, name)
+                      for a, b in batched_ranges(list(existing) + new, new, DOWNLOAD_BATCH)]
     # Registered here in bulk, not returned as dynamic_partitions_requests: the sensor daemon applies those
     # with one has_dynamic_partition query per key (48-123 s for 20,000 keys, holding up every other sensor).
     for i in range(0, len(new), PARTITIONS_PER_ADD):
@@ -120,17 +212,21 @@ def poll_new_episodes(context: SensorEvaluationContext, podinsight: PodInsightRe
 
 
 def build_new_episodes_sensor(*, tick_budget_s: float = TICK_BUDGET_S, max_workers: int = FEED_WORKERS,
-                              name: str = "new_episodes_sensor") -> SensorDefinition:
+                              name: str = "new_episodes_sensor", max_range_retries: int = MAX_RANGE_RETRIES,
+                              retry_backoff_s: float = RANGE_RETRY_BACKOFF_S) -> SensorDefinition:
     """``new_episodes_sensor`` with another per-tick polling budget or concurrency (tests use a short budget)."""
 
     @sensor(name=name, minimum_interval_seconds=15 * 60, default_status=DefaultSensorStatus.STOPPED,
             asset_selection=["raw_audio"],
             description=f"Polls the feeds (conditional GET, {max_workers} at a time, for at most "
                         f"{tick_budget_s:g} s a tick; the rest carry over to the next tick), registers new "
-                        "episodes as partitions and queues their download, one run per 100 episodes. "
+                        "episodes as partitions and queues their download, one run per 100 episodes. A range "
+                        f"whose run failed is queued again after a backoff, at most {max_range_retries} times, "
+                        "then left for a person (the cursor's retries.given_up says why). "
                         "Transcription keeps the run-book's human gate.")
     def _new_episodes_sensor(context: SensorEvaluationContext, podinsight: PodInsightResource):
-        return poll_new_episodes(context, podinsight, tick_budget_s=tick_budget_s, max_workers=max_workers)
+        return poll_new_episodes(context, podinsight, tick_budget_s=tick_budget_s, max_workers=max_workers,
+                                 max_range_retries=max_range_retries, retry_backoff_s=retry_backoff_s, name=name)
 
     return _new_episodes_sensor
 
