@@ -121,4 +121,4 @@ def test_env_batch_size_and_threads_reach_the_transcriber_in_a_run(home, monkeyp
 
     assert materialize([probe], resources=resources_for("local")).success
     assert (seen["options"].batch_size, seen["options"].cpu_threads) == (3, 1)
-    assert seen["http"]._sessions == []  # the HTTP resource was torn down: its sessions closed
+    assert not seen["http"]._sessions  # the HTTP resource was torn down: its sessions closed

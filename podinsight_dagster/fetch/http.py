@@ -277,7 +277,9 @@ class HttpClient:
         self.stats = FetchStats()
         self._sleep = sleep
         self._local = threading.local()
-        self._sessions: list[requests.Session] = []   # every thread's, so close() reaches them all
+        # Every live thread's session, so close() reaches them all; a dead thread's is closed when the
+        # next one is made (download pools come and go per run: their sockets must not pile up).
+        self._sessions: dict[threading.Thread, requests.Session] = {}
         self._sessions_lock = threading.Lock()
 
     @property
@@ -293,14 +295,17 @@ class HttpClient:
             sess.headers["User-Agent"] = self.config.user_agent
             self._local.session = sess
             with self._sessions_lock:
-                self._sessions.append(sess)
+                dead = [t for t in self._sessions if not t.is_alive()]
+                for t in dead:
+                    self._sessions.pop(t).close()
+                self._sessions[threading.current_thread()] = sess
         return sess
 
     def close(self) -> None:
         """Close every thread's connections (a Dagster resource's teardown, the end of a command)."""
         with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for sess in sessions:
+            sessions, self._sessions = self._sessions, {}
+        for sess in sessions.values():
             sess.close()
         self._local = threading.local()
 

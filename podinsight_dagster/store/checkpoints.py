@@ -226,7 +226,9 @@ class SqliteCheckpointStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []   # every thread's connection, so close() reaches them all
+        # Every live thread's connection, so close() reaches them all; a dead thread's is closed when the
+        # next one is opened (download pools come and go per run: their files must not pile up).
+        self._all: dict[threading.Thread, sqlite3.Connection] = {}
         self._all_lock = threading.Lock()
         with self._conn() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -254,13 +256,15 @@ class SqliteCheckpointStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
             with self._all_lock:
-                self._all.append(conn)
+                for thread in [t for t in self._all if not t.is_alive()]:
+                    self._all.pop(thread).close()
+                self._all[threading.current_thread()] = conn
         yield conn
 
     def close(self) -> None:
         """Close every thread's connection (sqlite3 allows closing from another thread)."""
         with self._all_lock:
-            conns, self._all = self._all, []
+            conns, self._all = list(self._all.values()), {}
         for conn in conns:
             conn.close()
         self._local = threading.local()
