@@ -78,3 +78,48 @@ def test_no_credentials_is_one_sentence(aws_home, monkeypatch, moto_server, podr
     assert result.exit_code == 1
     assert result.output.strip() == ("Error: AWS: Unable to locate credentials (PODINSIGHT_DEPLOYMENT=aws; "
                                      "check AWS_REGION, AWS_ENDPOINT_URL and the credentials)")
+
+
+VOLATILE = {"wall_sec", "realtime_factor", "cost_usd", "downloaded_at", "transcribed_at", "created_at", "diarization_sec"}
+
+
+def _stable(value):
+    """A stage document without what differs between two runs of the same work (times, speeds, costs)."""
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+def test_aws_outputs_are_the_local_outputs(home, moto_server, demo_catalog, podrun, monkeypatch, tmp_path):
+    """The same episodes through both deployments: transcripts, segments and KPIs equal, times aside."""
+    demo_catalog(["tech-talk"])
+    podrun("fetch", "--limit", "2")
+    podrun("transcribe", "--model", "tiny.en")
+    local = build_services(Settings.from_env())
+    keys = [r.partition_key for r in local.checkpoints.episodes(state="transcribed")]
+    assert len(keys) == 2
+
+    monkeypatch.setenv("PODINSIGHT_HOME", str(tmp_path / "aws-home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "aws-home" / "dagster"))
+    for var, value in (("PODINSIGHT_DEPLOYMENT", "aws"), ("AWS_ENDPOINT_URL", moto_server.url),
+                       ("AWS_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "testing"),
+                       ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(var, value)
+    aws_settings = Settings.from_env().replace(feeds_dir=local.settings.feeds_dir)
+    _make_stack(moto_server, aws_settings)
+    podrun("fetch", "--limit", "2", "--feeds", str(local.settings.feeds_dir))
+    podrun("transcribe", "--model", "tiny.en")
+    aws = build_services(aws_settings)
+    assert sorted(r.partition_key for r in aws.checkpoints.episodes(state="transcribed")) == sorted(keys)
+    for pk in keys:
+        ek = EpisodeKey.parse(pk)
+        for key in (layout.transcript_key(ek), layout.segments_key(ek), layout.kpis_key(ek)):
+            here, there = local.stage.get_bytes(key), aws.stage.get_bytes(key)
+            if key.endswith("segments.json"):
+                assert here == there, key  # JSON Lines of text, times and speakers: byte for byte
+            else:
+                assert _stable(json.loads(here)) == _stable(json.loads(there)), key
+        for key in (layout.vtt_key(ek), layout.srt_key(ek)):
+            assert local.stage.get_bytes(key) == aws.stage.get_bytes(key), key
