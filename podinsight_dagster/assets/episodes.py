@@ -123,7 +123,7 @@ def run_per_episode(context: AssetExecutionContext, outcomes: Iterable[Outcome],
     yield MaterializeResult(metadata=totals)
 
 
-EPISODE_ASSETS = ("raw_audio", "transcript", "segments", "kpis")
+EPISODE_ASSETS = ("raw_audio", "transcript", "speakers", "segments", "kpis")
 
 
 def later_stage_in_run(context: AssetExecutionContext) -> bool:
@@ -132,7 +132,10 @@ def later_stage_in_run(context: AssetExecutionContext) -> bool:
     if not selection:  # a job of its own (materialize, define_asset_job): the assets it executes
         selection = context.job_def.asset_layer.executable_asset_keys
     names = {k.to_user_string() for k in selection}
-    later = EPISODE_ASSETS[EPISODE_ASSETS.index(context.asset_key.to_user_string()) + 1:]
+    me = context.asset_key.to_user_string()
+    if me not in EPISODE_ASSETS:  # e.g. transcript_index, beside kpis: nothing of this chain after it
+        return False
+    later = EPISODE_ASSETS[EPISODE_ASSETS.index(me) + 1:]
     return any(n in names for n in later)
 
 
