@@ -17,8 +17,10 @@ step (and so the run) naming every failed episode. See docs/ARCHITECTURE.md,
 """
 
 
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from typing import Callable, Iterable, Iterator
 
 import warnings
@@ -42,7 +44,7 @@ from podinsight_dagster.fetch.download import download_episodes, publish_downloa
 from podinsight_dagster.transcribe.quality import transcript_issues
 from podinsight_dagster.transcribe.steps import load_transcript, transcribe_episodes, write_kpis, write_segments
 from podinsight_dagster.speakers.diarize import VERSION as DIARIZATION_VERSION
-from podinsight_dagster.speakers.steps import diarize_episode
+from podinsight_dagster.speakers.steps import diarize_episode, prepare_episode
 from podinsight_dagster.partitions import episodes_partitions
 from podinsight_dagster.resources import PodInsightResource
 from podinsight_dagster.assets.catalog import episode_manifest
@@ -67,6 +69,36 @@ def each_episode(keys: list[str], step: Callable[[str], dict]) -> Iterator[Outco
             yield pk, exc
         except Exception as exc:  # noqa: BLE001 - a bug or bad data in one episode must not stop the others
             yield pk, StepError(f"{pk}: unexpected {type(exc).__name__}: {exc}")
+
+
+def each_episode_prefetched(keys: list[str], prepare: Callable[[str], object], step: Callable[[str, object], dict],
+                            workers: int = 2, ahead: int = 4) -> Iterator[Outcome]:
+    """``each_episode`` whose ``prepare(pk)`` runs ahead in ``workers`` threads; ``step(pk, prepared)`` in key order.
+
+    For work that releases the GIL (decoding, ONNX) and needs no shared state, while the
+    order-dependent rest (and the Dagster events) stays on the step's thread, in order. At most
+    ``ahead`` episodes are prepared and not yet stepped.
+    """
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
+    pending: deque = deque()
+    remaining = iter(keys)
+    try:
+        while True:
+            for pk in remaining:
+                pending.append((pk, pool.submit(prepare, pk)))
+                if len(pending) >= ahead:
+                    break
+            if not pending:
+                return
+            pk, future = pending.popleft()
+            try:
+                yield pk, step(pk, future.result())
+            except StepError as exc:
+                yield pk, exc
+            except Exception as exc:  # noqa: BLE001 - as each_episode
+                yield pk, StepError(f"{pk}: unexpected {type(exc).__name__}: {exc}")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_per_episode(context: AssetExecutionContext, outcomes: Iterable[Outcome],
@@ -303,8 +335,8 @@ def _transcript(context, podinsight, services, options, keys):
 def speakers(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
 
-    def step(pk: str) -> dict:
-        out = diarize_episode(services, pk)
+    def step(pk: str, prepared) -> dict:
+        out = diarize_episode(services, pk, prepared)
         names = [s["name"] for s in out["speakers"]]
         return {"speakers": out["num_speakers"], "count_source": out["count_source"],
                 "persons_listed": out["persons_listed"], "names": ", ".join(names) or None,
@@ -313,7 +345,10 @@ def speakers(context: AssetExecutionContext, podinsight: PodInsightResource):
     def summary(done: dict[str, dict]) -> dict:
         return {"diarization_sec": round(sum(m["wall_sec"] for m in done.values()), 3)}
 
-    yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)
+    # Decoding and the voice encoder (one core per ONNX call) run for the next episodes in two threads while
+    # this one is clustered, named and written, in episode order (voice prints are folded in that order).
+    outcomes = each_episode_prefetched(list(context.partition_keys), partial(prepare_episode, services), step)
+    yield from run_per_episode(context, outcomes, summary)
 
 
 @asset(partitions_def=episodes_partitions, deps=[speakers], group_name="episodes",
