@@ -18,7 +18,8 @@ step (and so the run) naming every failed episode. See docs/ARCHITECTURE.md,
 """
 
 
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator
 
@@ -43,7 +44,7 @@ from podinsight_dagster.fetch.download import download_episodes, publish_downloa
 from podinsight_dagster.transcribe.quality import transcript_issues
 from podinsight_dagster.transcribe.steps import load_transcript, transcribe_episodes, write_kpis, write_segments
 from podinsight_dagster.speakers.diarize import VERSION as DIARIZATION_VERSION
-from podinsight_dagster.speakers.steps import diarize_episode
+from podinsight_dagster.speakers.steps import diarize_episode, prepare_episode
 from podinsight_dagster.chapters.steps import chapters_episode
 from podinsight_dagster.chapters.tiling import VERSION as CHAPTERS_VERSION
 from podinsight_dagster.partitions import episodes_partitions
@@ -70,6 +71,36 @@ def each_episode(keys: list[str], step: Callable[[str], dict]) -> Iterator[Outco
             yield pk, exc
         except Exception as exc:  # noqa: BLE001 - a bug or bad data in one episode must not stop the others
             yield pk, StepError(f"{pk}: unexpected {type(exc).__name__}: {exc}")
+
+
+def each_episode_prefetched(keys: list[str], prepare: Callable[[str], object], step: Callable[[str, object], dict],
+                            workers: int = 2, ahead: int = 4) -> Iterator[Outcome]:
+    """``each_episode`` whose ``prepare(pk)`` runs ahead in ``workers`` threads; ``step(pk, prepared)`` in key order.
+
+    For work that releases the GIL (decoding, ONNX) and needs no shared state, while the
+    order-dependent rest (and the Dagster events) stays on the step's thread, in order. At most
+    ``ahead`` episodes are prepared and not yet stepped.
+    """
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
+    pending: deque = deque()
+    remaining = iter(keys)
+    try:
+        while True:
+            for pk in remaining:
+                pending.append((pk, pool.submit(prepare, pk)))
+                if len(pending) >= ahead:
+                    break
+            if not pending:
+                return
+            pk, future = pending.popleft()
+            try:
+                yield pk, step(pk, future.result())
+            except StepError as exc:
+                yield pk, exc
+            except Exception as exc:  # noqa: BLE001 - as each_episode
+                yield pk, StepError(f"{pk}: unexpected {type(exc).__name__}: {exc}")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_per_episode(context: AssetExecutionContext, outcomes: Iterable[Outcome],
@@ -158,27 +189,37 @@ def partition_list_read_once(instance) -> Iterator[None]:
     """Serve the dynamic partition list from one read while per-partition metadata is attached.
 
     Dagster 1.13 validates each ``add_asset_metadata(partition_key=...)`` by listing every
-    partition of the definition: at 20,000 partitions that is ~50 ms per episode (see
-    docs/BENCHMARKS.md). The run's partition range is fixed when the run is created, so one
-    read serves the whole loop. Scoped to this block and this instance object only.
+    partition of the definition, or (1.13.27) by one ``has_dynamic_partition`` query per call:
+    at 20,000 partitions that is ~50 ms per episode, ~7 ms at 80 (see docs/BENCHMARKS.md). The
+    run's partition range is fixed when the run is created, so one read serves the whole loop.
+    Scoped to this block and this instance object only.
     """
     original = instance.get_dynamic_partitions
     cache: dict[str, list[str]] = {}
+    members: dict[str, set[str]] = {}
 
     def cached(partitions_def_name: str) -> list[str]:
         if partitions_def_name not in cache:
             cache[partitions_def_name] = original(partitions_def_name)
         return cache[partitions_def_name]
 
-    had_own = "get_dynamic_partitions" in vars(instance)
-    instance.get_dynamic_partitions = cached
+    def has(partitions_def_name: str, partition_key: str) -> bool:
+        if partitions_def_name not in members:
+            members[partitions_def_name] = set(cached(partitions_def_name))
+        return partition_key in members[partitions_def_name]
+
+    patched = {"get_dynamic_partitions": cached, "has_dynamic_partition": has}
+    had_own = {name: vars(instance)[name] for name in patched if name in vars(instance)}
+    for name, fn in patched.items():
+        setattr(instance, name, fn)
     try:
         yield
     finally:
-        if had_own:
-            instance.get_dynamic_partitions = original
-        else:
-            del instance.get_dynamic_partitions  # back to the class's method
+        for name in patched:
+            if name in had_own:
+                setattr(instance, name, had_own[name])
+            else:
+                delattr(instance, name)  # back to the class's method
 
 
 def _clean(meta: dict) -> dict:
@@ -279,9 +320,9 @@ def _transcript(context, podinsight, services, options, keys):
         # All episodes of the run in one call: publisher transcripts first, then one batched ASR pass
         # (model loaded once, and only if needed; decoding overlaps inference; short episodes share
         # batches).
-        results = transcribe_episodes(
-            services, keys, owner=context.run_id, run_id=context.run_id,
-            on_result=lambda pk, r: context.log.debug(f"{pk}: {'failed' if isinstance(r, StepError) else 'done'}"))
+        # (No per-episode log line here: run_per_episode writes one per episode below; each line is an
+        # event-log write, ~2-10 ms on SQLite.)
+        results = transcribe_episodes(services, keys, owner=context.run_id, run_id=context.run_id)
         messages = [outcome_message(pk, r) for pk, r in results.items()]
     else:
         # The same steps in worker.py under Dagster Pipes (a subprocess, or a Batch job on a GPU),
@@ -321,10 +362,13 @@ def _transcript(context, podinsight, services, options, keys):
 def speakers(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
 
-    def step(pk: str) -> dict:
+    def prepare(pk: str):
         # Labels are optional for what follows: segments wait for the transcript, not for this step.
         upstream_gate(services, pk, TRANSCRIBE, "transcript")
-        out = diarize_episode(services, pk)
+        return prepare_episode(services, pk)
+
+    def step(pk: str, prepared) -> dict:
+        out = diarize_episode(services, pk, prepared)
         names = [s["name"] for s in out["speakers"]]
         return {"speakers": out["num_speakers"], "count_source": out["count_source"],
                 "persons_listed": out["persons_listed"], "names": ", ".join(names) or None,
@@ -333,7 +377,11 @@ def speakers(context: AssetExecutionContext, podinsight: PodInsightResource):
     def summary(done: dict[str, dict]) -> dict:
         return {"diarization_sec": round(sum(m["wall_sec"] for m in done.values()), 3)}
 
-    yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)
+    # Decoding and the voice encoder run for the next episode in a thread while this one is clustered, named and
+    # written, in episode order (voice prints are folded in that order). One thread: two concurrent encoder calls
+    # measured no faster on 2 shared cores and each holds its own ~600 MB of ONNX buffers on long episodes.
+    outcomes = each_episode_prefetched(list(context.partition_keys), prepare, step, workers=1, ahead=2)
+    yield from run_per_episode(context, outcomes, summary)
 
 
 @asset(partitions_def=episodes_partitions, deps=[transcript], group_name="episodes",

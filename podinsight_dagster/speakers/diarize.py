@@ -31,15 +31,26 @@ class Diarization:
         return len(self.talk_sec)
 
 
-def diarize(transcript: Transcript, audio: np.ndarray, num_speakers: int | None = None,
-            encoder: VoiceEncoder | None = None) -> Diarization:
-    """Speaker labels for ``transcript``'s segments from ``audio`` (16 kHz mono float32)."""
-    started = time.perf_counter()
+def embed_segments(transcript: Transcript, audio: np.ndarray, encoder: VoiceEncoder | None = None) -> np.ndarray:
+    """One voice embedding per transcript segment (the costly part: the ONNX encoder)."""
+    spans = [(s.start, s.end) for s in transcript.segments]
+    return (encoder or load_encoder()).embed_spans(audio, spans)
+
+
+def diarize(transcript: Transcript, audio: np.ndarray | None, num_speakers: int | None = None,
+            encoder: VoiceEncoder | None = None, *, emb: np.ndarray | None = None,
+            embed_sec: float = 0.0) -> Diarization:
+    """Speaker labels for ``transcript``'s segments from ``audio`` (16 kHz mono float32).
+
+    ``emb``: the segments' embeddings when already computed (``embed_segments``, ``embed_sec`` long),
+    in which case ``audio`` is not read.
+    """
+    started = time.perf_counter() - embed_sec
     spans = [(s.start, s.end) for s in transcript.segments]
     if not spans:
         return Diarization([], np.zeros((0, 0)), [], num_speakers is None, time.perf_counter() - started)
-    encoder = encoder or load_encoder()
-    emb = encoder.embed_spans(audio, spans)
+    if emb is None:
+        emb = embed_segments(transcript, audio, encoder)
     weights = np.array([max(e - s, 0.0) for s, e in spans])
     result = cluster_speakers(emb, weights, num_speakers=num_speakers)
     k = int(result.labels.max()) + 1

@@ -54,7 +54,6 @@ class VoiceEncoder:
             opts.intra_op_num_threads = threads
         self._session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
-        self._lock = threading.Lock()
         p = self.params
         # librosa's melspectrogram(window="hamming", center=False): the window is centred in n_fft.
         import librosa
@@ -86,10 +85,12 @@ class VoiceEncoder:
         return out
 
     def _encode(self, windows: np.ndarray) -> np.ndarray:
+        # No lock: onnxruntime's InferenceSession.run is thread-safe, and two episodes' windows encoded at
+        # once use both cores (the quantized LSTM runs mostly on one). Chunks of BATCH_WINDOWS and the
+        # session's thread count stay as they were: the int8 encoder quantizes per call, so both shape the output.
         parts = []
-        with self._lock:
-            for i in range(0, len(windows), BATCH_WINDOWS):
-                parts.append(self._session.run(None, {self._input: windows[i:i + BATCH_WINDOWS]})[0])
+        for i in range(0, len(windows), BATCH_WINDOWS):
+            parts.append(self._session.run(None, {self._input: windows[i:i + BATCH_WINDOWS]})[0])
         emb = np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
         return emb / (np.linalg.norm(emb, axis=-1, keepdims=True) + 1e-12)
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import time
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from podinsight_dagster.errors import StepError
-from podinsight_dagster.speakers.diarize import VERSION, diarize
+from podinsight_dagster.speakers.diarize import VERSION, diarize, embed_segments
 from podinsight_dagster.speakers.names import (SpeakerName, VoicePrint, name_speakers, persons_from_json,
                                                speakers_listed, update_prints)
 from podinsight_dagster.store import layout
@@ -55,20 +58,60 @@ def _decode(services: Services, audio_key: str):
         return decode(path)
 
 
-def diarize_episode(services: Services, pk: str) -> dict:
-    """Label every segment (and word) of the episode's transcript with a speaker; returns speakers.json.
+@dataclass
+class Prepared:
+    """The part of an episode's diarization that needs no shared state: its transcript, audio and voice embeddings.
 
-    The number of speakers is ``Settings.speakers`` when set, else the count of hosts and guests
-    the feed lists (``podcast:person``), else estimated. Names come from the feed's voice prints,
-    then from ``podcast:person`` (see ``names.name_speakers``); named voices update the prints.
-    A publisher transcript that names its speakers keeps them. Raises StepError.
+    ``prepare_episode`` may run for several episodes at once (threads: the ONNX encoder runs one
+    core per call); ``diarize_episode`` then does the rest in episode order, so voice prints are
+    read and folded in the same order as when episodes are diarized one by one.
     """
+    pk: str
+    doc: dict
+    transcript: Transcript
+    emb: np.ndarray | None = None       # (segments, dim), when the voice path applies
+    embed_sec: float = 0.0
+
+
+def _voice_path(services: Services, transcript: Transcript) -> bool:
+    if transcript.source == "publisher" and any(s.speaker for s in transcript.segments):
+        return False
+    return services.settings.diarization != "off" and bool(transcript.segments)
+
+
+def prepare_episode(services: Services, pk: str) -> Prepared:
+    """Read the transcript and, when voices are to be labelled, decode the audio and embed every segment."""
     ek = EpisodeKey.parse(pk)
     try:
         doc = services.stage.get_json(layout.transcript_key(ek))
     except FileNotFoundError as exc:
         raise StepError(f"{pk}: no transcript yet (materialize transcript first)") from exc
     transcript = Transcript.from_dict(doc)
+    prepared = Prepared(pk, doc, transcript)
+    if _voice_path(services, transcript):
+        try:
+            meta = services.raw.get_json(layout.meta_key(ek))
+            audio = _decode(services, meta["audio_key"])
+        except FileNotFoundError as exc:
+            raise StepError(f"{pk}: no raw audio to diarize (materialize raw_audio again)") from exc
+        started = time.perf_counter()
+        prepared.emb = embed_segments(transcript, audio)
+        prepared.embed_sec = time.perf_counter() - started
+    return prepared
+
+
+def diarize_episode(services: Services, pk: str, prepared: Prepared | None = None) -> dict:
+    """Label every segment (and word) of the episode's transcript with a speaker; returns speakers.json.
+
+    The number of speakers is ``Settings.speakers`` when set, else the count of hosts and guests
+    the feed lists (``podcast:person``), else estimated. Names come from the feed's voice prints,
+    then from ``podcast:person`` (see ``names.name_speakers``); named voices update the prints.
+    A publisher transcript that names its speakers keeps them. ``prepared``: this episode's
+    ``prepare_episode`` (done now when not given). Raises StepError.
+    """
+    ek = EpisodeKey.parse(pk)
+    prepared = prepared or prepare_episode(services, pk)
+    doc, transcript = prepared.doc, prepared.transcript
     rec = services.checkpoints.get(pk)
     persons = persons_from_json(rec.persons_json if rec else None)
     listed = speakers_listed(persons)
@@ -90,14 +133,10 @@ def diarize_episode(services: Services, pk: str) -> dict:
                    wall_sec=0.0, speakers=[])
         return _finish(services, pk, ek, out, doc=None, listed=listed)
 
-    try:
-        meta = services.raw.get_json(layout.meta_key(ek))
-        audio = _decode(services, meta["audio_key"])
-    except FileNotFoundError as exc:
-        raise StepError(f"{pk}: no raw audio to diarize (materialize raw_audio again)") from exc
     forced = settings.speakers or None
     count_source = "setting" if forced else ("feed" if listed else "estimated")
-    result = diarize(transcript, audio, num_speakers=forced or (listed or None))
+    result = diarize(transcript, None, num_speakers=forced or (listed or None), emb=prepared.emb,
+                     embed_sec=prepared.embed_sec)
     first = result.labels[0] if result.labels else None
     prints, _ = _load_prints(services, ek.feed_slug)
     names = name_speakers(result.centroids, first, persons, prints)
