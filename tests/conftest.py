@@ -73,6 +73,26 @@ def podrun():
     return run
 
 
+@pytest.fixture
+def aws_home(home, moto_server, monkeypatch):
+    """``home`` with PODINSIGHT_DEPLOYMENT=aws against moto's server (boto3's own variables: region, keys)."""
+    for var, value in (("PODINSIGHT_DEPLOYMENT", "aws"), ("AWS_ENDPOINT_URL", moto_server.url),
+                       ("AWS_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "testing"),
+                       ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(var, value)
+    return home
+
+
+def make_aws_stack(moto_server, settings: Settings) -> None:
+    """What iac/ creates that the code needs: the four buckets and the status table."""
+    from podinsight_dagster.store.dynamo import create_table
+
+    s3 = moto_server.client("s3")
+    for bucket in (settings.raw_bucket, settings.stage_bucket, settings.manifest_bucket, settings.archive_bucket):
+        s3.create_bucket(Bucket=bucket)
+    create_table(moto_server.client("dynamodb"), settings.status_table)
+
+
 def reference(feed: str, ep: str) -> str:
     return (CONTENT / "texts" / feed / f"{ep}.txt").read_text()
 

@@ -6,35 +6,18 @@ CloudWatch the run-book's metrics; boto3 speaks real HTTP to the local endpoint.
 
 import json
 
-import pytest
 
 from podinsight_dagster.services import build_services
 from podinsight_dagster.settings import Settings
 from podinsight_dagster.store import layout
-from podinsight_dagster.store.dynamo import create_table
 from podinsight_dagster.store.keys import EpisodeKey
 
-
-@pytest.fixture
-def aws_home(home, moto_server, monkeypatch):
-    monkeypatch.setenv("PODINSIGHT_DEPLOYMENT", "aws")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    return home
-
-
-def _make_stack(moto_server, settings: Settings) -> None:
-    s3 = moto_server.client("s3")
-    for bucket in (settings.raw_bucket, settings.stage_bucket, settings.manifest_bucket):
-        s3.create_bucket(Bucket=bucket)
-    create_table(moto_server.client("dynamodb"), settings.status_table)
+from .conftest import make_aws_stack
 
 
 def test_fetch_transcribe_status_on_the_aws_deployment(aws_home, moto_server, demo_catalog, podrun):
     settings = Settings.from_env()
-    _make_stack(moto_server, settings)
+    make_aws_stack(moto_server, settings)
     demo_catalog(["tech-talk"])
     out = podrun("fetch", "--limit", "2").output
     assert "downloading 2 episodes" in out and "s3://pod-insights-manifests/" in out
@@ -92,7 +75,7 @@ def _stable(value):
     return value
 
 
-def test_aws_outputs_are_the_local_outputs(home, moto_server, demo_catalog, podrun, monkeypatch, tmp_path):
+def test_aws_outputs_are_the_local_outputs(home, moto_server, demo_catalog, podrun, monkeypatch, tmp_path, request):
     """The same episodes through both deployments: transcripts, segments and KPIs equal, times aside."""
     demo_catalog(["tech-talk"])
     podrun("fetch", "--limit", "2")
@@ -103,12 +86,9 @@ def test_aws_outputs_are_the_local_outputs(home, moto_server, demo_catalog, podr
 
     monkeypatch.setenv("PODINSIGHT_HOME", str(tmp_path / "aws-home"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "aws-home" / "dagster"))
-    for var, value in (("PODINSIGHT_DEPLOYMENT", "aws"), ("AWS_ENDPOINT_URL", moto_server.url),
-                       ("AWS_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "testing"),
-                       ("AWS_SECRET_ACCESS_KEY", "testing")):
-        monkeypatch.setenv(var, value)
+    request.getfixturevalue("aws_home")  # now the aws deployment, on moto
     aws_settings = Settings.from_env().replace(feeds_dir=local.settings.feeds_dir)
-    _make_stack(moto_server, aws_settings)
+    make_aws_stack(moto_server, aws_settings)
     podrun("fetch", "--limit", "2", "--feeds", str(local.settings.feeds_dir))
     podrun("transcribe", "--model", "tiny.en")
     aws = build_services(aws_settings)

@@ -21,24 +21,16 @@ from podinsight_dagster.definitions import resources_for
 from podinsight_dagster.partitions import EPISODES as EPISODES_DEF, RANGE_END_TAG, RANGE_START_TAG
 from podinsight_dagster.services import archive_uri, build_duckdb, build_services, stage_uri
 from podinsight_dagster.settings import Settings
-from podinsight_dagster.store.dynamo import create_table
 
+from ..conftest import make_aws_stack
 from .conftest import EPISODES, stage_episode
 
 
 @pytest.fixture
-def aws_staged(home, moto_server, monkeypatch):
+def aws_staged(aws_home, moto_server):
     """The aws deployment on moto (buckets, the status table) with the three archive episodes staged in S3."""
-    monkeypatch.setenv("PODINSIGHT_DEPLOYMENT", "aws")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     settings = Settings.from_env()
-    s3 = moto_server.client("s3")
-    for bucket in (settings.raw_bucket, settings.stage_bucket, settings.manifest_bucket, settings.archive_bucket):
-        s3.create_bucket(Bucket=bucket)
-    create_table(moto_server.client("dynamodb"), settings.status_table)
+    make_aws_stack(moto_server, settings)
     services = build_services(settings)
     for n, (pk, (title, segs)) in enumerate(EPISODES.items()):
         stage_episode(services, pk, title, segs, published=f"2026-0{n + 1}-15T08:00:00Z")
