@@ -103,7 +103,7 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print, slugs: list
     say(f"\nfinished in {time.perf_counter() - started:.0f} s"
         + ("" if outcome.success else "; some episodes failed (see the runs in the UI)"))
     say(f"outputs:     {settings.stage_root}/<feed_slug>/<guid_key>/"
-        f"{{transcripts,segments,kpis}}/\nraw audio:   {settings.raw_root}\n"
+        f"{{transcripts,speakers,chapters,segments,kpis}}/\nraw audio:   {settings.raw_root}\n"
         f"manifest:    {settings.home / 'manifest.csv'}\nnext:        make ui   "
         "(Dagster UI on http://127.0.0.1:3000, same instance)")
     return rows
