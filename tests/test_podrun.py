@@ -103,3 +103,32 @@ def test_a_bad_setting_is_one_sentence_not_a_traceback(home, podrun, monkeypatch
     result = podrun("status", ok=False)
     assert result.exit_code == 1
     assert result.output.strip() == "Error: PODINSIGHT_BATCH_SIZE='eight' is not a whole number"
+
+
+def test_transcribe_speakers_retry_failed_and_stale(settings, demo_catalog, podrun, monkeypatch):
+    """--speakers forces the count; failed transcriptions wait for --retry-failed; --stale redoes changed ones."""
+    demo_catalog(["tech-talk"])
+    podrun("fetch", "--limit", "2")
+    store = SqliteCheckpointStore(settings.checkpoint_db)
+    good, bad = [r.partition_key for r in store.episodes(state="downloaded")]
+    audio = next((settings.raw_root / bad).rglob("episode.mp3"))
+    audio.write_bytes(b"\0" * audio.stat().st_size)  # same size, not audio: a permanent failure
+
+    result = podrun("transcribe", "--model", "tiny.en", "--speakers", "1", ok=False)
+    assert result.exit_code == 1
+    speakers = json.loads(next((settings.stage_root / good).rglob("speakers.json")).read_text())
+    assert speakers["num_speakers"] == 1 and speakers["count_source"] != "estimated"  # the flag's count
+    failed = store.stage(bad, "transcribe")
+    assert (store.require(bad).state, failed.status, failed.retryable) == ("downloaded", "failed", False)
+
+    assert "nothing to transcribe" in podrun("transcribe", "--model", "tiny.en").output  # not retried by itself
+    podrun("transcribe", "--model", "tiny.en", "--retry-failed", ok=False)
+    assert store.stage(bad, "transcribe").attempts == failed.attempts + 1
+
+    assert "no stale transcripts" in podrun("transcribe", "--model", "tiny.en", "--stale").output
+    before = store.stage(good, "transcribe").code_version
+    monkeypatch.setenv("PODINSIGHT_TRANSCRIPT_SOURCE", "always_asr")  # part of the transcript's code version
+    out = podrun("transcribe", "--model", "tiny.en", "--stale").output
+    assert "transcribing 1 episodes" in out
+    after = store.stage(good, "transcribe")
+    assert after.status == "done" and after.code_version != before
