@@ -35,10 +35,18 @@ def rss_kb():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
 
+def settle():
+    # A new thread's first connection and session close those of finished threads (how the store and the
+    # client keep them from piling up); sample after that, so a sample does not depend on timing.
+    t = threading.Thread(target=lambda: (services.checkpoints.get(keys[0]), services.http.session))
+    t.start()
+    t.join()
+
 samples, failures = [], 0
 for start in range(0, n, batch):
     for pk, out in download_episodes(services, keys[start:start + batch]):
         failures += not hasattr(out, "sha256")
+    settle()
     samples.append({"done": start + batch, "fds": len(os.listdir("/proc/self/fd")),
                     "threads": threading.active_count(), "rss_kb": rss_kb()})
 services.close()
@@ -59,10 +67,12 @@ def test_two_thousand_downloads_under_256_fds_keep_resources_flat(tmp_path):
     assert doc["failures"] == 0
     samples = doc["samples"]
     assert len(samples) == EPISODES // BATCH
+    # Flat after the first hundred: no descriptor or thread more than after the first batch, and the
+    # second half of the run holds no more memory than the first did (a leak grows with every batch).
     first, rest = samples[0], samples[1:]
-    # Flat after the first hundred: no descriptor, thread or memory growth run after run.
-    assert max(s["fds"] for s in rest) <= first["fds"] + 4, samples
-    assert max(s["threads"] for s in rest) <= first["threads"] + 2, samples
-    assert max(s["rss_kb"] for s in rest) <= first["rss_kb"] + 40_000, samples
+    assert max(s["fds"] for s in rest) <= first["fds"] + 2, samples
+    assert max(s["threads"] for s in rest) <= first["threads"], samples
+    early, late = rest[:len(rest) // 2], rest[len(rest) // 2:]
+    assert max(s["rss_kb"] for s in late) <= max(s["rss_kb"] for s in early) + 30_000, samples
     files = list((tmp_path / "home" / "pod-insights-raw" / "show").rglob("episode.mp3"))
     assert len(files) == EPISODES
