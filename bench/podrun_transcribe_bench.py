@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -55,21 +54,8 @@ STEPS = ("transcript", "speakers", "segments", "kpis", "transcript_index")
 
 
 def build_short(folder: Path, count: int = 80, seed: int = 11, lo: float = 5.0, hi: float = 30.0) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    lengths = {p: tb._duration(p) for p in tb.DEMO}
-    paths = []
-    for i in range(count):
-        src = tb.DEMO[i % len(tb.DEMO)]
-        length = rng.uniform(lo, hi)
-        start = rng.uniform(0, max(0.0, lengths[src] - length))
-        dest = folder / f"clip-{i + 1:03d}.mp3"
-        if not dest.exists():
-            subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", f"{start:.2f}", "-t", f"{length:.2f}", "-i",
-                            str(src), "-ac", "1", "-ar", "16000", "-c:a", "libmp3lame", "-b:a", "32k",
-                            "-map_metadata", "-1", str(dest)], check=True)
-        paths.append(dest)
-    return paths
+    """The issue's short set: 80 clips of 5-30 s (transcribe_bench's builder, other lengths and seed)."""
+    return tb.build_short(folder, count, seed, lo, hi, prefix="clip", digits=3)
 
 
 def load1() -> float:

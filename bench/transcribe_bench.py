@@ -88,16 +88,18 @@ def build_long(folder: Path, episodes: int = 4, per_episode: int = 7) -> list[Pa
     return paths
 
 
-def build_short(folder: Path, count: int = 40, seed: int = 7) -> list[Path]:
+def build_short(folder: Path, count: int = 40, seed: int = 7, lo: float = 10.0, hi: float = 40.0,
+                prefix: str = "short", digits: int = 2) -> list[Path]:
+    """``count`` clips of ``lo``..``hi`` s cut from the demo episodes at seeded random offsets (16 kHz mono MP3)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     lengths = {p: _duration(p) for p in DEMO}
     paths = []
     for i in range(count):
         src = DEMO[i % len(DEMO)]
-        length = rng.uniform(10, 40)
+        length = rng.uniform(lo, hi)
         start = rng.uniform(0, max(0.0, lengths[src] - length))
-        dest = folder / f"short-{i + 1:02d}.mp3"
+        dest = folder / f"{prefix}-{i + 1:0{digits}d}.mp3"
         if not dest.exists():
             subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", f"{start:.2f}", "-t", f"{length:.2f}", "-i",
                             str(src), "-ac", "1", "-ar", "16000", "-c:a", "libmp3lame", "-b:a", "32k",
