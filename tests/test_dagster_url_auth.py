@@ -1,4 +1,5 @@
-"""podrun --dagster-url against a deployment that wants credentials: a real `dagster dev` behind a loopback proxy.
+"""podrun --dagster-url: work launched on a running `dagster dev` (through its GraphQL API) behind a loopback
+proxy that wants credentials.
 
 The proxy (http.server in a thread) answers 401 to any request without the expected header and
 forwards the others to `dagster dev`. It plays both deployments podrun must reach: an
@@ -16,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 from click.testing import CliRunner
+from dagster import AssetKey, DagsterInstance
 
 from podinsight_dagster.cli import _launcher, main
 from podinsight_dagster.launch import Credentials, GraphQLError, GraphQLLauncher
@@ -109,11 +111,16 @@ def test_podrun_reaches_a_deployment_only_with_its_token(settings, demo_catalog,
             assert "stale" not in result.output
             assert store.counts()["downloaded"] == 0 and proxy.forwarded == 0
 
+            # With the token: the work is launched on the running deployment as a UI-style backfill.
             monkeypatch.setenv("PODINSIGHT_DAGSTER_TOKEN", BEARER)
-            result = _podrun("fetch", "--limit", "1", "--dagster-url", proxy.url)
+            result = _podrun("fetch", "--dagster-url", proxy.url)
             assert result.exit_code == 0, result.output
             assert "backfill" in result.output and "COMPLETED" in result.output
-            assert store.counts()["downloaded"] == 1 and proxy.forwarded > 0
+            assert store.counts()["downloaded"] == 3 and proxy.forwarded > 0
+            with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+                assert len(instance.get_materialized_partitions(AssetKey("raw_audio"))) == 3
+                backfill_runs = [r for r in instance.get_runs() if r.tags.get("dagster/backfill")]
+                assert len(backfill_runs) == 1  # its 3 episodes share one run
         finally:
             proxy.close()
         monkeypatch.delenv("PODINSIGHT_DAGSTER_TOKEN")
@@ -122,7 +129,7 @@ def test_podrun_reaches_a_deployment_only_with_its_token(settings, demo_catalog,
         # launcher, built from the environment as `podrun fetch` builds it, adds a partition.)
         proxy = AuthProxy(upstream, "Dagster-Cloud-Api-Token", CLOUD)
         try:
-            result = _podrun("fetch", "--limit", "1", "--dagster-url", proxy.url)
+            result = _podrun("transcribe", "--limit", "1", "--dagster-url", proxy.url)
             assert result.exit_code == 1 and "wants credentials" in _one_sentence(result.output)
             monkeypatch.setenv("DAGSTER_CLOUD_API_TOKEN", CLOUD)
             launcher = _launcher(Settings.from_env(), proxy.url)
