@@ -1,5 +1,6 @@
-"""The UI driven end to end: the asset graph with its checks, a backfill of two partitions launched from the
-UI, the run succeeding, check results with figures, the new-episodes sensor switched on and off, and the report.
+"""The UI driven end to end: after `podrun demo` (one feed), the demo's partitions materialized with their
+figures; the asset graph with its checks; a backfill of two partitions of another feed launched from the UI,
+the run succeeding, check results with figures, the new-episodes sensor switched on and off, and the report.
 
 Screenshots of every step are kept under tests/ui/artifacts/archive/ (gitignored); on failure also failure.png and
 failure.html (the DOM), to find the selector that no longer matches.
@@ -18,6 +19,7 @@ from dagster import AssetKey, DagsterInstance
 from playwright.sync_api import expect
 
 from podinsight_dagster.cli import main
+from podinsight_dagster.demo.run import run_demo
 from podinsight_dagster.fetch.catalog import load_catalog
 from podinsight_dagster.fetch.discover import discover
 from podinsight_dagster.partitions import EPISODES
@@ -38,10 +40,12 @@ def shot(page, name: str) -> None:
 
 
 def test_ui_driven_end_to_end(settings, demo_catalog, dagster_dev, browser_page, tmp_path):
-    demo_catalog(["tech-talk"])
+    rows = run_demo(settings, say=lambda _msg: None, slugs=["tech-talk"])
+    assert [r.status for r in rows] == ["transcribed"] * 3
+    demo_catalog(["history-hour"])  # a second feed, discovered but not downloaded: the UI's backfill fetches it
     services = build_services(settings)
     keys = sorted(r["partition_key"] for r in discover(services, load_catalog(settings.feeds_dir)).manifest_rows)
-    assert len(keys) == 3
+    assert len(keys) == 3 and all(k.startswith("history-hour/") for k in keys)
     with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         instance.add_dynamic_partitions(EPISODES, keys)
     shutil.rmtree(ARTIFACTS, ignore_errors=True)  # this run's screenshots only
@@ -55,14 +59,27 @@ def test_ui_driven_end_to_end(settings, demo_catalog, dagster_dev, browser_page,
 
 
 def _drive(page, base: str, keys: list[str], settings, tmp_path) -> None:
+    # 0. After the demo, a data engineer sees its partitions materialized, a partition's figures one click away.
+    page.goto(f"{base}/assets/kpis?view=partitions", wait_until="domcontentloaded")
+    dismiss_community_dialog(page)
+    page.get_by_text("tech-talk/tt-0001").first.wait_for(timeout=60000)
+    page.get_by_text("Materialized (3)").wait_for(timeout=30000)
+    body = page.inner_text("body")
+    assert "Missing (3)" in body and "Failed (0)" in body  # the second feed's three are not fetched yet
+    page.get_by_text("tech-talk/tt-0001").first.click()
+    page.get_by_text("words_per_minute").first.wait_for(timeout=30000)
+    assert "realtime_factor" in page.inner_text("body")
+    shot(page, "00-demo-kpis-partition")
+
     # 1. The asset graph: every asset, and the checks on them.
     page.goto(f"{base}/asset-groups", wait_until="domcontentloaded")
     dismiss_community_dialog(page)
     page.get_by_text("episodes", exact=True).last.wait_for(timeout=60000)
-    shot(page, "00-lineage")  # the graph opens with its three groups collapsed
+    shot(page, "00b-lineage")  # the graph opens with its three groups collapsed
     page.goto(f"{base}/assets", wait_until="domcontentloaded")
     for name in ASSETS:
         page.get_by_text(name, exact=True).first.wait_for(timeout=60000)
+    page.get_by_text("6 partitions").first.wait_for(timeout=30000)
     shot(page, "01-asset-graph")
     for asset, checks in (("raw_audio", CHECKS[:2]), ("transcript", CHECKS[2:3]), ("kpis", CHECKS[3:])):
         page.goto(f"{base}/assets/{asset}?view=checks", wait_until="domcontentloaded")
@@ -75,8 +92,6 @@ def _drive(page, base: str, keys: list[str], settings, tmp_path) -> None:
     page.get_by_text("Missing (3)").first.wait_for(timeout=60000)
     shot(page, "03-raw-audio-partitions")
     page.get_by_text(re.compile(r"^Materialize")).first.click()
-    # episode_manifest was not materialized in this instance (the test discovered the feed itself).
-    page.get_by_role("button", name="Confirm").click(timeout=30000)
     dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize raw_audio")
     dialog.wait_for(timeout=30000)
     shot(page, "04-launch-dialog")
@@ -104,10 +119,10 @@ def _drive(page, base: str, keys: list[str], settings, tmp_path) -> None:
     deadline = time.monotonic() + 240
     with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         while time.monotonic() < deadline:
-            if len(instance.get_materialized_partitions(AssetKey("raw_audio"))) >= 2:
+            if len(instance.get_materialized_partitions(AssetKey("raw_audio")) & set(keys)) >= 2:
                 break
             time.sleep(2)
-        assert instance.get_materialized_partitions(AssetKey("raw_audio")) == set(keys[:2])
+        assert instance.get_materialized_partitions(AssetKey("raw_audio")) & set(keys) == set(keys[:2])
     page.reload(wait_until="domcontentloaded")
     page.get_by_text("Success", exact=True).first.wait_for(timeout=60000)
     shot(page, "06-run-succeeded")
