@@ -5,7 +5,11 @@ For every reference text in ``podinsight_dagster/demo/content/texts/<feed>/<epis
 this script:
 
 1. synthesizes English speech with espeak-ng (voice ``en-us``, ~150 wpm) into a
-   temporary WAV file;
+   temporary WAV file; an episode with a ``dialogue`` is instead spoken turn by turn
+   by two voices (espeak-ng ``en-us`` for the host, festival's ``cmu_us_slt_arctic_hts``,
+   built from recordings of a real speaker, for the guest), each turn trimmed of silence,
+   brought to the same peak level and joined with short pauses; its true turns are
+   written beside the text (``<episode>.turns.json``) for the diarization checks;
 2. encodes it with ffmpeg/libmp3lame to MP3 (mono, 16 kHz, 32 kbit/s, metadata
    stripped, bit-exact flags) at ``.../content/audio/<feed>/<episode>.mp3``;
 
@@ -23,21 +27,26 @@ Standard library only.  Usage::
 
     python3 tools/generate_demo_audio.py            # audio + feeds + catalog
     python3 tools/generate_demo_audio.py --feeds-only  # reuse existing MP3s
+    python3 tools/generate_demo_audio.py --only science-weekly/ep1  # one episode's audio, all feeds
 
-Tool paths can be overridden with the ESPEAK_NG, FFMPEG and FFPROBE
+Tool paths can be overridden with the ESPEAK_NG, TEXT2WAVE, FFMPEG and FFPROBE
 environment variables.
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import datetime as dt
 import email.utils
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import wave
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
@@ -53,6 +62,13 @@ BASE_URL = "{base_url}"  # literal placeholder, replaced by the server at serve 
 
 ESPEAK_VOICE = "en-us"
 ESPEAK_SPEED_WPM = "150"
+
+# The two-voice episode: (engine, voice) per role. Clearly different voices (a male espeak voice and
+# a female festival voice from real recordings) so the demo shows diarization at work.
+DIALOGUE_VOICES = {"host": ("espeak", ESPEAK_VOICE), "guest": ("festival", "cmu_us_slt_arctic_hts")}
+DIALOGUE_RATE = 16000
+DIALOGUE_PEAK = 0.7          # every turn at the same peak level: loudness must not give the speaker away
+DIALOGUE_PAUSE_SEC = 0.7     # between turns
 
 ITUNES_NS = "http://www.itunes.com/dtds/podcast-1.0.dtd"
 PODCAST_NS = "https://podcastindex.org/namespace/1.0"
@@ -150,10 +166,13 @@ FEEDS = [
             {
                 "id": "ep1",
                 "title": "Why We Sleep",
-                "description": "Sleep stages, dreaming and memory.",
+                "description": "Sleep stages, dreaming and memory, with guest Priya Raman.",
                 "pub": dt.datetime(2026, 3, 10, 6, 0, tzinfo=dt.timezone.utc),
                 "guid": ("épisode-données-三", False),
                 "duration_format": "s",
+                # A conversation: (role, number of the text's sentences spoken in that turn), in order.
+                "dialogue": [("host", 2), ("guest", 1), ("host", 1), ("guest", 2), ("host", 1), ("guest", 1)],
+                "persons": [("Alex Morgan", "host"), ("Priya Raman", "guest")],
             },
             {
                 "id": "ep2",
@@ -191,6 +210,24 @@ def audio_url(slug: str, episode_id: str) -> str:
     return f"{BASE_URL}/audio/{slug}/{episode_id}.mp3"
 
 
+def _encode_mp3(wav: Path, out_mp3: Path, ffmpeg: str) -> None:
+    subprocess.run(
+        [
+            ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+            "-i", str(wav),
+            "-map_metadata", "-1",
+            "-fflags", "+bitexact",
+            "-flags:a", "+bitexact",
+            "-ac", "1",
+            "-ar", "16000",
+            "-c:a", "libmp3lame",
+            "-b:a", "32k",
+            str(out_mp3),
+        ],
+        check=True,
+    )
+
+
 def synthesize(text_file: Path, out_mp3: Path, espeak: str, ffmpeg: str) -> None:
     out_mp3.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="podinsight-demo-") as tmp:
@@ -199,21 +236,74 @@ def synthesize(text_file: Path, out_mp3: Path, espeak: str, ffmpeg: str) -> None
             [espeak, "-v", ESPEAK_VOICE, "-s", ESPEAK_SPEED_WPM, "-w", str(wav), "-f", str(text_file)],
             check=True,
         )
-        subprocess.run(
-            [
-                ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-                "-i", str(wav),
-                "-map_metadata", "-1",
-                "-fflags", "+bitexact",
-                "-flags:a", "+bitexact",
-                "-ac", "1",
-                "-ar", "16000",
-                "-c:a", "libmp3lame",
-                "-b:a", "32k",
-                str(out_mp3),
-            ],
-            check=True,
-        )
+        _encode_mp3(wav, out_mp3, ffmpeg)
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s.strip()]
+
+
+def dialogue_turns(text: str, dialogue: list[tuple[str, int]]) -> list[tuple[str, str]]:
+    """(role, text) per turn: the text's sentences handed out in order, every sentence spoken once."""
+    sentences = split_sentences(text)
+    if sum(n for _, n in dialogue) != len(sentences):
+        sys.exit(f"error: the dialogue hands out {sum(n for _, n in dialogue)} sentences, the text has {len(sentences)}")
+    turns, k = [], 0
+    for role, n in dialogue:
+        turns.append((role, " ".join(sentences[k:k + n])))
+        k += n
+    return turns
+
+
+def _turn_pcm(role: str, text: str, tmp: Path, tools: dict[str, str]) -> array.array:
+    """One turn as 16 kHz mono int16 samples, leading and trailing silence trimmed, at DIALOGUE_PEAK."""
+    engine, voice = DIALOGUE_VOICES[role]
+    raw, wav = tmp / "turn.raw.wav", tmp / "turn.wav"
+    if engine == "espeak":
+        subprocess.run([tools["espeak"], "-v", voice, "-s", ESPEAK_SPEED_WPM, "-w", str(raw), text], check=True)
+    else:
+        txt = tmp / "turn.txt"
+        txt.write_text(text, encoding="utf-8")
+        subprocess.run([tools["text2wave"], "-eval", f"(voice_{voice})", str(txt), "-o", str(raw)], check=True,
+                       capture_output=True)
+    subprocess.run([tools["ffmpeg"], "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(raw),
+                    "-ac", "1", "-ar", str(DIALOGUE_RATE), "-c:a", "pcm_s16le",
+                    "-af", "silenceremove=start_periods=1:start_threshold=-45dB,areverse,"
+                           "silenceremove=start_periods=1:start_threshold=-45dB,areverse",
+                    str(wav)], check=True)
+    with wave.open(str(wav)) as w:
+        pcm = array.array("h", w.readframes(w.getnframes()))
+    if sys.byteorder == "big":
+        pcm.byteswap()
+    gain = DIALOGUE_PEAK * 32767 / (max(abs(x) for x in pcm) or 1)
+    return array.array("h", (max(-32768, min(32767, round(x * gain))) for x in pcm))
+
+
+def synthesize_dialogue(text_file: Path, out_mp3: Path, dialogue: list[tuple[str, int]],
+                        tools: dict[str, str]) -> list[dict]:
+    """Speak the text as a conversation; returns the true turns (start, end in seconds, role, voice)."""
+    out_mp3.parent.mkdir(parents=True, exist_ok=True)
+    pause = array.array("h", bytes(2 * int(DIALOGUE_PAUSE_SEC * DIALOGUE_RATE)))
+    pcm, truth = array.array("h", bytes(2 * int(0.3 * DIALOGUE_RATE))), []
+    with tempfile.TemporaryDirectory(prefix="podinsight-demo-") as tmp:
+        for i, (role, text) in enumerate(dialogue_turns(text_file.read_text(encoding="utf-8"), dialogue)):
+            if i:
+                pcm.extend(pause)
+            start = len(pcm) / DIALOGUE_RATE
+            pcm.extend(_turn_pcm(role, text, Path(tmp), tools))
+            truth.append({"start": round(start, 3), "end": round(len(pcm) / DIALOGUE_RATE, 3), "role": role,
+                          "voice": "/".join(DIALOGUE_VOICES[role]), "text": text})
+        pcm.extend(array.array("h", bytes(2 * int(0.5 * DIALOGUE_RATE))))
+        if sys.byteorder == "big":
+            pcm.byteswap()
+        wav = Path(tmp) / "speech.wav"
+        with wave.open(str(wav), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(DIALOGUE_RATE)
+            w.writeframes(pcm.tobytes())
+        _encode_mp3(wav, out_mp3, tools["ffmpeg"])
+    return truth
 
 
 def probe_duration(mp3: Path, ffprobe: str) -> float:
@@ -269,6 +359,8 @@ def build_feed(feed: dict, ffprobe: str) -> str:
             f'type="audio/mpeg" length="{size}"/>\n'
         )
         out.append(_el("itunes:duration", format_duration(duration, ep["duration_format"]), "      "))
+        for name, role in ep.get("persons", []):
+            out.append(_el("podcast:person", name, "      ", f" role={quoteattr(role)}"))
         if ep["guid"] is not NO_GUID:
             guid, permalink = ep["guid"]
             # RSS 2.0: isPermaLink defaults to true, so non-URL GUIDs must say false.
@@ -306,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--feeds-only", action="store_true",
                         help="do not re-synthesize audio; rebuild feeds and catalog from existing MP3s")
+    parser.add_argument("--only", action="append", metavar="FEED/EPISODE",
+                        help="re-synthesize only this episode (repeatable), e.g. science-weekly/ep1")
     args = parser.parse_args(argv)
 
     check_texts()
@@ -315,9 +409,19 @@ def main(argv: list[str] | None = None) -> int:
         ffmpeg = _tool("FFMPEG", "ffmpeg")
         for feed in FEEDS:
             for ep in feed["episodes"]:
+                if args.only and f"{feed['slug']}/{ep['id']}" not in args.only:
+                    continue
                 text_file = TEXTS_DIR / feed["slug"] / f"{ep['id']}.txt"
                 mp3 = audio_path(feed["slug"], ep["id"])
-                synthesize(text_file, mp3, espeak, ffmpeg)
+                if ep.get("dialogue"):
+                    tools = {"espeak": espeak, "ffmpeg": ffmpeg, "text2wave": _tool("TEXT2WAVE", "text2wave")}
+                    truth = synthesize_dialogue(text_file, mp3, ep["dialogue"], tools)
+                    turns_file = text_file.with_suffix(".turns.json")
+                    turns_file.write_text(json.dumps({"persons": {role: name for name, role in ep["persons"]},
+                                                      "turns": truth}, indent=1, ensure_ascii=False) + "\n",
+                                          encoding="utf-8")
+                else:
+                    synthesize(text_file, mp3, espeak, ffmpeg)
                 print(f"audio  {mp3.relative_to(REPO_ROOT)}  "
                       f"{probe_duration(mp3, ffprobe):6.2f}s  {mp3.stat().st_size} bytes")
 

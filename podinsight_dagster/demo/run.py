@@ -3,8 +3,9 @@
 Starts the bundled feeds and audio on a loopback server (demo/server.py), writes a
 catalog that points at it, then runs the real Dagster jobs on the local instance
 under PODINSIGHT_HOME: ingest_catalog (feeds, episode_manifest) and
-episode_pipeline (raw_audio, transcript, segments, kpis) over the new episode
-partitions. ``make ui`` afterwards shows the same instance.
+episode_pipeline (raw_audio, transcript, speakers, chapters, segments, kpis) over
+the new episode partitions. The summary shows, per episode, its word error rate against
+the script it was synthesised from and the speakers found (count and names). ``make ui`` afterwards shows the same instance.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class EpisodeRow:
     wer: float | None
     realtime_factor: float | None
     status: str
+    speakers: list[str] | None = None   # names of the speakers found, in order of first speech
 
 
 def write_demo_catalog(feeds_dir: Path, base_url: str, slugs: list[str] | None = None) -> list[Path]:
@@ -140,22 +142,30 @@ def summarize(services, keys: list[str]) -> list[EpisodeRow]:
             if ref is not None:
                 text = services.stage.get_json(layout.transcript_key(ek))["text"]
                 row.wer = wer(ref, text)
+        if services.stage.exists(layout.speakers_key(ek)):
+            row.speakers = [s["name"] for s in services.stage.get_json(layout.speakers_key(ek)).get("speakers", [])]
         rows.append(row)
     return rows
 
 
 def format_table(rows: list[EpisodeRow]) -> str:
-    head = f"{'episode':<40} {'duration':>8} {'words':>6} {'WER':>6} {'RTF':>6}  state"
+    head = f"{'episode':<40} {'duration':>8} {'words':>6} {'WER':>6} {'RTF':>6}  {'state':<11}  speakers"
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r.partition_key[:40]:<40} {_fmt(r.duration_sec, '{:.1f}s'):>8} {_fmt(r.words, '{}'):>6} "
-            f"{_fmt(r.wer, '{:.3f}'):>6} {_fmt(r.realtime_factor, '{:.1f}x'):>6}  {r.status}")
+            f"{_fmt(r.wer, '{:.3f}'):>6} {_fmt(r.realtime_factor, '{:.1f}x'):>6}  {r.status:<11}  "
+            f"{_speakers(r.speakers)}")
     scored = [r.wer for r in rows if r.wer is not None]
     if scored:
         lines.append(f"mean WER {sum(scored) / len(scored):.3f} over {len(scored)} episodes "
                      "(case, punctuation and numbers normalised); RTF = audio seconds per wall second")
     return "\n".join(lines)
+
+
+def _speakers(names: list[str] | None) -> str:
+    """``2: Alex Morgan, Priya Raman``: how many voices diarization found, and who they are."""
+    return "-" if names is None else f"{len(names)}: {', '.join(names)}" if names else "0"
 
 
 def _fmt(value, pattern: str) -> str:

@@ -105,7 +105,7 @@ def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[Epi
             enclosure_length=ep.enclosure_length, published=ep.published, duration_hint_sec=ep.duration_sec,
             transcripts_json=json.dumps([vars(t) for t in ep.transcripts]) if ep.transcripts else None,
             persons_json=json.dumps([vars(p) for p in ep.persons]) if ep.persons else None,
-            chapters_url=ep.chapters_url,
+            chapters_url=ep.chapters_url, description=ep.description,
         ))
     rec.last_status, rec.last_error, rec.checked_at, rec.episodes = "ok", None, time.time(), len(records)
     store.upsert_feed(rec)

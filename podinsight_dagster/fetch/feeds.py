@@ -16,6 +16,7 @@ stay literal text. Real podcast feeds do not declare entities.
 from __future__ import annotations
 
 import calendar
+import html
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -107,6 +108,7 @@ class Episode:
     season: int | None = None     # itunes:season
     number: int | None = None     # itunes:episode (serial shows are read in this order)
     persons: list[PersonTag] = field(default_factory=list)  # the item's podcast:person, else the channel's
+    description: str | None = None  # the show notes as plain text (see show_notes)
 
     @property
     def guid_derived(self) -> bool:
@@ -132,7 +134,29 @@ class Episode:
             "transcripts": [{k: v for k, v in asdict(t).items() if k != "rel" or v} for t in self.transcripts],
             "chapters_url": self.chapters_url,
             "persons": [asdict(p) for p in self.persons],
+            "description": self.description,
         }
+
+
+# Show notes are kept as plain text, this long at most: the guest's name, what they are read for
+# (speakers/names.py), comes early; a checkpoint row stays small (a DynamoDB item holds 400 KB).
+SHOW_NOTES_MAX_CHARS = 4000
+_BLOCK_TAG = re.compile(r"<\s*/?\s*(?:br|p|div|li|ul|ol|h[1-6]|tr|td|blockquote|hr)\b[^>]*>", re.IGNORECASE)
+_ANY_TAG = re.compile(r"<[^>]*>")
+
+
+def show_notes(entry) -> str | None:
+    """An item's show notes as plain text: its description (or itunes:summary), else content:encoded.
+
+    Block-level HTML (paragraphs, line breaks, list items) becomes line breaks, so that text
+    from two paragraphs never reads as one phrase; other tags are dropped, entities decoded.
+    """
+    raw = entry.get("summary") or ""
+    if not raw.strip():
+        raw = next((c.get("value") for c in entry.get("content") or [] if (c.get("value") or "").strip()), "")
+    text = html.unescape(_ANY_TAG.sub("", _BLOCK_TAG.sub("\n", raw)))
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return "\n".join(line for line in lines if line)[:SHOW_NOTES_MAX_CHARS] or None
 
 
 @dataclass
@@ -533,6 +557,7 @@ def parse_feed(content: bytes, source: str = "feed", base_url: str | None = None
             season=extra["season"],
             number=extra["episode"],
             persons=extra.get("persons") or list(chan_extra.get("persons") or []),
+            description=show_notes(entry),
         ))
     new_feed_url = chan_extra.get("new_feed_url") or (parsed.feed.get("itunes_new-feed-url") or "").strip() or None
     itunes_type = chan_extra.get("itunes_type") or (parsed.feed.get("itunes_type") or "").strip().lower() or None

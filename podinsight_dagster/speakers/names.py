@@ -1,8 +1,9 @@
-"""Speaker names: feed voice prints, the feed's podcast:person host and guests, else ``Speaker N``."""
+"""Speaker names: feed voice prints, the feed's podcast:person host and guests, the show notes' guest, else ``Speaker N``."""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -45,6 +46,100 @@ def speakers_listed(persons: list[Person]) -> int:
     return len({p.name for p in persons if p.role in ("host", "co-host", "guest")})
 
 
+# ---- the guest named in the show notes -------------------------------------------------------
+# Phrases that introduce the one guest of an episode. Conservative on purpose: a wrong name on a
+# voice is worse than "Speaker 2". Each is followed by the name (see _name_at).
+_INTRO = re.compile(
+    r"(?:\b(?:with|featuring)\s+(?:our\s+|my\s+|special\s+)*guests?\b\s*[:,]?"     # with (special) guest X
+    r"|\b(?:my|our)\s+(?:special\s+)?guests?(?:\s+(?:today|this\s+week|this\s+time|on\s+this\s+episode))?"
+    r"(?:\s+(?:is|was)|\s*[:,\-–—])"                                                # my guest today, X / is X
+    r"|^\s*guests?\s*[:\-–—]"                                                       # Guest: X (a line of its own)
+    r"|\b(?:an?\s+)?(?:interview|conversation|chat)\s+with"                          # interview with X
+    r"|\b(?:talks?|talking|speaks?|speaking|sits?\s+down)\s+with"                     # talks with X
+    r"|\b(?:am|are|is|I'm|we're)\s+joined\s+by"                                     # we are joined by X
+    r"|\bfeaturing|\bfeat\."                                                          # featuring X
+    r"|\b(?:we|I)\s+welcome(?:\s+back)?)"                                               # we welcome (back) X
+    r"\s+", re.IGNORECASE | re.MULTILINE)
+_HONORIFICS = {"dr", "prof", "professor", "doctor", "mr", "mrs", "ms", "mx", "sir", "dame"}
+_PARTICLES = {"de", "da", "del", "della", "di", "du", "van", "von", "der", "den", "le", "la", "bin", "al", "ter"}
+# What may follow a name: the end of the line, punctuation, or one of these words ("Jane Doe, who ...",
+# "Jane Doe about her book"). Anything else ("New York Times reporters") means it was not a name.
+_AFTER = {"about", "on", "who", "from", "of", "to", "at", "in", "for", "as", "discusses", "discussing",
+          "explains", "shares", "joins", "returns", "talks", "this", "today", "here"}
+# Capitalised words that are not a person's name (a show, a band, a company after "featuring").
+_NOT_A_NAME = {"the", "music", "news", "radio", "podcast", "show", "records", "band", "orchestra", "university",
+               "institute", "inc", "ltd", "llc", "group", "team", "company", "times", "press", "media", "studios",
+               "studio", "network", "foundation", "society", "club", "sessions", "episode", "season", "part",
+               "everyone", "all"}
+_WORD = re.compile(r"^[^\W\d_]+(?:['’\-][^\W\d_]+)*$")
+_TRAILING = ",.;:!?)]}\"”"
+
+
+def _name_at(text: str, pos: int) -> tuple[str, str] | None:
+    """The person's name that starts at ``pos`` (two to four capitalised words on one line, honorific
+    dropped) and the text after it; None when what follows is not such a name."""
+    line = text[pos:].split("\n", 1)[0]
+    tokens = line.split()
+    if tokens and tokens[0].rstrip(".").lower() in _HONORIFICS:
+        tokens = tokens[1:]
+    words: list[str] = []
+    ended_by = None           # the token after the name, when the name did not end with punctuation
+    for tok in tokens:
+        core = tok.rstrip(_TRAILING)
+        if len(core) == 1 and core.isupper() and tok == core + "." and words:
+            words.append(tok)                     # a middle initial: "Jane Q. Doe"
+            continue
+        if core.endswith(("'s", "’s")):
+            return None                           # "Jane Doe's colleague": someone else
+        if core.lower() in _AFTER or core.lower() in ("and", "with"):
+            ended_by = tok                        # also in Title Case: "Talking With Jane Doe About Sleep"
+            break
+        if _WORD.match(core) and (core[0].isupper() or (core in _PARTICLES and words)):
+            words.append(core)
+            if core != tok:
+                break                             # punctuation ends the name
+            continue
+        ended_by = tok
+        break
+    if ended_by is not None and ended_by.lower().rstrip(_TRAILING) not in _AFTER \
+            and ended_by.lower() not in ("and", "&", "-", "–", "—") and not ended_by.startswith("("):
+        return None
+    while words and words[-1].lower() in _PARTICLES:
+        words.pop()
+    capitalised = [w for w in words if w[0].isupper()]
+    if not 2 <= len(capitalised) <= 4 or len(words) > 5:
+        return None
+    if any(w.lower() in _NOT_A_NAME for w in words) or any(w.isupper() and len(w) > 2 for w in words):
+        return None   # a word of an organisation, or an acronym (NASA, BBC)
+    name = " ".join(words)
+    return name, line[line.find(words[-1], line.find(words[0])) + len(words[-1]):]
+
+
+def guest_from_show_notes(text: str | None) -> str | None:
+    """The one guest the show notes name (``with guest Jane Doe``, ``my guest today, Jane Doe``,
+    ``Interview with Jane Doe``, ``featuring ...``), else None.
+
+    None as well when they name several people (``with guests A and B``) or the phrase is not
+    followed by a person's name as such (two to four capitalised words, then the end of the
+    phrase): whose voice is whose cannot be decided then.
+    """
+    if not text:
+        return None
+    found: list[str] = []
+    for intro in _INTRO.finditer(text):
+        hit = _name_at(text, intro.end())
+        if hit is None:
+            continue
+        name, rest = hit
+        clause = re.split(r"[.!?;](?:\s|$)", rest, maxsplit=1)[0]
+        if re.match(r"\s*,?\s*(?:and|&)\s+[A-Z]", rest) or (
+                clause.lstrip().startswith(",") and re.search(r"\s(?:and|&)\s+(?:Dr\.?\s+)?[A-Z]", clause)):
+            return None   # "with guests Jane Doe and John Roe", "Jane Doe, John Roe and Ann Poe": several
+        if name not in found:
+            found.append(name)
+    return found[0] if len(found) == 1 else None
+
+
 @dataclass
 class VoicePrint:
     name: str
@@ -62,18 +157,21 @@ class VoicePrint:
 class SpeakerName:
     name: str
     role: str | None        # host, guest, ... when known
-    source: str             # voiceprint, intro (the host speaks first), only-guest, publisher or none
+    source: str             # voiceprint, intro (the host speaks first), only-guest, show-notes, publisher or none
 
 
 def name_speakers(centroids: np.ndarray, first_cluster: int | None, persons: list[Person],
-                  prints: list[VoicePrint]) -> list[SpeakerName]:
+                  prints: list[VoicePrint], notes_guest: str | None = None) -> list[SpeakerName]:
     """A name per cluster.
 
     1. A cluster whose voice matches one of the feed's prints (each print and cluster at most
        once, best matches first) is that person.
     2. With one host listed and not yet found, the cluster that speaks first (the intro) is the host.
     3. With one guest listed and one cluster left unnamed, that cluster is the guest.
-    4. Anything else: ``Speaker N`` (N in order of first speech).
+    4. With no guest listed, the guest the show notes name (``notes_guest``, see
+       ``guest_from_show_notes``) is the one unnamed cluster other than the host's (the cluster
+       named as host, else the one that speaks first), when there is exactly one.
+    5. Anything else: ``Speaker N`` (N in order of first speech).
     """
     k = len(centroids)
     out: list[SpeakerName | None] = [None] * k
@@ -97,6 +195,12 @@ def name_speakers(centroids: np.ndarray, first_cluster: int | None, persons: lis
     free = [c for c in range(k) if out[c] is None]
     if len(guests) == 1 and guests[0].name not in used and len(free) == 1:
         out[free[0]] = SpeakerName(guests[0].name, "guest", "only-guest")
+    if notes_guest and not guests and notes_guest not in used | {p.name for p in persons}:
+        named_host = [c for c in range(k) if out[c] is not None and out[c].role in ("host", "co-host")]
+        host = named_host[0] if len(named_host) == 1 else first_cluster
+        free = [c for c in range(k) if out[c] is None and c != host]
+        if len(free) == 1:
+            out[free[0]] = SpeakerName(notes_guest, "guest", "show-notes")
     return [o or SpeakerName(f"Speaker {c + 1}", None, "none") for c, o in enumerate(out)]
 
 

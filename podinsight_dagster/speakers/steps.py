@@ -11,8 +11,8 @@ import numpy as np
 
 from podinsight_dagster.errors import StepError
 from podinsight_dagster.speakers.diarize import VERSION, diarize, embed_segments
-from podinsight_dagster.speakers.names import (SpeakerName, VoicePrint, name_speakers, persons_from_json,
-                                               speakers_listed, update_prints)
+from podinsight_dagster.speakers.names import (SpeakerName, VoicePrint, guest_from_show_notes, name_speakers,
+                                               persons_from_json, speakers_listed, update_prints)
 from podinsight_dagster.store import layout
 from podinsight_dagster.store.keys import EpisodeKey
 from podinsight_dagster.store.objects import ConcurrentUpdate
@@ -104,8 +104,10 @@ def diarize_episode(services: Services, pk: str, prepared: Prepared | None = Non
     """Label every segment (and word) of the episode's transcript with a speaker; returns speakers.json.
 
     The number of speakers is ``Settings.speakers`` when set, else the count of hosts and guests
-    the feed lists (``podcast:person``), else estimated. Names come from the feed's voice prints,
-    then from ``podcast:person`` (see ``names.name_speakers``); named voices update the prints.
+    the feed lists (``podcast:person``, plus the guest the show notes name when the feed lists a
+    host but no guest), else estimated. Names come from the feed's voice prints, then from
+    ``podcast:person``, then the show notes' guest (see ``names.name_speakers``); named voices
+    update the prints.
     A publisher transcript that names its speakers keeps them. ``prepared``: this episode's
     ``prepare_episode`` (done now when not given). Raises StepError.
     """
@@ -115,9 +117,18 @@ def diarize_episode(services: Services, pk: str, prepared: Prepared | None = Non
     rec = services.checkpoints.get(pk)
     persons = persons_from_json(rec.persons_json if rec else None)
     listed = speakers_listed(persons)
+    # A guest the feed does not list but the show notes name ("with guest Jane Doe") is one more voice
+    # (when a host is listed: with nobody listed the count stays estimated) and names a cluster.
+    notes_guest = None
+    if rec is not None and not any(p.role == "guest" for p in persons):
+        notes_guest = guest_from_show_notes(rec.description)
+        if notes_guest in {p.name for p in persons}:
+            notes_guest = None
+    expected = listed + 1 if notes_guest and listed else listed
     settings = services.settings
     out = {"partition_key": pk, "method": VERSION, "persons_listed": listed,
-           "persons": [asdict(p) for p in persons], "audio_sec": round(transcript.duration, 3)}
+           "persons": [asdict(p) for p in persons], "show_notes_guest": notes_guest,
+           "audio_sec": round(transcript.duration, 3)}
 
     if transcript.source == "publisher" and any(s.speaker for s in transcript.segments):
         names: dict[str, float] = {}
@@ -127,19 +138,20 @@ def diarize_episode(services: Services, pk: str, prepared: Prepared | None = Non
         out.update(method="publisher", num_speakers=len(names), count_source="publisher", wall_sec=0.0,
                    speakers=[{"id": i, "name": n, "role": None, "source": "publisher", "talk_sec": round(t, 3)}
                              for i, (n, t) in enumerate(names.items())])
-        return _finish(services, pk, ek, out, doc=None, listed=listed)
+        return _finish(services, pk, ek, out, doc=None, listed=expected)
     if settings.diarization == "off" or not transcript.segments:
         out.update(method="off" if transcript.segments else VERSION, num_speakers=0, count_source="none",
                    wall_sec=0.0, speakers=[])
-        return _finish(services, pk, ek, out, doc=None, listed=listed)
+        return _finish(services, pk, ek, out, doc=None, listed=expected)
 
     forced = settings.speakers or None
-    count_source = "setting" if forced else ("feed" if listed else "estimated")
-    result = diarize(transcript, None, num_speakers=forced or (listed or None), emb=prepared.emb,
+    count_source = "setting" if forced else (
+        ("feed+show-notes" if expected > listed else "feed") if expected else "estimated")
+    result = diarize(transcript, None, num_speakers=forced or (expected or None), emb=prepared.emb,
                      embed_sec=prepared.embed_sec)
     first = result.labels[0] if result.labels else None
     prints, _ = _load_prints(services, ek.feed_slug)
-    names = name_speakers(result.centroids, first, persons, prints)
+    names = name_speakers(result.centroids, first, persons, prints, notes_guest)
     speakers = [{"id": c, "name": n.name, "role": n.role, "source": n.source, "talk_sec": result.talk_sec[c]}
                 for c, n in enumerate(names)]
     for seg, label in zip(doc["segments"], result.labels):
@@ -151,7 +163,7 @@ def diarize_episode(services: Services, pk: str, prepared: Prepared | None = Non
                speakers=speakers, segment_speakers=result.labels)
     if any(n.source != "none" for n in names):
         out["feed_voiceprints"] = _save_prints(services, ek.feed_slug, result.centroids, names, result.talk_sec)
-    return _finish(services, pk, ek, out, doc=doc, listed=listed)
+    return _finish(services, pk, ek, out, doc=doc, listed=expected)
 
 
 def _finish(services: Services, pk: str, ek: EpisodeKey, out: dict, *, doc: dict | None, listed: int) -> dict:
@@ -160,7 +172,8 @@ def _finish(services: Services, pk: str, ek: EpisodeKey, out: dict, *, doc: dict
     services.stage.put_json(layout.speakers_key(ek), out)
     issue = None
     if out["method"] != "off" and out["num_speakers"] == 1 and listed > 1:
-        issue = f"diarization found one speaker but the feed lists {listed}"
+        lists = "and its show notes name" if listed > out["persons_listed"] else "lists"
+        issue = f"diarization found one speaker but the feed {lists} {listed}"
     services.checkpoints.update(pk, speaker_issue=issue)
     return out
 

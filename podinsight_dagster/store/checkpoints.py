@@ -60,6 +60,7 @@ class EpisodeRecord:
     transcripts_json: str | None = None  # the feed's podcast:transcript links, JSON list
     persons_json: str | None = None      # the feed's podcast:person entries (item, else channel), JSON list
     chapters_url: str | None = None      # the feed's podcast:chapters link
+    description: str | None = None       # the item's show notes, plain text (names a guest the feed may not list)
     state: str = DISCOVERED
     failed_stage: str | None = None
     attempts: int = 0
@@ -143,6 +144,7 @@ CREATE TABLE IF NOT EXISTS episodes (
     transcripts_json TEXT,
     persons_json TEXT,
     chapters_url TEXT,
+    description TEXT,
     state TEXT NOT NULL CHECK (state IN ('discovered','downloaded','transcribed','failed')),
     failed_stage TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -292,10 +294,10 @@ class SqliteCheckpointStore:
                         conn.execute(
                             "UPDATE episodes SET title=?, enclosure_url=?, enclosure_type=?, "
                             "enclosure_length=?, published=?, duration_hint_sec=?, transcripts_json=?, "
-                            "persons_json=?, chapters_url=? WHERE partition_key=?",
+                            "persons_json=?, chapters_url=?, description=? WHERE partition_key=?",
                             (rec.title, rec.enclosure_url, rec.enclosure_type, rec.enclosure_length,
                              rec.published, rec.duration_hint_sec, rec.transcripts_json, rec.persons_json,
-                             rec.chapters_url, rec.partition_key),
+                             rec.chapters_url, rec.description, rec.partition_key),
                         )
                 conn.execute("COMMIT")
             except BaseException:
