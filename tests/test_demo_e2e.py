@@ -1,4 +1,9 @@
-"""`podrun demo` end to end, as an operator runs it: a subprocess, a loopback server, the real tiny.en model."""
+"""`podrun demo` end to end, as an operator runs it: a subprocess, a loopback server, the real tiny.en model.
+
+Where the connect audit can run (root, unshare, strace, ip: as in CI), the same demo process runs inside a
+network namespace with no network under that audit (tests/test_no_network.py says how): nothing leaves the
+machine. One demo run serves both proofs.
+"""
 
 import json
 import subprocess
@@ -13,15 +18,41 @@ from podinsight_dagster.transcribe.text import wer
 from podinsight_dagster.demo.run import CONTENT, reference_text
 from podinsight_dagster.partitions import EPISODES
 
+from .test_no_network import HOLD_AFTER_ORT_S, HOLD_OPEN, clean_env, missing_prerequisite, run_audited
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_podrun_demo_end_to_end(home):
-    podrun = Path(sys.executable).parent / "podrun"
-    out = subprocess.run([str(podrun), "demo", "--model", "tiny.en"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600)
+def _run_demo(home: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`podrun demo --model tiny.en` on ``home``, audited for connections off the machine where that can run.
+
+    The environment has no ORT_DISABLE_TELEMETRY (the package must set it itself) and a fresh model
+    cache (the model comes out of its wheel, offline)."""
+    env = clean_env(PODINSIGHT_HOME=str(home), PODINSIGHT_MODEL_CACHE=str(tmp_path / "models"), PYTHONPATH=str(ROOT))
+    why_not = missing_prerequisite()
+    if why_not is not None:
+        print(f"connect audit not run ({why_not}); the demo runs unaudited")
+        return subprocess.run([str(Path(sys.executable).parent / "podrun"), "demo", "--model", "tiny.en"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=600)
+    argv = [sys.executable, "-c", HOLD_OPEN, str(HOLD_AFTER_ORT_S), "podinsight_dagster.cli", "demo", "--model", "tiny.en"]
+    audit = run_audited(argv, tmp_path / "demo.log", env, timeout=540)
+    held = [line for line in audit.stderr.splitlines() if line.startswith("audit:")]
+    print(f"demo audited in {audit.wall_s:.0f}s: {len(audit.log)} strace lines, {len(audit.loopback)} loopback, "
+          f"{len(audit.violations)} off-machine; {held[-1] if held else 'no hold line'}")
+    tail = f"\n--- stdout ---\n{audit.stdout[-3000:]}\n--- stderr ---\n{audit.stderr[-3000:]}"
+    assert not audit.violations, audit.report() + tail
+    # The audit saw real traffic: the demo's fetches from its loopback server.
+    assert audit.loopback, "no loopback connection in the strace log: was the audit attached?" + tail
+    # faster-whisper's VAD loaded onnxruntime, and the process outlived its telemetry delay.
+    assert "audit: onnxruntime imported" in audit.stderr, tail
+    assert audit.wall_s > HOLD_AFTER_ORT_S, audit.wall_s
+    return subprocess.CompletedProcess(argv, audit.returncode, audit.stdout, audit.stderr)
+
+
+def test_podrun_demo_end_to_end(home, tmp_path):
+    out = _run_demo(home, tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "mean WER" in out.stdout and "make ui" in out.stdout
+    assert "mean WER" in out.stdout and "make ui" in out.stdout and out.stdout.count(" transcribed") == 9
 
     # Run-book §2 layout, for every episode.
     store = SqliteCheckpointStore(home / "checkpoints.sqlite")
