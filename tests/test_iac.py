@@ -7,9 +7,11 @@
   emits with their dimensions, the IAM policy allows exactly the calls the code makes,
   appendix/IAM_policy.json is iac's policy template rendered, the Athena DDL's columns are the
   keys segments_rows writes;
-* ``terraform apply`` of the whole of iac/ against moto's server, then the code against the
-  stack it made. Every resource applies on moto 5.2; what moto cannot prove (Spot interruption,
-  CUDA, the alarm action firing, IAM enforcement) is in iac/README.md;
+* ``terraform apply`` of the whole of iac/ against moto's server (once, the ``applied_stack``
+  fixture), then the code against the stack it made: the services one by one, and the demo
+  pipeline through ``podrun`` with PODINSIGHT_DEPLOYMENT=aws (Batch, PostgreSQL run storage),
+  compared with the local run's outputs. Every resource applies on moto 5.2; what moto cannot
+  prove (Spot interruption, CUDA, the alarm action firing, IAM enforcement) is in iac/README.md;
 * checkov over iac/ when ``.venv-checkov`` exists (``iac/README.md``: how to make it).
 """
 
