@@ -153,7 +153,26 @@ class LocalLauncher:
             ok &= result.success
             if not result.success:
                 self.say(f"  run {result.run_id} had failures (details: make ui)")
+                for line in failure_reasons(result):
+                    self.say(f"  {line}")
         return LaunchResult(len(ranges), ok)
+
+
+def failure_reasons(result) -> list[str]:
+    """Each failed step of an in-process run and why (its Failure's description, else the error's message).
+
+    The console log shows them too, among the steps skipped after them and with stack traces; these are
+    the lines an operator acts on (which episodes, which Batch job and why).
+    """
+    out = []
+    for event in result.all_events:
+        if event.event_type_value != "STEP_FAILURE":
+            continue
+        data = event.step_failure_data
+        why = (data.user_failure_data.description if data.user_failure_data else None) or \
+            (data.error.message.strip() if data.error else "no reason recorded")
+        out.append(f"{event.step_key} failed: " + why.strip().replace("\n", "\n    "))
+    return out
 
 
 def _alive(pid: int) -> bool:

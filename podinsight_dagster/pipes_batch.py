@@ -3,7 +3,8 @@
 dagster-aws has Pipes clients for ECS, Lambda, Glue and EMR but none for Batch (its step
 launchers are superseded by Pipes), so this is one, on ``open_pipes_session``:
 
-- the context goes to S3 (``PipesS3ContextInjector``) and the messages come back through S3
+- the context goes to S3 (``PipesS3ContextInjector``, its object removed however the session ends)
+  and the messages come back through S3
   (``PipesS3MessageReader``), under ``_pipes/`` in the stage bucket by default: a Batch job's
   environment overrides are size-limited, and only the small bootstrap parameters travel there;
 - ``submit_job`` with the bootstrap variables (and the caller's) in ``containerOverrides.environment``
@@ -19,6 +20,7 @@ through S3 with a boto3 client.
 
 from __future__ import annotations
 
+import json
 import random
 import string
 import sys
@@ -67,6 +69,26 @@ class _PrefixedS3MessageReader(PipesS3MessageReader):
             pass  # leftovers under _pipes/ are harmless (and a lifecycle rule can expire them)
 
 
+class _S3ContextInjector(PipesS3ContextInjector):
+    """PipesS3ContextInjector whose context object is removed however the session ends.
+
+    dagster-aws 0.29 deletes it only when the session ends without an exception: every job that
+    FAILED or was interrupted would leave its context (run id, partition keys, extras) in the bucket.
+    """
+
+    @contextmanager
+    def inject_context(self, context: Any) -> Iterator[PipesParams]:
+        key = f"{self.key_prefix or ''}{''.join(random.choices(string.ascii_letters, k=30))}/context.json"
+        self.client.put_object(Body=json.dumps(context).encode("utf-8"), Bucket=self.bucket, Key=key)
+        try:
+            yield {"bucket": self.bucket, "key": key}
+        finally:
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            except ClientError:
+                pass  # never hide why the session ended; a lifecycle rule can expire a leftover
+
+
 class PipesBatchClient(PipesClient):
     """Run one AWS Batch job under Dagster Pipes.
 
@@ -103,7 +125,7 @@ class PipesBatchClient(PipesClient):
         # A fresh reader per run: a blob-store reader counts the chunks it has read.
         reader = _PrefixedS3MessageReader(prefix=self.prefix, bucket=self.bucket, client=self.s3,
                                           interval=self.message_interval)
-        injector = PipesS3ContextInjector(bucket=self.bucket, client=self.s3, key_prefix=f"{self.prefix}/context/")
+        injector = _S3ContextInjector(bucket=self.bucket, client=self.s3, key_prefix=f"{self.prefix}/context/")
         with open_pipes_session(context=context, context_injector=injector, message_reader=reader,
                                 extras=dict(extras or {})) as session:
             name = job_name or _job_name(context)

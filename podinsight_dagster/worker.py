@@ -130,17 +130,25 @@ def run_under_pipes(services: Services, pipes: Any) -> None:
     """The worker's side of one Pipes session: budget check, then every episode reported."""
     keys = list(pipes.extras.get("partition_keys") or [pipes.partition_key])
     through = pipes.extras.get("through") or "kpis"
+
+    def log(message: str, warning: bool = False) -> None:
+        # To Dagster, and to stderr: a Batch job's CloudWatch log stream is where an operator looks
+        # first, and the only account of a job whose messages never reached S3 (a lost container).
+        (pipes.log.warning if warning else pipes.log.info)(message)
+        print(message, file=sys.stderr, flush=True)
+
+    log(f"worker: {len(keys)} episodes through {through}")
     try:
         # Frozen, or today's spend at the ceiling: this job transcribes nothing (run-book §6.1).
         services.budget.check()
     except BudgetExceeded as exc:
-        pipes.log.warning(f"transcription refused: {exc}")
+        log(f"transcription refused: {exc}", warning=True)
         pipes.report_custom_message(refusal_message(str(exc)))
         return
-    outcomes = process(services, keys, emit=pipes.report_custom_message, through=through, log=pipes.log.info,
+    outcomes = process(services, keys, emit=pipes.report_custom_message, through=through, log=log,
                        run_id=pipes.extras.get("run_id"))
     failed = sum(1 for o in outcomes.values() if not o["ok"])
-    pipes.log.info(f"{len(keys) - failed} of {len(keys)} episodes done, {failed} failed")
+    log(f"{len(keys) - failed} of {len(keys)} episodes done, {failed} failed")
 
 
 def main(argv: list[str]) -> int:

@@ -122,6 +122,21 @@ class MotoServer:
         self._server.stop()
 
 
+@pytest.fixture(scope="module")
+def postgres():
+    """A real PostgreSQL server (Debian's packages) for one test module: tests/support/postgres.py."""
+    from tests.support.postgres import PostgresServer, pg_binaries_missing
+
+    reason = pg_binaries_missing()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def moto_server(tmp_path, monkeypatch):
     # moto's request recorder writes to a file in the working directory unless told otherwise.

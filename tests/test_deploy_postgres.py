@@ -16,11 +16,7 @@ only built from its configuration.
 from __future__ import annotations
 
 import importlib
-import os
-import pwd
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,104 +25,20 @@ import yaml
 from podinsight_dagster.definitions import definitions_for
 from podinsight_dagster.instance import POOL_LIMITS, apply_pool_limits
 from podinsight_dagster.launch import LocalLauncher
-from podinsight_dagster.processes import free_port
 from podinsight_dagster.services import build_services
 from podinsight_dagster.store.checkpoints import DOWNLOADED
+from tests.support.postgres import PG_DB, PG_PASSWORD, PG_USER, dagster_env
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_YAML = ROOT / "deploy" / "dagster.yaml"
-
-
-def _pg_bin() -> Path:
-    """TEST_PG_BIN, or the newest server Debian's postgresql package installed (/usr/lib/postgresql/<major>/bin)."""
-    if os.environ.get("TEST_PG_BIN"):
-        return Path(os.environ["TEST_PG_BIN"])
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if
-                   p.parts[-3].isdigit() else 0)
-    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
-
-
-PG_BIN = _pg_bin()
-PG_USER, PG_PASSWORD, PG_DB = "dagster", "s3cret-pw", "dagster"
 LOG_BUCKET = "podinsight-compute-logs"
-
-
-def _pg_binaries_missing() -> str | None:
-    missing = [n for n in ("initdb", "pg_ctl", "postgres", "psql") if not (PG_BIN / n).is_file()]
-    if missing:
-        return (f"PostgreSQL server binaries not found in {PG_BIN} ({', '.join(missing)}): "
-                "install Debian's postgresql (make test does) or set TEST_PG_BIN")
-    return None
-
-
-class PostgresServer:
-    """initdb + pg_ctl in a temporary folder; TCP on 127.0.0.1 (scram passwords), socket in the folder."""
-
-    def __init__(self):
-        self.dir = Path(tempfile.mkdtemp(prefix="podinsight-pg-"))
-        self.port = free_port()
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:
-            try:
-                pw = pwd.getpwnam("postgres")
-            except KeyError:
-                pytest.skip("running as root and there is no postgres user to run initdb as")
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-        self.data = self.dir / "data"
-        pwfile = self.dir / "pw"
-        pwfile.write_text(PG_PASSWORD + "\n")
-        if self.as_user:
-            os.chown(pwfile, pw.pw_uid, pw.pw_gid)
-        self._run([PG_BIN / "initdb", "-D", self.data, "-U", PG_USER, "--pwfile", pwfile, "-E", "UTF8",
-                   "--auth-local=trust", "--auth-host=scram-sha-256"])
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run([PG_BIN / "pg_ctl", "-D", self.data, "-l", self.dir / "server.log", "-o", opts, "-w", "-t", "60",
-                   "start"])
-        self.started = True
-        # the Dagster database, created over the socket (trust) as the superuser initdb made
-        self.psql("postgres", f"CREATE DATABASE {PG_DB}")
-
-    def _run(self, cmd) -> None:
-        out = subprocess.run(self.as_user + [str(c) for c in cmd], capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, f"{cmd[0]} failed: {out.stdout}{out.stderr}{self.log()}"
-
-    def psql(self, db: str, sql: str) -> str:
-        out = subprocess.run([str(PG_BIN / "psql"), "-h", str(self.dir), "-p", str(self.port), "-U", PG_USER, "-d", db,
-                              "-At", "-c", sql], capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        return out.stdout
-
-    def log(self) -> str:
-        log = self.dir / "server.log"
-        return log.read_text() if log.exists() else ""
-
-    def stop(self) -> None:
-        subprocess.run(self.as_user + [str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    reason = _pg_binaries_missing()
-    if reason:
-        pytest.skip(reason)
-    server = PostgresServer()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def deploy_env(postgres, moto_server, monkeypatch):
     """The environment deploy/dagster.yaml names, pointing at the test's PostgreSQL and moto."""
-    monkeypatch.setenv("DAGSTER_PG_HOST", "127.0.0.1")
-    monkeypatch.setenv("DAGSTER_PG_PORT", str(postgres.port))
-    monkeypatch.setenv("DAGSTER_PG_DB", PG_DB)
-    monkeypatch.setenv("DAGSTER_PG_USERNAME", PG_USER)
-    monkeypatch.setenv("DAGSTER_PG_PASSWORD", PG_PASSWORD)
+    for name, value in dagster_env(postgres).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("DAGSTER_ECS_CLUSTER", "podinsight")
     monkeypatch.setenv("DAGSTER_COMPUTE_LOG_BUCKET", LOG_BUCKET)
     # boto3 (the ECS launcher's clients, the S3 compute log manager) reads these

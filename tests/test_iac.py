@@ -7,9 +7,11 @@
   emits with their dimensions, the IAM policy allows exactly the calls the code makes,
   appendix/IAM_policy.json is iac's policy template rendered, the Athena DDL's columns are the
   keys segments_rows writes;
-* ``terraform apply`` of the whole of iac/ against moto's server, then the code against the
-  stack it made. Every resource applies on moto 5.2; what moto cannot prove (Spot interruption,
-  CUDA, the alarm action firing, IAM enforcement) is in iac/README.md;
+* ``terraform apply`` of the whole of iac/ against moto's server (once, the ``applied_stack``
+  fixture), then the code against the stack it made: the services one by one, and the demo
+  pipeline through ``podrun`` with PODINSIGHT_DEPLOYMENT=aws (Batch, PostgreSQL run storage),
+  compared with the local run's outputs. Every resource applies on moto 5.2; what moto cannot
+  prove (Spot interruption, CUDA, the alarm action firing, IAM enforcement) is in iac/README.md;
 * checkov over iac/ when ``.venv-checkov`` exists (``iac/README.md``: how to make it).
 """
 
@@ -22,14 +24,20 @@ import shutil
 import string
 import subprocess
 import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
+import yaml
 
 from podinsight_dagster import settings as settings_module
 from podinsight_dagster.costs.budget import BatchComputeFreezer
 from podinsight_dagster.settings import Settings
 from podinsight_dagster.store.dynamo import STATE_INDEX, TABLE
+
+from .conftest import MotoServer
 
 ROOT = Path(__file__).resolve().parents[1]
 IAC = ROOT / "iac"
@@ -397,14 +405,36 @@ def test_athena_ddl_columns_are_what_segments_rows_writes():
 SERVICES = ("s3", "dynamodb", "cloudwatch", "iam", "sts", "sns", "lambda", "logs", "batch", "ecs", "ec2")
 
 
-@needs_terraform
-@pytest.mark.timeout(900)
-def test_apply_on_moto_then_the_code_runs_on_the_stack(tmp_path, monkeypatch, moto_server):
-    # moto attaches AWS managed policies (AWSBatchServiceRole, ...) only when it has loaded them.
-    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-    work = _iac_copy(tmp_path)
-    endpoints = "\n".join(f'    {s} = "{moto_server.url}"' for s in SERVICES)
-    (work / "moto_override.tf").write_text(f"""
+@dataclass
+class AppliedStack:
+    """iac/ applied on a moto server: the server, the Terraform working copy and its environment, the outputs."""
+
+    server: MotoServer
+    work: Path
+    env: dict
+    outputs: dict
+
+
+@pytest.fixture(scope="module")
+def applied_stack(tmp_path_factory):
+    """``terraform apply`` of the whole of iac/ against a moto server, once for this module's tests.
+
+    moto keeps its backends per process: no test of this module may use the ``moto_server``
+    fixture (it resets them), and the tests leave the stack as they found it.
+    """
+    if TERRAFORM is None:
+        pytest.skip("terraform is not installed: iac/ not applied")
+    tmp = tmp_path_factory.mktemp("applied")
+    with pytest.MonkeyPatch.context() as mp:
+        # moto attaches AWS managed policies (AWSBatchServiceRole, ...) only when it has loaded them.
+        mp.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+        mp.setenv("MOTO_RECORDER_FILEPATH", str(tmp / "moto_recording"))
+        server = MotoServer()
+        try:
+            requests.post(server.url + "/moto-api/reset", timeout=10).raise_for_status()
+            work = _iac_copy(tmp)
+            endpoints = "\n".join(f'    {s} = "{server.url}"' for s in SERVICES)
+            (work / "moto_override.tf").write_text(f"""
 provider "aws" {{
   region                      = "us-east-1"
   access_key                  = "testing"
@@ -419,13 +449,39 @@ provider "aws" {{
   }}
 }}
 """)
-    env = _tf_env(tmp_path)
-    _init(work, env)
-    # Everything in iac/ applies on moto 5.2 (72 resources), no -target needed. The S3 lifecycle
-    # configurations take ~55 s: the provider waits for them to read back settled.
-    _tf(work, env, "apply", "-auto-approve", "-var", "table_deletion_protection=false", timeout=600)
-    outputs = json.loads(_tf(work, env, "output", "-json"))
-    assert outputs["buckets"]["value"] == {"raw": "pod-insights-raw", "stage": "pod-insights-stage",
+            env = _tf_env(tmp)
+            _init(work, env)
+            # Everything in iac/ applies on moto 5.2 (72 resources), no -target needed. The S3 lifecycle
+            # configurations take ~55 s: the provider waits for them to read back settled.
+            _tf(work, env, "apply", "-auto-approve", "-var", "table_deletion_protection=false", timeout=600)
+            outputs = {k: v["value"] for k, v in json.loads(_tf(work, env, "output", "-json")).items()}
+            yield AppliedStack(server, work, env, outputs)
+        finally:
+            server.stop()
+
+
+@contextmanager
+def tls_policies_lifted(s3, buckets):
+    """The buckets' TLS-only policies (lifecycle.tf) lifted, and put back after.
+
+    moto serves plain HTTP and evaluates bucket policies, so with them the code's writes are refused.
+    """
+    policies = {b: s3.get_bucket_policy(Bucket=b)["Policy"] for b in buckets}
+    assert all('"aws:SecureTransport":"false"' in p.replace(" ", "") for p in policies.values())
+    for bucket in policies:
+        s3.delete_bucket_policy(Bucket=bucket)
+    try:
+        yield
+    finally:
+        for bucket, policy in policies.items():
+            s3.put_bucket_policy(Bucket=bucket, Policy=policy)
+
+
+@pytest.mark.timeout(900)
+def test_apply_on_moto_then_the_code_runs_on_the_stack(applied_stack, tmp_path, monkeypatch):
+    moto_server, work, env, outputs = (applied_stack.server, applied_stack.work, applied_stack.env,
+                                       applied_stack.outputs)
+    assert outputs["buckets"] == {"raw": "pod-insights-raw", "stage": "pod-insights-stage",
                                            "manifests": "pod-insights-manifests"}
 
     # The table Terraform made is the table create_table makes.
@@ -439,7 +495,7 @@ provider "aws" {{
     assert made["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
 
     s3 = moto_server.client("s3")
-    for bucket in outputs["buckets"]["value"].values():
+    for bucket in outputs["buckets"].values():
         rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
         assert any(r.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation") == 1 for r in rules)
         block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
@@ -450,7 +506,7 @@ provider "aws" {{
     cw = moto_server.client("cloudwatch")
     [alarm] = cw.describe_alarms(AlarmNames=["PodInsight-GPUCostToday"])["MetricAlarms"]
     assert (alarm["Namespace"], alarm["MetricName"], alarm["Threshold"]) == ("PodInsight", "GPUCostToday", 40.0)
-    assert alarm["AlarmActions"] == [outputs["cost_alarm_topic_arn"]["value"]]
+    assert alarm["AlarmActions"] == [outputs["cost_alarm_topic_arn"]]
     assert json.loads(cw.get_dashboard(DashboardName="PodInsight")["DashboardBody"])["widgets"]
     [env_] = moto_server.client("batch").describe_compute_environments(
         computeEnvironments=["gpu_spot"])["computeEnvironments"]
@@ -473,33 +529,185 @@ provider "aws" {{
 
     with pytest.raises(ClientError, match=r"AccessDenied|\(403\)"):
         services.raw.put_bytes("probe/insecure.txt", b"over http")
-    policies = {b: s3.get_bucket_policy(Bucket=b)["Policy"] for b in outputs["buckets"]["value"].values()}
-    assert all('"aws:SecureTransport":"false"' in p.replace(" ", "") for p in policies.values())
-    for bucket in policies:
-        s3.delete_bucket_policy(Bucket=bucket)
+    probe = "probe/ep-001"  # a feed of its own: the module's other test runs the demo feeds on this stack
     try:
-        for store in (services.raw, services.stage, services.manifests):
-            store.put_bytes("probe/hello.txt", b"hello " + store.name.encode())
-            assert store.get_bytes("probe/hello.txt") == b"hello " + store.name.encode()
-        rec = EpisodeRecord(partition_key="tech-talk/ep-001", feed_slug="tech-talk", guid_key="ep-001",
-                            guid="ep-001", title="Episode 1", enclosure_url="https://example.com/1.mp3",
-                            discovered_at=1.0, updated_at=1.0)
-        assert services.checkpoints.register_episodes([rec]) == ["tech-talk/ep-001"]
-        services.checkpoints.mark_downloaded("tech-talk/ep-001", bytes=123, sha256="0" * 64)
-        [got] = services.checkpoints.episodes(state="downloaded")  # the state-index GSI
-        assert got.partition_key == "tech-talk/ep-001" and got.bytes == 123
-        services.budget.record_spend(SpendEntry("tech-talk/ep-001", 0.25, 3000.0, "cuda", "base"))
-        assert services.budget.cost_today() == pytest.approx(0.25)
-        assert json.loads(next(iter(services.metrics.latest("GPUCostToday")))) == {}
-        services.budget.freeze("test")  # BatchComputeFreezer on the Terraform-made compute environment
-        assert services.budget.freezer.is_frozen()
+        with tls_policies_lifted(s3, outputs["buckets"].values()):
+            for store in (services.raw, services.stage, services.manifests):
+                store.put_bytes("probe/hello.txt", b"hello " + store.name.encode())
+                assert store.get_bytes("probe/hello.txt") == b"hello " + store.name.encode()
+                store.delete("probe/hello.txt")
+            rec = EpisodeRecord(partition_key=probe, feed_slug="probe", guid_key="ep-001",
+                                guid="ep-001", title="Episode 1", enclosure_url="https://example.com/1.mp3",
+                                discovered_at=1.0, updated_at=1.0)
+            assert services.checkpoints.register_episodes([rec]) == [probe]
+            services.checkpoints.mark_downloaded(probe, bytes=123, sha256="0" * 64)
+            [got] = services.checkpoints.episodes(state="downloaded")  # the state-index GSI
+            assert got.partition_key == probe and got.bytes == 123
+            spent = services.budget.cost_today()
+            services.budget.record_spend(SpendEntry(probe, 0.25, 3000.0, "cuda", "base"))
+            assert services.budget.cost_today() == pytest.approx(spent + 0.25)
+            assert json.loads(next(iter(services.metrics.latest("GPUCostToday")))) == {}
+            services.budget.freeze("test")  # BatchComputeFreezer on the Terraform-made compute environment
+            assert services.budget.freezer.is_frozen()
+        # A freeze is never undone by the next apply (state and desired vCPUs are ignored).
+        plan = _tf(work, env, "plan", "-var", "table_deletion_protection=false", "-detailed-exitcode")
+        assert "No changes" in plan
     finally:
+        services.budget.lift()
+        ddb.delete_item(TableName="podinsights-status",
+                        Key={"feed_slug": {"S": "probe"}, "guid_key": {"S": "ep-001"}})
         services.close()
-        for bucket, policy in policies.items():
-            s3.put_bucket_policy(Bucket=bucket, Policy=policy)
-    # A freeze is never undone by the next apply (state and desired vCPUs are ignored).
-    plan = _tf(work, env, "plan", "-var", "table_deletion_protection=false", "-detailed-exitcode")
-    assert "No changes" in plan
+
+
+VOLATILE = {"wall_sec", "realtime_factor", "cost_usd", "downloaded_at", "transcribed_at", "created_at", "diarization_sec"}
+
+
+def _stable(value):
+    """A stage document without what differs between two runs of the same work (times, speeds, costs)."""
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+def aws_instance_yaml() -> str:
+    """deploy/dagster.yaml without what needs ECS or a bucket iac/ does not make: its PostgreSQL storage, pools."""
+    doc = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    del doc["run_launcher"]  # EcsRunLauncher: runs are launched in-process by podrun here
+    del doc["compute_logs"]  # S3ComputeLogManager: its bucket is the deployment's, not iac/'s
+    return yaml.safe_dump(doc)
+
+
+@pytest.mark.timeout(900)
+def test_the_demo_pipeline_on_the_applied_stack_is_the_local_run(applied_stack, home, demo_catalog, podrun, postgres,
+                                                                 monkeypatch, tmp_path):
+    """``podrun fetch`` and ``podrun transcribe`` with PODINSIGHT_DEPLOYMENT=aws on the stack iac/ made.
+
+    S3 (the Terraform-made buckets), DynamoDB (the table and its state index), CloudWatch (metrics,
+    and the job's log stream in the Terraform-made log group), AWS Batch (the Terraform-made queue
+    ``transcribe`` and job definition ``whisper-base``: its command, the worker, runs as a subprocess
+    through tests/support/batch_runtime.py, and the job's status follows it) and Dagster's run and
+    event storage on PostgreSQL. The transcripts, segments, subtitles and KPIs are the local run's,
+    times aside. Before that, the Batch job's container is lost at once (``MOTO_SIMPLE_BATCH_FAIL_AFTER=0``):
+    one failure naming the job and why, nothing lost or charged, and the same command again completes.
+
+    Not from iac/, made or changed by the test: the TLS-only bucket policies are lifted while the code
+    runs (moto serves plain HTTP and enforces them); the PostgreSQL server is Debian's, started by the
+    tests (iac/ makes no database; RUNBOOK.md §1 gives it to the deployment through DAGSTER_PG_*); moto's
+    simple Batch mode with a runtime that plays the container (the interpreter, code and credentials are
+    this machine's, not the image's and the task role's); the Dagster instance is deploy/dagster.yaml
+    without the EcsRunLauncher and the S3 compute logs (``aws_instance_yaml``).
+    """
+    import psycopg2
+
+    from podinsight_dagster.services import build_services
+    from podinsight_dagster.store import layout
+    from podinsight_dagster.store.checkpoints import DOWNLOADED
+    from podinsight_dagster.store.keys import EpisodeKey
+    from podinsight_dagster.pipes_batch import PIPES_PREFIX
+    from tests.support.batch_runtime import KILLED, BatchRuntime
+    from tests.support.postgres import PG_DB, PG_PASSWORD, PG_USER, dagster_env
+
+    # The reference: the local deployment (folders, SQLite, Whisper in-process).
+    demo_catalog(["tech-talk"])
+    podrun("fetch", "--limit", "2")
+    podrun("transcribe", "--model", "tiny.en")
+    local = build_services(Settings.from_env())
+    keys = sorted(r.partition_key for r in local.checkpoints.episodes(state="transcribed"))
+    assert len(keys) == 2
+
+    server, buckets = applied_stack.server, applied_stack.outputs["buckets"].values()
+    aws_home = tmp_path / "aws-home"
+    for name, value in {"PODINSIGHT_HOME": str(aws_home), "DAGSTER_HOME": str(aws_home / "dagster"),
+                        "PODINSIGHT_DEPLOYMENT": "aws", "PODINSIGHT_TRANSCRIBE_VIA": "batch",
+                        "AWS_ENDPOINT_URL": server.url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", **dagster_env(postgres)}.items():
+        monkeypatch.setenv(name, value)
+    (aws_home / "dagster").mkdir(parents=True)
+    (aws_home / "dagster" / "dagster.yaml").write_text(aws_instance_yaml())  # podrun's instance: PostgreSQL
+    aws_settings = Settings.from_env().replace(feeds_dir=local.settings.feeds_dir)
+    container = tmp_path / "container"
+    # What the podcast-whisper image (docker/Dockerfile.gpu) and the job's task role give the worker.
+    image_env = {"PATH": os.environ["PATH"], "HOME": str(container), "PYTHONPATH": str(ROOT),
+                 "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "PODINSIGHT_MODEL": "base",
+                 "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    s3 = server.client("s3")
+    with tls_policies_lifted(s3, buckets), BatchRuntime(server.url, image_env, container) as runtime:
+        podrun("fetch", "--limit", "2", "--feeds", str(local.settings.feeds_dir))
+        aws = build_services(aws_settings)
+        assert sorted(r.partition_key for r in aws.checkpoints.episodes(state=DOWNLOADED)) == keys
+
+        # The Batch job's container is lost (as on a Spot reclaim): one failure naming the job and why.
+        monkeypatch.setenv("MOTO_SIMPLE_BATCH_FAIL_AFTER", "0")
+        failed = podrun("transcribe", "--model", "tiny.en", ok=False)
+        monkeypatch.delenv("MOTO_SIMPLE_BATCH_FAIL_AFTER")
+        [lost] = runtime.runs
+        assert failed.exit_code == 1 and lost["exit_code"] == KILLED
+        [why] = [line for line in failed.output.splitlines() if line.startswith("  transcript failed:")]
+        assert re.fullmatch(rf"  transcript failed: AWS Batch job podinsight-transcript-[0-9a-f]{{8}} "
+                            rf"\({lost['job_id']}\) FAILED: Host EC2 \(instance i-0moto\) terminated\.; "
+                            r"exit code 137", why), why
+        # Nothing lost, nothing charged: still downloaded, the audio in place, no transcript, no spend.
+        assert sorted(r.partition_key for r in aws.checkpoints.episodes(state=DOWNLOADED)) == keys
+        for pk in keys:
+            ek = EpisodeKey.parse(pk)
+            assert aws.raw.exists(layout.audio_key(ek)) and not aws.stage.exists(layout.transcript_key(ek))
+        assert not [e for e in aws.budget.ledger.entries() if e.partition_key in keys]
+
+        podrun("transcribe", "--model", "tiny.en")  # the same command again completes
+
+        status = json.loads(podrun("status", "--json").output)
+        assert status["episodes"] == {"discovered": 1, "downloaded": 0, "transcribed": 2, "failed": 0}
+        assert status["cost_today_usd"] > 0 and "127.0.0.1" in status["per_host_429_rate"]
+        assert sorted(e.partition_key for e in aws.budget.ledger.entries() if e.partition_key in keys) == keys
+        assert sorted(r.partition_key for r in aws.checkpoints.episodes(state="transcribed")) == keys
+        for pk in keys:
+            ek = EpisodeKey.parse(pk)
+            for key in (layout.transcript_key(ek), layout.segments_key(ek), layout.kpis_key(ek)):
+                here, there = local.stage.get_bytes(key), aws.stage.get_bytes(key)
+                if key.endswith("segments.json"):
+                    assert here == there, key  # JSON Lines of text, times and speakers: byte for byte
+                else:
+                    assert _stable(json.loads(here)) == _stable(json.loads(there)), key
+            for key in (layout.vtt_key(ek), layout.srt_key(ek)):
+                assert local.stage.get_bytes(key) == aws.stage.get_bytes(key), key
+            meta = aws.raw.get_json(layout.meta_key(ek))
+            assert meta["transcript_key"] == layout.transcript_key(ek)  # patched by compare-and-swap (If-Match)
+            head = s3.head_object(Bucket="pod-insights-raw", Key=layout.audio_key(ek), ChecksumMode="ENABLED")
+            assert head.get("ChecksumSHA256")  # stored with a checksum S3 verified
+        assert not list(aws.stage.list_keys(PIPES_PREFIX + "/"))  # both jobs' context and messages removed
+        aws.close()
+        local.close()
+
+    # Both jobs ran the job definition's command, with the submit's settings over the definition's.
+    lost_job, done_job = runtime.runs
+    assert done_job["exit_code"] == 0
+    assert lost_job["command"] == done_job["command"] == [sys.executable, "-m", "podinsight_dagster.worker"]
+    assert done_job["env"]["PODINSIGHT_MODEL"] == "tiny.en" and done_job["env"]["PODINSIGHT_DEPLOYMENT"] == "aws"
+    jobs = server.client("batch").describe_jobs(jobs=[lost_job["job_id"], done_job["job_id"]])["jobs"]
+    assert [(j["status"], j["jobQueue"].split("/")[-1], j["jobDefinition"].split("/")[-1].split(":")[0])
+            for j in jobs] == [("FAILED", "transcribe", "whisper-base"), ("SUCCEEDED", "transcribe", "whisper-base")]
+    stream = f"whisper/default/{done_job['job_id']}"  # the job definition's awslogs group and prefix
+    logged = [e["message"] for e in server.client("logs").get_log_events(
+        logGroupName="/aws/batch/podinsight", logStreamName=stream, startFromHead=True)["events"]]
+    assert "2 of 2 episodes done, 0 failed" in logged
+    names = {m["MetricName"] for m in server.client("cloudwatch").list_metrics(Namespace="PodInsight")["Metrics"]}
+    assert {"DownloadSuccessRate", "PerHost429", "GBTransferred", "AvgDownloadMB", "GPUCostToday"} <= names
+
+    # The runs are in PostgreSQL, and the Batch job's story in their event logs.
+    with psycopg2.connect(host="127.0.0.1", port=postgres.port, dbname=PG_DB, user=PG_USER,
+                          password=PG_PASSWORD) as conn, conn.cursor() as cur:
+        cur.execute("SELECT run_id, pipeline_name, status FROM runs ORDER BY create_timestamp")
+        runs = cur.fetchall()
+        assert [r[1:] for r in runs] == [("fetch_episodes", "SUCCESS"), ("transcribe_episodes", "FAILURE"),
+                                         ("transcribe_episodes", "SUCCESS")]
+        assert f"podinsight-transcript-{runs[1][0][:8]} " in why  # the job is named after the failed run
+        cur.execute("SELECT event FROM event_logs WHERE run_id = %s", (runs[-1][0],))
+        events = "\n".join(r[0] for r in cur.fetchall())
+    assert f"AWS Batch job {done_job['job_id']}: SUCCEEDED" in events
+    assert f"log lines from CloudWatch /aws/batch/podinsight/{stream}" in events
+    assert "2 of 2 episodes done, 0 failed" in events  # the worker's Pipes log, through S3
 
 
 # ---------------------------------------------------------------------------

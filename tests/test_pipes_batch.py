@@ -141,6 +141,8 @@ def test_failed_batch_job_is_a_failure_naming_the_job(aws, monkeypatch):
     text = str(failure.step_failure_data.user_failure_data.description)
     assert f"AWS Batch job podinsight-gpu_step-{result.run_id[:8]} (" in text and ") FAILED" in text
     assert "CUDA out of memory" in text  # the log tail says why
+    # Nothing is left under _pipes/ by a failed job either (its context was never read).
+    assert [k for k in _objects(played.s3) if k.startswith(PIPES_PREFIX)] == []
 
 
 def test_interrupted_run_terminates_the_batch_job(aws):
