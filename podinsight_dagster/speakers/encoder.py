@@ -60,11 +60,11 @@ class VoiceEncoder:
         self._session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
         p = self.params
-        # librosa's melspectrogram(window="hamming", center=False): the window is centred in n_fft.
-        import librosa
-
-        self._mel_fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=p.n_fft, n_mels=p.n_mels).astype(np.float32)
-        win = librosa.filters.get_window("hamming", p.win_length, fftbins=True).astype(np.float32)
+        # librosa's melspectrogram(window="hamming", center=False): the window is centred in n_fft. The
+        # filterbank and the window are computed here rather than imported from librosa, whose import
+        # (scipy.signal, numba) took 2-5 s of every podrun process that diarizes.
+        self._mel_fb = slaney_mel_filterbank(SAMPLE_RATE, p.n_fft, p.n_mels).astype(np.float32)
+        win = np.hamming(p.win_length + 1)[:-1].astype(np.float32)  # periodic, as get_window(fftbins=True)
         left = (p.n_fft - p.win_length) // 2
         self._window = np.zeros(p.n_fft, dtype=np.float32)
         self._window[left:left + p.win_length] = win
@@ -133,6 +133,32 @@ class VoiceEncoder:
         emb = self._encode(np.stack(windows).astype(np.float32))
         np.add.at(out, np.asarray(owner), emb)
         return out / (np.linalg.norm(out, axis=-1, keepdims=True) + 1e-12)
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    # Slaney's scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above.
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(hz >= min_log_hz, min_log_mel + np.log(np.maximum(hz, 1e-10) / min_log_hz) / logstep, hz / f_sp)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+
+
+def slaney_mel_filterbank(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """(n_mels, 1 + n_fft // 2) triangular filters, Slaney-normalised: librosa.filters.mel's defaults."""
+    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sr / 2.0), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    lower = -ramps[:n_mels] / fdiff[:n_mels, None]
+    upper = ramps[2:n_mels + 2] / fdiff[1:n_mels + 1, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    return weights * (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, None]
 
 
 _ENCODER: VoiceEncoder | None = None
