@@ -8,6 +8,8 @@ For each episode of the set (tests/support/voices.py: 2, 3 and 4 speakers, espea
 voices, turns of 2-20 s) it transcribes the MP3 with the pipeline's transcriber, diarizes the
 ASR segments (the speakers step's own path: decode, embed, cluster) and scores the labels
 against the true speaker of every sentence (diarization error after the best label matching).
+The same segments are also embedded with the package's own window sampling (every 0.4 s, all
+windows; the pipeline's before issue 10), to compare error and encoder time.
 """
 
 from __future__ import annotations
@@ -56,17 +58,33 @@ def main() -> None:
             est_sec = time.perf_counter() - started
             given = diarize(t, audio, num_speakers=len(voices), encoder=encoder)
             hyp = lambda d: [(s.start, s.end, lab) for s, lab in zip(t.segments, d.labels)]  # noqa: E731
+            # The package's own sampling (windows every 0.4 s, all of them), as the pipeline had it before.
+            started = time.perf_counter()
+            dense = encoder.embed_spans(audio, [(s.start, s.end) for s in t.segments],
+                                        stride=encoder.params.stride, max_windows=None)
+            dense_sec = time.perf_counter() - started
+            d_est = diarize(t, None, emb=dense)
+            d_given = diarize(t, None, num_speakers=len(voices), emb=dense)
             row = {"set": name, "voices": [v[1] for v in voices], "audio_sec": round(ep.duration, 1),
                    "segments": len(t.segments), "speakers_estimated": est.num_speakers,
                    "error_estimated": round(diarization_error(ref, hyp(est)), 4),
                    "error_given": round(diarization_error(ref, hyp(given)), 4),
-                   "transcribe_sec": round(t.wall_sec, 2), "diarize_sec": round(est_sec, 2)}
+                   "transcribe_sec": round(t.wall_sec, 2), "diarize_sec": round(est_sec, 2),
+                   "dense_speakers_estimated": d_est.num_speakers,
+                   "dense_error_estimated": round(diarization_error(ref, hyp(d_est)), 4),
+                   "dense_error_given": round(diarization_error(ref, hyp(d_given)), 4),
+                   "dense_embed_sec": round(dense_sec, 2)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2))
     for name in SETS:
         part = [r for r in rows if r["set"] == name]
         audio_min = sum(r["audio_sec"] for r in part) / 60
+        print(f"{name} (package sampling): error estimated "
+              f"{sum(r['dense_error_estimated'] for r in part) / len(part):.3f} "
+              f"given {sum(r['dense_error_given'] for r in part) / len(part):.3f}, count right "
+              f"{sum(r['dense_speakers_estimated'] == len(r['voices']) for r in part)}/{len(part)}, "
+              f"embed {sum(r['dense_embed_sec'] for r in part) / audio_min:.2f} s/audio min")
         print(f"{name}: error estimated {sum(r['error_estimated'] for r in part) / len(part):.3f} "
               f"given {sum(r['error_given'] for r in part) / len(part):.3f}, "
               f"count right {sum(r['speakers_estimated'] == len(r['voices']) for r in part)}/{len(part)}, "

@@ -50,7 +50,7 @@ for p in (REPO, REPO / "bench"):
 import transcribe_bench as tb  # noqa: E402  (audio helpers, children, the CDN root preparation)
 
 OUT = REPO / "bench" / "out"
-STEPS = ("transcript", "speakers", "segments", "kpis", "transcript_index")
+STEPS = ("transcript", "speakers", "chapters", "segments", "kpis", "transcript_index")
 
 
 def build_short(folder: Path, count: int = 80, seed: int = 11, lo: float = 5.0, hi: float = 30.0) -> list[Path]:

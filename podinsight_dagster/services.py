@@ -165,6 +165,7 @@ def transcribe_options(settings: Settings) -> TranscribeOptions:
     return TranscribeOptions(
         model=settings.model, device=settings.device, compute_type=settings.compute_type,
         batch_size=settings.batch_size, cpu_threads=settings.cpu_threads, model_cache=str(settings.model_cache),
+        pack_gap_sec=settings.pack_gap_sec,
         allow_download=settings.allow_model_download, transcript_source=settings.transcript_source,
         language_check_model=settings.language_check_model)
 

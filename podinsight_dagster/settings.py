@@ -51,6 +51,7 @@ class Settings:
     compute_type: str = "auto"          # auto: float16 on a GPU, int8 on a CPU
     batch_size: int = 8
     cpu_threads: int = 0                # 0: one per core
+    pack_gap_sec: float = 1.0           # short episodes share 30-s windows, this much silence apart; 0: off
     transcript_source: str = "prefer_publisher"
     language_check_model: str | None = None
     # where the transcript asset runs Whisper: in its own process, or the worker under Dagster Pipes
@@ -149,6 +150,8 @@ class Settings:
             raise SettingsError(f"PODINSIGHT_SPEAKERS={self.speakers}: 0 (from the feed or estimated) up to 8")
         if self.batch_size < 1:
             raise SettingsError(f"PODINSIGHT_BATCH_SIZE={self.batch_size}: must be at least 1")
+        if not 0 <= self.pack_gap_sec <= 5:
+            raise SettingsError(f"PODINSIGHT_PACK_GAP_SEC={self.pack_gap_sec}: 0 (off) up to 5 seconds")
 
     def to_env(self, *, paths: bool = True) -> dict[str, str]:
         """These settings as the environment variables that give them (how a worker process gets them).
@@ -201,6 +204,16 @@ def _int(name: str, raw: str) -> int:
         raise SettingsError(f"{name}={raw!r} is not a whole number") from None
 
 
+def _float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name}={raw!r} is not a number")
+    return value
+
+
 def _usd(name: str, raw: str) -> float:
     try:
         value = float(raw)
@@ -235,6 +248,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PODINSIGHT_COMPUTE_TYPE", "compute_type", _text, "auto, int8, float16, ..."),
     EnvVar("PODINSIGHT_BATCH_SIZE", "batch_size", _int, "speech chunks per batch"),
     EnvVar("PODINSIGHT_CPU_THREADS", "cpu_threads", _int, "CTranslate2 threads (0: one per core)"),
+    EnvVar("PODINSIGHT_PACK_GAP_SEC", "pack_gap_sec", _float,
+           "seconds of silence between short episodes packed into one 30-s window (0: no packing)"),
     EnvVar("PODINSIGHT_TRANSCRIPT_SOURCE", "transcript_source", _text, "prefer_publisher, always_asr or both"),
     EnvVar("PODINSIGHT_LANGUAGE_CHECK_MODEL", "language_check_model", _text, "multilingual model for .en checks"),
     EnvVar("PODINSIGHT_TRANSCRIBE_VIA", "transcribe_via", _text,

@@ -14,7 +14,7 @@ VALID = {
     "PODINSIGHT_DEPLOYMENT": ("aws", "aws"), "PODINSIGHT_MODEL": ("tiny.en", "tiny.en"),
     "PODINSIGHT_ALLOW_MODEL_DOWNLOAD": ("1", True), "PODINSIGHT_DEVICE": ("cpu", "cpu"),
     "PODINSIGHT_COMPUTE_TYPE": ("int8", "int8"), "PODINSIGHT_BATCH_SIZE": ("3", 3),
-    "PODINSIGHT_CPU_THREADS": ("2", 2), "PODINSIGHT_TRANSCRIPT_SOURCE": ("both", "both"),
+    "PODINSIGHT_CPU_THREADS": ("2", 2), "PODINSIGHT_PACK_GAP_SEC": ("0", 0.0), "PODINSIGHT_TRANSCRIPT_SOURCE": ("both", "both"),
     "PODINSIGHT_LANGUAGE_CHECK_MODEL": ("base", "base"), "PODINSIGHT_TRANSCRIBE_VIA": ("batch", "batch"),
     "PODINSIGHT_DIARIZATION": ("off", "off"), "PODINSIGHT_SPEAKERS": ("2", 2),
     "PODINSIGHT_BATCH_JOB_QUEUE": ("q", "q"), "PODINSIGHT_BATCH_JOB_DEFINITION": ("d", "d"),
@@ -59,6 +59,8 @@ def test_defaults_follow_the_run_book(tmp_path):
 @pytest.mark.parametrize("name,value,message", [
     ("PODINSIGHT_BATCH_SIZE", "eight", "PODINSIGHT_BATCH_SIZE='eight' is not a whole number"),
     ("PODINSIGHT_BATCH_SIZE", "0", "PODINSIGHT_BATCH_SIZE=0: must be at least 1"),
+    ("PODINSIGHT_PACK_GAP_SEC", "one", "PODINSIGHT_PACK_GAP_SEC='one' is not a number"),
+    ("PODINSIGHT_PACK_GAP_SEC", "9", "PODINSIGHT_PACK_GAP_SEC=9.0: 0 (off) up to 5 seconds"),
     ("PODINSIGHT_COST_CEILING_USD", "forty", "PODINSIGHT_COST_CEILING_USD='forty' is not an amount in USD"),
     ("PODINSIGHT_PRICE_GPU_HOUR", "-1", "PODINSIGHT_PRICE_GPU_HOUR='-1' is negative"),
     ("PODINSIGHT_ALLOW_MODEL_DOWNLOAD", "maybe", "PODINSIGHT_ALLOW_MODEL_DOWNLOAD='maybe' is not a yes/no value"),

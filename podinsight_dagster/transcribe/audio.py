@@ -113,3 +113,48 @@ def decode(path: Path) -> np.ndarray:
                                  f"but its header declares {declared:.1f} s")
     return audio
 
+
+
+class DecodedAudio:
+    """Episodes' decoded samples kept for the next step of the same process (diarization reads them again).
+
+    Held as int16 (exact: ``decode`` makes float32 from int16 / 32768) and bounded in bytes, oldest
+    dropped first; ``take`` hands an episode's samples over once and forgets them. Keys name the
+    object and its size, so a replaced download is decoded afresh.
+    """
+
+    def __init__(self, max_bytes: int):
+        import threading
+        from collections import OrderedDict
+
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def put(self, key: str, audio: np.ndarray) -> None:
+        samples = np.round(audio * 32768.0).clip(-32768, 32767).astype(np.int16)
+        if samples.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            self._bytes -= old.nbytes if old is not None else 0
+            self._items[key] = samples
+            self._bytes += samples.nbytes
+            while self._bytes > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= dropped.nbytes
+
+    def take(self, key: str) -> np.ndarray | None:
+        with self._lock:
+            samples = self._items.pop(key, None)
+            if samples is None:
+                return None
+            self._bytes -= samples.nbytes
+        audio = samples.astype(np.float32)
+        audio /= 32768.0
+        return audio
+
+
+# 128 MB of int16: about 70 minutes of audio (a run of short episodes, or the last of long ones).
+DECODED = DecodedAudio(128 << 20)

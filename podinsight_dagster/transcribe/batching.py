@@ -51,7 +51,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from podinsight_dagster.transcribe.audio import decode, describe_source, open_source
+from podinsight_dagster.transcribe.audio import DECODED, decode, describe_source, open_source
 from podinsight_dagster.transcribe.engine import Engine
 from podinsight_dagster.transcribe.options import (COMPRESSION_RATIO_LIMIT, DEGENERATE_WORDS_PER_SPEECH_MIN,
                                                    LOG_PROB_THRESHOLD, MISMATCH_LOGPROB, MISMATCH_NO_SPEECH,
@@ -61,6 +61,11 @@ from podinsight_dagster.transcribe.options import (COMPRESSION_RATIO_LIMIT, DEGE
 from podinsight_dagster.transcribe.whisper_internals import place_words, split_segments_by_timestamps
 
 MAX_SEGMENT_SEC = 15.0
+# Windows decoded, episodes decoded packed, and packed results decoded again alone, since the process
+# started (for the benchmarks).
+PACK_STATS = {"windows": 0, "packed": 0, "again_alone": 0}
+# A packed episode with fewer words than this share of its part of the window's words is decoded again alone.
+PACK_MIN_WORD_SHARE = 0.5
 
 
 def split_into_sentences(chunk: Segment) -> list[Segment]:
@@ -114,6 +119,7 @@ class _Episode:
     detected_language: str | None = None
     detected_probability: float | None = None
     error: TranscriptionError | None = None
+    alone: bool = False               # decode in a window of its own (its packed result was doubtful)
 
     @property
     def vad_speech(self) -> float:
@@ -132,6 +138,9 @@ def _prepare(engine: Engine, index: int, source: AudioSource) -> _Episode:
         raise
     except Exception as exc:  # noqa: BLE001 - a storage copy that fails is this episode's problem
         raise TranscriptionError(f"cannot read audio {describe_source(source)}: {type(exc).__name__}: {exc}") from exc
+    keep = getattr(source, "decoded_key", None)
+    if keep:  # the source asks for its samples to be kept for a later step of this process (diarization)
+        DECODED.put(keep, audio)
     fe = engine.model.feature_extractor
     chunk_length = fe.chunk_length
     if engine.options.vad_filter:
@@ -247,39 +256,109 @@ def _generate(engine: Engine, encoder_output, tokenizer, opts, n: int) -> list[d
     return outputs
 
 
-def _run_batch(engine: Engine, items: list[tuple[_Episode, int]], language: str) -> None:
-    """Decode one batch of chunks (any episodes, one language); results land in each episode.
+def _packable(ep: _Episode) -> bool:
+    """Only one-chunk episodes share a window: their word placement needs no state from an earlier chunk."""
+    return len(ep.features) == 1 and not ep.alone
 
-    Beam search runs over the whole batch (that is where batching pays). On CPU the encoder
-    and the word alignment run chunk by chunk: there a batch of eight 30-s windows is slower
-    to encode and to align than eight single windows (the attention maps of the batch do not
-    fit the caches), and the decoder takes the encoder outputs stacked. On CUDA the batch
-    goes through both whole.
+
+def _take_windows(q: deque, n: int, limit: int, gap: int) -> list[list[tuple[_Episode, int]]]:
+    """Up to ``n`` model windows from the queue's head, each one chunk or several packed one-chunk episodes.
+
+    Windows start from the queue's head, in order (so every chunk waits at most a few batches); with
+    ``gap`` > 0 a packable one's free space is then filled, best fit first, with the longest queued
+    one-chunk episodes that still fit with ``gap`` frames before each.
+    """
+    windows: list[list[tuple[_Episode, int]]] = []
+    while q and len(windows) < n:
+        ep, ci = q.popleft()
+        if ep.error is not None:
+            continue
+        window = [(ep, ci)]
+        if gap and _packable(ep):
+            used = ep.features[ci].shape[-1]
+            while True:
+                best, best_frames = -1, 0
+                for j, (other, oci) in enumerate(q):
+                    if other.error is None and _packable(other):
+                        frames = other.features[oci].shape[-1]
+                        if used + gap + frames <= limit and frames > best_frames:
+                            best, best_frames = j, frames
+                if best < 0:
+                    break
+                window.append(q[best])
+                del q[best]
+                used += gap + best_frames
+        windows.append(window)
+    return windows
+
+
+def _window_features(window: list[tuple[_Episode, int]], gap: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """A window's features (parts joined by ``gap`` frames of padding) and each part's frame span in it."""
+    from faster_whisper.audio import pad_or_trim
+
+    if len(window) == 1:
+        ep, ci = window[0]
+        return pad_or_trim(ep.features[ci]), [(0, ep.features[ci].shape[-1])]
+    parts, spans, at = [], [], 0
+    # The gap is the features' floor (silence, as Whisper's log-Mel clamps it), not the 0 that
+    # pad_or_trim pads a window's end with: after a gap of padding the decoder often takes the
+    # window to be over and drops the next episode's words (one clip in 80 lost all its words).
+    floor = min(float(ep.features[ci].min()) for ep, ci in window)
+    for k, (ep, ci) in enumerate(window):
+        f = ep.features[ci]
+        if k:
+            parts.append(np.full((f.shape[0], gap), floor, dtype=f.dtype))
+            at += gap
+        parts.append(f)
+        spans.append((at, at + f.shape[-1]))
+        at += f.shape[-1]
+    return pad_or_trim(np.concatenate(parts, axis=1)), spans
+
+
+def _run_batch(engine: Engine, windows: list[list[tuple[_Episode, int]]], language: str) -> None:
+    """Decode one batch of windows (chunks of any episodes, one language); results land in each episode.
+
+    A window is one chunk, or several one-chunk episodes packed with silence between them
+    (``pack_gap_sec``): one encoder pass and one beam search for all of them, the words then
+    split back per episode by their timings. Beam search runs over the whole batch (that is
+    where batching pays). On CPU the encoder and the word alignment run window by window: there
+    a batch of eight 30-s windows is slower to encode and to align than eight single windows
+    (the attention maps of the batch do not fit the caches), and the decoder takes the encoder
+    outputs stacked. On CUDA the batch goes through both whole.
     """
     from math import ceil
 
     import ctranslate2
-    from faster_whisper.audio import pad_or_trim
     from faster_whisper.transcribe import Segment as FwSegment
     from faster_whisper.transcribe import Word as FwWord, get_compression_ratio
 
     model = engine.model
+    fps = model.frames_per_second
     tokenizer, opts = engine.decoding(language)
-    features = np.stack([pad_or_trim(ep.features[ci]) for ep, ci in items])
-    per_chunk = engine.device == "cpu" and len(items) > 1
+    gap = _gap_frames(engine)
+    built = [_window_features(w, gap) for w in windows]
+    PACK_STATS["windows"] += len(windows)
+    PACK_STATS["packed"] += sum(len(w) for w in windows if len(w) > 1)
+    features = np.stack([f for f, _ in built])
+    per_chunk = engine.device == "cpu" and len(windows) > 1
     with engine._lock:
         if per_chunk:
-            encoded = [model.encode(features[i:i + 1]) for i in range(len(items))]
+            encoded = [model.encode(features[i:i + 1]) for i in range(len(windows))]
             encoder_output = ctranslate2.StorageView.from_array(np.concatenate([np.asarray(e) for e in encoded]))
         else:
             encoder_output = model.encode(features)
             encoded = [encoder_output]
-        outputs = _generate(engine, encoder_output, tokenizer, opts, len(items))
+        outputs = _generate(engine, encoder_output, tokenizer, opts, len(windows))
         # As BatchedInferencePipeline.forward: one chunk decoded without timestamps is one subsegment.
+        # A packed window is decoded as one chunk in its own time (offset 0) and split afterwards.
         chunk_segments, sizes = [], []
-        for (ep, ci), output in zip(items, outputs):
-            meta = ep.metadata[ci]
-            size = int(ceil(meta["duration"]) * model.frames_per_second)
+        for window, (_f, spans), output in zip(windows, built, outputs):
+            if len(window) == 1:
+                ep, ci = window[0]
+                meta = ep.metadata[ci]
+            else:
+                meta = {"offset": 0.0, "duration": spans[-1][1] / fps}
+            size = int(ceil(meta["duration"]) * fps)
             sizes.append(size)
             subsegments = split_segments_by_timestamps(
                 model, tokenizer, output["tokens"], time_offset=meta["offset"], segment_size=size,
@@ -288,42 +367,98 @@ def _run_batch(engine: Engine, items: list[tuple[_Episode, int]], language: str)
                 dict(text=tokenizer.decode(sub["tokens"]), avg_logprob=output["avg_logprob"],
                      no_speech_prob=output["no_speech_prob"], tokens=sub["tokens"], start=sub["start"],
                      end=sub["end"], compression_ratio=get_compression_ratio(tokenizer.decode(sub["tokens"])),
-                     seek=int(meta["offset"] * model.frames_per_second))
+                     seek=int(meta["offset"] * fps))
                 for sub in subsegments])
         alignments = None
         if opts.word_timestamps:
             text_tokens = [[t for sub in segs for t in sub["tokens"] if t < tokenizer.eot] for segs in chunk_segments]
             if per_chunk:
                 alignments = [model.find_alignment(tokenizer, [text_tokens[i]], encoded[i], [sizes[i]])
-                              for i in range(len(items))]
+                              for i in range(len(windows))]
                 alignments = [a[0] if a else [] for a in alignments]
             else:
                 alignments = model.find_alignment(tokenizer, text_tokens, encoder_output, sizes)
     del encoder_output, encoded
+
+    def fw_segments(segs: list[dict]) -> list:
+        return [FwSegment(
+            id=0, seek=s["seek"], start=round(s["start"], 3), end=round(s["end"], 3), text=s["text"],
+            tokens=s["tokens"], avg_logprob=s["avg_logprob"], compression_ratio=s["compression_ratio"],
+            no_speech_prob=s["no_speech_prob"], temperature=opts.temperatures[0],
+            words=[FwWord(**w) for w in s["words"]] if opts.word_timestamps else None) for s in segs]
+
     # Word placement per episode, in chunk order, each episode carrying its own last-speech time.
     groups: dict[int, list[int]] = {}
-    for pos, (ep, _ci) in enumerate(items):
-        groups.setdefault(id(ep), []).append(pos)
+    for pos, window in enumerate(windows):
+        if len(window) == 1:
+            groups.setdefault(id(window[0][0]), []).append(pos)
     for positions in groups.values():
-        ep = items[positions[0]][0]
+        ep = windows[positions[0]][0][0]
         if alignments is not None:
             last = place_words(
-                model.frames_per_second, [alignments[p] for p in positions], [chunk_segments[p] for p in positions],
+                fps, [alignments[p] for p in positions], [chunk_segments[p] for p in positions],
                 tokenizer, [sizes[p] for p in positions], opts.prepend_punctuations, opts.append_punctuations,
                 ep.last_speech)
             ep.last_speech = last if last is not None else ep.last_speech
         for p in positions:
-            ci = items[p][1]
-            segs = []
-            for s in chunk_segments[p]:
-                segs.append(FwSegment(
-                    id=0, seek=s["seek"], start=round(s["start"], 3), end=round(s["end"], 3), text=s["text"],
-                    tokens=s["tokens"], avg_logprob=s["avg_logprob"], compression_ratio=s["compression_ratio"],
-                    no_speech_prob=s["no_speech_prob"], temperature=opts.temperatures[0],
-                    words=[FwWord(**w) for w in s["words"]] if opts.word_timestamps else None))
-            ep.outputs[ci] = segs
+            ci = windows[p][0][1]
+            ep.outputs[ci] = fw_segments(chunk_segments[p])
             ep.raw[ci] = (float(outputs[p]["avg_logprob"]), float(outputs[p]["no_speech_prob"]))
             ep.done += 1
+    for pos, window in enumerate(windows):
+        if len(window) == 1:
+            continue
+        place_words(fps, [alignments[pos]], [chunk_segments[pos]], tokenizer, [sizes[pos]],
+                    opts.prepend_punctuations, opts.append_punctuations, 0.0)
+        words = [w for s in chunk_segments[pos] for w in s["words"]]
+        spans = built[pos][1]
+        split = _split_packed(words, spans, fps, chunk_segments[pos])
+        density = len(words) / max(sum(b - a for a, b in spans) / fps, 1e-3)
+        for (ep, ci), segs, (a, b) in zip(window, split, spans):
+            got = len(segs[0]["words"]) if segs else 0
+            if got < PACK_MIN_WORD_SHARE * density * (b - a) / fps:
+                # Fewer words than its share of the window's: the decoder may have stopped at the gap or
+                # run two episodes together. Decode it again in a window of its own (iter_transcribe
+                # puts it back at the head of the queue).
+                ep.alone = True
+                PACK_STATS["again_alone"] += 1
+                continue
+            ep.outputs[ci] = fw_segments(segs)
+            ep.raw[ci] = (float(outputs[pos]["avg_logprob"]), float(outputs[pos]["no_speech_prob"]))
+            ep.last_speech = segs[-1]["end"] if segs else ep.last_speech
+            ep.done += 1
+
+
+def _split_packed(words: list[dict], spans: list[tuple[int, int]], fps: int, segs: list[dict]) -> list[list[dict]]:
+    """A packed window's words back per part: each word goes to the part its middle falls in (the cut is
+    the middle of each gap), its times moved to the part's own clock and kept inside its speech."""
+    from faster_whisper.transcribe import get_compression_ratio
+
+    cuts = [(spans[k][1] + spans[k + 1][0]) / 2 / fps for k in range(len(spans) - 1)]
+    per_part: list[list[dict]] = [[] for _ in spans]
+    for w in words:
+        middle = (w["start"] + w["end"]) / 2
+        k = sum(middle >= c for c in cuts)
+        start, stop = spans[k][0] / fps, spans[k][1] / fps
+        per_part[k].append(dict(w, start=round(min(max(w["start"], start), stop) - start, 3),
+                                end=round(min(max(w["end"], start), stop) - start, 3)))
+    out = []
+    for part in per_part:
+        if not part:
+            out.append([])
+            continue
+        text = "".join(w["word"] for w in part)
+        out.append([dict(text=text, avg_logprob=segs[0]["avg_logprob"], no_speech_prob=segs[0]["no_speech_prob"],
+                         tokens=[], start=part[0]["start"], end=part[-1]["end"],
+                         compression_ratio=get_compression_ratio(text), seek=0, words=part)])
+    return out
+
+
+def _gap_frames(engine: Engine) -> int:
+    """Frames of silence between packed episodes; 0 when packing is off (it needs word timings to split)."""
+    if not engine.options.word_timestamps:
+        return 0
+    return int(round(engine.options.pack_gap_sec * engine.model.frames_per_second))
 
 
 def _detect_language(engine: Engine, ep: _Episode) -> tuple[str, float]:
@@ -474,18 +609,19 @@ def iter_transcribe(engine: Engine, sources: Sequence[AudioSource]) -> Iterator[
     pending: dict[int, _Episode] = {}
     prefetch = _Prefetcher(engine, sources, engine.options.prefetch, 2 * batch_size)
 
+    gap = _gap_frames(engine)
+    limit = engine.model.feature_extractor.nb_max_frames
+    # With packing, a batch waits for twice its chunks: enough short episodes to pair up.
+    ready = 2 * batch_size if gap else batch_size
+
     def run(language: str, n: int) -> Iterator[tuple[int, Transcript | TranscriptionError]]:
-        q = queues[language]
-        items = []
-        while q and len(items) < n:
-            ep, ci = q.popleft()
-            if ep.error is None:
-                items.append((ep, ci))
+        windows = _take_windows(queues[language], n, limit, gap)
+        items = [item for window in windows for item in window]
         if not items:
             return
         started = time.perf_counter()
         try:
-            _run_batch(engine, items, language)
+            _run_batch(engine, windows, language)
         except Exception as exc:  # noqa: BLE001 - fail this batch's episodes, keep going with the rest
             for ep, _ci in items:
                 if ep.error is None:
@@ -493,6 +629,10 @@ def iter_transcribe(engine: Engine, sources: Sequence[AudioSource]) -> Iterator[
         share = (time.perf_counter() - started) / len(items)
         for ep, _ci in items:
             ep.wall += share
+        for item in reversed(items):  # packed results that were doubtful: again, each in a window of its own
+            ep, ci = item
+            if ep.error is None and ep.outputs[ci] is None:
+                queues[language].appendleft(item)
         for ep in {id(ep): ep for ep, _ in items}.values():
             if ep.index not in pending:
                 continue
@@ -528,7 +668,7 @@ def iter_transcribe(engine: Engine, sources: Sequence[AudioSource]) -> Iterator[
             pending[ep.index] = ep
             q = queues.setdefault(ep.language, deque())
             q.extend((ep, ci) for ci in range(len(ep.features)))
-            while len(q) >= batch_size:
+            while len(q) >= ready:
                 yield from run(ep.language, batch_size)
             waited = time.perf_counter()
         # Inputs exhausted: flush what is left, language by language.

@@ -51,6 +51,11 @@ class TranscribeOptions:
     # an English-only model; None: a confidence heuristic instead (see _english_only_check).
     language_check_model: str | None = None
     prefetch: int = 2               # episodes decoded ahead of the model (more when short: 2 batches' worth)
+    # Seconds of silence between the speech of different one-chunk episodes packed into one 30-s window
+    # (one encoder pass and one decode for several short episodes, split back by word timings);
+    # 0: every chunk gets a window of its own. Needs word timings. Like batch_size, it is not part of
+    # the transcript's code version: it changes which episodes share the model's work, not the method.
+    pack_gap_sec: float = 0.0
 
     def __post_init__(self) -> None:
         if self.transcript_source not in TRANSCRIPT_SOURCES:

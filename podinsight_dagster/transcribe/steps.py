@@ -77,11 +77,22 @@ def _check_audio(services: Services, job: _Job) -> None:
         raise StepError(f"{job.pk}: {msg}")
 
 
-class _AudioOpener:
-    """Opens an episode's audio from the raw store when the transcriber's prefetch thread gets to it."""
+def decoded_key(services: Services, audio_key: str, size: int) -> str:
+    """The key under which an episode's decoded samples are kept between steps (audio.DECODED)."""
+    return f"{services.raw.uri(audio_key)}#{size}"
 
-    def __init__(self, services: Services, key: str):
+
+class _AudioOpener:
+    """Opens an episode's audio from the raw store when the transcriber's prefetch thread gets to it.
+
+    ``decoded_key``: when diarization will read the audio again, the transcriber keeps the samples
+    it decoded under this key (``audio.DECODED``), so the speakers step does not decode them twice.
+    """
+
+    def __init__(self, services: Services, key: str, size: int | None = None):
         self.services, self.key = services, key
+        self.decoded_key = (decoded_key(services, key, size)
+                            if size is not None and services.settings.diarization != "off" else None)
 
     def __call__(self):
         return self.services.raw.local_copy(self.key)
@@ -236,7 +247,7 @@ def _transcribe(services, keys, transcriber, mode, on_result, owner, run_id, unl
     if not asr:
         return results
 
-    sources = [_AudioOpener(services, job.meta["audio_key"]) for job in asr]
+    sources = [_AudioOpener(services, job.meta["audio_key"], job.meta.get("bytes")) for job in asr]
     try:
         for index, out in transcriber.transcribe(sources):
             job = asr[index]

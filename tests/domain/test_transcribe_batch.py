@@ -1,9 +1,11 @@
 """transcribe_many: several episodes in shared batches, with the real models."""
 
 import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from podinsight_dagster.demo.run import CONTENT
@@ -53,15 +55,24 @@ def _assert_words_in_order_and_inside(t: Transcript) -> None:
     assert [w.start for w in words] == sorted(w.start for w in words)
 
 
+class Batches(list):
+    packed: list[int]
+
+    def __init__(self):
+        super().__init__()
+        self.packed = []
+
+
 @pytest.fixture
 def batches(monkeypatch):
-    """Records, for every model batch, how many episodes its chunks came from."""
-    seen = []
+    """Records, for every model batch, how many episodes its chunks came from (and packed windows, in .packed)."""
+    seen = Batches()
     real = tr._run_batch
 
-    def spy(engine, items, language):
-        seen.append(len({id(ep) for ep, _ in items}))
-        return real(engine, items, language)
+    def spy(engine, windows, language):
+        seen.append(len({id(ep) for window in windows for ep, _ in window}))
+        seen.packed += [len(w) for w in windows if len(w) > 1]
+        return real(engine, windows, language)
 
     monkeypatch.setattr(tr, "_run_batch", spy)
     return seen
@@ -181,3 +192,89 @@ def test_language_heuristic_flags_or_marks_unreliable(text, logprob, no_speech, 
     assert t.language_check == "heuristic" and t.language_mismatch is expected
     assert bool(t.unreliable_reason) is (expected is not False)
     assert compute_kpis(t)["unreliable_text"] is (expected is not False)
+
+
+# -- packing one-chunk episodes into shared windows (pack_gap_sec) -------------------------------------------
+SHORT_CUTS = [("history-hour", "ep1", 20.0, 9.0), ("science-weekly", "ep1", 20.0, 8.0),
+              ("tech-talk", "ep1", 20.0, 9.0), ("history-hour", "ep2", 30.0, 7.0)]
+
+
+@pytest.fixture(scope="module")
+def short_clips(tmp_path_factory):
+    """Four short clips of three feeds' episodes, whose texts are known (demo/content/texts)."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("short-clips")
+    paths = []
+    for feed, ep, start, length in SHORT_CUTS:
+        dest = folder / f"{feed}-{ep}.mp3"
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", str(start), "-t", str(length), "-i",
+                        str(CONTENT / "audio" / feed / f"{ep}.mp3"), "-ac", "1", "-ar", "16000", "-b:a", "32k",
+                        str(dest)], check=True)
+        paths.append(dest)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def short_alone(options, short_clips):
+    return transcribe_many(load_engine(options), short_clips)
+
+
+def _borrowed(text: str, own: str, others: list[str]) -> list[str]:
+    """Three-word runs of ``text`` found in another episode's text but not in its own."""
+    from podinsight_dagster.transcribe.text import normalize_text
+
+    def grams(t: str) -> set[tuple[str, ...]]:
+        w = normalize_text(t).split()
+        return {tuple(w[i:i + 3]) for i in range(len(w) - 2)}
+
+    mine, theirs = grams(own), set().union(*map(grams, others))
+    return [" ".join(g) for g in grams(text) if g in theirs and g not in mine]
+
+
+def test_short_episodes_packed_into_one_window_keep_their_own_words(options, short_clips, short_alone, batches):
+    alone = short_alone
+    assert transcribe_many(load_engine(options), short_clips[:2]) and not batches.packed  # off unless pack_gap_sec
+    batches.packed.clear()
+    packed = transcribe_many(load_engine(replace(options, pack_gap_sec=1.0)), short_clips)
+    assert batches.packed and max(batches.packed) >= 2  # several episodes really shared one encoder window
+    texts = [(CONTENT / "texts" / feed / f"{ep}.txt").read_text() for feed, ep, _, _ in SHORT_CUTS]
+    for i, (a, p) in enumerate(zip(alone, packed)):
+        assert isinstance(a, Transcript) and isinstance(p, Transcript)
+        assert p.duration == a.duration and p.chunks == a.chunks == 1
+        assert _closest(p, alone) == i
+        assert wer(a.text, p.text) <= 0.3, (a.text, p.text)
+        # No word of a neighbour in the window lands in this episode, and timings are on its own clock.
+        assert not _borrowed(p.text, texts[i], [t for j, t in enumerate(texts) if j != i]), p.text
+        _assert_words_in_order_and_inside(p)
+
+
+def test_a_doubtful_packed_result_is_decoded_again_alone(options, short_clips, short_alone, batches, monkeypatch):
+    # Every packed part made to look short of words: each episode goes again in a window of its own.
+    monkeypatch.setattr(tr, "PACK_MIN_WORD_SHARE", 1e9)
+    before = dict(tr.PACK_STATS)
+    engine = load_engine(replace(options, pack_gap_sec=1.0))
+    out = transcribe_many(engine, short_clips[:2])
+    assert batches.packed == [2] and tr.PACK_STATS["again_alone"] - before["again_alone"] == 2
+    for a, o in zip(short_alone, out):
+        assert isinstance(o, Transcript) and wer(a.text, o.text) <= 0.1
+        _assert_words_in_order_and_inside(o)
+
+
+def test_windows_pack_only_one_chunk_episodes_and_never_overflow():
+    def ep(i, *frames):
+        return tr._Episode(index=i, name=str(i), duration=sum(frames) / 100, clips=[],
+                           metadata=[{"offset": 0.0, "duration": f / 100} for f in frames],
+                           features=[np.zeros((80, f), dtype=np.float32) for f in frames])
+
+    eps = [ep(0, 1500), ep(1, 2900), ep(2, 1000), ep(3, 3000, 700), ep(4, 400), ep(5, 1300)]
+    q = deque((e, ci) for e in eps for ci in range(len(e.features)))
+    windows = tr._take_windows(q, 8, 3000, 100)
+    assert not q and sorted((e.index, ci) for w in windows for e, ci in w) == \
+        sorted((e.index, ci) for e in eps for ci in range(len(e.features)))
+    for w in windows:
+        assert sum(e.features[ci].shape[-1] for e, ci in w) + 100 * (len(w) - 1) <= 3000
+        assert len(w) == 1 or all(len(e.features) == 1 for e, _ in w)
+    assert [e.index for e, _ in windows[0]] == [0, 5]       # the head, filled best first
+    assert len(windows) == 5                                # 7 chunks in 5 windows
+    assert tr._take_windows(deque((e, 0) for e in eps[:3]), 8, 3000, 0) == [[(e, 0)] for e in eps[:3]]

@@ -15,6 +15,6 @@ def test_embedding_matches_the_package_recipe(encoder):
     hp = HParams()
     hp.apply_onnx_dvector_overrides(_bundled_path("embedder.int8.onnx"))
     theirs = _extract_dvec(audio, hp, encoder._session)
-    ours = encoder.embed_spans(audio, [(0.0, 3.0)])[0]
+    ours = encoder.embed_spans(audio, [(0.0, 3.0)], stride=hp.dvector_stride, max_windows=None)[0]
     assert ours.shape == theirs.shape == (encoder.dim,)
     assert float(ours @ theirs) > 0.999
