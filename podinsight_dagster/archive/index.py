@@ -456,7 +456,12 @@ class TranscriptIndex:
                 "SELECT 1 FROM episodes WHERE feed_slug = ? LIMIT 1", (feed,)).fetchone():
             known = ", ".join(self.feeds()) or "none yet"
             raise SearchError(f"no feed {feed!r} in the search index (indexed feeds: {known})")
-        meaning = self.meaning_ranking(question, feed, depth=max(limit, HYBRID_DEPTH))
+        ids, _ = self.load_vectors()
+        warm = vectors.warm_in_background() if len(ids) else None
+        q = self.embed_question(question)  # loads the encoder on first use, while the scan loads
+        if warm is not None:
+            warm.join()
+        meaning = self.meaning_ranking(question, feed, depth=max(limit, HYBRID_DEPTH), q=q)
         if hybrid:
             fused: dict[int, float] = {}
             for ranking in ([r for r, _ in meaning], self.words_ranking(question, feed)):

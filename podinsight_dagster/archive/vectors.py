@@ -71,6 +71,21 @@ def slot_rowids(ids: np.ndarray, starts: np.ndarray, counts: np.ndarray, shift: 
     return out
 
 
+def warm_in_background():
+    """Load the compiled scan in a thread (numba's import and its cached machine code: ~1 s) while the
+    caller loads the question's encoder and embeds it; ``join()`` the thread before scanning."""
+    import threading
+
+    def warm():
+        mat = np.zeros((1, 384), dtype=np.int8)
+        mat.flags.writeable = False  # the mapped file's type: numba compiles per array type
+        scores(mat, np.zeros(384, dtype=np.float32))
+
+    thread = threading.Thread(target=warm, name="vector-scan-warm", daemon=True)
+    thread.start()
+    return thread
+
+
 def scores(mat: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Cosine similarity of every int8 row (scaled by 127) with the unit float32 vector ``q``, float32."""
     # Imported here: numba's import (~0.5 s) is paid by meaning searches only.
