@@ -395,12 +395,17 @@ class TranscriptIndex:
                 self.conn.execute("COMMIT")
             ids, starts, counts = ranges.T
             size = int((starts + counts).max()) if len(ranges) else 0
+            path = vectors.file_for(self.path, generation)
             try:
-                mat = vectors.mapped(vectors.file_for(self.path, generation), size, dim or 0)
+                mat = vectors.mapped(path, size, dim or 0)
             except FileNotFoundError:
-                if attempt == 2:
-                    raise
-                continue  # compacted between the read and the open: read the new generation
+                if attempt == 1:
+                    continue  # compacted between the read and the open: read the new generation
+                raise SearchError(f"the passage vectors file {path} is missing: search by meaning needs the "
+                                  "index re-built (delete the index and materialize transcript_index)")
+            except ValueError:  # mmap: shorter than the episodes' rows say
+                raise SearchError(f"the passage vectors file {path} is shorter than the index says: search by "
+                                  "meaning needs the index re-built (delete it and materialize transcript_index)")
             self._matrix = (vectors.slot_rowids(ids, starts, counts, ROWID_SHIFT, size), mat)
         return self._matrix
 
