@@ -434,8 +434,12 @@ class TranscriptIndex:
         top = top[np.argsort(-sims[top], kind="stable")]
         return [(int(ids[i]), float(sims[i])) for i in top if np.isfinite(sims[i])]
 
-    def words_ranking(self, question: str, feed: str | None = None, depth: int = HYBRID_DEPTH) -> list[int]:
-        """Passage rowids by BM25 over any of the question's words (a question rarely matches as one phrase)."""
+    def words_ranking(self, question: str, feed: str | None = None, depth: int = HYBRID_DEPTH,
+                      conn: sqlite3.Connection | None = None) -> list[int]:
+        """Passage rowids by BM25 over any of the question's words (a question rarely matches as one phrase).
+
+        ``conn``: another connection to the index (the hybrid runs this in a thread of its own).
+        """
         from podinsight_dagster.chapters.tiling import STOPWORDS
 
         words = [w for w in re.findall(r"\w+", question.lower()) if len(w) > 2 and w not in STOPWORDS]
@@ -445,8 +449,25 @@ class TranscriptIndex:
         if feed is not None:
             where += " AND (rowid >> %d) IN (SELECT id FROM episodes WHERE feed_slug = ?)" % ROWID_SHIFT
             params.append(feed)
-        return [r[0] for r in self.conn.execute(
+        return [r[0] for r in (conn or self.conn).execute(
             f"SELECT rowid FROM passages WHERE {where} ORDER BY rank LIMIT ?", [*params, depth])]
+
+    def _words_ranking_in_thread(self, question: str, feed: str | None):
+        """BM25 on its own connection in a thread: SQLite runs it while the vector scan (numba, GIL released)
+        and the question's embedding (onnxruntime) run, so the hybrid costs about the longer of the two."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def run():
+            conn = sqlite3.connect(self.path, timeout=60)
+            try:
+                return self.words_ranking(question, feed, conn=conn)
+            finally:
+                conn.close()
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bm25")
+        future = pool.submit(run)
+        pool.shutdown(wait=False)
+        return future
 
     def search_meaning(self, question: str, feed: str | None = None, limit: int = 10, hybrid: bool = True,
                        log: bool = True) -> list[Hit]:
@@ -461,15 +482,16 @@ class TranscriptIndex:
                 "SELECT 1 FROM episodes WHERE feed_slug = ? LIMIT 1", (feed,)).fetchone():
             known = ", ".join(self.feeds()) or "none yet"
             raise SearchError(f"no feed {feed!r} in the search index (indexed feeds: {known})")
+        words = self._words_ranking_in_thread(question, feed) if hybrid else None
         ids, _ = self.load_vectors()
         warm = vectors.warm_in_background() if len(ids) else None
         q = self.embed_question(question)  # loads the encoder on first use, while the scan loads
         if warm is not None:
             warm.join()
         meaning = self.meaning_ranking(question, feed, depth=max(limit, HYBRID_DEPTH), q=q)
-        if hybrid:
+        if words is not None:
             fused: dict[int, float] = {}
-            for ranking in ([r for r, _ in meaning], self.words_ranking(question, feed)):
+            for ranking in ([r for r, _ in meaning], words.result()):
                 for rank, rowid in enumerate(ranking, 1):
                     fused[rowid] = fused.get(rowid, 0.0) + 1.0 / (RRF_K + rank)
             ranked = sorted(fused.items(), key=lambda x: -x[1])[:limit]
