@@ -96,9 +96,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--episodes", type=int, default=None)
     ap.add_argument("--meaning", action="store_true", help="the search-by-meaning benchmark instead")
+    ap.add_argument("--reuse", action="store_true", help="--meaning: measure the index the last run built")
     args = ap.parse_args()
     if args.meaning:
-        meaning_main(args.episodes or (600 if args.quick else 10_000))
+        meaning_main(args.episodes or (600 if args.quick else 10_000), reuse=args.reuse)
         return
     total = args.episodes or (600 if args.quick else 10_000)
     new = min(1000, total // 2)
@@ -216,7 +217,7 @@ def _stats(ms: list[float]) -> dict:
             "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 2), "max_ms": round(ms[-1], 2)}
 
 
-def meaning_main(total: int, per: int = 90) -> None:
+def meaning_main(total: int, per: int = 90, reuse: bool = False) -> None:
     """Search by meaning over ``total`` one-hour episodes (``per`` passages each).
 
     Measured: (1) building the index (FTS5 rows and the vector file) and incremental updates (100 new
@@ -230,20 +231,22 @@ def meaning_main(total: int, per: int = 90) -> None:
     command a user runs, ``podrun search --meaning "..."``, as a whole process, 5 questions (and with
     ``--no-hybrid``, and a full-text ``podrun search`` for the process's fixed cost).
     """
-    import os
-    import sqlite3
-    import subprocess
-
     from podinsight_dagster.archive import vectors
     from podinsight_dagster.chapters.embed import encoder
 
     out_dir = ROOT / "bench" / "out"
     work = out_dir / "meaning_index"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    path = work / "transcript_index.sqlite"
+    previous = json.loads((out_dir / "meaning_bench.json").read_text()) if reuse else None
+    if previous is None:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
     rng = np.random.default_rng(21)
     sentences = _real_sentences()
     enc = encoder()
+    if previous is not None:
+        report = {**previous, "build": {**previous["build"], "measured": "in an earlier run (--reuse)"}}
+        return _meaning_measure(report, path, enc, work, out_dir)
     anchors = enc.encode(sentences)
     from podinsight_dagster.chapters.tiling import STOPWORDS
 
@@ -262,7 +265,6 @@ def meaning_main(total: int, per: int = 90) -> None:
     report: dict = {"episodes": total, "passages_per_episode": per, "real_sentences": len(sentences)}
 
     # (1) build, in batches of 200 episodes, as transcription runs would (minus the embedding model)
-    path = work / "transcript_index.sqlite"
     index = TranscriptIndex(path, encoder=enc)
     first = total - 100
     t_idx = t_gen = 0.0
@@ -289,6 +291,15 @@ def meaning_main(total: int, per: int = 90) -> None:
                        "sqlite_bytes": sum(p.stat().st_size for p in work.glob("transcript_index.sqlite*"))}
     print(json.dumps(report["build"]), flush=True)
     index.close()
+    _meaning_measure(report, path, enc, work, out_dir)
+
+
+def _meaning_measure(report: dict, path: Path, enc, work: Path, out_dir: Path) -> None:
+    import os
+    import sqlite3
+    import subprocess
+
+    load_before = os.getloadavg()[0]
 
     # (2) one-time costs in this process (the file is in the page cache: it was just written)
     index = TranscriptIndex(path, create=False, encoder=enc)
@@ -325,6 +336,7 @@ def meaning_main(total: int, per: int = 90) -> None:
 
     # (4) the previous method on the same vectors: SQLite rows -> float32 matrix -> product
     legacy = work / "legacy_vectors.sqlite"
+    legacy.unlink(missing_ok=True)
     db = sqlite3.connect(legacy)
     db.execute("CREATE TABLE passage_vectors (rowid INTEGER PRIMARY KEY, vec BLOB NOT NULL)")
     live_slots = np.flatnonzero(ids >= 0)
@@ -383,6 +395,7 @@ def meaning_main(total: int, per: int = 90) -> None:
         report[name] = {**_stats(wall), "peak_rss_mb": round(max(rss))}
         print(name, json.dumps(report[name]), flush=True)
     out_dir.mkdir(exist_ok=True)
+    report["load_average_1min"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     (out_dir / "meaning_bench.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 
