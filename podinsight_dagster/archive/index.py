@@ -8,21 +8,26 @@ inserts its new passages without touching any other episode. A hit names its fee
 start time: the start of the segment in which the first matched word lies, which becomes a deep
 link into the audio (``<enclosure_url>#t=<seconds>``, Media Fragments).
 
-Search by meaning: each passage also has a sentence embedding (int8 MiniLM, ``chapters/embed.py``) in
-``passage_vectors``, same rowid, so an episode's vectors are replaced with its passages. A meaning
-query ranks passages by cosine similarity (vectors stored as int8, scaled by 127); the hybrid fuses
+Search by meaning: each passage also has a sentence embedding (int8 MiniLM, ``chapters/embed.py``),
+stored as int8 (scaled by 127) in an append-only file beside the index (``archive/vectors.py``); the
+episode's row says which of the file's rows are its own (``vec_start``, ``vec_count``), so re-indexing
+an episode appends its new vectors and leaves the old ones dead until a compaction. A meaning query
+ranks every passage by cosine similarity (an exact scan of the memory-mapped file); the hybrid fuses
 that ranking with BM25 over the query's words (reciprocal rank fusion).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
+
+from podinsight_dagster.archive import vectors
 
 PASSAGE_CHARS = 500
 ROWID_SHIFT = 20          # up to 1,048,576 passages per episode
@@ -31,15 +36,20 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS episodes (
     id INTEGER PRIMARY KEY, partition_key TEXT UNIQUE NOT NULL, feed_slug TEXT NOT NULL, guid_key TEXT NOT NULL,
     title TEXT, published TEXT, enclosure_url TEXT, audio_uri TEXT, duration_sec REAL,
-    passages INTEGER NOT NULL, segments INTEGER NOT NULL, indexed_at REAL NOT NULL);
+    passages INTEGER NOT NULL, segments INTEGER NOT NULL, indexed_at REAL NOT NULL,
+    vec_start INTEGER, vec_count INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS episodes_feed ON episodes(feed_slug);
 CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5(
     text, start_sec UNINDEXED, segs UNINDEXED, tokenize='porter unicode61');
 CREATE TABLE IF NOT EXISTS searches (ts REAL NOT NULL, query TEXT NOT NULL, hits INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS passage_vectors (rowid INTEGER PRIMARY KEY, vec BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS vector_file (
+    id INTEGER PRIMARY KEY CHECK (id = 0), generation INTEGER NOT NULL, dim INTEGER);
+INSERT OR IGNORE INTO vector_file (id, generation, dim) VALUES (0, 1, NULL);
 """
 RRF_K = 60                # reciprocal rank fusion: score = sum 1 / (RRF_K + rank)
 HYBRID_DEPTH = 100        # candidates taken from each ranking before fusing
+COMPACT_DEAD_SHARE = 0.25  # rewrite the vector file when this share of its rows is dead ...
+COMPACT_MIN_DEAD = 50_000  # ... and at least this many (19 MB), so small indexes are left alone
 
 
 class SearchError(ValueError):
@@ -116,7 +126,8 @@ class TranscriptIndex:
     def __init__(self, path: Path, create: bool = True, encoder=None):
         self.path = Path(path)
         self._encoder = encoder  # a SentenceEncoder; None: the process's one, loaded when first needed
-        self._matrix = None      # (rowids, int8 vectors) read once per object for meaning searches
+        self._matrix = None      # (rowid per slot, mapped int8 rows) read once per object for meaning searches
+        self.compact_min_dead = COMPACT_MIN_DEAD
         if not create and not self.path.exists():
             raise SearchError(f"no search index yet at {self.path}: materialize transcript_index "
                               "(podrun transcribe or podrun demo build it)")
@@ -125,27 +136,93 @@ class TranscriptIndex:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """An index written before the vector file: add its columns, move its vectors out of SQLite."""
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(episodes)")}
+        legacy = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'passage_vectors'").fetchone()
+        if "vec_start" in columns and not legacy:
+            return
+        import numpy as np
+
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")  # re-checked under the write lock: another process may have done it
+        try:
+            columns = {r[1] for r in cur.execute("PRAGMA table_info(episodes)")}
+            if "vec_start" not in columns:
+                cur.execute("ALTER TABLE episodes ADD COLUMN vec_start INTEGER")
+                cur.execute("ALTER TABLE episodes ADD COLUMN vec_count INTEGER NOT NULL DEFAULT 0")
+            if cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'passage_vectors'"
+                           ).fetchone():
+                path = self._vector_path(cur)
+                for episode_id, passages in cur.execute("SELECT id, passages FROM episodes ORDER BY id").fetchall():
+                    base = episode_id << ROWID_SHIFT
+                    blobs = [r[0] for r in cur.execute(
+                        "SELECT vec FROM passage_vectors WHERE rowid BETWEEN ? AND ? ORDER BY rowid",
+                        (base, base + passages - 1))]
+                    if not blobs or len(blobs) != passages:
+                        continue  # no complete set: found by meaning again once re-indexed
+                    rows = np.frombuffer(b"".join(blobs), dtype=np.int8).reshape(passages, -1)
+                    self._check_dim(cur, rows.shape[1])
+                    cur.execute("UPDATE episodes SET vec_start = ?, vec_count = ? WHERE id = ?",
+                                (vectors.append(path, rows), passages, episode_id))
+                cur.execute("DROP TABLE passage_vectors")
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def _vector_path(self, cur) -> Path:
+        return vectors.file_for(self.path, cur.execute("SELECT generation FROM vector_file").fetchone()[0])
+
+    def _check_dim(self, cur, dim: int) -> None:
+        known = cur.execute("SELECT dim FROM vector_file").fetchone()[0]
+        if known is None:
+            cur.execute("UPDATE vector_file SET dim = ?", (dim,))
+        elif known != dim:
+            raise ValueError(f"{self.path}: passage vectors of {dim} dimensions, the index holds {known}: "
+                             "the embedding model changed; delete the index and re-index")
 
     def close(self) -> None:
         self.conn.close()
 
     # -- writing ----------------------------------------------------------------------------------
-    def index(self, docs: Iterable[EpisodeDoc]) -> dict[str, int]:
-        """Index (or re-index) these episodes in one transaction; returns passages per episode."""
+    def index(self, docs: Iterable[EpisodeDoc], embeddings: dict | None = None) -> dict[str, int]:
+        """Index (or re-index) these episodes in one transaction; returns passages per episode.
+
+        ``embeddings``: partition key -> (passages, dim) unit float vectors already computed (the
+        benchmark's); the others are embedded here.
+        """
+        import numpy as np
+
         counts: dict[str, int] = {}
         docs = list(docs)
+        embeddings = embeddings or {}
         # Embeddings outside the write transaction (the slow part): one vector per passage.
-        vectors = {doc.partition_key: self._embed([t for t, _, _ in passages_of(doc.segments)]) for doc in docs}
+        rows = {doc.partition_key: vectors.quantize(embeddings[doc.partition_key]) if doc.partition_key in embeddings
+                else self._embed([t for t, _, _ in passages_of(doc.segments)]) for doc in docs}
         self._matrix = None
         cur = self.conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
+            block = [rows[doc.partition_key] for doc in docs if len(rows[doc.partition_key])]
+            slot = 0
+            if block:
+                block = np.concatenate(block)
+                self._check_dim(cur, block.shape[1])
+                # On disk before the transaction that points at them commits; under the write lock, so
+                # no other writer appends between.
+                slot = vectors.append(self._vector_path(cur), block)
             for doc in docs:
-                counts[doc.partition_key] = self._index_one(cur, doc, vectors[doc.partition_key])
+                counts[doc.partition_key] = self._index_one(cur, doc, slot, len(rows[doc.partition_key]))
+                slot += len(rows[doc.partition_key])
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+        self._compact_if_worth_it()
         return counts
 
     def encoder(self):
@@ -155,41 +232,39 @@ class TranscriptIndex:
             self._encoder = encoder()
         return self._encoder
 
-    def _embed(self, texts: list[str]) -> list[bytes]:
+    def _embed(self, texts: list[str]):
         import numpy as np
 
         if not texts:
-            return []
-        q = np.clip(np.rint(self.encoder().encode(texts) * 127), -127, 127).astype(np.int8)
-        return [row.tobytes() for row in q]
+            return np.zeros((0, 0), dtype=np.int8)
+        return vectors.quantize(self.encoder().encode(texts))
 
-    def _index_one(self, cur: sqlite3.Cursor, doc: EpisodeDoc, vectors: list[bytes]) -> int:
+    def _index_one(self, cur: sqlite3.Cursor, doc: EpisodeDoc, vec_start: int, vec_count: int) -> int:
         passages = passages_of(doc.segments)
         if len(passages) >= 1 << ROWID_SHIFT:
             raise ValueError(f"{doc.partition_key}: {len(passages)} passages, more than one episode may have")
+        if vec_count != len(passages):
+            raise ValueError(f"{doc.partition_key}: {vec_count} vectors for {len(passages)} passages")
         row = cur.execute("SELECT id FROM episodes WHERE partition_key = ?", (doc.partition_key,)).fetchone()
         values = (doc.feed_slug, doc.guid_key, doc.title, doc.published, doc.enclosure_url, doc.audio_uri,
-                  doc.duration_sec, len(passages), len(doc.segments), time.time())
+                  doc.duration_sec, len(passages), len(doc.segments), time.time(), vec_start, vec_count)
         if row:
             episode_id = row[0]
             base = episode_id << ROWID_SHIFT
             cur.execute("DELETE FROM passages WHERE rowid BETWEEN ? AND ?", (base, base + (1 << ROWID_SHIFT) - 1))
-            cur.execute("DELETE FROM passage_vectors WHERE rowid BETWEEN ? AND ?",
-                        (base, base + (1 << ROWID_SHIFT) - 1))
+            # Its old vectors stay in the file, dead: no episode points at them any more.
             cur.execute("UPDATE episodes SET feed_slug=?, guid_key=?, title=?, published=?, enclosure_url=?, "
-                        "audio_uri=?, duration_sec=?, passages=?, segments=?, indexed_at=? WHERE id=?",
-                        (*values, episode_id))
+                        "audio_uri=?, duration_sec=?, passages=?, segments=?, indexed_at=?, vec_start=?, "
+                        "vec_count=? WHERE id=?", (*values, episode_id))
         else:
             cur.execute("INSERT INTO episodes (partition_key, feed_slug, guid_key, title, published, enclosure_url,"
-                        " audio_uri, duration_sec, passages, segments, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                        (doc.partition_key, *values))
+                        " audio_uri, duration_sec, passages, segments, indexed_at, vec_start, vec_count)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", (doc.partition_key, *values))
             episode_id = cur.lastrowid
         base = episode_id << ROWID_SHIFT
         cur.executemany("INSERT INTO passages (rowid, text, start_sec, segs) VALUES (?, ?, ?, ?)",
                         [(base + n, text, start, json.dumps(segs, separators=(",", ":")))
                          for n, (text, start, segs) in enumerate(passages)])
-        cur.executemany("INSERT INTO passage_vectors (rowid, vec) VALUES (?, ?)",
-                        [(base + n, v) for n, v in enumerate(vectors)])
         return len(passages)
 
     def remove(self, partition_key: str) -> bool:
@@ -199,11 +274,64 @@ class TranscriptIndex:
         base = row[0] << ROWID_SHIFT
         with self.conn:
             self.conn.execute("DELETE FROM passages WHERE rowid BETWEEN ? AND ?", (base, base + (1 << ROWID_SHIFT) - 1))
-            self.conn.execute("DELETE FROM passage_vectors WHERE rowid BETWEEN ? AND ?",
-                              (base, base + (1 << ROWID_SHIFT) - 1))
-            self.conn.execute("DELETE FROM episodes WHERE id = ?", (row[0],))
+            self.conn.execute("DELETE FROM episodes WHERE id = ?", (row[0],))  # its vectors: dead rows
         self._matrix = None
+        self._compact_if_worth_it()
         return True
+
+    def vector_rows(self) -> tuple[int, int]:
+        """(rows in the vector file, rows some episode points at)."""
+        dim = self.conn.execute("SELECT dim FROM vector_file").fetchone()[0]
+        path = self._vector_path(self.conn)
+        total = path.stat().st_size // dim if dim and path.exists() else 0
+        live = self.conn.execute("SELECT coalesce(sum(vec_count), 0) FROM episodes").fetchone()[0]
+        return total, live
+
+    def _compact_if_worth_it(self) -> None:
+        total, live = self.vector_rows()
+        dead = total - live
+        if dead and dead >= self.compact_min_dead and dead >= COMPACT_DEAD_SHARE * total:
+            self.compact()
+
+    def compact(self) -> None:
+        """Rewrite the live vectors into the next generation's file and drop the old one.
+
+        Readers that mapped the old file keep reading it (it is unlinked, not overwritten); a reader
+        that read the old generation's number but opens the file after it is gone reads again.
+        """
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        new = None
+        try:
+            generation, dim = cur.execute("SELECT generation, dim FROM vector_file").fetchone()
+            old = vectors.file_for(self.path, generation)
+            ranges = cur.execute("SELECT id, vec_start, vec_count FROM episodes WHERE vec_count > 0 "
+                                 "ORDER BY vec_start").fetchall()
+            new = vectors.file_for(self.path, generation + 1)
+            new.unlink(missing_ok=True)
+            moved, slot = [], 0
+            if ranges:
+                src = vectors.mapped(old, max(s + n for _, s, n in ranges), dim)
+                with open(new, "wb") as f:
+                    for episode_id, start, count in ranges:
+                        f.write(src[start:start + count].tobytes())
+                        moved.append((slot, episode_id))
+                        slot += count
+                    f.flush()
+                    os.fsync(f.fileno())
+                del src
+            else:
+                new.touch()
+            cur.executemany("UPDATE episodes SET vec_start = ? WHERE id = ?", moved)
+            cur.execute("UPDATE vector_file SET generation = ?", (generation + 1,))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            if new is not None:
+                new.unlink(missing_ok=True)
+            raise
+        old.unlink(missing_ok=True)
+        self._matrix = None
 
     def optimize(self) -> None:
         """Merge the FTS5 segments into one b-tree (after a bulk load; searches get faster)."""
@@ -249,36 +377,69 @@ class TranscriptIndex:
                                   (time.time(), " ".join(re.findall(r"\w+", phrase.lower())), len(hits)))
         return hits
 
-    def _vectors(self):
+    def load_vectors(self):
+        """(passage rowid per row, -1 for a dead row; the int8 rows, memory-mapped), read once per object."""
         import numpy as np
 
-        if self._matrix is None:
-            rows = self.conn.execute("SELECT rowid, vec FROM passage_vectors ORDER BY rowid").fetchall()
-            ids = np.array([r[0] for r in rows], dtype=np.int64)
-            mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.int8).reshape(len(rows), -1) if rows \
-                else np.zeros((0, 384), dtype=np.int8)
-            self._matrix = (ids, mat.astype(np.float32) / 127.0)
+        for attempt in (1, 2):
+            if self._matrix is not None:
+                break
+            # One read transaction: the generation and the episodes' rows of the same moment.
+            self.conn.execute("BEGIN")
+            try:
+                generation, dim = self.conn.execute("SELECT generation, dim FROM vector_file").fetchone()
+                ranges = np.array(self.conn.execute(
+                    "SELECT id, vec_start, vec_count FROM episodes WHERE vec_count > 0").fetchall(),
+                    dtype=np.int64).reshape(-1, 3)
+            finally:
+                self.conn.execute("COMMIT")
+            ids, starts, counts = ranges.T
+            size = int((starts + counts).max()) if len(ranges) else 0
+            path = vectors.file_for(self.path, generation)
+            try:
+                mat = vectors.mapped(path, size, dim or 0)
+            except FileNotFoundError:
+                if attempt == 1:
+                    continue  # compacted between the read and the open: read the new generation
+                raise SearchError(f"the passage vectors file {path} is missing: search by meaning needs the "
+                                  "index re-built (delete the index and materialize transcript_index)")
+            except ValueError:  # mmap: shorter than the episodes' rows say
+                raise SearchError(f"the passage vectors file {path} is shorter than the index says: search by "
+                                  "meaning needs the index re-built (delete it and materialize transcript_index)")
+            self._matrix = (vectors.slot_rowids(ids, starts, counts, ROWID_SHIFT, size), mat)
         return self._matrix
 
-    def meaning_ranking(self, question: str, feed: str | None = None, depth: int = HYBRID_DEPTH) -> list[tuple[int, float]]:
-        """(passage rowid, cosine similarity) of the ``depth`` passages closest in meaning to ``question``."""
+    def embed_question(self, question: str):
+        return self.encoder().encode([question])[0]
+
+    def meaning_ranking(self, question: str, feed: str | None = None, depth: int = HYBRID_DEPTH,
+                        q=None) -> list[tuple[int, float]]:
+        """(passage rowid, cosine similarity) of the ``depth`` passages closest in meaning to ``question``.
+
+        ``q``: the question's embedding when already computed (``embed_question``).
+        """
         import numpy as np
 
-        ids, mat = self._vectors()
+        ids, mat = self.load_vectors()
         if not len(ids):
             return []
-        q = self.encoder().encode([question])[0]
-        sims = mat @ q
+        sims = vectors.scores(mat, self.embed_question(question) if q is None else q)
+        live = ids >= 0
         if feed is not None:
-            keep = {r[0] for r in self.conn.execute("SELECT id FROM episodes WHERE feed_slug = ?", (feed,))}
-            sims = np.where(np.isin(ids >> ROWID_SHIFT, list(keep)), sims, -np.inf)
+            keep = [r[0] for r in self.conn.execute("SELECT id FROM episodes WHERE feed_slug = ?", (feed,))]
+            live &= np.isin(ids >> ROWID_SHIFT, keep)
+        sims[~live] = -np.inf
         k = min(depth, len(ids))
         top = np.argpartition(-sims, k - 1)[:k]
-        top = top[np.argsort(-sims[top])]
+        top = top[np.argsort(-sims[top], kind="stable")]
         return [(int(ids[i]), float(sims[i])) for i in top if np.isfinite(sims[i])]
 
-    def words_ranking(self, question: str, feed: str | None = None, depth: int = HYBRID_DEPTH) -> list[int]:
-        """Passage rowids by BM25 over any of the question's words (a question rarely matches as one phrase)."""
+    def words_ranking(self, question: str, feed: str | None = None, depth: int = HYBRID_DEPTH,
+                      conn: sqlite3.Connection | None = None) -> list[int]:
+        """Passage rowids by BM25 over any of the question's words (a question rarely matches as one phrase).
+
+        ``conn``: another connection to the index (the hybrid runs this in a thread of its own).
+        """
         from podinsight_dagster.chapters.tiling import STOPWORDS
 
         words = [w for w in re.findall(r"\w+", question.lower()) if len(w) > 2 and w not in STOPWORDS]
@@ -288,8 +449,25 @@ class TranscriptIndex:
         if feed is not None:
             where += " AND (rowid >> %d) IN (SELECT id FROM episodes WHERE feed_slug = ?)" % ROWID_SHIFT
             params.append(feed)
-        return [r[0] for r in self.conn.execute(
+        return [r[0] for r in (conn or self.conn).execute(
             f"SELECT rowid FROM passages WHERE {where} ORDER BY rank LIMIT ?", [*params, depth])]
+
+    def _words_ranking_in_thread(self, question: str, feed: str | None):
+        """BM25 on its own connection in a thread: SQLite runs it while the vector scan (numba, GIL released)
+        and the question's embedding (onnxruntime) run, so the hybrid costs about the longer of the two."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def run():
+            conn = sqlite3.connect(self.path, timeout=60)
+            try:
+                return self.words_ranking(question, feed, conn=conn)
+            finally:
+                conn.close()
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bm25")
+        future = pool.submit(run)
+        pool.shutdown(wait=False)
+        return future
 
     def search_meaning(self, question: str, feed: str | None = None, limit: int = 10, hybrid: bool = True,
                        log: bool = True) -> list[Hit]:
@@ -304,10 +482,16 @@ class TranscriptIndex:
                 "SELECT 1 FROM episodes WHERE feed_slug = ? LIMIT 1", (feed,)).fetchone():
             known = ", ".join(self.feeds()) or "none yet"
             raise SearchError(f"no feed {feed!r} in the search index (indexed feeds: {known})")
-        meaning = self.meaning_ranking(question, feed, depth=max(limit, HYBRID_DEPTH))
-        if hybrid:
+        words = self._words_ranking_in_thread(question, feed) if hybrid else None
+        ids, _ = self.load_vectors()
+        warm = vectors.warm_in_background() if len(ids) else None
+        q = self.embed_question(question)  # loads the encoder on first use, while the scan loads
+        if warm is not None:
+            warm.join()
+        meaning = self.meaning_ranking(question, feed, depth=max(limit, HYBRID_DEPTH), q=q)
+        if words is not None:
             fused: dict[int, float] = {}
-            for ranking in ([r for r, _ in meaning], self.words_ranking(question, feed)):
+            for ranking in ([r for r, _ in meaning], words.result()):
                 for rank, rowid in enumerate(ranking, 1):
                     fused[rowid] = fused.get(rowid, 0.0) + 1.0 / (RRF_K + rank)
             ranked = sorted(fused.items(), key=lambda x: -x[1])[:limit]
