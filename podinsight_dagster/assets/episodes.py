@@ -405,7 +405,9 @@ def chapters(context: AssetExecutionContext, podinsight: PodInsightResource):
     yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)
 
 
-@asset(partitions_def=episodes_partitions, deps=[speakers], group_name="episodes",
+# transcript as well as speakers: segments read transcript.json, and a run that selects transcript and segments
+# without speakers (a UI backfill) must still order them (Dagster orders only the steps a run selects).
+@asset(partitions_def=episodes_partitions, deps=[transcript, speakers], group_name="episodes",
        backfill_policy=EPISODE_BACKFILL,
        description="Timed segments as JSON Lines (Athena shape) plus transcript.vtt and transcript.srt.")
 def segments(context: AssetExecutionContext, podinsight: PodInsightResource):
