@@ -193,8 +193,8 @@ def _transcribe(services, keys, transcriber, mode, on_result, owner, run_id, unl
     for pk in keys:
         why = services.checkpoints.claim(pk, TRANSCRIBE, owner, leases.lease_s, unless_done_version=unless_version)
         if why is not None:
-            held_elsewhere = why.startswith(("claimed by", "already done"))
-            done(pk, StepSkipped(f"{pk}: skipped, {why}") if held_elsewhere
+            skip = why.startswith(("claimed by", "already done"))
+            done(pk, StepSkipped(f"{pk}: skipped, {why}", held_elsewhere=why.startswith("claimed by")) if skip
                  else StepError(f"{pk}: no raw audio yet, not transcribed: {why} (materialize raw_audio first)"))
             continue
         with leases.lock:
