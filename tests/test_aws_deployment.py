@@ -63,7 +63,8 @@ def test_no_credentials_is_one_sentence(aws_home, monkeypatch, moto_server, podr
                                      "check AWS_REGION, AWS_ENDPOINT_URL and the credentials)")
 
 
-VOLATILE = {"wall_sec", "realtime_factor", "cost_usd", "downloaded_at", "transcribed_at", "created_at", "diarization_sec"}
+VOLATILE = {"wall_sec", "realtime_factor", "cost_usd", "downloaded_at", "transcribed_at", "created_at", "diarization_sec",
+            "run_id"}
 
 
 def _stable(value):
