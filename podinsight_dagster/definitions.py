@@ -15,6 +15,7 @@ from dagster import AssetSelection, Definitions, define_asset_job
 
 from podinsight_dagster.assets import assets_for, catalog_assets
 from podinsight_dagster.checks import all_checks
+from podinsight_dagster.launch import TRANSCRIBE_ASSETS
 from podinsight_dagster.partitions import episodes_partitions
 from podinsight_dagster.resources import PodInsightConfig, podinsight_resources
 from podinsight_dagster.sensors import auto_transcribe_sensor, new_episodes_sensor
@@ -31,8 +32,7 @@ fetch_job = define_asset_job(
     "fetch_episodes", selection=AssetSelection.assets("raw_audio"), partitions_def=episodes_partitions,
     description="Phase 1 (run-book §3): download episodes to pod-insights-raw.")
 transcribe_job = define_asset_job(
-    "transcribe_episodes",
-    selection=AssetSelection.assets("transcript", "speakers", "chapters", "segments", "kpis", "transcript_index"),
+    "transcribe_episodes", selection=AssetSelection.assets(*TRANSCRIBE_ASSETS),
     partitions_def=episodes_partitions,
     description="Phase 2 (run-book §4): transcribe, segment, score and index downloaded episodes.")
 

@@ -27,10 +27,14 @@ from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_T
 
 # Runs print only warnings and errors to the terminal; the full event log is in the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The assets of each job (definitions.py), for a backfill on a deployment: the same steps as the local run.
+# Leaving out an intermediate asset (speakers) would also drop the order between its neighbours: Dagster
+# orders only the steps a run selects. tests/test_definitions.py keeps these equal to the jobs.
+TRANSCRIBE_ASSETS = ["transcript", "speakers", "chapters", "segments", "kpis", "transcript_index"]
 JOB_ASSETS = {
     "fetch_episodes": ["raw_audio"],
-    "transcribe_episodes": ["transcript", "segments", "kpis"],
-    "episode_pipeline": ["raw_audio", "transcript", "segments", "kpis"],
+    "transcribe_episodes": TRANSCRIBE_ASSETS,
+    "episode_pipeline": ["raw_audio", *TRANSCRIBE_ASSETS],
 }
 
 

@@ -46,7 +46,8 @@ def outcome_message(pk: str, result: Any) -> dict:
     """One episode's outcome: a transcript (or its metadata dict), or the StepError that stopped it."""
     if isinstance(result, StepError):
         return {"partition_key": pk, "ok": False, "error": str(result), "retryable": result.retryable,
-                "skipped": isinstance(result, StepSkipped)}
+                "skipped": isinstance(result, StepSkipped),
+                "held_elsewhere": bool(getattr(result, "held_elsewhere", False))}
     return {"partition_key": pk, "ok": True,
             "metadata": result if isinstance(result, dict) else transcript_metadata(result)}
 
@@ -71,9 +72,10 @@ def read_outcomes(messages: Iterable[Mapping]) -> dict[str, dict | StepError]:
         pk = m.get("partition_key")
         if not isinstance(pk, str):
             continue
-        error = StepSkipped if m.get("skipped") else StepError
+        message, retryable = str(m.get("error") or f"{pk}: failed"), bool(m.get("retryable"))
         outcomes[pk] = (dict(m.get("metadata") or {}) if m.get("ok")
-                        else error(str(m.get("error") or f"{pk}: failed"), retryable=bool(m.get("retryable"))))
+                        else StepSkipped(message, retryable, held_elsewhere=bool(m.get("held_elsewhere")))
+                        if m.get("skipped") else StepError(message, retryable))
     return outcomes
 
 

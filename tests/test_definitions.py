@@ -87,6 +87,22 @@ def graph_shape(d: Definitions) -> dict:
     }
 
 
+def test_sensor_and_deployment_backfills_select_the_same_assets_as_the_jobs():
+    """A run that leaves out speakers would run segments and kpis whenever transcript waits for its pool."""
+    from podinsight_dagster.launch import JOB_ASSETS
+    from podinsight_dagster.sensors import auto_transcribe_sensor
+
+    graph = defs.resolve_asset_graph()
+
+    for job, assets in JOB_ASSETS.items():
+        keys = defs.resolve_job_def(job).asset_layer.executable_asset_keys
+        assert {k.to_user_string() for k in keys} == set(assets), job
+    sensor = {k.to_user_string() for k in auto_transcribe_sensor.asset_selection.resolve(graph)}
+    assert sensor == set(JOB_ASSETS["transcribe_episodes"])
+    # segments reads transcript.json: ordered after transcript even in a run without speakers.
+    assert AssetKey("transcript") in graph.get(AssetKey("segments")).parent_keys
+
+
 def test_asset_graph_matches_its_snapshot():
     """Assets, partitions, checks, jobs, sensors and resources change only on purpose: update the snapshot then."""
     assert graph_shape(defs) == json.loads(SNAPSHOT.read_text())

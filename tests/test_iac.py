@@ -559,7 +559,8 @@ def test_apply_on_moto_then_the_code_runs_on_the_stack(applied_stack, tmp_path, 
         services.close()
 
 
-VOLATILE = {"wall_sec", "realtime_factor", "cost_usd", "downloaded_at", "transcribed_at", "created_at", "diarization_sec"}
+VOLATILE = {"wall_sec", "realtime_factor", "cost_usd", "downloaded_at", "transcribed_at", "created_at", "diarization_sec",
+            "run_id"}
 
 
 def _stable(value):

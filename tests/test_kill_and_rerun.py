@@ -1,13 +1,15 @@
-"""A podrun killed mid-download, mid-transcription or between transcription and KPIs, re-run later: nothing
-duplicated (no second download, no second transcription or spend line), nothing lost."""
+"""A podrun killed mid-download, inside the spend-ledger write, or between transcription and KPIs, re-run
+later: nothing duplicated (no second download, no second transcription or spend line), nothing lost."""
 
 import hashlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
@@ -41,6 +43,16 @@ def _wait_for(predicate, proc, timeout=120.0):
 
 
 def test_killed_fetch_and_transcribe_rerun_complete(settings, demo_catalog, demo_cdn):
+    """Three kills, each re-run by the same command.
+
+    1. `podrun fetch` killed mid-body: the re-run downloads only what is missing, whole files only.
+    2. `podrun transcribe` killed inside the spend-ledger write of its first transcription (the test holds the
+       ledger's SQLite database exclusively, so the INSERT blocks; the transcript is written, its stage still
+       running, no line yet). The next run adopts that transcript: not transcribed again, and its spend line
+       is written once, in the killed run's name. No line lost, none doubled.
+    3. `podrun transcribe` killed between transcription and KPIs (every transcript done and paid): the last
+       re-run writes segments and KPIs from the transcripts, adding no spend line and no transcription.
+    """
     demo_catalog(["tech-talk"])
     store = SqliteCheckpointStore(settings.checkpoint_db)
     # ep2 trickles at 20 kB/s (about 10 s for its 200 kB): the kill lands mid-body.
@@ -74,22 +86,44 @@ def test_killed_fetch_and_transcribe_rerun_complete(settings, demo_catalog, demo
         if rec.partition_key in done_before:  # finished downloads are not fetched again
             assert demo_cdn.request_count(f"/audio/tech-talk/{ep}.mp3") == requests_before[f"/audio/tech-talk/{ep}.mp3"]
 
+    keys = [r.partition_key for r in store.episodes()]
+    ledger = SqliteSpendLedger(settings.checkpoint_db)
+    written = lambda: list(settings.stage_root.glob("*/*/transcripts/transcript.json"))  # noqa: E731
     proc = _start("transcribe", "--model", "tiny.en")
-    # Killed as soon as the first transcript is written: mid-way through the transcript step.
-    _wait_for(lambda: any(settings.stage_root.glob("*/*/transcripts/transcript.json")), proc, timeout=300)
-    _kill(proc)
-    assert store.counts()["transcribed"] == 0
+    # Every episode claimed (before any audio is decoded): now hold the ledger's database, as a long writer
+    # would. Readers pass (WAL); the first finished transcription blocks in its spend line's INSERT.
+    _wait_for(lambda: all(store.stage(pk, TRANSCRIBE).status == "running" for pk in keys), proc, timeout=300)
+    lock = sqlite3.connect(settings.checkpoint_db, isolation_level=None, timeout=30)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        assert not ledger.entries() and not written()
+        _wait_for(lambda: written(), proc, timeout=300)
+        time.sleep(0.5)  # its next statement is the ledger INSERT, which cannot pass the lock
+        [transcript] = written()
+        first = transcript.parent.parent.relative_to(settings.stage_root).as_posix()
+        assert store.stage(first, TRANSCRIBE).status == "running" and not ledger.entries()
+        _kill(proc)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    killed_run = json.loads(transcript.read_text())["run_id"]
+    assert killed_run and not ledger.entries() and store.counts()["transcribed"] == 0
 
     # Killed again between transcription and KPIs: every transcript done (and paid for), no KPIs yet.
-    keys = [r.partition_key for r in store.episodes()]
     proc = _start("transcribe", "--model", "tiny.en")
     _wait_for(lambda: all(store.stage(pk, TRANSCRIBE).status == DONE for pk in keys), proc, timeout=300)
     _kill(proc)
     assert any(store.stage(pk, KPIS).status != DONE for pk in keys)
     assert store.counts()["transcribed"] < 3
-    ledger = SqliteSpendLedger(settings.checkpoint_db)
-    paid = sorted(e.partition_key for e in ledger.entries())
-    assert set(paid) == set(keys)
+    # One line per episode: the one whose line the kill cut off was adopted, not transcribed again, and
+    # paid in the name of the run that did the work.
+    lines = ledger.entries()
+    assert Counter(e.partition_key for e in lines) == Counter(keys)
+    assert [e.run_id for e in lines if e.partition_key == first] == [killed_run]
+    assert json.loads(transcript.read_text())["run_id"] == killed_run
+    others = {e.run_id for e in lines if e.partition_key != first}
+    assert len(others) == 1 and killed_run not in others
+    paid = sorted(e.partition_key for e in lines)
     attempts = {pk: store.stage(pk, TRANSCRIBE).attempts for pk in keys}
 
     out = subprocess.run([PODRUN, "transcribe", "--model", "tiny.en"], cwd=ROOT, capture_output=True, text=True,

@@ -4,8 +4,8 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from podinsight_dagster.archive.index import episode_doc
 from podinsight_dagster.archive.rollup import roll_up
-from podinsight_dagster.assets.episodes import (EPISODE_BACKFILL, assets_in_run, each_episode, kpis, run_per_episode,
-                                                segments, upstream_gate)
+from podinsight_dagster.assets.episodes import (EPISODE_BACKFILL, assets_in_run, each_episode, kpis,
+                                                left_to_other_runs, run_per_episode, segments, upstream_gate)
 from podinsight_dagster.store.checkpoints import SEGMENTS
 from podinsight_dagster.partitions import episodes_partitions
 from podinsight_dagster.resources import PodInsightResource
@@ -23,10 +23,11 @@ def transcript_index(context: AssetExecutionContext, podinsight: PodInsightResou
         # this run failed. Materialized alone, it reads whatever segments are stored.
         in_run = assets_in_run(context)
         gate = ("kpis", "kpis") if "kpis" in in_run else (SEGMENTS, "segments") if "segments" in in_run else None
+        left = left_to_other_runs(context) if gate else frozenset()
 
         def step(pk: str) -> dict:
             if gate:
-                upstream_gate(services, pk, *gate)
+                upstream_gate(services, pk, *gate, left)
             doc = episode_doc(services, pk)
             return {"passages": index.index([doc])[pk], "segments": len(doc.segments)}
 

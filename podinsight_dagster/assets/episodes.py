@@ -31,8 +31,9 @@ from dagster import BetaWarning
 # operators (every podrun command prints it otherwise) and tell them nothing they can act on.
 warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
 
-from dagster import (AssetExecutionContext, AssetMaterialization, AssetsDefinition, Backoff, BackfillPolicy, Failure, Jitter,
-                     MaterializeResult, MetadataValue, RetryPolicy, asset)
+from dagster import (AssetExecutionContext, AssetMaterialization, AssetObservation, AssetsDefinition, Backoff,
+                     BackfillPolicy, DagsterEventType, Failure, Jitter, MaterializeResult, MetadataValue, RetryPolicy,
+                     asset)
 
 from podinsight_dagster.store import layout
 from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
@@ -115,7 +116,7 @@ def run_per_episode(context: AssetExecutionContext, outcomes: Iterable[Outcome],
     keys = list(context.partition_keys)
     done: dict[str, dict] = {}
     failed: dict[str, StepError] = {}
-    skipped: dict[str, StepError] = {}
+    skipped: dict[str, StepSkipped] = {}
     with partition_list_read_once(context.instance):
         for i, (pk, result) in enumerate(outcomes, 1):
             if isinstance(result, StepSkipped):
@@ -134,6 +135,11 @@ def run_per_episode(context: AssetExecutionContext, outcomes: Iterable[Outcome],
     totals = {"episodes": len(keys), "succeeded": len(done), "failed": len(failed), "skipped": len(skipped)}
     if summary:
         totals.update(summary(done))
+    held = sorted(pk for pk, exc in skipped.items() if exc.held_elsewhere)
+    if held and later_stage_in_run(context):
+        # Another run holds these and makes their later stages too: this run's later steps leave them alone
+        # (left_to_other_runs), even once that run has finished this stage.
+        yield AssetObservation(asset_key=context.asset_key, metadata={LEFT_TO_OTHERS: MetadataValue.json(held)})
     if failed and later_stage_in_run(context):
         # A later episode asset runs in this run: let it run for the good episodes (it skips the failed
         # ones, reading their stage status); the last one fails the run naming them all.
@@ -173,13 +179,32 @@ def later_stage_in_run(context: AssetExecutionContext) -> bool:
     return any(n in assets_in_run(context) for n in EPISODE_ASSETS[EPISODE_ASSETS.index(name) + 1:])
 
 
-def upstream_gate(services, pk: str, stage: str, label: str) -> None:
-    """Raise unless ``stage`` of ``pk`` is done: StepSkipped while someone else holds it, else StepError."""
+LEFT_TO_OTHERS = "left_to_other_runs"
+
+
+def left_to_other_runs(context: AssetExecutionContext) -> frozenset[str]:
+    """Episodes an earlier step of this run skipped because another run held them (its observations)."""
+    records = context.instance.get_records_for_run(context.run.run_id,
+                                                   of_type=DagsterEventType.ASSET_OBSERVATION).records
+    out: set[str] = set()
+    for record in records:
+        meta = record.event_log_entry.dagster_event.event_specific_data.asset_observation.metadata
+        if LEFT_TO_OTHERS in meta:
+            out.update(meta[LEFT_TO_OTHERS].value)
+    return frozenset(out)
+
+
+def upstream_gate(services, pk: str, stage: str, label: str, left_to_others: frozenset[str] = frozenset()) -> None:
+    """Raise unless ``stage`` of ``pk`` is done: StepSkipped while someone else holds it (or held it when an
+    earlier step of this run got to it: ``left_to_others``), else StepError."""
+    if pk in left_to_others:
+        raise StepSkipped(f"{pk}: skipped, another run held it when this run got to it and makes it",
+                          held_elsewhere=True)
     st = services.checkpoints.stage(pk, stage)
     if st.status == DONE:
         return
     if st.held():
-        raise StepSkipped(f"{pk}: skipped, {label} is being made by {st.owner}")
+        raise StepSkipped(f"{pk}: skipped, {label} is being made by {st.owner}", held_elsewhere=True)
     why = f": {st.last_error}" if st.last_error else ""
     raise StepError(f"{pk}: {label} is {st.status}{why} (upstream failed, not attempted)")
 
@@ -361,10 +386,11 @@ def _transcript(context, podinsight, services, options, keys):
                    "the feed's voice prints (diarization from voice embeddings, offline).")
 def speakers(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
+    left = left_to_other_runs(context)
 
     def prepare(pk: str):
         # Labels are optional for what follows: segments wait for the transcript, not for this step.
-        upstream_gate(services, pk, TRANSCRIBE, "transcript")
+        upstream_gate(services, pk, TRANSCRIBE, "transcript", left)
         return prepare_episode(services, pk)
 
     def step(pk: str, prepared) -> dict:
@@ -390,10 +416,11 @@ def speakers(context: AssetExecutionContext, podinsight: PodInsightResource):
                    "when it links them, else topic boundaries from sentence embeddings with key-phrase titles.")
 def chapters(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
+    left = left_to_other_runs(context)
 
     def step(pk: str) -> dict:
         # Optional, like speakers: segments and kpis wait for the transcript, not for this step.
-        upstream_gate(services, pk, TRANSCRIBE, "transcript")
+        upstream_gate(services, pk, TRANSCRIBE, "transcript", left)
         out = chapters_episode(services, pk)
         ek = EpisodeKey.parse(pk)
         return {**out, "path": MetadataValue.path(services.stage.uri(layout.chapters_key(ek)))}
@@ -405,14 +432,17 @@ def chapters(context: AssetExecutionContext, podinsight: PodInsightResource):
     yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)
 
 
-@asset(partitions_def=episodes_partitions, deps=[speakers], group_name="episodes",
+# transcript as well as speakers: segments read transcript.json, and a run that selects transcript and segments
+# without speakers (a UI backfill) must still order them (Dagster orders only the steps a run selects).
+@asset(partitions_def=episodes_partitions, deps=[transcript, speakers], group_name="episodes",
        backfill_policy=EPISODE_BACKFILL,
        description="Timed segments as JSON Lines (Athena shape) plus transcript.vtt and transcript.srt.")
 def segments(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
+    left = left_to_other_runs(context)
 
     def step(pk: str) -> dict:
-        upstream_gate(services, pk, TRANSCRIBE, "transcript")
+        upstream_gate(services, pk, TRANSCRIBE, "transcript", left)
         services.checkpoints.mark_stage(pk, SEGMENTS, "running")
         try:
             out = write_segments(services, pk)
@@ -431,9 +461,10 @@ def segments(context: AssetExecutionContext, podinsight: PodInsightResource):
        description="Per-episode KPIs (kpis.json); patches the raw meta.json transcript_key when all is written.")
 def kpis(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
+    left = left_to_other_runs(context)
 
     def step(pk: str) -> dict:
-        upstream_gate(services, pk, SEGMENTS, "segments")
+        upstream_gate(services, pk, SEGMENTS, "segments", left)
         services.checkpoints.mark_stage(pk, "kpis", "running")
         try:
             k = write_kpis(services, pk)

@@ -13,6 +13,7 @@ from podinsight_dagster.fetch.catalog import CatalogError, FeedSpec
 from podinsight_dagster.fetch.http import HttpClient
 from podinsight_dagster.store.checkpoints import DOWNLOAD, DOWNLOADED, FAILED
 from podinsight_dagster.fetch.discover import poll_feeds
+from podinsight_dagster.launch import TRANSCRIBE_ASSETS
 from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG, contiguous_ranges
 from podinsight_dagster.resources import PodInsightResource
 
@@ -235,7 +236,7 @@ new_episodes_sensor = build_new_episodes_sensor()
 
 
 @sensor(name="auto_transcribe_sensor", minimum_interval_seconds=30 * 60, default_status=DefaultSensorStatus.STOPPED,
-        asset_selection=["transcript", "segments", "kpis"],
+        asset_selection=TRANSCRIBE_ASSETS,
         description="Off by default (the run-book's human gate). When on, queues transcription of downloaded "
                     "episodes as long as today's cost plus the projection stays under the ceiling.")
 def auto_transcribe_sensor(context: SensorEvaluationContext, podinsight: PodInsightResource):

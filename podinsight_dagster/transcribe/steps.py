@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -52,6 +53,8 @@ class _Job:
     ek: EpisodeKey
     meta: dict
     links: list
+    run_id: str | None = None        # stamped on the transcript.json it writes, with the code version:
+    code_version: str | None = None  # a later attempt adopts a transcript its run wrote but never recorded
 
 
 def _load_job(services: Services, pk: str) -> _Job:
@@ -104,7 +107,35 @@ class _AudioOpener:
 def _doc(job: _Job, t: Transcript) -> dict:
     return {"partition_key": job.pk, "feed_slug": job.ek.feed_slug, "guid": job.meta.get("guid"),
             "guid_key": job.ek.guid_key, "title": job.meta.get("title"), "audio_key": job.meta["audio_key"],
-            **t.to_dict()}
+            **t.to_dict(), "run_id": job.run_id, "code_version": job.code_version, "created_at": time.time()}
+
+
+def _spend(services: Services, pk: str, t: Transcript, run_id: str | None) -> SpendEntry:
+    """The spend line of one transcription: its compute time at the device's price."""
+    return SpendEntry(pk, round(t.wall_sec * services.prices.per_second(t.device), 6), compute_sec=t.wall_sec,
+                      device=t.device, model=t.model, run_id=run_id,
+                      audio_sec=t.duration if t.source == "asr" else 0.0)
+
+
+def _adopt(services: Services, job: _Job) -> Transcript | None:
+    """The transcript an earlier attempt wrote at this code version but never recorded as done, or None.
+
+    That attempt's run died (or its bookkeeping failed) between writing transcript.json and marking
+    the stage done, maybe before its spend line was written: the work is kept, not done again, and
+    paid exactly once, in the name of the run that did it (its line is added only if missing).
+    """
+    try:
+        doc = services.stage.get_json(layout.transcript_key(job.ek))
+    except FileNotFoundError:
+        return None
+    made_by = doc.get("run_id")
+    if not made_by or doc.get("code_version") != job.code_version:
+        return None
+    t = Transcript.from_dict(doc)
+    since = float(doc.get("created_at") or 0.0) - 60.0
+    if not any(e.partition_key == job.pk and e.run_id == made_by for e in services.budget.ledger.entries(since)):
+        services.budget.record_spend(_spend(services, job.pk, t, made_by))
+    return t
 
 
 def _try_publisher(services: Services, job: _Job) -> Transcript | str:
@@ -169,7 +200,9 @@ def transcribe_episodes(services: Services, keys: list[str], transcriber: Transc
     Each episode is claimed first (a lease on its transcribe stage for ``owner``, conditional on
     the episode being downloaded): one held by someone else, or already transcribed at this code
     version (unless ``force``), is skipped (``StepSkipped``), never transcribed twice at once.
-    Every transcription that ran appends a spend line (with ``run_id``) as soon as it is done.
+    Every transcription that ran appends a spend line (with ``run_id``) as soon as it is done. A
+    transcript.json that an earlier run wrote at this code version but never recorded as done (killed
+    before its spend line or its stage status) is adopted: not transcribed again, its line added if missing.
     """
     transcriber = transcriber or services.transcriber
     mode = source or transcriber.options.transcript_source
@@ -184,14 +217,11 @@ def _transcribe(services, keys, transcriber, mode, on_result, owner, run_id, unl
                 leases: _Leases) -> dict[str, Transcript | StepError]:
     results: dict[str, Transcript | StepError] = {}
 
-    def done(pk: str, result: Transcript | StepError) -> None:
+    def done(pk: str, result: Transcript | StepError, paid: bool = False) -> None:
         results[pk] = result
         if isinstance(result, Transcript):
-            # Every transcription that ran is paid for, whatever happens to the episode next.
-            services.budget.record_spend(SpendEntry(
-                pk, round(result.wall_sec * services.prices.per_second(result.device), 6),
-                compute_sec=result.wall_sec, device=result.device, model=result.model, run_id=run_id,
-                audio_sec=result.duration if result.source == "asr" else 0.0))
+            if not paid:  # every transcription that ran is paid for, whatever happens to the episode next
+                services.budget.record_spend(_spend(services, pk, result, run_id))
             services.checkpoints.mark_stage(pk, TRANSCRIBE, DONE, code_version=version)
         elif not isinstance(result, StepSkipped) and pk in leases.held:
             services.checkpoints.mark_failed(pk, TRANSCRIBE, str(result), retryable=result.retryable)
@@ -204,8 +234,8 @@ def _transcribe(services, keys, transcriber, mode, on_result, owner, run_id, unl
     for pk in keys:
         why = services.checkpoints.claim(pk, TRANSCRIBE, owner, leases.lease_s, unless_done_version=unless_version)
         if why is not None:
-            held_elsewhere = why.startswith(("claimed by", "already done"))
-            done(pk, StepSkipped(f"{pk}: skipped, {why}") if held_elsewhere
+            skip = why.startswith(("claimed by", "already done"))
+            done(pk, StepSkipped(f"{pk}: skipped, {why}", held_elsewhere=why.startswith("claimed by")) if skip
                  else StepError(f"{pk}: no raw audio yet, not transcribed: {why} (materialize raw_audio first)"))
             continue
         with leases.lock:
@@ -214,6 +244,13 @@ def _transcribe(services, keys, transcriber, mode, on_result, owner, run_id, unl
             jobs[pk] = _load_job(services, pk)
         except StepError as exc:
             done(pk, exc)
+            continue
+        jobs[pk].run_id, jobs[pk].code_version = run_id, version
+        if unless_version is not None:  # not forced: a transcript already made and paid for is kept
+            adopted = _adopt(services, jobs[pk])
+            if adopted is not None:
+                del jobs[pk]
+                done(pk, adopted, paid=True)
 
     publisher: dict[str, Transcript] = {}
     publisher_errors: dict[str, str] = {}

@@ -1,6 +1,7 @@
 """Assets materialized with dagster.materialize on a test instance, against a loopback feed server."""
 
 import json
+from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, materialize
@@ -12,11 +13,13 @@ from podinsight_dagster.store.checkpoints import FAILED, SqliteCheckpointStore, 
 from podinsight_dagster.store.keys import EpisodeKey
 from podinsight_dagster.transcribe.text import wer
 from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG
-from podinsight_dagster.definitions import resources_for
+from podinsight_dagster.definitions import definitions_for, resources_for
+from tests.support.feeds import add_to_catalog, serve_feed
 
 from ..conftest import reference
 
 EPISODE_ASSETS = ["raw_audio", "transcript", "speakers", "segments", "kpis"]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
 
 
 @pytest.fixture
@@ -142,19 +145,30 @@ def test_partition_metadata_reads_the_partition_list_once_per_run(instance, monk
 
 
 def test_one_404_in_a_pipeline_run_stops_only_its_own_later_stages(instance, demo_catalog, demo_cdn, settings):
-    """episode_pipeline over several episodes, one 404: the others reach KPIs; the run fails naming the one."""
-    keys = _ingest(instance, demo_catalog, ["tech-talk", "history-hour"])
+    """10 episodes in one episode_pipeline run, one of them 404: 9 reach KPIs; the run fails naming the one."""
+    demo_catalog(["tech-talk", "history-hour"])
+    # Four more episodes, one short clip each (14 s: the test is about isolation, not long audio).
+    add_to_catalog(settings.feeds_dir, [serve_feed(demo_cdn, "extra", [
+        (f"x{i}", FIXTURES / "clip-14s.mp3") for i in range(1, 5)])])
+    assert _run(instance, ["feeds", "episode_manifest"]).success
+    keys = instance.get_dynamic_partitions(EPISODES)
+    assert len(keys) == 10
     demo_cdn.set_fault("/audio/tech-talk/ep2.mp3", Fault(status=404))
-    result = _run(instance, EPISODE_ASSETS, tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]})
+    result = definitions_for(settings).resolve_job_def("episode_pipeline").execute_in_process(
+        instance=instance, tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}, raise_on_error=False)
     assert not result.success
     store = SqliteCheckpointStore(settings.checkpoint_db)
     [bad] = [r.partition_key for r in store.episodes(state=FAILED)]
-    kpis = {m.partition for m in result.asset_materializations_for_node("kpis")}
-    assert kpis == set(keys) - {bad}  # every other episode went all the way
-    assert all(store.get(k).state == TRANSCRIBED for k in kpis)
+    good = set(keys) - {bad}
+    assert {k for k in keys if store.stage(k, "kpis").status == "done"} == good  # every other one went all the way
+    assert all(store.get(k).state == TRANSCRIBED for k in good)
+    assert all((settings.stage_root / k / "kpis" / "kpis.json").is_file() for k in good)
     assert store.get(bad).state == FAILED and store.stage(bad, "download").status == FAILED
     assert store.stage(bad, "transcribe").status == "pending"  # never attempted
+    assert not (settings.stage_root / bad).exists()
+    # The run's last episode asset (the search index) fails it, naming the one; it indexed the other nine.
     failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert [e.step_key for e in failure] == ["kpis"]
+    assert [e.step_key for e in failure] == ["transcript_index"]
     text = str(failure[0].step_failure_data.user_failure_data.description)
-    assert bad in text and "upstream failed" in text
+    assert text.startswith("1 of 10 episodes failed") and bad in text and "upstream failed" in text
+    assert {m.partition for m in result.asset_materializations_for_node("transcript_index")} == good
