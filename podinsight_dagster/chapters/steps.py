@@ -6,7 +6,9 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-from podinsight_dagster.chapters.tiling import VERSION, chapters_from_sentences, sentences_from_segments
+import numpy as np
+
+from podinsight_dagster.chapters.tiling import VERSION, can_split, chapters_from_sentences, sentences_from_segments
 from podinsight_dagster.errors import StepError
 from podinsight_dagster.store import layout
 from podinsight_dagster.store.keys import EpisodeKey
@@ -46,7 +48,13 @@ def generate_chapters(transcript: Transcript, encoder=None, **tiling) -> list[di
     sentences = sentences_from_segments(transcript.segments)
     if not sentences:
         return []
-    vectors = (encoder or default_encoder()).encode([s.text for s in sentences])
+    limits = {k: v for k, v in tiling.items() if k in ("min_sentences", "min_chapter_sec")}
+    if not can_split([s.start for s in sentences], **limits):
+        # Too short for two chapters whatever the vectors say: one chapter, without the sentence encoder
+        # (loading it is most of what a short episode's chapters cost). The same output as with vectors.
+        vectors = np.zeros((len(sentences), 1), dtype=np.float32)
+    else:
+        vectors = (encoder or default_encoder()).encode([s.text for s in sentences])
     return chapters_from_sentences(sentences, vectors, duration=transcript.duration or None, **tiling)
 
 

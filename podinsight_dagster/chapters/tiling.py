@@ -94,6 +94,12 @@ def depth_scores(sims: np.ndarray) -> np.ndarray:
     return depth
 
 
+def can_split(times: list[float], *, min_sentences: int = 3, min_chapter_sec: float = 30.0) -> bool:
+    """Whether any boundary can pass ``find_boundaries``' limits: a chapter needs ``min_sentences`` and
+    ``min_chapter_sec`` (from its first sentence's start to the last sentence's start) on each side."""
+    return len(times) >= 2 * min_sentences and times[-1] - times[0] >= 2 * min_chapter_sec
+
+
 def find_boundaries(vectors: np.ndarray, times: list[float] | None = None, *, window: int = 3,
                     min_sentences: int = 3, min_chapter_sec: float = 30.0, cutoff: float = 0.5) -> list[int]:
     """Indices of the sentences that start a new topic (never 0), deepest similarity dips first kept.
@@ -103,11 +109,11 @@ def find_boundaries(vectors: np.ndarray, times: list[float] | None = None, *, wi
     sentences' start ``times``) to an edge or an already kept boundary.
     """
     n = len(vectors)
-    if n < 2 * min_sentences:
+    times = times if times is not None else [float(i) for i in range(n)]
+    if not can_split(times, min_sentences=min_sentences, min_chapter_sec=min_chapter_sec):
         return []
     depth = depth_scores(gap_similarities(vectors, window))
     threshold = depth.mean() + cutoff * depth.std()
-    times = times if times is not None else [float(i) for i in range(n)]
     end_time = times[-1]
     kept: list[int] = []
     for g in np.argsort(-depth):

@@ -57,6 +57,22 @@ def test_generated_chapters_cover_the_episode_with_key_phrase_titles():
         assert len(title) <= 60
 
 
+class _NoEncoder:
+    def encode(self, texts):
+        raise AssertionError("the sentence encoder was used for a transcript too short to split")
+
+
+def test_a_transcript_too_short_to_split_is_one_chapter_without_the_encoder():
+    full = _transcript(ORDERS[0])
+    short = [s for s in full.segments if s.start < 50.0]  # under twice the 30-s chapter minimum
+    one = Transcript(**{**full.__dict__, "segments": short, "duration": short[-1].end})
+    assert generate_chapters(one, encoder=_NoEncoder()) == generate_chapters(one, encoder=encoder())
+    [chapter] = generate_chapters(one, encoder=_NoEncoder())
+    assert chapter["startTime"] == 0.0 and chapter["endTime"] == short[-1].end and chapter["title"]
+    with pytest.raises(AssertionError, match="too short"):  # a longer one still needs it
+        generate_chapters(full, encoder=_NoEncoder())
+
+
 def test_publisher_chapters_are_checked_and_kept_with_their_fields():
     doc = parse_publisher_chapters(json.dumps({"version": "1.1.0", "chapters": [
         {"startTime": 90.5, "title": "Two", "img": "https://x.test/2.jpg"}, {"startTime": 0, "title": "One"}]}).encode())
