@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 from pathlib import Path
 
 import pytest
@@ -101,12 +103,39 @@ def audio_bytes(feed: str, ep: str) -> bytes:
     return (CONTENT / "audio" / feed / f"{ep}.mp3").read_bytes()
 
 
+_DYNAMODB_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
+
+
+def _serialise_dynamodb_writes() -> None:
+    """Give moto's DynamoDB the atomicity of DynamoDB's conditional writes.
+
+    DynamoDB checks a write's condition and applies it to the item as one step; moto's backend checks and
+    writes without a lock, so two of the server's request threads can both pass the same condition (seen:
+    two budget reservations both admitted under load). One lock around moto's writes restores the
+    guarantee the claim and budget contracts rely on; reads stay concurrent.
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    if getattr(DynamoDBBackend, "_podinsight_serialised", False):
+        return
+    lock = threading.RLock()
+    for name in _DYNAMODB_WRITES:
+        original = getattr(DynamoDBBackend, name)
+
+        def locked(self, *args, _original=original, **kwargs):
+            with lock:
+                return _original(self, *args, **kwargs)
+        setattr(DynamoDBBackend, name, functools.wraps(original)(locked))
+    DynamoDBBackend._podinsight_serialised = True
+
+
 class MotoServer:
     """moto in server mode on loopback: boto3 speaks real HTTP to it."""
 
     def __init__(self):
         from moto.server import ThreadedMotoServer
 
+        _serialise_dynamodb_writes()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()

@@ -131,12 +131,14 @@ def test_a_tick_keeps_to_its_budget_and_the_feeds_it_missed_go_first_next_tick(s
             t0 = time.monotonic()
             result = _tick(sensor, instance, cursor)
             wall = time.monotonic() - t0
-            # Feeds in flight at the budget finish (20 ms each here; each request at most 5 s to connect and
-            # 10 s to read in a sensor), then the tick registers what it found; add resource set-up.
-            assert wall < budget + 5.0, wall
+            # A hang, not a timing: the tick's wall also holds registering what it found and resource set-up,
+            # which a loaded machine stretches.
+            assert wall < budget + 60.0, wall
             cursor = result.cursor
             state = json.loads(cursor)
             polled = [r.path.rsplit("/", 1)[-1][:-4] for r in demo_cdn.requests]
+            # The budget binds: no feed starts after it, so at most workers x budget / 20 ms (+ those in flight).
+            assert len(polled) <= workers * budget / 0.02 + workers, len(polled)
             demo_cdn.reset_stats()
             assert state["last_polled"] == len(polled) and not state["failed_feeds"]
             polled_by_tick.append(polled)
