@@ -269,7 +269,11 @@ def raw_audio(context: AssetExecutionContext, podinsight: PodInsightResource):
 
     def outcomes() -> Iterator[Outcome]:
         # Concurrently, as many at once as the per-host limits allow; each reported as it finishes.
-        for pk, out in download_episodes(services, list(context.partition_keys)):
+        # Claimed per episode for this run (store/claims.py): one another task holds is skipped, not failed.
+        for pk, out in download_episodes(services, list(context.partition_keys), owner=context.run_id):
+            if isinstance(out, StepSkipped):  # another task's work: not an attempt of this run
+                yield pk, out
+                continue
             slug = EpisodeKey.parse(pk).feed_slug
             attempted[slug] += 1
             if isinstance(out, StepError):

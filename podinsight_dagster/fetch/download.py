@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
 
-from podinsight_dagster.errors import StepError
+from podinsight_dagster.errors import StepError, StepSkipped
 from podinsight_dagster.fetch.http import FetchError
 from podinsight_dagster.fetch.limits import registrable_domain
 from podinsight_dagster.store import layout
-from podinsight_dagster.store.checkpoints import DOWNLOADED, TRANSCRIBED
+from podinsight_dagster.store.checkpoints import DONE, DOWNLOAD, DOWNLOADED, TRANSCRIBED
+from podinsight_dagster.store.claims import Claims, default_owner, skip_for
 from podinsight_dagster.store.keys import EpisodeKey
 from podinsight_dagster.store.metrics import Metric
 
@@ -54,27 +55,67 @@ def probe_duration(path: Path) -> float | None:
     return None
 
 
-def download_episode(services: Services, pk: str) -> DownloadOutcome:
+def _whole_in_raw(services: Services, ek: EpisodeKey) -> dict | None:
+    """meta.json of audio already whole in raw storage (meta.json is written after it, and its size matches), or None."""
+    if not services.raw.exists(layout.meta_key(ek)):
+        return None
+    meta = services.raw.get_json(layout.meta_key(ek))
+    try:
+        return meta if services.raw.size(meta["audio_key"]) == meta.get("bytes", -1) else None
+    except (FileNotFoundError, KeyError):
+        return None
+
+
+def _reused(services: Services, pk: str, rec, meta: dict, *, claimed: bool) -> DownloadOutcome:
+    if rec.state not in (DOWNLOADED, TRANSCRIBED):
+        services.checkpoints.mark_downloaded(pk, bytes=meta["bytes"], sha256=meta["sha256"])
+    elif claimed:  # ends this task's claim: the stage is done (by whoever downloaded it)
+        services.checkpoints.mark_stage(pk, DOWNLOAD, DONE)
+    return DownloadOutcome(pk, meta["audio_key"], meta["bytes"], meta["sha256"], meta.get("duration_sec"),
+                           skipped=True)
+
+
+def download_episode(services: Services, pk: str, claims: Claims | None = None) -> DownloadOutcome:
+    """One episode's audio into raw storage, once across every task: claimed first (store/claims.py).
+
+    Audio already whole in raw storage is never downloaded again, whatever the checkpoint says (a lost
+    row, a later stage that failed). An episode another task holds raises ``StepSkipped`` (no failure);
+    one whose holder died is taken over once its lease runs out. ``claims``: the caller's (one renewer
+    for a batch); by default one of this episode's own.
+    """
+    if claims is None:
+        with Claims(services.checkpoints, DOWNLOAD, default_owner(), services.settings.claim_lease_sec) as own:
+            return download_episode(services, pk, own)
     ek = EpisodeKey.parse(pk)
     rec = services.checkpoints.require(pk)
-    if services.raw.exists(layout.meta_key(ek)):
-        # Audio already whole in raw storage (meta.json is written after it, and its size matches): never
-        # downloaded again, whatever the checkpoint says (a lost row, a later stage that failed).
-        meta = services.raw.get_json(layout.meta_key(ek))
-        try:
-            whole = services.raw.size(meta["audio_key"]) == meta.get("bytes", -1)
-        except (FileNotFoundError, KeyError):
-            whole = False
-        if whole:
-            if rec.state not in (DOWNLOADED, TRANSCRIBED):
-                services.checkpoints.mark_downloaded(pk, bytes=meta["bytes"], sha256=meta["sha256"])
-            return DownloadOutcome(pk, meta["audio_key"], meta["bytes"], meta["sha256"], meta.get("duration_sec"),
-                                   skipped=True)
+    meta = _whole_in_raw(services, ek)
+    if meta is not None:
+        return _reused(services, pk, rec, meta, claimed=False)
+    why = claims.claim(pk)
+    if why is not None:
+        raise skip_for(pk, why) or StepError(f"{pk}: not downloaded: {why}")
+    try:
+        # Looked at again under the claim: another task may have finished it since the first look.
+        rec = services.checkpoints.require(pk)
+        meta = _whole_in_raw(services, ek)
+        if meta is not None:
+            return _reused(services, pk, rec, meta, claimed=True)
+        return _download(services, pk, ek, rec, claims)
+    except StepError:
+        raise  # its stage status is written
+    except Exception as exc:
+        # A storage error, a bug: the claim ends now (retryable) rather than when its lease runs out.
+        services.checkpoints.mark_failed(pk, DOWNLOAD, f"unexpected {type(exc).__name__}: {exc}", retryable=True)
+        raise
+    finally:
+        claims.release(pk)
+
+
+def _download(services: Services, pk: str, ek: EpisodeKey, rec, claims: Claims) -> DownloadOutcome:
     if not rec.enclosure_url:
         services.checkpoints.mark_failed(pk, "download", "episode has no enclosure URL")
         raise StepError(f"{pk}: episode has no enclosure URL")
-    services.checkpoints.mark_attempt(pk)
-    services.checkpoints.mark_stage(pk, "download", "running")
+    services.checkpoints.mark_attempt(pk)  # (the claim set the stage running)
     staging = getattr(services.raw, "staging_dir", None)
     tmp_dir = staging() if staging else Path(tempfile.gettempdir())
     fd, tmp_name = tempfile.mkstemp(prefix=".tmp-dl-", dir=tmp_dir)
@@ -85,6 +126,9 @@ def download_episode(services: Services, pk: str) -> DownloadOutcome:
         ext = dl.audio_format if dl.audio_format in ("mp3", "m4a", "ogg", "wav", "flac", "aac", "webm") else "mp3"
         audio_key = layout.audio_key(ek, ext)
         duration = probe_duration(tmp)
+        if pk in claims.lost:  # stalled past its lease and taken over: the new holder stores it, not us
+            raise StepSkipped(f"{pk}: skipped, its claim ran out while downloading and another task took it over",
+                              held_elsewhere=True)
         services.raw.put_file(audio_key, tmp, content_type=dl.content_type)
     except FetchError as exc:
         services.checkpoints.mark_failed(pk, "download", str(exc), retryable=exc.retryable)
@@ -110,14 +154,16 @@ def download_episode(services: Services, pk: str) -> DownloadOutcome:
 MAX_DOWNLOAD_THREADS = 64
 
 
-def download_episodes(services: Services, keys: list[str]) -> Iterator[tuple[str, DownloadOutcome | StepError]]:
+def download_episodes(services: Services, keys: list[str], *,
+                      owner: str | None = None) -> Iterator[tuple[str, DownloadOutcome | StepError]]:
     """Download ``keys`` concurrently, as many at once as the per-host limits allow; yield each as it finishes.
 
     Episodes are queued per host domain and each domain gets as many workers as its limit
     (so one slow or strict host never holds up the others' workers); the HostLimiter
     still decides at connection time, so redirects to another host and other processes
     sharing the lock folder are capped too. One episode's failure never stops the rest:
-    it is yielded as a StepError.
+    it is yielded as a StepError. Each episode is claimed for ``owner`` (the run) before it is
+    downloaded: one that another task holds is yielded as a StepSkipped.
     """
     queues: dict[str, deque[str]] = {}
     first_host: dict[str, str] = {}
@@ -136,7 +182,7 @@ def download_episodes(services: Services, keys: list[str]) -> Iterator[tuple[str
             except IndexError:
                 return
             try:
-                out: DownloadOutcome | StepError = download_episode(services, pk)
+                out: DownloadOutcome | StepError = download_episode(services, pk, claims)
             except StepError as exc:
                 out = exc
             except Exception as exc:  # noqa: BLE001 - a bug or bad data in one episode must not stop the others
@@ -146,14 +192,16 @@ def download_episodes(services: Services, keys: list[str]) -> Iterator[tuple[str
     wanted = {d: min(len(todo), services.http.limiter.limit_for(first_host[d]) if d else 1)
               for d, todo in queues.items()}
     scale = min(1.0, MAX_DOWNLOAD_THREADS / max(1, sum(wanted.values())))
+    claims = Claims(services.checkpoints, DOWNLOAD, owner or default_owner(), services.settings.claim_lease_sec)
     threads = [threading.Thread(target=work, args=(queues[d],), name=f"download-{d or 'none'}", daemon=True)
                for d, n in wanted.items() for _ in range(max(1, int(n * scale)))]
-    for t in threads:
-        t.start()
-    for _ in range(len(keys)):
-        yield results.get()
-    for t in threads:
-        t.join()
+    with claims:
+        for t in threads:
+            t.start()
+        for _ in range(len(keys)):
+            yield results.get()
+        for t in threads:
+            t.join()
 
 
 def publish_download_metrics(services: Services, attempted: dict[str, int], succeeded: dict[str, int],

@@ -15,11 +15,7 @@ half-way keeps what it finished.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -32,6 +28,7 @@ from podinsight_dagster.costs.budget import SpendEntry
 from podinsight_dagster.costs.kpis import compute_kpis
 from podinsight_dagster.errors import StepError, StepSkipped
 from podinsight_dagster.store.checkpoints import DONE, TRANSCRIBE
+from podinsight_dagster.store.claims import Claims, default_owner, skip_for
 from podinsight_dagster.transcribe.publisher import PublisherTranscriptError, fetch_publisher_transcript, links_from_json
 from podinsight_dagster.transcribe.subtitles import build_cues, to_srt, to_vtt
 from podinsight_dagster.transcribe.text import agreement
@@ -147,47 +144,11 @@ def _try_publisher(services: Services, job: _Job) -> Transcript | str:
         return f"publisher transcript failed: {type(exc).__name__}: {exc}"
 
 
-LEASE_S = 600.0  # a claim's lease; renewed every LEASE_S / 3 while the step lives
-
-
-def default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-class _Leases:
-    """Renews the claims a step holds until each is released (a dead step's claims expire by themselves)."""
-
-    def __init__(self, services: Services, owner: str, lease_s: float):
-        self.services, self.owner, self.lease_s = services, owner, lease_s
-        self.held: set[str] = set()
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="transcribe-leases", daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.lease_s / 3):
-            with self.lock:
-                held = list(self.held)
-            for pk in held:
-                try:
-                    self.services.checkpoints.renew(pk, TRANSCRIBE, self.owner, self.lease_s)
-                except Exception:  # noqa: BLE001 - a missed renewal is retried next period
-                    pass
-
-    def __enter__(self) -> "_Leases":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join()
-
-
 def transcribe_episodes(services: Services, keys: list[str], transcriber: Transcriber | None = None, *,
                         source: str | None = None,
                         on_result: Callable[[str, Transcript | StepError], None] | None = None,
                         owner: str | None = None, run_id: str | None = None, force: bool = False,
-                        lease_s: float = LEASE_S) -> dict[str, Transcript | StepError]:
+                        lease_s: float | None = None) -> dict[str, Transcript | StepError]:
     """Transcribe every episode of ``keys``; writes each transcript.json; one failure never stops the rest.
 
     ``transcriber`` defaults to ``services.transcriber`` (asked only if some episode needs
@@ -208,13 +169,14 @@ def transcribe_episodes(services: Services, keys: list[str], transcriber: Transc
     mode = source or transcriber.options.transcript_source
     version = transcript_code_version(replace(transcriber.options, transcript_source=mode))
     owner = owner or run_id or default_owner()
-    with _Leases(services, owner, lease_s) as leases:
+    # The claim protocol (store/claims.py), shared with the download step; the lease is PODINSIGHT_CLAIM_LEASE_SEC.
+    with Claims(services.checkpoints, TRANSCRIBE, owner, lease_s or services.settings.claim_lease_sec) as leases:
         return _transcribe(services, keys, transcriber, mode, on_result, owner, run_id,
                            None if force else version, version, leases)
 
 
 def _transcribe(services, keys, transcriber, mode, on_result, owner, run_id, unless_version, version,
-                leases: _Leases) -> dict[str, Transcript | StepError]:
+                leases: Claims) -> dict[str, Transcript | StepError]:
     results: dict[str, Transcript | StepError] = {}
 
     def done(pk: str, result: Transcript | StepError, paid: bool = False) -> None:
@@ -223,23 +185,19 @@ def _transcribe(services, keys, transcriber, mode, on_result, owner, run_id, unl
             if not paid:  # every transcription that ran is paid for, whatever happens to the episode next
                 services.budget.record_spend(_spend(services, pk, result, run_id))
             services.checkpoints.mark_stage(pk, TRANSCRIBE, DONE, code_version=version)
-        elif not isinstance(result, StepSkipped) and pk in leases.held:
+        elif not isinstance(result, StepSkipped) and leases.holds(pk):
             services.checkpoints.mark_failed(pk, TRANSCRIBE, str(result), retryable=result.retryable)
-        with leases.lock:
-            leases.held.discard(pk)
+        leases.release(pk)
         if on_result is not None:
             on_result(pk, result)
 
     jobs: dict[str, _Job] = {}
     for pk in keys:
-        why = services.checkpoints.claim(pk, TRANSCRIBE, owner, leases.lease_s, unless_done_version=unless_version)
+        why = leases.claim(pk, unless_done_version=unless_version)
         if why is not None:
-            skip = why.startswith(("claimed by", "already done"))
-            done(pk, StepSkipped(f"{pk}: skipped, {why}", held_elsewhere=why.startswith("claimed by")) if skip
-                 else StepError(f"{pk}: no raw audio yet, not transcribed: {why} (materialize raw_audio first)"))
+            done(pk, skip_for(pk, why)
+                 or StepError(f"{pk}: no raw audio yet, not transcribed: {why} (materialize raw_audio first)"))
             continue
-        with leases.lock:
-            leases.held.add(pk)
         try:
             jobs[pk] = _load_job(services, pk)
         except StepError as exc:
