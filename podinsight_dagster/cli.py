@@ -33,6 +33,7 @@ from podinsight_dagster.settings import Settings, SettingsError
 FETCH_CPU_USD_PER_EPISODE = 4.85 / 1000
 NAT_USD_PER_GB = 0.045
 ASSUMED_MB_PER_S_PER_CONNECTION = 5.0
+VERBOSE_HELP = "Also print Dagster's console log of the runs (stack traces of failed steps included)."
 DAGSTER_URL_HELP = ("Launch on a running Dagster deployment (e.g. http://127.0.0.1:3000) instead of in-process; "
                     "credentials from DAGSTER_CLOUD_API_TOKEN (Dagster+) or PODINSIGHT_DAGSTER_TOKEN (bearer).")
 
@@ -45,20 +46,32 @@ def _settings(**overrides) -> Settings:
         raise click.ClickException(str(exc))
 
 
+def _preflight(settings: Settings, phase: str) -> None:
+    """Before any work: the deployment's buckets, table (and Batch queue) exist, else one sentence and exit 1."""
+    from podinsight_dagster.services import preflight
+    from podinsight_dagster.store.preflight import PreflightError
+
+    try:
+        preflight(settings, phase)
+    except PreflightError as exc:
+        raise click.ClickException(str(exc))
+
+
 def _services(settings: Settings):
     from podinsight_dagster.services import build_services
 
     return build_services(settings)
 
 
-def _launcher(settings: Settings, dagster_url: str | None, checkpoints=None):
+def _launcher(settings: Settings, dagster_url: str | None, checkpoints=None, verbose: bool = False):
     from podinsight_dagster.definitions import definitions_for
     from podinsight_dagster.instance import get_instance
     from podinsight_dagster.launch import Credentials, GraphQLLauncher, LocalLauncher
 
     if dagster_url:
         return GraphQLLauncher(dagster_url, say=click.echo, credentials=Credentials.from_settings(settings))
-    return LocalLauncher(get_instance(settings), definitions_for(settings), say=click.echo, checkpoints=checkpoints)
+    return LocalLauncher(get_instance(settings), definitions_for(settings), say=click.echo, checkpoints=checkpoints,
+                         verbose=verbose)
 
 
 class PodrunGroup(click.Group):
@@ -224,13 +237,15 @@ def manifest_records(data: bytes, source: str):
 @click.option("--feeds", "feeds_file", type=click.Path(exists=True, path_type=Path), default=None,
               help="A tier*_feeds.yaml file or folder (default: $PODINSIGHT_HOME/feeds).")
 @click.option("--dagster-url", default=None, help=DAGSTER_URL_HELP)
+@click.option("--verbose", is_flag=True, help=VERBOSE_HELP)
 def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Path | None,
-          dagster_url: str | None) -> None:
+          dagster_url: str | None, verbose: bool) -> None:
     """Phase 1: build the manifest, register episodes, download the first N not yet downloaded."""
     from podinsight_dagster.fetch.discover import discover
     from podinsight_dagster.store.checkpoints import DISCOVERED, FAILED
 
     settings = _settings(feeds_dir=feeds_file.resolve() if feeds_file else None)
+    _preflight(settings, "fetch")
     services = _services(settings)
     if manifest:
         records = manifest_records(read_manifest_source(manifest, settings), manifest)
@@ -262,7 +277,7 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
         click.echo("nothing to download")
         return
     click.echo(f"downloading {len(todo)} episodes")
-    launcher = _launcher(settings, dagster_url, services.checkpoints)
+    launcher = _launcher(settings, dagster_url, services.checkpoints, verbose)
     with FetchProgress(services.checkpoints, todo):
         outcome = launcher.run_partitions("fetch_episodes", todo)
     _echo_counts(services)
@@ -375,16 +390,18 @@ def _print_fetch_plan(services, keys: list[str]) -> None:
 @click.option("--retry-failed", is_flag=True, help="Also retry transcriptions that failed for good (bad audio).")
 @click.option("--stale", is_flag=True,
               help="Only re-transcribe episodes transcribed with another model or settings (code version).")
+@click.option("--verbose", is_flag=True, help=VERBOSE_HELP)
 def transcribe(limit: int | None, manifest: str | None, model: str | None, speakers: int | None,
-               dagster_url: str | None, retry_failed: bool, stale: bool) -> None:
+               dagster_url: str | None, retry_failed: bool, stale: bool, verbose: bool) -> None:
     """Phase 2: transcribe downloaded episodes (transcript, speakers, segments, subtitles, KPIs)."""
     from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
     from podinsight_dagster.services import transcribe_options
     from podinsight_dagster.transcribe.options import transcript_code_version
 
     settings = _settings(model=model, speakers=speakers)
+    _preflight(settings, "transcribe")
     services = _services(settings)
-    launcher = _launcher(settings, dagster_url, services.checkpoints)  # reaps dead runs, releasing their claims
+    launcher = _launcher(settings, dagster_url, services.checkpoints, verbose)  # reaps dead runs, releasing claims
     todo = select_for_transcription(services.checkpoints, transcript_code_version(transcribe_options(settings)),
                                     retry_failed=retry_failed, stale=stale)
     if manifest:

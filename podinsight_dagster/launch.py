@@ -25,8 +25,12 @@ import requests
 
 from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG, contiguous_ranges
 
-# Runs print only warnings and errors to the terminal; the full event log is in the UI.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Runs print nothing of Dagster's own to the terminal (an episode's failure would come with the step's
+# stack trace, twice): podrun says what failed (failure_reasons) and each warning of the run (an episode
+# skipped, claimed by another task) in one line; the stack traces stay in the run's event log (the UI),
+# and `podrun ... --verbose` shows Dagster's console log, traces included (VERBOSE).
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+VERBOSE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 # The assets of each job (definitions.py), for a backfill on a deployment: the same steps as the local run.
 # Leaving out an intermediate asset (speakers) would also drop the order between its neighbours: Dagster
 # orders only the steps a run selects. tests/test_definitions.py keeps these equal to the jobs.
@@ -81,8 +85,10 @@ class LocalLauncher:
     """Runs jobs of ``defs`` (built for the caller's settings) in this process, on ``instance``."""
 
     def __init__(self, instance, defs, say: Callable[[str], None] = print, checkpoints=None, *,
-                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S):
+                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
+                 verbose: bool = False):
         self.instance = instance
+        self.verbose = verbose  # Dagster's console log (stack traces included) instead of podrun's lines
         self.defs = defs
         self.say = say
         self.checkpoints = checkpoints  # where a dead run's claims (stage leases) are released
@@ -97,8 +103,13 @@ class LocalLauncher:
     def _execute(self, job, tags: dict):
         run_id = str(uuid.uuid4())
         with heartbeat(self.instance, run_id, self.heartbeat_interval_s):
-            return job.execute_in_process(instance=self.instance, raise_on_error=False, run_config=QUIET,
-                                          tags=self._tags(tags), run_id=run_id)
+            result = job.execute_in_process(instance=self.instance, raise_on_error=False,
+                                            run_config=VERBOSE if self.verbose else QUIET, tags=self._tags(tags),
+                                            run_id=run_id)
+        if not self.verbose:
+            for line in run_warnings(self.instance, run_id):
+                self.say(f"  {line}")
+        return result
 
     def dead_reason(self, run, at: float | None = None) -> str | None:
         """Why ``run`` (status started) is dead, or None while it may be alive."""
@@ -177,6 +188,14 @@ def failure_reasons(result) -> list[str]:
             (data.error.message.strip() if data.error else "no reason recorded")
         out.append(f"{event.step_key} failed: " + why.strip().replace("\n", "\n    "))
     return out
+
+
+def run_warnings(instance, run_id: str) -> list[str]:
+    """The warnings the run's steps logged (e.g. an episode skipped because another task holds it), one line each."""
+    import logging
+
+    return [e.user_message.splitlines()[0] for e in instance.all_logs(run_id)
+            if e.dagster_event is None and e.level == logging.WARNING and e.user_message]
 
 
 def _alive(pid: int) -> bool:

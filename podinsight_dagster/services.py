@@ -44,6 +44,17 @@ def aws_client(settings: Settings, service: str):
         config=Config(retries={"max_attempts": 8, "mode": "adaptive"}, max_pool_connections=64))
 
 
+def preflight(settings: Settings, phase: str) -> None:
+    """Every AWS resource a ``phase`` run (fetch, transcribe) uses exists, else ``PreflightError`` naming each.
+
+    Nothing to check for the local deployment (unless transcription goes to Batch).
+    """
+    from podinsight_dagster.store.preflight import check_stack
+
+    clients: dict[str, object] = {}
+    check_stack(settings, phase, lambda service: clients.setdefault(service, aws_client(settings, service)))
+
+
 def status_table(settings: Settings):
     import boto3
     from botocore.config import Config

@@ -247,6 +247,17 @@ def partition_list_read_once(instance) -> Iterator[None]:
                 delattr(instance, name)  # back to the class's method
 
 
+def preflight_or_fail(settings, phase: str) -> None:
+    """Fail the step in one sentence, before any work, when an AWS resource the run needs is missing."""
+    from podinsight_dagster.services import preflight
+    from podinsight_dagster.store.preflight import PreflightError
+
+    try:
+        preflight(settings, phase)
+    except PreflightError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from None
+
+
 def _clean(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if v is not None}
 
@@ -260,6 +271,7 @@ def _one_line(meta: dict) -> str:
        description="The episode's audio in pod-insights-raw/<feed_slug>/<guid_key>/audio/, with meta/meta.json.")
 def raw_audio(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
+    preflight_or_fail(services.settings, "fetch")
     clean = getattr(services.raw, "clean_staging", None)
     if clean is not None and clean():
         context.log.info("removed stale partial downloads left by a killed run")
@@ -325,6 +337,7 @@ transcript = transcript_asset()  # unversioned: the definitions use transcript_a
 
 def _transcript_run(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
+    preflight_or_fail(services.settings, "transcribe")
     options = services.transcriber.options
     keys = list(context.partition_keys)
     audio_sec = sum((rec.duration_hint_sec if rec and rec.duration_hint_sec else DEFAULT_EPISODE_SEC)
