@@ -7,6 +7,7 @@ locals {
     { name = "PODINSIGHT_RAW_BUCKET", value = var.raw_bucket },
     { name = "PODINSIGHT_STAGE_BUCKET", value = var.stage_bucket },
     { name = "PODINSIGHT_MANIFEST_BUCKET", value = var.manifest_bucket },
+    { name = "PODINSIGHT_ARCHIVE_BUCKET", value = var.archive_bucket },
     { name = "PODINSIGHT_STATUS_TABLE", value = var.status_table },
     { name = "PODINSIGHT_METRICS_NAMESPACE", value = var.metrics_namespace },
     { name = "PODINSIGHT_GPU_COMPUTE_ENV", value = var.gpu_compute_environment },

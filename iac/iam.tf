@@ -12,6 +12,7 @@ locals {
     raw_bucket              = var.raw_bucket
     stage_bucket            = var.stage_bucket
     manifest_bucket         = var.manifest_bucket
+    archive_bucket          = var.archive_bucket
     status_table            = var.status_table
     metrics_namespace       = var.metrics_namespace
     gpu_compute_environment = var.gpu_compute_environment

@@ -1,10 +1,12 @@
-# The run-book's three buckets (§2): private, encrypted, TLS only, and a lifecycle that
-# aborts multipart uploads a killed task left behind (S3ObjectStore aborts its own failures;
-# this is the backstop).
+# The run-book's three buckets (§2) and the ALL-IN roll-up bucket (§8, archive_rollup's Parquet):
+# private, encrypted, TLS only, and a lifecycle that aborts multipart uploads a killed task left
+# behind (S3ObjectStore aborts its own failures; this is the backstop; DuckDB writes the roll-up
+# in parts).
 #
 # Versioning: off for raw (audio is re-fetchable and large: a re-download would keep a second
-# copy), on for stage (transcripts cost GPU time to remake) and manifests (the record of what
-# each run was asked to do), with old versions expiring. The code's conditional writes
+# copy), on for stage (transcripts cost GPU time to remake), manifests (the record of what
+# each run was asked to do) and all-in (each roll-up rewrites a feed's files: a bad one can be
+# rolled back; small), with old versions expiring. The code's conditional writes
 # (If-None-Match, If-Match on meta.json) work with versioning on or off.
 
 locals {
@@ -12,6 +14,7 @@ locals {
     raw       = { name = var.raw_bucket, versioned = false, noncurrent_days = 0 }
     stage     = { name = var.stage_bucket, versioned = true, noncurrent_days = 30 }
     manifests = { name = var.manifest_bucket, versioned = true, noncurrent_days = 90 }
+    archive   = { name = var.archive_bucket, versioned = true, noncurrent_days = 30 }
   }
 }
 

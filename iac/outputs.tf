@@ -1,5 +1,5 @@
 output "buckets" {
-  description = "The three buckets (PODINSIGHT_RAW_BUCKET, _STAGE_BUCKET, _MANIFEST_BUCKET)"
+  description = "The four buckets (PODINSIGHT_RAW_BUCKET, _STAGE_BUCKET, _MANIFEST_BUCKET, _ARCHIVE_BUCKET)"
   value       = { for k, b in aws_s3_bucket.this : k => b.bucket }
 }
 

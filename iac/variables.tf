@@ -25,6 +25,12 @@ variable "manifest_bucket" {
   default     = "pod-insights-manifests"
 }
 
+variable "archive_bucket" {
+  description = "S3 bucket of the Parquet roll-up archive_rollup writes, run-book's ALL-IN (PODINSIGHT_ARCHIVE_BUCKET)"
+  type        = string
+  default     = "pod-insights-all-in"
+}
+
 variable "status_table" {
   description = "DynamoDB table of episode states, feeds, spend and the freeze (PODINSIGHT_STATUS_TABLE)"
   type        = string

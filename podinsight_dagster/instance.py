@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,9 +38,14 @@ def get_instance(settings: Settings):
     from dagster import DagsterInstance
 
     # From the folder itself, not DAGSTER_HOME: podrun's settings may name another data root.
-    instance = DagsterInstance.from_config(str(prepare_instance(settings)))
-    reuse_event_log_connections(instance)
-    apply_pool_limits(instance)
+    home = prepare_instance(settings)
+    # Two processes opening a fresh data root at once would both create Dagster's SQLite tables (one fails
+    # with "table alembic_version already exists"): one at a time per machine (flock, dropped if one dies).
+    with open(home / ".open.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        instance = DagsterInstance.from_config(str(home))
+        reuse_event_log_connections(instance)
+        apply_pool_limits(instance)
     return instance
 
 

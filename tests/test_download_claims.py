@@ -26,7 +26,7 @@ from tests.support.cdn import PodcastCDN
 from tests.support.fetch_tasks import Stack, audio_gets, finish, kill_task, slow_catalog, start_fetch, task_env
 
 EPISODES, LATENCY_S, HOST_LIMIT = 20, 3.0, 4
-LEASE_S = "4"  # short, so a killed task's episodes come back within the test; a live one's are renewed
+LEASE_S = "10"  # short, so a killed task's episodes come back within the test; a live one's are renewed
 
 
 @pytest.fixture(scope="module")

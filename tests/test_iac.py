@@ -173,6 +173,7 @@ def test_names_default_to_the_codes():
     assert defaults["raw_bucket"] == settings_module.RAW_BUCKET == s.raw_bucket
     assert defaults["stage_bucket"] == settings_module.STAGE_BUCKET == s.stage_bucket
     assert defaults["manifest_bucket"] == settings_module.MANIFEST_BUCKET == s.manifest_bucket
+    assert defaults["archive_bucket"] == settings_module.ARCHIVE_BUCKET == s.archive_bucket
     assert defaults["status_table"] == s.status_table
     assert defaults["metrics_namespace"] == s.metrics_namespace
     assert defaults["gpu_compute_environment"] == s.gpu_compute_environment
@@ -280,12 +281,14 @@ CALLS = {
     "complete_multipart_upload": {"s3:PutObject"},
     "abort_multipart_upload": {"s3:AbortMultipartUpload"},
     "list_objects_v2": {"s3:ListBucket"},
+    "head_bucket": {"s3:ListBucket"},  # the preflight (store/preflight.py): the bucket exists and is ours
     "delete_object": {"s3:DeleteObject"},
     "get_item": {"dynamodb:GetItem"},
     "put_item": {"dynamodb:PutItem"},
     "update_item": {"dynamodb:UpdateItem"},
     "query": {"dynamodb:Query"},
     "scan": {"dynamodb:Scan"},
+    "describe_table": {"dynamodb:DescribeTable"},  # the preflight
     # A transaction is authorised item by item: Put, Update (and ConditionCheck items).
     "transact_write_items": {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"},
     "put_metric_data": {"cloudwatch:PutMetricData"},
@@ -293,6 +296,9 @@ CALLS = {
     "get_metric_data": {"cloudwatch:GetMetricData"},
     "update_compute_environment": {"batch:UpdateComputeEnvironment"},
     "describe_compute_environments": {"batch:DescribeComputeEnvironments"},
+    # The preflight of a transcription through Batch: the queue and the job definition exist.
+    "describe_job_queues": {"batch:DescribeJobQueues"},
+    "describe_job_definitions": {"batch:DescribeJobDefinitions"},
 }
 # Not called by the code yet, allowed for the Pipes-on-Batch launcher (docs/ARCHITECTURE.md:
 # "Pipes on Batch") and for reading the jobs' logs; S3 parts listing for resuming an upload.
@@ -315,8 +321,8 @@ def code_operations() -> set[str]:
 
 def policy_template_values(region: str, account_id: str, **names: str) -> dict[str, str]:
     d = variable_defaults()
-    values = {k: str(d[k]) for k in ("raw_bucket", "stage_bucket", "manifest_bucket", "status_table",
-                                     "metrics_namespace", "gpu_compute_environment", "fetch_job_queue",
+    values = {k: str(d[k]) for k in ("raw_bucket", "stage_bucket", "manifest_bucket", "archive_bucket",
+                                     "status_table", "metrics_namespace", "gpu_compute_environment", "fetch_job_queue",
                                      "gpu_job_queue", "fetch_job_definition", "gpu_job_definition")}
     log_group = re.search(r'job_log_group\s*=\s*"([^"]+)"', _hcl("iam.tf")).group(1)
     return {**values, "region": region, "account_id": account_id, "log_group": log_group, **names}
@@ -346,8 +352,8 @@ def test_iam_policy_allows_exactly_the_codes_calls():
     needed = set().union(*CALLS.values())
     policy = allowed(rendered_policy("us-east-1", "123456789012"))
     assert set(policy) == needed | PLANNED
-    # Scoped: objects in the three buckets, the table and its state index, the one compute environment.
-    for bucket in ("pod-insights-raw", "pod-insights-stage", "pod-insights-manifests"):
+    # Scoped: objects in the four buckets, the table and its state index, the one compute environment.
+    for bucket in ("pod-insights-raw", "pod-insights-stage", "pod-insights-manifests", "pod-insights-all-in"):
         assert f"arn:aws:s3:::{bucket}/*" in policy["s3:PutObject"]
         assert f"arn:aws:s3:::{bucket}" in policy["s3:ListBucket"]
     table = "arn:aws:dynamodb:us-east-1:123456789012:table/podinsights-status"
@@ -451,7 +457,7 @@ provider "aws" {{
 """)
             env = _tf_env(tmp)
             _init(work, env)
-            # Everything in iac/ applies on moto 5.2 (72 resources), no -target needed. The S3 lifecycle
+            # Everything in iac/ applies on moto 5.2 (79 resources), no -target needed. The S3 lifecycle
             # configurations take ~55 s: the provider waits for them to read back settled.
             _tf(work, env, "apply", "-auto-approve", "-var", "table_deletion_protection=false", timeout=600)
             outputs = {k: v["value"] for k, v in json.loads(_tf(work, env, "output", "-json")).items()}
@@ -482,7 +488,7 @@ def test_apply_on_moto_then_the_code_runs_on_the_stack(applied_stack, tmp_path, 
     moto_server, work, env, outputs = (applied_stack.server, applied_stack.work, applied_stack.env,
                                        applied_stack.outputs)
     assert outputs["buckets"] == {"raw": "pod-insights-raw", "stage": "pod-insights-stage",
-                                           "manifests": "pod-insights-manifests"}
+                                  "manifests": "pod-insights-manifests", "archive": "pod-insights-all-in"}
 
     # The table Terraform made is the table create_table makes.
     ddb = moto_server.client("dynamodb")
@@ -502,6 +508,10 @@ def test_apply_on_moto_then_the_code_runs_on_the_stack(applied_stack, tmp_path, 
         assert all(block.values())
     assert s3.get_bucket_versioning(Bucket="pod-insights-stage")["Status"] == "Enabled"
     assert s3.get_bucket_versioning(Bucket="pod-insights-manifests")["Status"] == "Enabled"
+    assert s3.get_bucket_versioning(Bucket="pod-insights-all-in")["Status"] == "Enabled"
+    for bucket in outputs["buckets"].values():  # the same protections on all four
+        assert s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+        assert '"aws:SecureTransport":"false"' in s3.get_bucket_policy(Bucket=bucket)["Policy"].replace(" ", "")
     assert s3.get_bucket_versioning(Bucket="pod-insights-raw").get("Status") != "Enabled"
     cw = moto_server.client("cloudwatch")
     [alarm] = cw.describe_alarms(AlarmNames=["PodInsight-GPUCostToday"])["MetricAlarms"]
@@ -532,6 +542,10 @@ def test_apply_on_moto_then_the_code_runs_on_the_stack(applied_stack, tmp_path, 
     probe = "probe/ep-001"  # a feed of its own: the module's other test runs the demo feeds on this stack
     try:
         with tls_policies_lifted(s3, outputs["buckets"].values()):
+            from podinsight_dagster.services import preflight
+
+            preflight(settings.replace(transcribe_via="batch"), "transcribe")  # every resource it names is iac/'s
+            preflight(settings, "fetch")
             for store in (services.raw, services.stage, services.manifests):
                 store.put_bytes("probe/hello.txt", b"hello " + store.name.encode())
                 assert store.get_bytes("probe/hello.txt") == b"hello " + store.name.encode()
@@ -663,6 +677,18 @@ def test_the_demo_pipeline_on_the_applied_stack_is_the_local_run(applied_stack, 
         assert status["cost_today_usd"] > 0 and "127.0.0.1" in status["per_host_429_rate"]
         assert sorted(e.partition_key for e in aws.budget.ledger.entries() if e.partition_key in keys) == keys
         assert sorted(r.partition_key for r in aws.checkpoints.episodes(state="transcribed")) == keys
+        # The archive on the stack: `podrun query` over the stage bucket, archive_rollup into the all-in bucket.
+        rows = json.loads(podrun("query", "SELECT partition_key FROM episodes ORDER BY 1", "--json").output)
+        assert [r["partition_key"] for r in rows] == keys
+        from dagster import DagsterInstance, materialize
+
+        from podinsight_dagster.assets import archive_rollup
+        from podinsight_dagster.definitions import resources_for
+
+        with DagsterInstance.ephemeral() as instance:
+            assert materialize([archive_rollup], instance=instance, resources=resources_for("aws")).success
+        rolled = {o["Key"] for o in s3.list_objects_v2(Bucket="pod-insights-all-in")["Contents"]}
+        assert {"segments/feed_slug=tech-talk/data.parquet", "kpis/feed_slug=tech-talk/data.parquet"} <= rolled
         for pk in keys:
             ek = EpisodeKey.parse(pk)
             for key in (layout.transcript_key(ek), layout.segments_key(ek), layout.kpis_key(ek)):
