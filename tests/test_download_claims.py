@@ -5,8 +5,8 @@ are), on one moto server (PODINSIGHT_DEPLOYMENT=aws): the buckets, the status ta
 claims and the host-limit slots. The catalog's 20 episodes are answered 3 s late by the loopback CDN
 under one host limit of 4. Counted at the servers: GETs per episode at the CDN, puts per episode at
 moto (the raw bucket is versioned, so every put is a version), the CDN's peak of requests in flight,
-and the claims' attempts in the DynamoDB items. Then a task killed (SIGKILL of its process group)
-mid-download: another task takes its episodes over once their lease has run out. Locally, two
+and the claims in the DynamoDB items (all ended). Then a task killed (SIGKILL of its process group)
+mid-download: the next task takes its episodes over once their lease has run out. Locally, two
 processes on one data root share the SQLite checkpoints and the host-lock folder.
 """
 
@@ -83,10 +83,10 @@ def test_two_and_four_tasks_and_two_local_ones_download_each_episode_once(moto, 
                 store = _checkpoints(stack, home)
             else:
                 store = build_checkpoints(Settings.from_env({"PODINSIGHT_HOME": home}))
-            # Claimed once each: a live holder's lease was renewed past the short lease while it waited and downloaded.
+            # Done, every claim ended (a live holder's lease was renewed past the short lease while it waited for a
+            # host slot and downloaded: otherwise another task would have taken it over and fetched it again).
             assert [r.state for r in store.episodes()] == [DOWNLOADED] * len(paths), name
-            assert {pk: st.attempts for pk, st in store.stages(DOWNLOAD).items()} == {
-                f"slow/ep{i:02d}": 1 for i in range(len(paths))}, name
+            assert {(st.status, st.owner) for st in store.stages(DOWNLOAD).values()} == {("done", None)}, name
     finally:
         for name, cdn, *_ in scenes:
             for p in procs[name]:
@@ -125,6 +125,8 @@ def test_a_killed_tasks_episodes_are_taken_over_once_its_lease_runs_out(moto, tm
         assert stack.puts(moto.client) == {f"slow/ep{i:02d}/audio/episode.mp3": 1 for i in range(4)}
         store = _checkpoints(stack, tmp_path / "second")
         assert [r.state for r in store.episodes()] == [DOWNLOADED] * 4
-        taken_over = {f"slow/{p.rsplit('/', 1)[1][:-4]}" for p in in_flight}
-        assert {pk: st.attempts for pk, st in store.stages(DOWNLOAD).items()} == {
-            f"slow/ep{i:02d}": 1 + (f"slow/ep{i:02d}" in taken_over) for i in range(4)}
+        # Claimed twice: by the killed task, then by the second once the lease had run out (the killed task may
+        # also have claimed some it had not started fetching).
+        attempts = {pk: st.attempts for pk, st in store.stages(DOWNLOAD).items()}
+        assert all(attempts[f"slow/{p.rsplit('/', 1)[1][:-4]}"] == 2 for p in in_flight)
+        assert set(attempts.values()) <= {1, 2}

@@ -73,3 +73,15 @@ def test_an_episode_failure_prints_no_stack_trace_unless_verbose(settings, podru
         [failed] = [e.dagster_event for e in instance.all_logs(quiet_run.run_id)
                     if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"]
         assert failed.step_failure_data.error.stack  # the quiet run's trace, kept in its event log
+
+
+def test_a_transcription_failure_prints_no_stack_trace_unless_verbose(settings, podrun, demo_catalog, demo_cdn):
+    demo_catalog(["tech-talk"])
+    podrun("fetch", "--limit", "1")
+    for audio in settings.raw_root.rglob("audio/episode.mp3"):  # gone from raw storage: the transcript step fails
+        audio.unlink()
+    quiet = podrun("transcribe", ok=False)
+    assert quiet.exit_code == 1 and "is missing (materialize raw_audio again)" in quiet.output
+    assert "Traceback" not in quiet.output and "Stack Trace" not in quiet.output
+    verbose = podrun("transcribe", "--verbose", "--retry-failed", ok=False)  # (the failure is not retryable)
+    assert verbose.exit_code == 1 and "Stack Trace" in verbose.output
