@@ -26,8 +26,8 @@ import requests
 from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG, contiguous_ranges
 
 # Runs print nothing of Dagster's own to the terminal (an episode's failure would come with the step's
-# stack trace, twice): podrun says what failed (failure_reasons) and each warning of the run (an episode
-# skipped, claimed by another task) in one line; the stack traces stay in the run's event log (the UI),
+# stack trace, twice): podrun says what failed (failure_reasons) and each warning and error the steps
+# logged (an episode skipped, claimed by another task; an episode's failure) in one line; the stack traces stay in the run's event log (the UI),
 # and `podrun ... --verbose` shows Dagster's console log, traces included (VERBOSE).
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 VERBOSE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -191,11 +191,13 @@ def failure_reasons(result) -> list[str]:
 
 
 def run_warnings(instance, run_id: str) -> list[str]:
-    """The warnings the run's steps logged (e.g. an episode skipped because another task holds it), one line each."""
+    """What the run's steps logged as warnings and errors (an episode skipped because another task holds it, an
+    episode's failure and why), one line each, without Dagster's own events and their stack traces."""
     import logging
 
     return [e.user_message.splitlines()[0] for e in instance.all_logs(run_id)
-            if e.dagster_event is None and e.level == logging.WARNING and e.user_message]
+            if e.dagster_event is None and e.level >= logging.WARNING and e.user_message
+            and not e.user_message.startswith("Dependencies for step")]  # the engine's: failure_reasons says why
 
 
 def _alive(pid: int) -> bool:
