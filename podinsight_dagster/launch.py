@@ -27,8 +27,9 @@ from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_T
 
 # Runs print nothing of Dagster's own to the terminal (an episode's failure would come with the step's
 # stack trace, twice): podrun says what failed (failure_reasons) and each warning and error the steps
-# logged (an episode skipped, claimed by another task; an episode's failure) in one line; the stack traces stay in the run's event log (the UI),
-# and `podrun ... --verbose` shows Dagster's console log, traces included (VERBOSE).
+# logged (an episode skipped, claimed by another task; an episode's failure) in one line (run_warnings);
+# the stack traces stay in the run's event log (the UI), and `podrun ... --verbose` shows Dagster's
+# console log, traces included (VERBOSE).
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 VERBOSE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 # The assets of each job (definitions.py), for a backfill on a deployment: the same steps as the local run.

@@ -52,7 +52,13 @@ def preflight(settings: Settings, phase: str) -> None:
     from podinsight_dagster.store.preflight import check_stack
 
     clients: dict[str, object] = {}
-    check_stack(settings, phase, lambda service: clients.setdefault(service, aws_client(settings, service)))
+
+    def client_for(service: str):
+        if service not in clients:
+            clients[service] = aws_client(settings, service)
+        return clients[service]
+
+    check_stack(settings, phase, client_for)
 
 
 def status_table(settings: Settings):
