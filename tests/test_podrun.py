@@ -101,7 +101,7 @@ def test_fetch_feeds_accepts_a_folder(settings, demo_catalog, podrun):
 def test_a_bad_setting_is_one_sentence_not_a_traceback(home, podrun, monkeypatch):
     monkeypatch.setenv("PODINSIGHT_BATCH_SIZE", "eight")
     result = podrun("status", ok=False)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad setting (README: exit codes)
     assert result.output.strip() == "Error: PODINSIGHT_BATCH_SIZE='eight' is not a whole number"
 
 
