@@ -69,7 +69,8 @@ def _launcher(settings: Settings, dagster_url: str | None, checkpoints=None):
 
 
 class PodrunGroup(click.Group):
-    """Turns errors of the AWS deployment's services, or of a --dagster-url deployment, into one sentence."""
+    """Turns errors of the AWS deployment's services, of a --dagster-url deployment, or of an unusable data root
+    into one sentence."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -81,15 +82,16 @@ class PodrunGroup(click.Group):
             from podinsight_dagster.launch import GraphQLError
 
             message = str(exc) if isinstance(exc, GraphQLError) else aws_error_sentence(exc)
-            if message is None:  # a read-only data root, a file in the way: one sentence, never a traceback
-                try:
-                    home = Settings.from_env().home
-                except SettingsError:
-                    home = None
-                message = storage_error_sentence(exc, home)
-            if message is None:
+            if message is not None:
+                raise click.ClickException(message) from None
+            try:  # a read-only data root, a file in the way: one sentence, never a traceback
+                home = Settings.from_env().home
+            except SettingsError:
+                home = None
+            error = storage_error_sentence(exc, home)
+            if error is None:
                 raise
-            raise click.ClickException(message) from None
+            raise error from None
 
 
 def aws_error_sentence(exc: BaseException) -> str | None:
@@ -251,10 +253,15 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
     from podinsight_dagster.store.summary import failure_sentence, failures
 
     settings = _settings(feeds_dir=feeds_file.resolve() if feeds_file else None)
-    catalog = None if manifest else _catalog(settings)  # settings are checked before anything runs
-    if not dry_run:
+    if not dry_run or settings.deployment == "local":  # a dry run opens the checkpoint store, writing nothing
         require_writable_home(settings.home)
+    catalog = None if manifest else _catalog(settings)  # settings are checked before anything runs
     services = _services(settings)
+    if dry_run:  # host limits within this process: no lock files, no DynamoDB leases
+        from podinsight_dagster.services import build_http
+
+        services.http.close()
+        services.http = build_http(settings, shared_limits=False)
     failed_feeds, total_feeds = [], 0
     if manifest:
         records = manifest_records(read_manifest_source(manifest, settings), manifest)

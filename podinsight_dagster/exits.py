@@ -90,12 +90,15 @@ def require_data(home: Path, *also: Path) -> None:
 _STORAGE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
 
 
-def storage_error_sentence(exc: BaseException, home: Path | None) -> str | None:
-    """One sentence for a file or SQLite error while using the data root (read-only, full, a file in the way)."""
+def storage_error_sentence(exc: BaseException, home: Path | None) -> click.ClickException | None:
+    """One sentence for a file or SQLite error while using the data root (read-only, a file in the way: exit 2;
+    a full disk: the work failed, exit 1); None for any other error."""
+    where = f"the data root {home} (PODINSIGHT_HOME)" if home else "the data root (PODINSIGHT_HOME)"
     if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS and exc.filename:
-        return f"cannot use {exc.filename}: {exc.strerror}" + (f" (data root {home}, PODINSIGHT_HOME)" if home else "")
+        error = WorkFailed if exc.errno == errno.ENOSPC else BadSettings
+        return error(f"cannot use {exc.filename} in {where}: {exc.strerror}; check that it is a writable folder")
     if isinstance(exc, sqlite3.OperationalError) and any(
             s in str(exc) for s in ("readonly", "read-only", "unable to open", "disk I/O", "disk is full")):
-        where = f"the data root {home} (PODINSIGHT_HOME)" if home else "the data root"
-        return f"cannot use the database in {where}: {exc}; check that it is writable"
+        error = WorkFailed if "full" in str(exc) else BadSettings
+        return error(f"cannot use the database in {where}: {exc}; check that it is a writable folder")
     return None
