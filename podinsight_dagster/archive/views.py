@@ -127,7 +127,7 @@ def run_query(con, sql: str) -> QueryResult:
         raise QueryError(f"one statement at a time, not {len(statements)}")
     kind = statements[0].type.name
     if kind not in _READING:
-        raise QueryError(f"queries only read the archive: a {kind} statement is not allowed (use SELECT)")
+        raise QueryError(f"queries only read the archive: {kind} is not allowed (use SELECT)")
     try:
         cur = con.execute(sql)
         if cur.description is None:
