@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -124,8 +123,10 @@ def demo(model: str | None) -> None:
     _check_model(settings)
     require_writable_home(settings.home)
     rows = run_demo(settings)
-    if any(r.status != "transcribed" for r in rows):
-        sys.exit(1)
+    failed = [r for r in rows if r.status != "transcribed"]
+    if failed:
+        raise WorkFailed(f"{len(failed)} of {len(rows)} demo episodes were not transcribed; podrun status and "
+                         "make ui show why")
 
 
 # ---------------------------------------------------------------------------
@@ -467,8 +468,8 @@ def feed_inspect(source: str, as_json: bool) -> None:
 
     settings = _settings()
     try:
-        if source.startswith(("http://", "https://")):
-            got = build_http(settings).fetch_bytes(source)
+        if source.startswith(("http://", "https://")):  # one request: host limits within this process suffice
+            got = build_http(settings, shared_limits=False).fetch_bytes(source)
             content, base_url = got.content, got.final_url or source
         else:
             content, base_url = Path(source).read_bytes(), source

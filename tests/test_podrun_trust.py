@@ -201,6 +201,8 @@ def test_a_data_root_that_is_a_file_is_one_sentence(tmp_path, home, podrun, monk
         line = one_sentence(podrun(*args, ok=False), 2)
         assert f"{under} (PODINSIGHT_HOME) cannot be a folder: {home} is a file" in line, (args, line)
     assert home.read_text() == "not a folder" and not (tmp_path / "report.html").exists()
+    feed = Path(__file__).resolve().parent / "fixtures" / "feeds" / "whitespace.xml"
+    assert "spaces-ep-1" in podrun("feed", "inspect", str(feed)).output  # needs no data root
 
 
 @pytest.fixture
