@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 
 import click
 
-from podinsight_dagster.exits import BadSettings, Refused, WorkFailed, require_data, require_writable_home
+from podinsight_dagster.exits import (BadSettings, Refused, WorkFailed, require_data, require_folder,
+                                      require_writable_home)
 from podinsight_dagster.settings import Settings, SettingsError
 
 DAGSTER_URL_HELP = ("Launch on a running Dagster deployment (e.g. http://127.0.0.1:3000) instead of in-process; "
@@ -254,15 +255,13 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
     from podinsight_dagster.store.summary import failure_sentence, failures
 
     settings = _settings(feeds_dir=feeds_file.resolve() if feeds_file else None)
-    if not dry_run or settings.deployment == "local":  # a dry run opens the checkpoint store, writing nothing
+    fresh = dry_run and settings.deployment == "local" and not settings.checkpoint_db.exists()
+    if fresh:
+        require_folder(settings.home)
+    elif not dry_run or settings.deployment == "local":  # a dry run opens the checkpoint store, writing nothing
         require_writable_home(settings.home)
     catalog = None if manifest else _catalog(settings)  # settings are checked before anything runs
-    services = _services(settings)
-    if dry_run:  # host limits within this process: no lock files, no DynamoDB leases
-        from podinsight_dagster.services import build_http
-
-        services.http.close()
-        services.http = build_http(settings, shared_limits=False)
+    services = _dry_run_services(settings, fresh) if dry_run else _services(settings)
     failed_feeds, total_feeds = [], 0
     if manifest:
         records = manifest_records(read_manifest_source(manifest, settings), manifest)
@@ -304,6 +303,24 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
     if problems:
         raise WorkFailed("; ".join(problems).replace("\n", " ") + "; podrun status shows what failed, and podrun "
                          "fetch retries the episodes (fix or remove a failing feed in the catalog)")
+
+
+def _dry_run_services(settings: Settings, fresh: bool):
+    """A dry run's services: host limits within this process (no lock files, no leases); on a data root with no
+    checkpoint store yet, a scratch one (nothing is known either way, so the plan is the same), creating nothing."""
+    import tempfile
+
+    from podinsight_dagster.services import build_http
+
+    store_settings = settings
+    if fresh:
+        scratch = tempfile.TemporaryDirectory(prefix="podrun-dry-run-")
+        click.get_current_context().call_on_close(scratch.cleanup)
+        store_settings = settings.replace(home=Path(scratch.name))
+    services = _services(store_settings)
+    services.http.close()
+    services.http = build_http(settings, shared_limits=False)
+    return services
 
 
 def _catalog(settings: Settings):

@@ -57,11 +57,16 @@ def _not_a_folder(home: Path) -> str | None:
     return None
 
 
-def require_writable_home(home: Path) -> None:
-    """BadSettings unless ``home`` is a folder this process can write (made if missing)."""
+def require_folder(home: Path) -> None:
+    """BadSettings when ``home`` cannot be a folder (it, or a folder above it, is a file); creates nothing."""
     why = _not_a_folder(home)
     if why:
         raise BadSettings(why)
+
+
+def require_writable_home(home: Path) -> None:
+    """BadSettings unless ``home`` is a folder this process can write (made if missing)."""
+    require_folder(home)
     try:
         home.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".podrun-write-check-", dir=home)
@@ -77,9 +82,7 @@ def require_data(home: Path, *also: Path) -> None:
 
     A mistyped PODINSIGHT_HOME would otherwise read as an empty archive (zeros everywhere).
     """
-    why = _not_a_folder(home)
-    if why:
-        raise BadSettings(why)
+    require_folder(home)
     if any(p.exists() for p in also) or (home.is_dir() and any((home / m).exists() for m in DATA_MARKERS)):
         return
     state = "does not exist" if not home.exists() else "holds no Pod-Insight data"
