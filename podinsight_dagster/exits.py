@@ -99,9 +99,12 @@ def storage_error_sentence(exc: BaseException, home: Path | None) -> click.Click
     where = f"the data root {home} (PODINSIGHT_HOME)" if home else "the data root (PODINSIGHT_HOME)"
     if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS and exc.filename:
         error = WorkFailed if exc.errno == errno.ENOSPC else BadSettings
-        return error(f"cannot use {exc.filename} in {where}: {exc.strerror}; check that it is a writable folder")
+        inside = home is not None and str(exc.filename).startswith(str(home))
+        todo = ("free some space and run it again" if exc.errno == errno.ENOSPC else
+                "check that PODINSIGHT_HOME is a writable folder" if inside else "check its permissions")
+        return error(f"cannot use {exc.filename}" + (f" in {where}" if inside else "") + f": {exc.strerror}; {todo}")
     if isinstance(exc, sqlite3.OperationalError) and any(
             s in str(exc) for s in ("readonly", "read-only", "unable to open", "disk I/O", "disk is full")):
         error = WorkFailed if "full" in str(exc) else BadSettings
-        return error(f"cannot use the database in {where}: {exc}; check that it is a writable folder")
+        return error(f"cannot use the database in {where}: {exc}; check that PODINSIGHT_HOME is a writable folder")
     return None
