@@ -269,3 +269,12 @@ def test_query_without_sql_is_a_usage_error(settings, podrun):
         result = podrun("query", sql, ok=False)
         assert result.exit_code == 2 and "Traceback" not in result.output
         assert "no SQL given" in result.output
+
+
+def test_a_file_in_the_way_inside_the_data_root_is_one_sentence(settings, demo_catalog, podrun):
+    demo_catalog(["tech-talk"])
+    settings.locks_dir.rmdir()
+    settings.locks_dir.write_text("in the way")
+    line = one_sentence(podrun("fetch", "--limit", "0", ok=False), 2)
+    assert line == (f"Error: cannot use {settings.locks_dir} in the data root {settings.home} (PODINSIGHT_HOME): "
+                    "File exists; check that PODINSIGHT_HOME is a writable folder")
