@@ -252,7 +252,7 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
     from podinsight_dagster.fetch.plan import fetch_plan_lines
     from podinsight_dagster.fetch.progress import FetchProgress
     from podinsight_dagster.store.checkpoints import DISCOVERED, FAILED
-    from podinsight_dagster.store.summary import failure_sentence, failures
+    from podinsight_dagster.store.summary import Failure, failure_sentence, failures
 
     settings = _settings(feeds_dir=feeds_file.resolve() if feeds_file else None)
     fresh = dry_run and settings.deployment == "local" and not settings.checkpoint_db.exists()
@@ -282,8 +282,8 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
     planned = {r.partition_key: r for r in unregistered if r.partition_key not in known}  # a dry run's new ones
     todo = [k for k in wanted if k in planned or (k in known and known[k].state in (DISCOVERED, FAILED))]
     todo = todo[:limit] if limit is not None else todo
-    problems = [f"{len(failed_feeds)} of {total_feeds} feeds failed ("
-                + "; ".join(f"{f.slug}: {f.error}" for f in failed_feeds[:3]) + ")"] if failed_feeds else []
+    problems = [failure_sentence([Failure(f.slug, "poll", f.error, None) for f in failed_feeds], total_feeds,
+                                 "poll", what="feeds")] if failed_feeds else []
     if dry_run:
         for line in fetch_plan_lines(services, [known.get(k) or planned[k] for k in todo]):
             click.echo(line)
@@ -301,8 +301,8 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
         elif not outcome.success:
             problems.append("the fetch_episodes run failed (details: make ui)")
     if problems:
-        raise WorkFailed("; ".join(problems).replace("\n", " ") + "; podrun status shows what failed, and podrun "
-                         "fetch retries the episodes (fix or remove a failing feed in the catalog)")
+        raise WorkFailed("; ".join(problems) + "; podrun status shows what failed, and podrun fetch retries it "
+                         "(fix or remove a failing feed in the catalog)")
 
 
 def _dry_run_services(settings: Settings, fresh: bool):
@@ -352,10 +352,9 @@ def transcribe(limit: int | None, manifest: str | None, model: str | None, speak
     """Phase 2: transcribe downloaded episodes (transcript, speakers, segments, subtitles, KPIs)."""
     from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
     from podinsight_dagster.services import transcribe_options
-    from podinsight_dagster.transcribe.options import transcript_code_version
-
     from podinsight_dagster.store.checkpoints import DOWNLOAD
     from podinsight_dagster.store.summary import failure_sentence, failures
+    from podinsight_dagster.transcribe.options import transcript_code_version
 
     settings = _settings(model=model, speakers=speakers)
     _check_model(settings)

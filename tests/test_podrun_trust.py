@@ -113,7 +113,7 @@ def test_fetch_exits_1_when_every_feed_failed(settings, demo_cdn, podrun):
     demo_cdn.add_file("/page.html", b"<html><body>not a feed</body></html>", "text/html")
     result = podrun("fetch", ok=False)
     line = last_line(result, 1)
-    assert line.startswith("Error: 2 of 2 feeds failed (gone: ") and "page: " in line
+    assert line.startswith("Error: 2 of 2 feeds failed to poll (gone: ") and "page: " in line
     assert "podrun fetch" in line
     feeds = {f.slug: f.last_status for f in SqliteCheckpointStore(settings.checkpoint_db).feeds()}
     assert feeds == {"gone": "failed", "page": "failed"}

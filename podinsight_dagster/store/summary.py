@@ -108,9 +108,12 @@ def status_lines(doc: dict) -> list[str]:
     return lines
 
 
-def failure_sentence(failed: list[Failure], total: int, doing: str, shown: int = 3) -> str:
-    """``2 of 5 episodes failed to download (f/a: HTTP 404; f/b: ...)``: the first few, with their errors."""
-    listed = "; ".join(f"{f.partition_key}: {(f.error or 'no error recorded').splitlines()[0][:160]}"
-                       for f in failed[:shown])
+def failure_sentence(failed: list[Failure], total: int, doing: str, shown: int = 3, what: str = "episodes") -> str:
+    """``2 of 5 episodes failed to download (f/a: HTTP 404; f/b: ...)``: the first few, each error's first line."""
+    def first_line(error: str | None) -> str:
+        lines = (error or "").strip().splitlines()
+        return lines[0][:160] if lines else "no error recorded"
+
+    listed = "; ".join(f"{f.partition_key}: {first_line(f.error)}" for f in failed[:shown])
     more = f"; and {len(failed) - shown} more" if len(failed) > shown else ""
-    return f"{len(failed)} of {total} episodes failed to {doing} ({listed}{more})"
+    return f"{len(failed)} of {total} {what} failed to {doing} ({listed}{more})"
