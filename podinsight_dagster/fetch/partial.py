@@ -242,16 +242,22 @@ class EpisodePartial:
         return self.sidecar is None
 
     def __enter__(self) -> "EpisodePartial":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        for _ in range(5):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                break  # another process is downloading this episode right now
+            self._fd = fd
+            if self._still_ours():
+                return self
+            # The file was moved away (committed) or removed between open and lock: lock the new one.
             os.close(fd)
-            tmp_fd, tmp_name = tempfile.mkstemp(prefix=".tmp-dl-", dir=self.folder)
-            os.close(tmp_fd)
-            self.path, self.sidecar = Path(tmp_name), None
-            return self
-        self._fd = fd
+            self._fd = None
+        tmp_fd, tmp_name = tempfile.mkstemp(prefix=".tmp-dl-", dir=self.folder)
+        os.close(tmp_fd)
+        self.path, self.sidecar = Path(tmp_name), None
         return self
 
     def state(self, url: str) -> DownloadState | None:
@@ -260,14 +266,29 @@ class EpisodePartial:
             return None
         return DownloadState.from_disk(self.path, self.sidecar, url)
 
+    def _still_ours(self) -> bool:
+        """The name still points at the file this process locked (not one another process made since)."""
+        try:
+            return os.stat(self.path).st_ino == os.fstat(self._fd).st_ino
+        except (OSError, TypeError):
+            return False
+
     def finish(self) -> None:
-        self.path.unlink(missing_ok=True)
-        if self.sidecar is not None:
+        """Remove the partial and its sidecar (after its bytes were committed, or the episode failed for good).
+
+        Only this process's: once the bytes were moved away, the name may already be another process's
+        new partial of the same episode.
+        """
+        if self.private or self._still_ours():
+            self.path.unlink(missing_ok=True)
+        if self.sidecar is not None and not self.path.exists():
             self.sidecar.unlink(missing_ok=True)
 
     def __exit__(self, *exc) -> None:
         if self.private:
             self.path.unlink(missing_ok=True)
+        elif self._still_ours() and os.fstat(self._fd).st_size == 0:
+            self.finish()  # nothing received (a 5xx, a timeout): nothing to resume, nothing to leave behind
         if self._fd is not None:
             os.close(self._fd)  # releases the flock
             self._fd = None
