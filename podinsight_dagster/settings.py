@@ -68,8 +68,9 @@ class Settings:
     http_max_attempts: int = 4
     max_audio_bytes: int = 1 << 30
     # an episode's download retries itself (fetch/retry.py): tries, and the longest wait between two, so it is
-    # asked again within that many seconds of its host answering (8 tries, 8 s: an outage of ~20 s is bridged)
-    download_attempts: int = 8
+    # asked again within that many seconds of its host answering (6 tries, 8 s: an outage of 11.5 s is bridged,
+    # a hopeless episode waits at most 23 s in all)
+    download_attempts: int = 6
     download_backoff_max_s: float = 8.0
     # money (run-book §4.4, §6)
     cost_ceiling_usd: float = 40.0      # GPUCostToday < $40

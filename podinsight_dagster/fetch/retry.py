@@ -14,7 +14,7 @@ Two schedules use this loop:
   tries, the wait between two of them capped at ``PODINSIGHT_DOWNLOAD_BACKOFF_MAX_S``
   (so the episode is asked again within that many seconds of its host answering), with
   "equal" jitter: each wait is at least half its step, so the attempts are sure to span
-  a short outage (8 attempts, 8 s cap: at least 19.5 s, at most 39 s of waiting), and are
+  a short outage (6 attempts, 8 s cap: at least 11.5 s, at most 23 s of waiting), and are
   bounded. The sleeps happen outside any host slot (http.py takes the slot per request),
   so a waiting episode never holds a connection of its host's limit.
 
