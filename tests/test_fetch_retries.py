@@ -138,6 +138,8 @@ def test_after_an_outage_the_episode_is_asked_again_soon_after_its_host_answers(
         assert after[0].started - end < 10.0, f"{p}: asked again {after[0].started - end:.1f} s after the outage"
         stored = settings.raw_root / "outage" / Path(p).stem / "audio" / "episode.mp3"
         assert _sha(stored.read_bytes()) == _sha(mp3.read_bytes())
+    assert podrun("status", "--failed").output.strip() == "no failed episodes"
+    assert json.loads(podrun("status", "--json").output)["failed_episodes"] == []
 
 
 def test_killed_download_is_resumed_with_range_or_restarted_and_leaves_no_partial(settings, demo_cdn, podrun):
