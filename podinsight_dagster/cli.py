@@ -4,6 +4,7 @@ podrun demo                                        the whole pipeline on bundled
 podrun fetch --limit N [--dry-run] [--manifest PATH_OR_S3] [--feeds FILE]
 podrun transcribe --limit N [--manifest-s3 URI] [--model NAME]
 podrun status [--json]                             counts per state, success and 429 rates, GB, cost today
+podrun status --failed [--json]                    failed episodes: stage and reason
 podrun freeze [--lift]                             the cost freeze (run-book's $40 alarm)
 podrun feed inspect URL_OR_FILE [--json]           a feed as Pod-Insight reads it
 podrun query "SQL" [--json | --csv]                SQL over the archive (views episodes, transcripts, segments, kpis)
@@ -423,12 +424,16 @@ def select_for_transcription(checkpoints, code_version: str, *, retry_failed: bo
 # ---------------------------------------------------------------------------
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(as_json: bool) -> None:
+@click.option("--failed", "failed_only", is_flag=True, help="List the failed episodes: stage and reason.")
+def status(as_json: bool, failed_only: bool) -> None:
     """Episodes per state (agreeing with the stages), failed feeds, success rate, 429 rate, GB and cost today."""
     from podinsight_dagster.store.summary import status_lines, status_report
 
     settings = _settings()
     _require_data(settings)
+    if failed_only:
+        echo_failed_episodes(_services(settings), as_json)
+        return
     doc = status_report(_services(settings))
     if as_json:
         click.echo(json.dumps(doc, indent=2))
@@ -441,6 +446,25 @@ def _require_data(settings: Settings, *also: Path) -> None:
     """Commands that only read refuse a local data root with no data (a mistyped PODINSIGHT_HOME), creating nothing."""
     if settings.deployment == "local":
         require_data(settings.home, *also)
+
+
+def echo_failed_episodes(services, as_json: bool) -> None:
+    """``podrun status --failed``: one line per failed stage of an episode (the query: store/failures.py)."""
+    from podinsight_dagster.store.failures import failed_episodes
+
+    rows = failed_episodes(services.checkpoints)
+    if as_json:
+        click.echo(json.dumps({"failed_episodes": [f.to_json() for f in rows]}, indent=2))
+        return
+    if not rows:
+        click.echo("no failed episodes")
+        return
+    click.echo(f"{len(rows)} failed episode{'s' if len(rows) != 1 else ''} (stage, retryable or permanent, reason):")
+    for f in rows:
+        reason = " ".join(f.reason.split())
+        reason = reason if len(reason) <= 200 else reason[:197] + "..."
+        kind = "retryable" if f.retryable else "permanent"
+        click.echo(f"  {f.partition_key}  {f.stage}  {kind}: {reason}")
 
 
 @main.command()

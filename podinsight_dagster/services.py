@@ -161,6 +161,8 @@ def build_limiter(settings: Settings, limits: dict[str, int], *, shared: bool = 
 
 def build_http(settings: Settings, *, shared_limits: bool = True) -> HttpClient:
     config = HttpConfig(max_audio_bytes=settings.max_audio_bytes, max_attempts=settings.http_max_attempts,
+                        download_attempts=settings.download_attempts,
+                        download_backoff_max=settings.download_backoff_max_s,
                         host_limits=catalog_host_limits(settings), default_host_limit=settings.default_host_limit)
     return HttpClient(config, NetworkPolicy.parse(settings.allow_private_networks),
                       build_limiter(settings, config.host_limits, shared=shared_limits))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from podinsight_dagster.store.checkpoints import (DISCOVERED, DOWNLOADED, FAILED, STAGES, TRANSCRIBED,
                                                    CheckpointStore)
+from podinsight_dagster.store.failures import failed_episodes
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ def status_report(services) -> dict:
         "cost_ceiling_usd": services.budget.ceiling_usd,
         "frozen": freeze.active,
         "freeze_reason": freeze.reason if freeze.active else None,
+        "failed_episodes": [f.to_json() for f in failed_episodes(checkpoints)],
     }
 
 
