@@ -19,6 +19,14 @@ host the caps allow at most 4 x 3 x 4 MB/s = 48 MB/s: the caps bind, not the CPU
 
 Rounds alternate; the median is reported, with the server's peak concurrency per host (a cap
 violation is any host above 3). Prints a Markdown section (also written to --out).
+
+    .venv/bin/python bench/podrun_fetch_bench.py --bad-feed --before 56290b1   # issue 22 item 8
+
+``--bad-feed``: the issue's 14-item feed with 8 bad items (404, 410, an HTML page, JSON bytes, a file
+over the cap, a redirect to 169.254.169.254, a body always cut, an always-500) and 6 good ones (two of
+them flaky: 503 twice, one reset), on one loopback host, with the default retry settings. Times
+`podrun fetch` of this tree against the same command of ``--before`` (a commit, checked out in a
+temporary git worktree and run from it), and counts each item's requests at the server.
 """
 
 from __future__ import annotations
@@ -180,12 +188,119 @@ def machine() -> str:
         return platform.platform()
 
 
+BAD_FEED_GOOD = ["ok1", "ok2", "ok3", "ok4", "flaky503", "cutonce"]
+BAD_FEED_PERMANENT = ["gone404", "gone410", "html", "notaudio", "oversize", "private"]
+BAD_FEED_RETRYABLE = ["alwayscut", "always500"]
+
+
+def _arm_bad_feed(cdn, path: dict[str, str]) -> None:
+    from tests.support.cdn import Fault
+
+    cdn.reset_stats()
+    faults = {"flaky503": Fault(status=503, times=2), "cutonce": Fault(reset_after_bytes=50_000, times=1),
+              "gone404": Fault(status=404), "gone410": Fault(status=410), "html": Fault(html_200=True),
+              "private": Fault(redirect_to="http://169.254.169.254/latest/ep.mp3"),
+              "alwayscut": Fault(truncate_after_bytes=1000), "always500": Fault(status=500)}
+    for guid, fault in faults.items():
+        cdn.set_fault(path[guid], fault)  # re-armed: counts of `times` start again
+
+
+def bad_feed_main(args) -> int:
+    """``--bad-feed``: this tree's ``podrun fetch`` against ``--before``'s on the 14-item feed."""
+    import yaml
+
+    from tests.support.cdn import PodcastCDN
+
+    load = os.getloadavg()
+    demo = sorted((REPO / "podinsight_dagster" / "demo" / "content" / "audio").glob("*/*.mp3"))
+    guids = BAD_FEED_GOOD + BAD_FEED_PERMANENT + BAD_FEED_RETRYABLE
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="podrun-bad-feed-") as tmp, PodcastCDN(name="bad-feed") as cdn:
+        work = Path(tmp)
+        bodies = {g: demo[i].read_bytes() for i, g in enumerate(BAD_FEED_GOOD)}
+        bodies.update({g: demo[-1].read_bytes() for g in BAD_FEED_PERMANENT + BAD_FEED_RETRYABLE})
+        bodies["notaudio"] = b'{"error": "episode moved"}' + b" " * 2000
+        bodies["oversize"] = b"".join(p.read_bytes() for p in demo[:3])  # ~570 kB, over the 500 kB cap set below
+        path = {g: f"/audio/{g}.mp3" for g in guids}
+        for g in guids:
+            if g != "gone404":
+                cdn.add_file(path[g], bodies[g], content_type="audio/mpeg")
+        items = "".join(f'<item><title>{g}</title><guid isPermaLink="false">{g}</guid>'
+                        f'<enclosure url="{cdn.url(path[g])}" type="audio/mpeg"/></item>' for g in guids)
+        cdn.add_file("/feed.xml", f'<?xml version="1.0"?><rss version="2.0"><channel><title>mixed</title>{items}'
+                     "</channel></rss>".encode(), content_type="application/rss+xml")
+        good_items = "".join(f'<item><title>{g}</title><guid isPermaLink="false">{g}</guid>'
+                             f'<enclosure url="{cdn.url(path[g])}" type="audio/mpeg"/></item>' for g in BAD_FEED_GOOD)
+        cdn.add_file("/good.xml", f'<?xml version="1.0"?><rss version="2.0"><channel><title>good</title>{good_items}'
+                     "</channel></rss>".encode(), content_type="application/rss+xml")
+        # The command's own cost (start, feed poll, Dagster run) on the 6 good items alone, as a floor.
+        trees = [("after, the 6 good items alone", REPO, "/good.xml"), ("after", REPO, "/feed.xml")]
+        if args.before:
+            before = work / "before"
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(before), args.before],
+                           check=True)
+            trees.append((f"before ({args.before})", before, "/feed.xml"))
+        try:
+            for label, tree, feed in trees:
+                home = work / f"home-{len(rows)}"
+                (home / "feeds").mkdir(parents=True)
+                (home / "feeds" / "tier1_feeds.yaml").write_text(yaml.safe_dump(
+                    {"feeds": [{"slug": "mixed", "url": cdn.url(feed), "tier": 1}]}))
+                env = {**os.environ, "PODINSIGHT_HOME": str(home), "PODINSIGHT_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
+                       "PODINSIGHT_MAX_AUDIO_BYTES": "500000", "PYTHONPATH": str(tree)}
+                where = subprocess.run([sys.executable, "-c", "import podinsight_dagster as p; print(p.__file__)"],
+                                       cwd=tree, env=env, capture_output=True, text=True).stdout.strip()
+                if not where.startswith(str(tree)):
+                    raise RuntimeError(f"{label}: podinsight_dagster comes from {where}, not {tree}")
+                _arm_bad_feed(cdn, path)
+                t0 = time.perf_counter()
+                out = subprocess.run([sys.executable, "-c", "import sys; from podinsight_dagster.cli import main; "
+                                      "sys.argv[0] = 'podrun'; main()", "fetch"], cwd=tree, env=env,
+                                     capture_output=True, text=True)
+                wall = time.perf_counter() - t0
+                got = len(list((home / "pod-insights-raw").rglob("episode.mp3")))
+                counts = {g: cdn.request_count(path[g]) for g in guids}
+                rows.append((label, wall, out.returncode, got, counts))
+                print(f"{label}: {wall:.1f} s, exit {out.returncode}, {got} downloaded, requests {counts}", flush=True)
+        finally:
+            if args.before:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(work / "before")])
+    lines = ["<!-- section: podrun fetch, a feed with bad items (bench/podrun_fetch_bench.py --bad-feed) -->",
+             f"Measured by `bench/podrun_fetch_bench.py --bad-feed{' --before ' + args.before if args.before else ''}`"
+             f" on {time.strftime('%Y-%m-%d')}: the issue-22 feed of 14 items on one loopback host, 8 of them bad "
+             "(404, 410, an HTML page, JSON bytes, 570 kB over a 500 kB cap, a redirect to 169.254.169.254, a body "
+             "always cut after 1000 bytes, an always-500) and 6 good (one 503 twice, one reset once), default "
+             f"retry settings; one run each; 1-minute load average {load[0]:.2f} before it started (2 shared cores: "
+             "other work competes).", "",
+             "| `podrun fetch` | wall time | exit | downloaded | requests per permanent failure | "
+             "requests: always cut, always 500 | requests: 503 twice, reset once |", "|---|---|---|---|---|---|---|"]
+    for label, wall, code, got, counts in rows:
+        perm = sorted({counts[g] for g in BAD_FEED_PERMANENT})
+        lines.append(f"| {label} | {wall:.1f} s | {code} | {got} of 6 | {', '.join(map(str, perm)) if any(perm) else '-'} | "
+                     f"{counts['alwayscut']}, {counts['always500']} | {counts['flaky503']}, {counts['cutonce']} |")
+    if len(rows) == 3:
+        lines += ["", f"**after / before = {rows[1][1] / rows[2][1]:.2f}x** the wall time; beyond the command's own "
+                  f"cost (the good items alone): {rows[1][1] - rows[0][1]:.1f} s after, {rows[2][1] - rows[0][1]:.1f} s "
+                  "before."]
+    lines += ["", "Machine:", "", "```", machine(), "```", ""]
+    text = "\n".join(lines)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "podrun_fetch.md")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--bad-feed", action="store_true", help="the issue-22 feed with 8 bad items (see above)")
+    ap.add_argument("--before", default=None, help="with --bad-feed: a commit to compare with")
     args = ap.parse_args(argv)
+    args.out = args.out or REPO / "bench" / "out" / ("podrun_fetch_bad_feed.md" if args.bad_feed else "podrun_fetch.md")
+    if args.bad_feed:
+        return bad_feed_main(args)
     n, size, rounds = (40, 1 * MB, 1) if args.quick else (200, 5 * MB, 3)
     rounds = args.rounds or rounds
     load = os.getloadavg()

@@ -4,6 +4,7 @@ podrun demo                                        the whole pipeline on bundled
 podrun fetch --limit N [--dry-run] [--manifest PATH_OR_S3] [--feeds FILE]
 podrun transcribe --limit N [--manifest-s3 URI] [--model NAME]
 podrun status [--json]                             counts per state, success and 429 rates, GB, cost today
+podrun status --failed [--json]                    failed episodes: stage and reason
 podrun freeze [--lift]                             the cost freeze (run-book's $40 alarm)
 podrun feed inspect URL_OR_FILE [--json]           a feed as Pod-Insight reads it
 podrun query "SQL" [--json | --csv]                SQL over the archive (views episodes, transcripts, segments, kpis)
@@ -20,19 +21,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
 
+from podinsight_dagster.exits import (BadSettings, Refused, WorkFailed, require_data, require_folder,
+                                      require_writable_home)
 from podinsight_dagster.settings import Settings, SettingsError
 
-# Run-book §3.4: 1,000 episodes cost $4.85 of Fargate Spot CPU; NAT processing is $0.045 per GB.
-FETCH_CPU_USD_PER_EPISODE = 4.85 / 1000
-NAT_USD_PER_GB = 0.045
-ASSUMED_MB_PER_S_PER_CONNECTION = 5.0
 VERBOSE_HELP = "Also print Dagster's console log of the runs (stack traces of failed steps included)."
 DAGSTER_URL_HELP = ("Launch on a running Dagster deployment (e.g. http://127.0.0.1:3000) instead of in-process; "
                     "credentials from DAGSTER_CLOUD_API_TOKEN (Dagster+) or PODINSIGHT_DAGSTER_TOKEN (bearer).")
@@ -43,18 +40,29 @@ def _settings(**overrides) -> Settings:
     try:
         return Settings.from_env().replace(**overrides)
     except SettingsError as exc:
-        raise click.ClickException(str(exc))
+        raise BadSettings(str(exc))
+
+
+def _check_model(settings: Settings) -> None:
+    """An unknown model is a bad setting, found before a run starts (not once per episode inside it)."""
+    from podinsight_dagster.transcribe.models import ModelNotFoundError, check_model
+
+    try:
+        check_model(settings.model, allow_download=settings.allow_model_download,
+                    remote=settings.transcribe_via == "batch")
+    except ModelNotFoundError as exc:
+        raise BadSettings(f"--model / PODINSIGHT_MODEL: {exc}")
 
 
 def _preflight(settings: Settings, phase: str) -> None:
-    """Before any work: the deployment's buckets, table (and Batch queue) exist, else one sentence and exit 1."""
+    """Before any work: the deployment's buckets, table (and Batch queue) exist, else one sentence and exit 2."""
     from podinsight_dagster.services import preflight
     from podinsight_dagster.store.preflight import PreflightError
 
     try:
         preflight(settings, phase)
     except PreflightError as exc:
-        raise click.ClickException(str(exc))
+        raise BadSettings(str(exc))
 
 
 def _services(settings: Settings):
@@ -75,7 +83,8 @@ def _launcher(settings: Settings, dagster_url: str | None, checkpoints=None, ver
 
 
 class PodrunGroup(click.Group):
-    """Turns errors of the AWS deployment's services, or of a --dagster-url deployment, into one sentence."""
+    """Turns errors of the AWS deployment's services, of a --dagster-url deployment, or of an unusable data root
+    into one sentence."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -83,12 +92,20 @@ class PodrunGroup(click.Group):
         except click.ClickException:
             raise
         except Exception as exc:
+            from podinsight_dagster.exits import storage_error_sentence
             from podinsight_dagster.launch import GraphQLError
 
             message = str(exc) if isinstance(exc, GraphQLError) else aws_error_sentence(exc)
-            if message is None:
+            if message is not None:
+                raise click.ClickException(message) from None
+            try:  # a read-only data root, a file in the way: one sentence, never a traceback
+                home = Settings.from_env().home
+            except SettingsError:
+                home = None
+            error = storage_error_sentence(exc, home)
+            if error is None:
                 raise
-            raise click.ClickException(message) from None
+            raise error from None
 
 
 def aws_error_sentence(exc: BaseException) -> str | None:
@@ -117,9 +134,14 @@ def demo(model: str | None) -> None:
     """Run the whole pipeline on the bundled sample podcasts (offline)."""
     from podinsight_dagster.demo.run import run_demo
 
-    rows = run_demo(_settings(model=model))
-    if any(r.status != "transcribed" for r in rows):
-        sys.exit(1)
+    settings = _settings(model=model)
+    _check_model(settings)
+    require_writable_home(settings.home)
+    rows = run_demo(settings)
+    failed = [r for r in rows if r.status != "transcribed"]
+    if failed:
+        raise WorkFailed(f"{len(failed)} of {len(rows)} demo episodes were not transcribed; podrun status and "
+                         "make ui show why")
 
 
 # ---------------------------------------------------------------------------
@@ -242,138 +264,89 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
           dagster_url: str | None, verbose: bool) -> None:
     """Phase 1: build the manifest, register episodes, download the first N not yet downloaded."""
     from podinsight_dagster.fetch.discover import discover
+    from podinsight_dagster.fetch.plan import fetch_plan_lines
+    from podinsight_dagster.fetch.progress import FetchProgress
     from podinsight_dagster.store.checkpoints import DISCOVERED, FAILED
+    from podinsight_dagster.store.summary import Failure, failure_sentence, failures
 
     settings = _settings(feeds_dir=feeds_file.resolve() if feeds_file else None)
-    _preflight(settings, "fetch")
-    services = _services(settings)
+    _preflight(settings, "fetch")  # on AWS: the buckets and the table exist, before anything is fetched
+    fresh = dry_run and settings.deployment == "local" and not settings.checkpoint_db.exists()
+    if fresh:
+        require_folder(settings.home)
+    elif not dry_run or settings.deployment == "local":  # a dry run opens the checkpoint store, writing nothing
+        require_writable_home(settings.home)
+    catalog = None if manifest else _catalog(settings)  # settings are checked before anything runs
+    services = _dry_run_services(settings, fresh) if dry_run else _services(settings)
+    failed_feeds, total_feeds = [], 0
     if manifest:
         records = manifest_records(read_manifest_source(manifest, settings), manifest)
-        services.checkpoints.register_episodes(records)
-        wanted = [r.partition_key for r in records]
+        if not dry_run:
+            services.checkpoints.register_episodes(records)
+        wanted, unregistered = [r.partition_key for r in records], records
         click.echo(f"manifest {manifest}: {len(wanted)} episodes")
     else:
-        from podinsight_dagster.fetch.catalog import CatalogError, load_catalog
-
-        try:
-            catalog = load_catalog(settings.feeds_dir)
-        except CatalogError as exc:
-            raise click.ClickException(str(exc))
-        result = discover(services, catalog, write_manifest=not dry_run)
-        for f in result.feeds:
-            if f.status == "failed":
-                click.echo(f"feed {f.slug} failed: {f.error}", err=True)
+        result = discover(services, catalog, dry_run=dry_run)
+        failed_feeds, total_feeds = [f for f in result.feeds if f.status == "failed"], len(result.feeds)
+        for f in failed_feeds:
+            click.echo(f"feed {f.slug} failed: {f.error}", err=True)
         if result.manifest_key:
             click.echo(f"manifest: {services.manifests.uri(result.manifest_key)} ({len(result.manifest_rows)} episodes,"
                        f" {len(result.new_partition_keys)} new)")
-        wanted = [r["partition_key"] for r in result.manifest_rows]
-    pending = {r.partition_key for r in services.checkpoints.episodes() if r.state in (DISCOVERED, FAILED)}
-    todo = [k for k in wanted if k in pending]
+        wanted, unregistered = [r["partition_key"] for r in result.manifest_rows], result.unregistered
+    known = {r.partition_key: r for r in services.checkpoints.episodes()}
+    planned = {r.partition_key: r for r in unregistered if r.partition_key not in known}  # a dry run's new ones
+    todo = [k for k in wanted if k in planned or (k in known and known[k].state in (DISCOVERED, FAILED))]
     todo = todo[:limit] if limit is not None else todo
+    problems = [failure_sentence([Failure(f.slug, "poll", f.error, None) for f in failed_feeds], total_feeds,
+                                 "poll", what="feeds")] if failed_feeds else []
     if dry_run:
-        _print_fetch_plan(services, todo)
-        return
-    if not todo:
+        for line in fetch_plan_lines(services, [known.get(k) or planned[k] for k in todo]):
+            click.echo(line)
+    elif not todo:
         click.echo("nothing to download")
-        return
-    click.echo(f"downloading {len(todo)} episodes")
-    launcher = _launcher(settings, dagster_url, services.checkpoints, verbose)
-    with FetchProgress(services.checkpoints, todo):
-        outcome = launcher.run_partitions("fetch_episodes", todo)
-    _echo_counts(services)
-    if not outcome.success:
-        sys.exit(1)
+    else:
+        click.echo(f"downloading {len(todo)} episodes")
+        launcher = _launcher(settings, dagster_url, services.checkpoints, verbose)
+        with FetchProgress(services.checkpoints, todo):
+            outcome = launcher.run_partitions("fetch_episodes", todo)
+        _echo_counts(services)
+        failed = failures(services.checkpoints, todo)
+        if failed:
+            problems.append(failure_sentence(failed, len(todo), "download"))
+        elif not outcome.success:
+            problems.append("the fetch_episodes run failed (details: make ui)")
+    if problems:
+        raise WorkFailed("; ".join(problems) + "; podrun status shows what failed, and podrun fetch retries it "
+                         "(fix or remove a failing feed in the catalog)")
 
 
-class FetchProgress:
-    """Episodes, bytes and rate of a running fetch, read from the checkpoint store (so --dagster-url too).
+def _dry_run_services(settings: Settings, fresh: bool):
+    """A dry run's services: host limits within this process (no lock files, no leases); on a data root with no
+    checkpoint store yet, a scratch one (nothing is known either way, so the plan is the same), creating nothing."""
+    import tempfile
 
-    On a terminal one line is redrawn every second; otherwise a line is printed when something
-    changed, at most every ``quiet_s`` seconds; the last line is always printed.
-    """
+    from podinsight_dagster.services import build_http
 
-    def __init__(self, checkpoints, keys: list[str], interval_s: float = 1.0, quiet_s: float = 10.0):
-        import threading
-
-        self.checkpoints, self.keys, self.interval_s, self.quiet_s = checkpoints, set(keys), interval_s, quiet_s
-        self.tty = sys.stderr.isatty()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fetch-progress", daemon=True)
-
-    def line(self, elapsed: float) -> str:
-        from podinsight_dagster.store.checkpoints import DOWNLOADED, FAILED, TRANSCRIBED
-
-        done = failed = size = 0
-        for rec in self.checkpoints.episodes():
-            if rec.partition_key in self.keys:
-                if rec.state in (DOWNLOADED, TRANSCRIBED):
-                    done, size = done + 1, size + (rec.bytes or 0)
-                elif rec.state == FAILED:
-                    failed += 1
-        rate = size / 1e6 / elapsed if elapsed > 0 else 0.0
-        width = 30
-        filled = int(width * (done + failed) / max(1, len(self.keys)))
-        return (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{len(self.keys)} episodes"
-                f"{f', {failed} failed' if failed else ''}, {size / 1e6:.1f} MB, {rate:.1f} MB/s")
-
-    def _run(self) -> None:
-        import time
-
-        start, last, last_print = time.monotonic(), "", 0.0
-        while not self._stop.wait(self.interval_s):
-            now = time.monotonic()
-            text = self.line(now - start)
-            if self.tty:
-                click.echo("\r" + text, nl=False, err=True)
-            elif text != last and now - last_print >= self.quiet_s:
-                click.echo(text, err=True)
-                last_print = now
-            last = text
-        self.final = self.line(time.monotonic() - start)
-
-    def __enter__(self) -> "FetchProgress":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        click.echo(("\r" if self.tty else "") + self.final, err=True)
+    store_settings = settings
+    if fresh:
+        scratch = tempfile.TemporaryDirectory(prefix="podrun-dry-run-")
+        click.get_current_context().call_on_close(scratch.cleanup)
+        store_settings = settings.replace(home=Path(scratch.name))
+    services = _services(store_settings)
+    services.http.close()
+    services.http = build_http(settings, shared_limits=False)
+    return services
 
 
-def _print_fetch_plan(services, keys: list[str]) -> None:
-    from podinsight_dagster.fetch.http import FetchError
-    from podinsight_dagster.fetch.limits import registrable_domain
+def _catalog(settings: Settings):
+    """The feed catalog, or BadSettings naming what is wrong in it."""
+    from podinsight_dagster.fetch.catalog import CatalogError, load_catalog
 
-    recs = [services.checkpoints.require(k) for k in keys]
-
-    def size(rec) -> int | None:
-        try:
-            length = services.http.head(rec.enclosure_url).get("Content-Length")
-            return int(length) if length else rec.enclosure_length
-        except (FetchError, ValueError):
-            return rec.enclosure_length
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        sizes = list(pool.map(size, recs))
-    hosts: dict[str, list[int]] = {}
-    for rec, n in zip(recs, sizes):
-        hosts.setdefault(urlsplit(rec.enclosure_url or "").hostname or "?", []).append(n or 0)
-    total = sum(n or 0 for n in sizes)
-    # Each host's share moves at its concurrency limit; hosts proceed in parallel.
-    seconds = max((sum(v) / 1e6 / (services.http.limiter.limit_for(h) * ASSUMED_MB_PER_S_PER_CONNECTION)
-                   for h, v in hosts.items()), default=0.0)
-    cost = len(keys) * FETCH_CPU_USD_PER_EPISODE + total / 1e9 * NAT_USD_PER_GB
-    click.echo(f"DRY RUN: would download {len(keys)} episodes, {total / 1e6:.1f} MB "
-               f"({sum(1 for n in sizes if n is None)} of unknown size)")
-    click.echo(f"{'host':<40} {'episodes':>8} {'MB':>10} {'limit':>6}")
-    for host, v in sorted(hosts.items(), key=lambda kv: -sum(kv[1])):
-        click.echo(f"{host:<40} {len(v):>8} {sum(v) / 1e6:>10.1f} {services.http.limiter.limit_for(host):>6}"
-                   f"  ({registrable_domain(host)})")
-    click.echo(f"projected time: {seconds / 60:.1f} min at {ASSUMED_MB_PER_S_PER_CONNECTION:g} MB/s per connection;"
-               f" projected cost: ${cost:.2f} (CPU ${FETCH_CPU_USD_PER_EPISODE * 1000:.2f}/1000 episodes,"
-               f" NAT ${NAT_USD_PER_GB}/GB)")
-    click.echo("nothing was written to raw storage")
+    try:
+        return load_catalog(settings.feeds_dir)
+    except CatalogError as exc:
+        raise BadSettings(str(exc))
 
 
 # ---------------------------------------------------------------------------
@@ -396,10 +369,14 @@ def transcribe(limit: int | None, manifest: str | None, model: str | None, speak
     """Phase 2: transcribe downloaded episodes (transcript, speakers, segments, subtitles, KPIs)."""
     from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
     from podinsight_dagster.services import transcribe_options
+    from podinsight_dagster.store.checkpoints import DOWNLOAD
+    from podinsight_dagster.store.summary import failure_sentence, failures
     from podinsight_dagster.transcribe.options import transcript_code_version
 
     settings = _settings(model=model, speakers=speakers)
-    _preflight(settings, "transcribe")
+    _check_model(settings)
+    _preflight(settings, "transcribe")  # on AWS (or through Batch): what the run uses exists
+    require_writable_home(settings.home)
     services = _services(settings)
     launcher = _launcher(settings, dagster_url, services.checkpoints, verbose)  # reaps dead runs, releasing claims
     todo = select_for_transcription(services.checkpoints, transcript_code_version(transcribe_options(settings)),
@@ -413,17 +390,22 @@ def transcribe(limit: int | None, manifest: str | None, model: str | None, speak
         # Advisory (counts running reservations); the transcript step reserves atomically when it starts.
         today = services.budget.check(services.budget.projected_cost(audio_sec, model=settings.model))
     except BudgetExceeded as exc:
-        raise click.ClickException(f"refusing to transcribe: {exc}")
+        raise Refused(f"refusing to transcribe: {exc}")
     if not todo:
         click.echo("nothing to transcribe (no " + ("stale transcripts" if stale else
                                                    "downloaded, untranscribed episodes") + ")")
         return
     click.echo(f"transcribing {len(todo)} episodes ({audio_sec / 3600:.2f} h of audio) with model {settings.model};"
                f" cost today ${today:.2f} of ${services.budget.ceiling_usd:.2f}")
-    outcome = launcher.run_partitions("transcribe_episodes", [r.partition_key for r in todo])
+    keys = [r.partition_key for r in todo]
+    outcome = launcher.run_partitions("transcribe_episodes", keys)
     _echo_counts(services)
+    failed = [f for f in failures(services.checkpoints, keys) if f.stage != DOWNLOAD]
+    if failed:
+        raise WorkFailed(failure_sentence(failed, len(keys), "transcribe") + "; podrun status shows what failed; "
+                         "podrun transcribe retries those that may pass, --retry-failed the others")
     if not outcome.success:
-        sys.exit(1)
+        raise WorkFailed("the transcribe_episodes run failed (details: make ui); podrun transcribe retries it")
 
 
 def select_for_transcription(checkpoints, code_version: str, *, retry_failed: bool = False, stale: bool = False):
@@ -457,49 +439,49 @@ def select_for_transcription(checkpoints, code_version: str, *, retry_failed: bo
 # ---------------------------------------------------------------------------
 # status, freeze
 # ---------------------------------------------------------------------------
-def status_report(services) -> dict:
-    from podinsight_dagster.store.checkpoints import DOWNLOADED, FAILED, TRANSCRIBED
-
-    counts = services.checkpoints.counts()
-    episodes = services.checkpoints.episodes()
-    fetched = [e for e in episodes if e.state in (DOWNLOADED, TRANSCRIBED)]
-    failed_fetch = [e for e in episodes if e.state == FAILED and e.failed_stage == "download"]
-    attempted = len(fetched) + len(failed_fetch)
-    per_host = {json.loads(d).get("hostname", "?"): v for d, v in services.metrics.latest("PerHost429").items()}
-    freeze = services.budget.status()
-    return {
-        "episodes": counts,
-        "by_feed": services.checkpoints.counts_by_feed(),
-        "stages": services.checkpoints.stage_counts(),
-        "reserved_usd": round(services.budget.ledger.reserved(), 6),
-        "download_success_rate": round(100.0 * len(fetched) / attempted, 2) if attempted else None,
-        "per_host_429_rate": per_host,
-        "gb_transferred": round(sum(e.bytes or 0 for e in fetched) / 1e9, 4),
-        "cost_today_usd": round(services.budget.cost_today(), 6),
-        "cost_ceiling_usd": services.budget.ceiling_usd,
-        "frozen": freeze.active,
-        "freeze_reason": freeze.reason if freeze.active else None,
-    }
-
-
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(as_json: bool) -> None:
-    """Counts per state, success rate, 429 rate, GB transferred and cost today."""
-    doc = status_report(_services(_settings()))
+@click.option("--failed", "failed_only", is_flag=True, help="List the failed episodes: stage and reason.")
+def status(as_json: bool, failed_only: bool) -> None:
+    """Episodes per state (agreeing with the stages), failed feeds, success rate, 429 rate, GB and cost today."""
+    from podinsight_dagster.store.summary import status_lines, status_report
+
+    settings = _settings()
+    _require_data(settings)
+    if failed_only:
+        echo_failed_episodes(_services(settings), as_json)
+        return
+    doc = status_report(_services(settings))
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
-    click.echo("  ".join(f"{k}: {v}" for k, v in doc["episodes"].items()))
-    for stage, counts in doc["stages"].items():
-        click.echo(f"  {stage:<10} " + "  ".join(f"{k}: {v}" for k, v in counts.items()))
-    rate = doc["download_success_rate"]
-    click.echo(f"download success rate: {'-' if rate is None else f'{rate:.1f}%'} (run-book target > 98%)")
-    for host, r in sorted(doc["per_host_429_rate"].items()):
-        click.echo(f"429 rate {host}: {r:.2f}% (target < 1%)")
-    click.echo(f"GB transferred: {doc['gb_transferred']:.3f}")
-    click.echo(f"cost today: ${doc['cost_today_usd']:.4f} of ${doc['cost_ceiling_usd']:.2f}"
-               + (f"  FROZEN: {doc['freeze_reason']}" if doc["frozen"] else ""))
+    for line in status_lines(doc):
+        click.echo(line)
+
+
+def _require_data(settings: Settings, *also: Path) -> None:
+    """Commands that only read refuse a local data root with no data (a mistyped PODINSIGHT_HOME), creating nothing."""
+    if settings.deployment == "local":
+        require_data(settings.home, *also)
+
+
+def echo_failed_episodes(services, as_json: bool) -> None:
+    """``podrun status --failed``: one line per failed stage of an episode (the query: store/failures.py)."""
+    from podinsight_dagster.store.failures import failed_episodes
+
+    rows = failed_episodes(services.checkpoints)
+    if as_json:
+        click.echo(json.dumps({"failed_episodes": [f.to_json() for f in rows]}, indent=2))
+        return
+    if not rows:
+        click.echo("no failed episodes")
+        return
+    click.echo(f"{len(rows)} failed episode{'s' if len(rows) != 1 else ''} (stage, retryable or permanent, reason):")
+    for f in rows:
+        reason = " ".join(f.reason.split())
+        reason = reason if len(reason) <= 200 else reason[:197] + "..."
+        kind = "retryable" if f.retryable else "permanent"
+        click.echo(f"  {f.partition_key}  {f.stage}  {kind}: {reason}")
 
 
 @main.command()
@@ -507,7 +489,10 @@ def status(as_json: bool) -> None:
 @click.option("--reason", default="frozen by hand", help="Why (when freezing).")
 def freeze(lift: bool, reason: str) -> None:
     """Freeze transcription spend (as the $40 alarm does), or lift the freeze."""
-    budget = _services(_settings()).budget
+    settings = _settings()
+    if settings.deployment == "local":
+        require_writable_home(settings.home)
+    budget = _services(settings).budget
     if lift:
         budget.lift()
         click.echo("freeze lifted: transcription may run")
@@ -540,8 +525,8 @@ def feed_inspect(source: str, as_json: bool) -> None:
 
     settings = _settings()
     try:
-        if source.startswith(("http://", "https://")):
-            got = build_http(settings).fetch_bytes(source)
+        if source.startswith(("http://", "https://")):  # one request: host limits within this process suffice
+            got = build_http(settings, shared_limits=False).fetch_bytes(source)
             content, base_url = got.content, got.final_url or source
         else:
             content, base_url = Path(source).read_bytes(), source
@@ -562,16 +547,21 @@ def feed_inspect(source: str, as_json: bool) -> None:
 # ---------------------------------------------------------------------------
 # the archive: query, search, report
 # ---------------------------------------------------------------------------
-def _archive_sql(settings: Settings):
-    """DuckDB with the views over the deployment's stage layout; one sentence when it cannot be read."""
+def _archive_sql(settings: Settings, read_only: bool = False):
+    """DuckDB with the views over the deployment's stage layout; one sentence when it cannot be read.
+
+    ``read_only``: then locked to reading the stage layout (podrun query runs a user's SQL).
+    """
     import duckdb
 
-    from podinsight_dagster.archive.views import create_views
+    from podinsight_dagster.archive.views import create_views, lock_to_reading
     from podinsight_dagster.services import build_duckdb, stage_uri
 
     try:
         con = build_duckdb(settings)
         create_views(con, stage_uri(settings))
+        if read_only:
+            lock_to_reading(con, stage_uri(settings))
     except (duckdb.Error, FileNotFoundError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise click.ClickException(f"cannot read the stage layout at {stage_uri(settings)}: {first}")
@@ -597,7 +587,11 @@ def query(sql: str, as_json: bool, as_csv: bool) -> None:
 
     if as_json and as_csv:
         raise click.ClickException("choose one of --json and --csv")
-    con = _archive_sql(_settings())
+    if not sql.strip():
+        raise click.UsageError('no SQL given: podrun query "SELECT * FROM episodes LIMIT 5"')
+    settings = _settings()
+    _require_data(settings)
+    con = _archive_sql(settings, read_only=True)
     try:
         result = run_query(con, sql)
     except QueryError as exc:
@@ -642,8 +636,10 @@ def search(phrase: str, feed: str | None, limit: int, as_json: bool, meaning: bo
 
     if no_hybrid and not meaning:
         raise click.UsageError("--no-hybrid goes with --meaning")
+    settings = _settings()
+    _require_data(settings, settings.index_db)
     try:
-        index = build_transcript_index(_settings(), create=False)
+        index = build_transcript_index(settings, create=False)
         if meaning:
             hits = index.search_meaning(phrase, feed=feed, limit=limit, hybrid=not no_hybrid)
         else:
@@ -676,6 +672,7 @@ def report(out: Path) -> None:
     if not out.parent.is_dir():
         raise click.ClickException(f"cannot write {out}: folder {out.parent} does not exist")
     settings = _settings()
+    _require_data(settings)
     services = _services(settings)
     con = _archive_sql(settings)
     try:

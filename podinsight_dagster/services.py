@@ -161,8 +161,13 @@ def catalog_host_limits(settings: Settings) -> dict[str, int]:
         return {}  # no catalog yet (or a broken one, which the catalog asset reports)
 
 
-def build_limiter(settings: Settings, limits: dict[str, int]) -> HostLimiter:
-    """The per-host caps: across one machine's processes (local), or across every task (aws: DynamoDB leases)."""
+def build_limiter(settings: Settings, limits: dict[str, int], *, shared: bool = True) -> HostLimiter:
+    """The per-host caps: across one machine's processes (local), or across every task (aws: DynamoDB leases).
+
+    ``shared=False``: within this process only, leaving no trace (a dry run changes nothing).
+    """
+    if not shared:
+        return LocalHostLimiter(limits, settings.default_host_limit)
     if settings.deployment == "aws":
         from podinsight_dagster.fetch.leases import DynamoLeaseHostLimiter
 
@@ -171,11 +176,13 @@ def build_limiter(settings: Settings, limits: dict[str, int]) -> HostLimiter:
     return LocalHostLimiter(limits, settings.default_host_limit, settings.locks_dir)
 
 
-def build_http(settings: Settings) -> HttpClient:
+def build_http(settings: Settings, *, shared_limits: bool = True) -> HttpClient:
     config = HttpConfig(max_audio_bytes=settings.max_audio_bytes, max_attempts=settings.http_max_attempts,
+                        download_attempts=settings.download_attempts,
+                        download_backoff_max=settings.download_backoff_max_s,
                         host_limits=catalog_host_limits(settings), default_host_limit=settings.default_host_limit)
     return HttpClient(config, NetworkPolicy.parse(settings.allow_private_networks),
-                      build_limiter(settings, config.host_limits))
+                      build_limiter(settings, config.host_limits, shared=shared_limits))
 
 
 def transcribe_options(settings: Settings) -> TranscribeOptions:

@@ -70,6 +70,11 @@ class Settings:
     # an episode's stage claim (download, transcribe) across tasks: its lease, renewed every third of it
     # while its holder lives; a killed task's episodes are taken over once it runs out (store/claims.py)
     claim_lease_sec: float = 600.0
+    # an episode's download retries itself (fetch/retry.py): tries, and the longest wait between two, so it is
+    # asked again within that many seconds of its host answering (6 tries, 8 s: an outage of 11.5 s is bridged,
+    # a hopeless episode waits at most 23 s in all)
+    download_attempts: int = 6
+    download_backoff_max_s: float = 8.0
     # money (run-book §4.4, §6)
     cost_ceiling_usd: float = 40.0      # GPUCostToday < $40
     price_gpu_hour: float = 0.30        # g5.xlarge Spot (run-book §2.5: 83 GPU-h x $0.30)
@@ -155,6 +160,10 @@ class Settings:
             raise SettingsError(f"PODINSIGHT_BATCH_SIZE={self.batch_size}: must be at least 1")
         if not self.claim_lease_sec > 0:
             raise SettingsError(f"PODINSIGHT_CLAIM_LEASE_SEC={self.claim_lease_sec}: must be more than 0 seconds")
+        if self.download_attempts < 1:
+            raise SettingsError(f"PODINSIGHT_DOWNLOAD_ATTEMPTS={self.download_attempts}: must be at least 1")
+        if not 0 <= self.download_backoff_max_s <= 600:
+            raise SettingsError(f"PODINSIGHT_DOWNLOAD_BACKOFF_MAX_S={self.download_backoff_max_s}: 0 up to 600 seconds")
         if not 0 <= self.pack_gap_sec <= 5:
             raise SettingsError(f"PODINSIGHT_PACK_GAP_SEC={self.pack_gap_sec}: 0 (off) up to 5 seconds")
 
@@ -270,6 +279,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PODINSIGHT_MAX_AUDIO_BYTES", "max_audio_bytes", _int, "largest episode accepted"),
     EnvVar("PODINSIGHT_CLAIM_LEASE_SEC", "claim_lease_sec", _float,
            "lease of an episode's download or transcription claim; a killed task's episodes are taken over after it"),
+    EnvVar("PODINSIGHT_DOWNLOAD_ATTEMPTS", "download_attempts", _int,
+           "tries per episode download (retryable errors only: timeouts, resets, cut bodies, 429, 5xx)"),
+    EnvVar("PODINSIGHT_DOWNLOAD_BACKOFF_MAX_S", "download_backoff_max_s", _float,
+           "longest wait between two tries of an episode download"),
     EnvVar("PODINSIGHT_COST_CEILING_USD", "cost_ceiling_usd", _usd, "GPUCostToday ceiling"),
     EnvVar("PODINSIGHT_PRICE_GPU_HOUR", "price_gpu_hour", _usd, "USD per GPU hour"),
     EnvVar("PODINSIGHT_PRICE_CPU_HOUR", "price_cpu_hour", _usd, "USD per CPU hour"),

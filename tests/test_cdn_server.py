@@ -292,6 +292,20 @@ def test_status_fault_with_retry_after_and_times(cdn):
     assert requests.get(cdn.url("/missing.mp3"), timeout=TIMEOUT).status_code == 404
 
 
+def test_for_s_fault_is_an_outage_counted_from_its_first_request(cdn):
+    cdn.add_file("/ep.mp3", AUDIO)
+    cdn.set_fault("/ep.mp3", Fault(status=503, for_s=0.5))
+    time.sleep(0.6)  # the window starts at the first request, not at set_fault
+    assert cdn.outage_end("/ep.mp3") is None
+    assert requests.get(cdn.url("/ep.mp3"), timeout=TIMEOUT).status_code == 503
+    end = cdn.outage_end("/ep.mp3")
+    assert end == pytest.approx(cdn.requests[0].started + 0.5, abs=0.05)
+    time.sleep(max(0.0, end - time.monotonic()) + 0.05)
+    r = requests.get(cdn.url("/ep.mp3"), timeout=TIMEOUT)
+    assert r.status_code == 200 and r.content == AUDIO
+    assert [rec.fault is not None for rec in cdn.requests] == [True, False]
+
+
 def test_reset_after_bytes_aborts_mid_body(cdn):
     cdn.add_file("/ep.mp3", AUDIO)
     cdn.set_fault("/ep.mp3", Fault(reset_after_bytes=1000))

@@ -25,7 +25,7 @@ def test_a_missing_bucket_is_one_line_before_anything_is_fetched(stack, podrun, 
     demo_catalog(["tech-talk"])
     monkeypatch.setenv("PODINSIGHT_RAW_BUCKET", "nope")
     result = podrun("fetch", ok=False)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a setting naming what does not exist (README: "Exit codes")
     assert result.output.strip() == MISSING_RAW
     assert demo_cdn.request_count() == 0  # not even the feed: nothing was downloaded
     assert "Contents" not in stack.client("s3").list_objects_v2(Bucket="pod-insights-manifests")
@@ -35,7 +35,7 @@ def test_missing_table_and_batch_queue_are_named_with_their_settings(stack, podr
     monkeypatch.setenv("PODINSIGHT_STATUS_TABLE", "no-table")
     monkeypatch.setenv("PODINSIGHT_TRANSCRIBE_VIA", "batch")
     result = podrun("transcribe", ok=False)
-    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert result.output.strip() == (
         "Error: DynamoDB table 'no-table' does not exist (PODINSIGHT_STATUS_TABLE); Batch job queue 'transcribe' "
         "does not exist (PODINSIGHT_BATCH_JOB_QUEUE); Batch job definition 'whisper-base' does not exist "

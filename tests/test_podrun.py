@@ -58,11 +58,11 @@ def test_transcribe_refuses_when_frozen_or_over_budget(settings, demo_catalog, p
     podrun("fetch")
     podrun("freeze", "--reason", "manual stop")
     result = podrun("transcribe", "--model", "tiny.en", ok=False)
-    assert result.exit_code != 0 and "frozen" in result.output and "podrun freeze --lift" in result.output
+    assert result.exit_code == 3 and "frozen" in result.output and "podrun freeze --lift" in result.output
     podrun("freeze", "--lift")
     monkeypatch.setenv("PODINSIGHT_COST_CEILING_USD", "0.00001")
     result = podrun("transcribe", "--model", "tiny.en", ok=False)
-    assert result.exit_code != 0 and "would cross" in result.output
+    assert result.exit_code == 3 and "would cross" in result.output  # refused by the cost guard
     assert SqliteCheckpointStore(settings.checkpoint_db).counts()["transcribed"] == 0
 
 
@@ -101,7 +101,7 @@ def test_fetch_feeds_accepts_a_folder(settings, demo_catalog, podrun):
 def test_a_bad_setting_is_one_sentence_not_a_traceback(home, podrun, monkeypatch):
     monkeypatch.setenv("PODINSIGHT_BATCH_SIZE", "eight")
     result = podrun("status", ok=False)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad setting (README: exit codes)
     assert result.output.strip() == "Error: PODINSIGHT_BATCH_SIZE='eight' is not a whole number"
 
 

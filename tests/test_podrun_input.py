@@ -1,5 +1,6 @@
 """podrun on input as people write it: feeds in the wild (what `feed inspect --json` read), and
-bad catalogs, manifests and settings (one sentence, exit code 1, never a traceback)."""
+bad catalogs, manifests and settings (one sentence, never a traceback; exit code 2 for a setting or the catalog,
+1 for a manifest)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ HEADER = ("partition_key,feed_slug,guid_key,guid,title,published,enclosure_url,e
           "enclosure_length,duration_sec,tier\n")
 
 
-def refused(podrun, *args) -> str:
-    """Run podrun expecting one clear sentence and exit code 1; return the sentence."""
+def refused(podrun, *args, code: int = 1) -> str:
+    """Run podrun expecting one clear sentence and exit code ``code``; return the sentence."""
     result = podrun(*args, ok=False)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
@@ -105,7 +106,7 @@ def test_inspect_durations(home, podrun):
 
 
 # ---------------------------------------------------------------------------
-# item 7: bad input is one sentence, exit code 1
+# item 7: bad input is one sentence (exit code 2 for the catalog and settings, 1 for a manifest)
 # ---------------------------------------------------------------------------
 def write_catalog(settings, text: str) -> Path:
     path = settings.feeds_dir / "tier1_feeds.yaml"
@@ -115,14 +116,14 @@ def write_catalog(settings, text: str) -> Path:
 
 def test_catalog_with_a_non_numeric_tier(settings, podrun):
     path = write_catalog(settings, "feeds:\n  - {slug: a-show, url: 'https://a.example/feed', tier: one}\n")
-    assert refused(podrun, "fetch", "--dry-run") == (
+    assert refused(podrun, "fetch", "--dry-run", code=2) == (
         f'Error: {path}: feeds[0] (a-show): tier must be a whole number, not "one"')
 
 
 def test_catalog_with_a_boolean_host_limit(settings, podrun):
     path = write_catalog(settings, "feeds:\n  - {slug: a-show, url: 'https://a.example/feed', tier: 1}\n"
                                    "host_limits: {x: true}\n")
-    assert refused(podrun, "fetch", "--dry-run") == (
+    assert refused(podrun, "fetch", "--dry-run", code=2) == (
         f"Error: {path}: host_limits: x must be a positive whole number, not true")
 
 
@@ -218,5 +219,6 @@ def test_s3_manifest_is_read_and_checked_like_a_file(settings, podrun, s3):
 @pytest.mark.parametrize("value", ["forty", "nan"])
 def test_a_non_numeric_cost_ceiling(home, podrun, monkeypatch, value):
     monkeypatch.setenv("PODINSIGHT_COST_CEILING_USD", value)
-    assert refused(podrun, "status") == f"Error: PODINSIGHT_COST_CEILING_USD='{value}' is not an amount in USD"
-    assert refused(podrun, "transcribe") == f"Error: PODINSIGHT_COST_CEILING_USD='{value}' is not an amount in USD"
+    assert refused(podrun, "status", code=2) == f"Error: PODINSIGHT_COST_CEILING_USD='{value}' is not an amount in USD"
+    assert refused(podrun, "transcribe", code=2) == (
+        f"Error: PODINSIGHT_COST_CEILING_USD='{value}' is not an amount in USD")

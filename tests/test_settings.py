@@ -21,6 +21,7 @@ VALID = {
     "PODINSIGHT_ALLOW_PRIVATE_NETWORKS": ("10.0.0.0/8", "10.0.0.0/8"), "PODINSIGHT_DEFAULT_HOST_LIMIT": ("4", 4),
     "PODINSIGHT_HTTP_MAX_ATTEMPTS": ("2", 2), "PODINSIGHT_MAX_AUDIO_BYTES": ("1000", 1000),
     "PODINSIGHT_CLAIM_LEASE_SEC": ("5", 5.0),
+    "PODINSIGHT_DOWNLOAD_ATTEMPTS": ("3", 3), "PODINSIGHT_DOWNLOAD_BACKOFF_MAX_S": ("0.5", 0.5),
     "PODINSIGHT_COST_CEILING_USD": ("12.5", 12.5), "PODINSIGHT_PRICE_GPU_HOUR": ("1.2", 1.2),
     "PODINSIGHT_PRICE_CPU_HOUR": ("0.1", 0.1), "PODINSIGHT_RAW_BUCKET": ("r", "r"),
     "PODINSIGHT_STAGE_BUCKET": ("s", "s"), "PODINSIGHT_MANIFEST_BUCKET": ("m", "m"),
@@ -60,6 +61,8 @@ def test_defaults_follow_the_run_book(tmp_path):
 @pytest.mark.parametrize("name,value,message", [
     ("PODINSIGHT_BATCH_SIZE", "eight", "PODINSIGHT_BATCH_SIZE='eight' is not a whole number"),
     ("PODINSIGHT_BATCH_SIZE", "0", "PODINSIGHT_BATCH_SIZE=0: must be at least 1"),
+    ("PODINSIGHT_DOWNLOAD_ATTEMPTS", "0", "PODINSIGHT_DOWNLOAD_ATTEMPTS=0: must be at least 1"),
+    ("PODINSIGHT_DOWNLOAD_BACKOFF_MAX_S", "-1", "PODINSIGHT_DOWNLOAD_BACKOFF_MAX_S=-1.0: 0 up to 600 seconds"),
     ("PODINSIGHT_PACK_GAP_SEC", "one", "PODINSIGHT_PACK_GAP_SEC='one' is not a number"),
     ("PODINSIGHT_PACK_GAP_SEC", "9", "PODINSIGHT_PACK_GAP_SEC=9.0: 0 (off) up to 5 seconds"),
     ("PODINSIGHT_CLAIM_LEASE_SEC", "0", "PODINSIGHT_CLAIM_LEASE_SEC=0.0: must be more than 0 seconds"),

@@ -93,16 +93,50 @@ def create_views(con, stage_root: str, feed: str = "*") -> None:
         FROM transcripts t LEFT JOIN kpis k USING (feed_slug, guid_key)""")
 
 
+def lock_to_reading(con, stage_root: str) -> None:
+    """From now on ``con`` reads the stage layout and nothing else: no other file, no URL, no settings change.
+
+    DuckDB's own guard (``enable_external_access`` off, but for ``allowed_directories``, then
+    ``lock_configuration``): ``read_csv('/etc/passwd')`` and ``COPY ... TO`` anywhere outside are refused.
+    Writing inside the layout (it is allowed for reading) is refused by ``run_query``, which runs
+    only queries (SELECT, EXPLAIN).
+    """
+    root = stage_root.rstrip("/") + "/"
+    con.execute(f"SET allowed_directories = ['{root.replace(chr(39), chr(39) * 2)}']")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+# What ``run_query`` runs: statements that read (DESCRIBE, SHOW, SUMMARIZE and PRAGMA parse as SELECT).
+_READING = ("SELECT", "EXPLAIN")
+
+
 def run_query(con, sql: str) -> QueryResult:
-    """Run one SQL statement against the views; QueryError (one sentence) when DuckDB refuses it."""
+    """Run one SQL query (SELECT, EXPLAIN) against the views; QueryError (one sentence) when it is anything else,
+    or when DuckDB refuses it."""
     import duckdb
 
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QueryError(f"the query failed: {first}") from None
+    if not statements:
+        raise QueryError("no SQL statement given")
+    if len(statements) > 1:
+        raise QueryError(f"one statement at a time, not {len(statements)}")
+    kind = statements[0].type.name
+    if kind not in _READING:
+        raise QueryError(f"queries only read the archive: {kind} is not allowed (use SELECT)")
     try:
         cur = con.execute(sql)
         if cur.description is None:
             return QueryResult([], [])
         columns = [d[0] for d in cur.description]
         return QueryResult(columns, cur.fetchall())
+    except duckdb.PermissionException as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise QueryError(f"queries read only the archive's files: {first.removeprefix('Permission Error: ')}") from None
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise QueryError(f"the query failed: {first}") from None

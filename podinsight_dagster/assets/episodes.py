@@ -31,9 +31,8 @@ from dagster import BetaWarning
 # operators (every podrun command prints it otherwise) and tell them nothing they can act on.
 warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
 
-from dagster import (AssetExecutionContext, AssetMaterialization, AssetObservation, AssetsDefinition, Backoff,
-                     BackfillPolicy, DagsterEventType, Failure, Jitter, MaterializeResult, MetadataValue, RetryPolicy,
-                     asset)
+from dagster import (AssetExecutionContext, AssetMaterialization, AssetObservation, AssetsDefinition,
+                     BackfillPolicy, DagsterEventType, Failure, MaterializeResult, MetadataValue, asset)
 
 from podinsight_dagster.store import layout
 from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
@@ -55,9 +54,9 @@ from podinsight_dagster.worker import Refused, outcome_message, read_outcomes
 
 MAX_PARTITIONS_PER_RUN = 100
 EPISODE_BACKFILL = BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITIONS_PER_RUN)
-# Retries only help transient trouble (a CDN hiccup): run_per_episode raises
-# Failure(allow_retries=False) when every failure was permanent (404, an HTML page).
-FETCH_RETRY = RetryPolicy(max_retries=2, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+# raw_audio has no step RetryPolicy: a step retry re-ran every episode of the step a minute later, permanent
+# failures (404, an HTML page) included. Each episode's download retries its own transient failures
+# (fetch/retry.py: PODINSIGHT_DOWNLOAD_ATTEMPTS, PODINSIGHT_DOWNLOAD_BACKOFF_MAX_S), inside download_episode.
 
 
 Outcome = tuple[str, "dict | StepError"]
@@ -267,7 +266,7 @@ def _one_line(meta: dict) -> str:
 
 
 @asset(partitions_def=episodes_partitions, deps=[episode_manifest], group_name="episodes",
-       backfill_policy=EPISODE_BACKFILL, pool="podinsight_fetch", retry_policy=FETCH_RETRY,
+       backfill_policy=EPISODE_BACKFILL, pool="podinsight_fetch",
        description="The episode's audio in pod-insights-raw/<feed_slug>/<guid_key>/audio/, with meta/meta.json.")
 def raw_audio(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()

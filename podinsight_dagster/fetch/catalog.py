@@ -1,14 +1,17 @@
 """The feed catalog: ``feeds/tier*_feeds.yaml``, each a list of ``{slug, url, tier}`` under ``feeds:``.
 
 An optional ``host_limits:`` mapping (hostname -> concurrent requests) overrides
-the run-book's per-host defaults.
+the run-book's per-host defaults. Any other key is an error naming the closest known one: a
+mistyped ``host_limts:`` silently ignored would mean no limit at all.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -17,6 +20,19 @@ from podinsight_dagster.store.keys import InvalidKeyError, validate_feed_slug
 
 class CatalogError(ValueError):
     pass
+
+
+CATALOG_KEYS = ("feeds", "host_limits")
+FEED_KEYS = ("slug", "url", "tier")
+
+
+def _unknown_keys(where: str, given, known: tuple[str, ...]) -> None:
+    """CatalogError for the first key not in ``known``, naming the closest known one."""
+    for key in given:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else f"the keys are {', '.join(known)}"
+            raise CatalogError(f"{where}: unknown key {str(key)!r} ({hint})")
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,7 @@ def load_catalog_file(path: Path) -> Catalog:
         raise CatalogError(f"{path}: cannot read catalog: {exc}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("feeds", []), list):
         raise CatalogError(f"{path}: expected a mapping with a 'feeds:' list")
+    _unknown_keys(str(path), doc, CATALOG_KEYS)
     feeds = []
     for i, item in enumerate(doc.get("feeds") or []):
         if not isinstance(item, dict) or "slug" not in item or "url" not in item:
@@ -51,10 +68,16 @@ def load_catalog_file(path: Path) -> Catalog:
             slug = validate_feed_slug(str(item["slug"]))
         except InvalidKeyError as exc:
             raise CatalogError(f"{path}: feeds[{i}]: {exc}") from exc
+        _unknown_keys(f"{path}: feeds[{i}] ({slug})", item, FEED_KEYS)
+        url = str(item["url"]).strip()
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise CatalogError(f"{path}: feeds[{i}] ({slug}): url must be an http:// or https:// address, "
+                               f"not {_yaml(item['url'])}")
         tier = _whole_number(item.get("tier"))
         if tier is False:
             raise CatalogError(f"{path}: feeds[{i}] ({slug}): tier must be a whole number, not {_yaml(item['tier'])}")
-        feeds.append(FeedSpec(slug=slug, url=str(item["url"]).strip(), tier=tier))
+        feeds.append(FeedSpec(slug=slug, url=url, tier=tier))
     limits = doc.get("host_limits") or {}
     if not isinstance(limits, dict):
         raise CatalogError(f"{path}: host_limits must map hostnames to positive whole numbers")

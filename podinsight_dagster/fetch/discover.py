@@ -47,10 +47,15 @@ class Discovery:
     manifest_rows: list[dict]
     manifest_key: str | None = None
     manifest_path: Path | None = None
+    # A dry run's episodes that a real run would register (they are in manifest_rows, not in the store).
+    unregistered: list[EpisodeRecord] = field(default_factory=list)
 
 
-def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[EpisodeRecord]]:
+def _poll_feed(services: Services, spec: FeedSpec, *, record: bool = True) -> tuple[FeedResult, list[EpisodeRecord]]:
+    """Poll one feed; ``record=False`` (a dry run) writes nothing, not even the feed's validators."""
     store = services.checkpoints
+    if not record:
+        store = _NoFeedWrites(store)
     known = store.get_feed(spec.slug)
     # Validators and a moved feed's new address hold only while the catalog names the same URL.
     same = known is not None and known.url == spec.url
@@ -112,14 +117,32 @@ def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[Epi
     return FeedResult(spec.slug, fetch_url, "ok", episodes=len(records), skipped=skipped), records
 
 
-def discover(services: Services, catalog: Catalog, *, write_manifest: bool = True,
+class _NoFeedWrites:
+    """A checkpoint store whose feed writes go nowhere (a dry run polls feeds but changes nothing)."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def get_feed(self, slug: str) -> FeedRecord | None:
+        return self._store.get_feed(slug)
+
+    def upsert_feed(self, rec: FeedRecord) -> None:
+        pass
+
+
+def discover(services: Services, catalog: Catalog, *, write_manifest: bool = True, dry_run: bool = False,
              today: datetime | None = None, max_workers: int = 8) -> Discovery:
-    """Poll every feed (one failing feed never stops the others), register episodes, write the manifest."""
-    results, new_keys, _ = poll_feeds(services, catalog.feeds, max_workers=max_workers)
+    """Poll every feed (one failing feed never stops the others), register episodes, write the manifest.
+
+    ``dry_run``: poll, but write nothing (no episodes, no feed validators, no manifest); the episodes a
+    real run would register are returned in ``unregistered`` and listed in ``manifest_rows``.
+    """
+    results, new_keys, _, unregistered = _poll(services, catalog.feeds, max_workers=max_workers, record=not dry_run)
     tiers = {f.slug: f.tier for f in catalog.feeds}
     rows = []
     for slug in tiers:
-        for rec in services.checkpoints.episodes(feed_slug=slug):
+        known = services.checkpoints.episodes(feed_slug=slug)
+        for rec in known + [r for r in unregistered if r.feed_slug == slug]:
             rows.append({
                 "partition_key": rec.partition_key, "feed_slug": rec.feed_slug, "guid_key": rec.guid_key,
                 "guid": rec.guid, "title": rec.title, "published": rec.published,
@@ -127,8 +150,8 @@ def discover(services: Services, catalog: Catalog, *, write_manifest: bool = Tru
                 "enclosure_length": rec.enclosure_length, "duration_sec": rec.duration_hint_sec,
                 "tier": tiers[slug],
             })
-    discovery = Discovery(feeds=results, new_partition_keys=new_keys, manifest_rows=rows)
-    if write_manifest:
+    discovery = Discovery(feeds=results, new_partition_keys=new_keys, manifest_rows=rows, unregistered=unregistered)
+    if write_manifest and not dry_run:
         data = manifest_csv(rows)
         day = (today or datetime.now(timezone.utc)).strftime("%Y%m%d")
         discovery.manifest_key = f"{day}.csv"
@@ -150,6 +173,13 @@ def poll_feeds(services: Services, specs: Sequence[FeedSpec], *, deadline: float
     so the unpolled ones are the tail of ``specs``; the first always starts, so a caller that resumes
     from the first unpolled feed always moves on.
     """
+    results, new_keys, unpolled, _ = _poll(services, specs, deadline=deadline, max_workers=max_workers)
+    return results, new_keys, unpolled
+
+
+def _poll(services: Services, specs: Sequence[FeedSpec], *, deadline: float | None = None, max_workers: int = 8,
+          record: bool = True) -> tuple[list[FeedResult], list[str], list[FeedSpec], list[EpisodeRecord]]:
+    """poll_feeds; with ``record=False`` nothing is written and the episodes new to the store are returned."""
     lock = threading.Lock()
     started = 0
 
@@ -160,21 +190,26 @@ def poll_feeds(services: Services, specs: Sequence[FeedSpec], *, deadline: float
                 return None
             spec = specs[started]
             started += 1
-        return _poll_feed(services, spec)
+        return _poll_feed(services, spec, record=record)
 
     results: list[FeedResult] = []
     new_keys: list[str] = []
+    unregistered: list[EpisodeRecord] = []
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="feed") as pool:
         for out in pool.map(poll, range(len(specs))):
             if out is None:
                 continue
             result, records = out
-            if records:
+            if records and record:
                 added = services.checkpoints.register_episodes(records)
                 result.new = len(added)
                 new_keys += added
+            elif records:
+                fresh = [r for r in records if services.checkpoints.get(r.partition_key) is None]
+                result.new = len(fresh)
+                unregistered += fresh
             results.append(result)
-    return results, new_keys, list(specs[started:])
+    return results, new_keys, list(specs[started:]), unregistered
 
 
 def manifest_csv(rows: list[dict]) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import tempfile
 import threading
@@ -15,6 +14,7 @@ from urllib.parse import urlsplit
 
 from podinsight_dagster.errors import StepError, StepSkipped
 from podinsight_dagster.fetch.http import FetchError
+from podinsight_dagster.fetch.partial import EpisodePartial
 from podinsight_dagster.fetch.limits import registrable_domain
 from podinsight_dagster.store import layout
 from podinsight_dagster.store.checkpoints import DONE, DOWNLOAD, DOWNLOADED, TRANSCRIBED
@@ -53,6 +53,12 @@ def probe_duration(path: Path) -> float | None:
     except Exception:  # noqa: BLE001 - probing is best effort; transcription reports bad audio
         return None
     return None
+
+
+def _staging_dir(services: Services) -> Path:
+    """Where partial downloads live: beside raw storage when it is a folder (commit is a rename), else a temp dir."""
+    staging = getattr(services.raw, "staging_dir", None)
+    return staging() if staging else Path(tempfile.gettempdir()) / "podinsight-partial"
 
 
 def _whole_in_raw(services: Services, ek: EpisodeKey) -> dict | None:
@@ -116,25 +122,24 @@ def _download(services: Services, pk: str, ek: EpisodeKey, rec, claims: Claims) 
         services.checkpoints.mark_failed(pk, "download", "episode has no enclosure URL")
         raise StepError(f"{pk}: episode has no enclosure URL")
     services.checkpoints.mark_attempt(pk)  # (the claim set the stage running)
-    staging = getattr(services.raw, "staging_dir", None)
-    tmp_dir = staging() if staging else Path(tempfile.gettempdir())
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-dl-", dir=tmp_dir)
-    os.close(fd)  # the client reopens the file by name; an open descriptor per episode ends in EMFILE
-    tmp = Path(tmp_name)
-    try:
-        dl = services.http.download(rec.enclosure_url, tmp)
-        ext = dl.audio_format if dl.audio_format in ("mp3", "m4a", "ogg", "wav", "flac", "aac", "webm") else "mp3"
-        audio_key = layout.audio_key(ek, ext)
-        duration = probe_duration(tmp)
-        if pk in claims.lost:  # stalled past its lease and taken over: the new holder stores it, not us
-            raise StepSkipped(f"{pk}: skipped, its claim ran out while downloading and another task took it over",
-                              held_elsewhere=True)
-        services.raw.put_file(audio_key, tmp, content_type=dl.content_type)
-    except FetchError as exc:
-        services.checkpoints.mark_failed(pk, "download", str(exc), retryable=exc.retryable)
-        raise StepError(f"{pk}: {exc}", retryable=exc.retryable) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+    # The episode's partial file under a fixed name (fetch/partial.py): what a killed process or a failed try
+    # left is resumed (Range + If-Range on the validator kept beside it), and removed once the audio is
+    # committed or the episode failed for good. Retryable failures are retried here, per episode
+    # (HttpConfig.download_backoff), not by re-running the step.
+    with EpisodePartial(_staging_dir(services), services.raw.uri(layout.meta_key(ek))) as partial:
+        try:
+            dl = services.http.download(rec.enclosure_url, partial.path, state=partial.state(rec.enclosure_url))
+            ext = dl.audio_format if dl.audio_format in ("mp3", "m4a", "ogg", "wav", "flac", "aac", "webm") else "mp3"
+            audio_key = layout.audio_key(ek, ext)
+            duration = probe_duration(partial.path)
+            if pk in claims.lost:  # stalled past its lease and taken over: the new holder stores it, not us
+                raise StepSkipped(f"{pk}: skipped, its claim ran out while downloading and another task took it "
+                                  "over", held_elsewhere=True)
+            services.raw.put_file(audio_key, partial.path, content_type=dl.content_type)
+        except FetchError as exc:
+            services.checkpoints.mark_failed(pk, "download", str(exc), retryable=exc.retryable)
+            raise StepError(f"{pk}: {exc}", retryable=exc.retryable) from exc
+        partial.finish()
     meta = {
         "partition_key": pk, "feed_slug": ek.feed_slug, "guid": rec.guid, "guid_key": ek.guid_key,
         "title": rec.title, "published": rec.published, "enclosure_url": rec.enclosure_url,

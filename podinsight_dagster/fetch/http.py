@@ -5,10 +5,10 @@ What the run-book's ``polite_get`` lacked, and this module adds:
 * bodies are streamed in chunks to a temporary file, never held whole in memory;
 * a download cut off midway resumes with ``Range`` + ``If-Range``; a server that
   ignores Range, or a file that changed in between, restarts cleanly, so a spliced
-  file is impossible;
+  file is impossible (partial.py; an episode's partial outlives a killed process);
 * only retryable failures are retried (timeouts, resets, truncated bodies, 408,
   429, 5xx), with exponential backoff and jitter, and 429/503 honour Retry-After;
-  a 404 or an HTML page fails at once;
+  a 404 or an HTML page fails at once (retry.py);
 * every connection, redirects included, is checked against the NetworkPolicy on
   the address it actually resolved to;
 * per-host concurrency is capped by a HostLimiter keyed on the registrable
@@ -18,15 +18,13 @@ What the run-book's ``polite_get`` lacked, and this module adds:
 from __future__ import annotations
 
 import email.utils
-import hashlib
-import random
 import socket
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -39,6 +37,10 @@ from urllib3.util import connection as urllib3_connection
 from podinsight_dagster import USER_AGENT
 from podinsight_dagster.fetch.limits import DEFAULT_HOST_LIMIT, HostLimiter, LocalHostLimiter
 from podinsight_dagster.fetch.netpolicy import BlockedAddressError, NetworkPolicy
+from podinsight_dagster.fetch.retry import Backoff, with_retries
+
+if TYPE_CHECKING:
+    from podinsight_dagster.fetch.partial import DownloadState
 
 RETRYABLE_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 CHUNK = 256 * 1024
@@ -190,6 +192,7 @@ class Download:
     attempts: int = 1
     resumed: int = 0
     restarts: int = 0
+    resumed_from: int = 0  # bytes an earlier process left in the partial file, resumed
 
 
 # ---------------------------------------------------------------------------
@@ -255,6 +258,9 @@ class HttpConfig:
     max_attempts: int = 4
     backoff_base: float = 1.0
     backoff_max: float = 30.0
+    # An episode's download (retry.py): tries, and the longest wait between two (None: as above).
+    download_attempts: int | None = None
+    download_backoff_max: float | None = None
     retry_after_cap: float = 120.0
     max_redirects: int = 10
     max_audio_bytes: int = 1 << 30  # 1 GB
@@ -266,6 +272,15 @@ class HttpConfig:
     user_agent: str = USER_AGENT
     host_limits: dict[str, int] = field(default_factory=dict)
     default_host_limit: int = DEFAULT_HOST_LIMIT
+
+    @property
+    def request_backoff(self) -> Backoff:
+        return Backoff(self.max_attempts, self.backoff_base, self.backoff_max, "full")
+
+    @property
+    def download_backoff(self) -> Backoff:
+        cap = self.backoff_max if self.download_backoff_max is None else self.download_backoff_max
+        return Backoff(self.download_attempts or self.max_attempts, self.backoff_base, cap, "equal")
 
 
 class HttpClient:
@@ -400,23 +415,7 @@ class HttpClient:
 
     def _with_retries(self, what: str, fn: Callable[[int], object]):
         """Run ``fn(attempt)``, retrying TransientFetchError; sleeps happen outside any host slot."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return fn(attempt)
-            except TransientFetchError as exc:
-                if attempt >= self.config.max_attempts:
-                    tries = f"{attempt} attempts" if attempt != 1 else "1 attempt"
-                    raise TransientFetchError(f"{what}: gave up after {tries}: {exc}",
-                                              url=exc.url, status=exc.status) from exc
-                if exc.retry_after is not None:
-                    delay = exc.retry_after  # the server said when (already capped)
-                else:
-                    # Full jitter: spread retries so hosts are not hit in waves.
-                    delay = random.uniform(0, min(self.config.backoff_max,
-                                                  self.config.backoff_base * 2 ** (attempt - 1)))
-                self._sleep(delay)
+        return with_retries(what, fn, self.config.request_backoff, self._sleep)
 
     # -- small bodies: feeds, transcripts -------------------------------------
     def fetch_bytes(self, url: str, *, etag: str | None = None, last_modified: str | None = None,
@@ -499,102 +498,30 @@ class HttpClient:
             raise TransientFetchError(f"{url}: connection broke mid-body: {_short(exc)}", url=url) from exc
 
     # -- audio ----------------------------------------------------------------
-    def download(self, url: str, dest: Path, *, max_bytes: int | None = None) -> Download:
+    def download(self, url: str, dest: Path, *, max_bytes: int | None = None,
+                 state: "DownloadState | None" = None) -> Download:
         """Stream ``url`` into ``dest`` (a temporary path the caller commits), resuming after cuts.
 
-        Memory stays at one chunk whatever the size. On any failure ``dest`` is removed:
-        the caller never sees a partial file.
+        Memory stays at one chunk whatever the size. Tries ``config.download_backoff``'s attempts.
+        Without ``state``, ``dest`` is removed on any failure: the caller never sees a partial
+        file. With a ``state`` (an episode's partial, fetch/partial.py), the bytes it has in
+        ``dest`` are resumed, and kept after a failure that may pass (the next try resumes
+        them); a permanent failure removes them.
         """
+        from podinsight_dagster.fetch.partial import DownloadState, download_attempt
+
         cap = max_bytes or self.config.max_audio_bytes
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        state = _DownloadState()
+        keep = state is not None
+        st = state if state is not None else DownloadState()
         try:
-            result = self._with_retries(f"download {url}", lambda n: self._download_attempt(url, dest, cap, state, n))
-        except BaseException:
-            dest.unlink(missing_ok=True)
+            return with_retries(f"download {url}", lambda n: download_attempt(self, url, dest, cap, st, n),
+                                self.config.download_backoff, self._sleep)
+        except BaseException as exc:
+            if not keep or (isinstance(exc, FetchError) and not exc.retryable):
+                st.discard(dest)
             raise
-        return result
-
-    def _download_attempt(self, url: str, dest: Path, cap: int, st: "_DownloadState", attempt: int) -> Download:
-        # Bytes on the wire are what Range counts, so ask for no content coding.
-        headers: dict[str, str] = {"Accept-Encoding": "identity"}
-        have = st.written if st.written and dest.exists() else 0
-        if have and st.validator:
-            headers["Range"] = f"bytes={have}-"
-            headers["If-Range"] = st.validator
-        elif st.written:
-            # Nothing we can safely resume from (no validator to tie the parts together): start over.
-            st.restart(dest)
-            have = 0
-        with self._open(url, headers) as (resp, _permanent):
-            status = resp.status_code
-            if status == 416:
-                st.restart(dest)
-                st.restarts += 1
-                raise TransientFetchError(f"{url}: server refused the resume range; restarting", url=url)
-            self._raise_for_status(resp, url)
-            if status == 206:
-                start, total = _content_range(resp.headers.get("Content-Range"))
-                if start != have:
-                    st.restart(dest)
-                    st.restarts += 1
-                    raise TransientFetchError(f"{url}: server resumed at byte {start}, expected {have}", url=url)
-                st.resumed += 1
-                expected_total = total
-            elif status == 200:
-                if have:
-                    # Range ignored, or If-Range said the file changed: never splice, start over.
-                    st.restart(dest)
-                    st.restarts += 1
-                    have = 0
-                expected_total = _int(resp.headers.get("Content-Length"))
-            else:
-                raise PermanentFetchError(f"{url}: unexpected HTTP {status}", url=url, status=status)
-            if expected_total is not None and expected_total > cap:
-                raise ContentRejectedError(
-                    f"{url} is {expected_total} bytes, over the {cap}-byte cap for audio", url=url)
-            encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
-            decode = encoding not in ("", "identity")
-            if have == 0:  # a fresh start: remember what identifies this version of the file
-                validator = resp.headers.get("ETag")
-                if not validator or validator.startswith("W/"):
-                    # A weak ETag may not be used in If-Range: fall back to Last-Modified.
-                    validator = resp.headers.get("Last-Modified")
-                # A content-coded body cannot be resumed by byte offset of what we stored.
-                st.validator = None if decode else validator
-                st.etag, st.last_modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
-                st.content_type = resp.headers.get("Content-Type")
-                if decode:
-                    expected_total = None  # Content-Length counts coded bytes
-            with open(dest, "ab" if st.written else "wb") as fh:
-                for chunk in self._iter_body(resp, url, decode=decode):
-                    if len(st.head) < _HEAD:
-                        st.head += chunk[: _HEAD - len(st.head)]
-                        if len(st.head) >= 12:
-                            st.check_head(url)  # an HTML page is refused before it is stored
-                    st.written += len(chunk)
-                    if st.written > cap:
-                        raise ContentRejectedError(f"{url} is over the {cap}-byte cap for audio", url=url)
-                    fh.write(chunk)
-                    st.hasher.update(chunk)
-            if st.written == 0:
-                raise ContentRejectedError(f"{url}: the server sent an empty body (HTTP {status})", url=url)
-            st.check_head(url)
-            if expected_total is not None and st.written < expected_total:
-                raise TransientFetchError(
-                    f"{url}: body cut off at {st.written} of {expected_total} bytes", url=url)
-            if expected_total is not None and st.written > expected_total:
-                st.restart(dest)
-                raise TransientFetchError(f"{url}: got more bytes than the server announced", url=url)
-            return Download(
-                url=url, final_url=resp.url, path=dest, bytes=st.written, sha256=st.hasher.hexdigest(),
-                content_type=st.content_type, audio_format=st.audio_format or "bin", etag=st.etag,
-                last_modified=st.last_modified, attempts=attempt, resumed=st.resumed, restarts=st.restarts,
-            )
-
-
-_HEAD = 64  # bytes kept for content sniffing
 
 
 def _release(resp: requests.Response, *, drain: bool) -> None:
@@ -608,49 +535,6 @@ def _release(resp: requests.Response, *, drain: bool) -> None:
     except Exception:  # noqa: BLE001 - best effort; close() below drops the connection
         pass
     resp.close()
-
-
-@dataclass
-class _DownloadState:
-    written: int = 0
-    validator: str | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-    content_type: str | None = None
-    audio_format: str | None = None
-    head: bytes = b""
-    resumed: int = 0
-    restarts: int = 0
-    hasher: "hashlib._Hash" = field(default_factory=hashlib.sha256)
-
-    def restart(self, dest: Path) -> None:
-        dest.unlink(missing_ok=True)
-        self.written = 0
-        self.head = b""
-        self.validator = None
-        self.audio_format = None
-        self.hasher = hashlib.sha256()
-
-    def check_head(self, url: str) -> None:
-        if self.audio_format is not None or not self.head:
-            return
-        fmt = sniff_audio(self.head)
-        if fmt is None:
-            raise ContentRejectedError(f"{url} is not audio: the server sent {_describe_non_audio(self.head)}",
-                                       url=url)
-        self.audio_format = fmt
-
-
-def _content_range(value: str | None) -> tuple[int | None, int | None]:
-    # "bytes 100-199/1000"
-    if not value or not value.startswith("bytes "):
-        return None, None
-    try:
-        span, _, total = value[6:].partition("/")
-        start = int(span.split("-", 1)[0])
-        return start, (int(total) if total.strip() not in ("", "*") else None)
-    except ValueError:
-        return None, None
 
 
 def _int(value: str | None) -> int | None:

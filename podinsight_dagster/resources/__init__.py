@@ -58,6 +58,8 @@ class PodInsightConfig(ConfigurableResource):
     http_max_attempts: str = ""
     max_audio_bytes: str = ""
     claim_lease_sec: str = ""
+    download_attempts: str = ""
+    download_backoff_max_s: str = ""
     cost_ceiling_usd: str = ""
     price_gpu_hour: str = ""
     price_cpu_hour: str = ""

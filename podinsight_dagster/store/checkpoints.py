@@ -127,6 +127,9 @@ class FeedRecord:
 
 
 _EPISODE_COLUMNS = [f for f in EpisodeRecord.__dataclass_fields__]
+# What the feed (or a manifest row) says about an episode: refreshed by register_episodes when carried.
+DESCRIPTIVE = ("title", "enclosure_url", "enclosure_type", "enclosure_length", "published", "duration_hint_sec",
+               "transcripts_json", "persons_json", "chapters_url", "description")
 _FEED_COLUMNS = [f for f in FeedRecord.__dataclass_fields__]
 
 SCHEMA = """
@@ -275,8 +278,10 @@ class SqliteCheckpointStore:
     def register_episodes(self, records: Iterable[EpisodeRecord]) -> list[str]:
         """Insert episodes not seen before; return the partition keys that were new.
 
-        Known episodes keep their state; their descriptive fields (title, enclosure)
-        are refreshed, since publishers fix typos and move files between CDNs.
+        Known episodes keep their state; the descriptive fields a record carries (title, enclosure,
+        show notes, persons, ...) are refreshed, since publishers fix typos and move files between
+        CDNs. A field the record does not carry (None: a manifest row has no show notes) never
+        erases what is known.
         """
         new: list[str] = []
         with self._conn() as conn:
@@ -291,14 +296,10 @@ class SqliteCheckpointStore:
                     if cur.rowcount:
                         new.append(rec.partition_key)
                     else:
-                        conn.execute(
-                            "UPDATE episodes SET title=?, enclosure_url=?, enclosure_type=?, "
-                            "enclosure_length=?, published=?, duration_hint_sec=?, transcripts_json=?, "
-                            "persons_json=?, chapters_url=?, description=? WHERE partition_key=?",
-                            (rec.title, rec.enclosure_url, rec.enclosure_type, rec.enclosure_length,
-                             rec.published, rec.duration_hint_sec, rec.transcripts_json, rec.persons_json,
-                             rec.chapters_url, rec.description, rec.partition_key),
-                        )
+                        carried = {k: getattr(rec, k) for k in DESCRIPTIVE if getattr(rec, k) is not None}
+                        if carried:
+                            conn.execute(f"UPDATE episodes SET {', '.join(f'{k}=?' for k in carried)} "
+                                         "WHERE partition_key=?", [*carried.values(), rec.partition_key])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

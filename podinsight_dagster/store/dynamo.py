@@ -39,8 +39,8 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from podinsight_dagster.costs.budget import Freeze, Reservation, SpendEntry, day_of
-from podinsight_dagster.store.checkpoints import (DISCOVERED, DONE, DOWNLOAD, DOWNLOADED, FAILED, KPIS, PENDING,
-                                                   RUNNING, STAGE_STATUSES, STAGES, STATES, TRANSCRIBED,
+from podinsight_dagster.store.checkpoints import (DESCRIPTIVE, DISCOVERED, DONE, DOWNLOAD, DOWNLOADED, FAILED, KPIS,
+                                                   PENDING, RUNNING, STAGE_STATUSES, STAGES, STATES, TRANSCRIBED,
                                                    EpisodeRecord, FeedRecord, StageStatus, _apply, claim_refusal,
                                                    now)
 from podinsight_dagster.store.keys import EpisodeKey
@@ -61,8 +61,6 @@ TABLE = {
 }
 FEED, SPEND, SPEND_DAY, BUDGET, RESERVATION = "#feed", "#spend", "#spend-day", "#budget", "#reservation"
 _EPISODE_FIELDS = [f.name for f in fields(EpisodeRecord)]
-_DESCRIPTIVE = ("title", "enclosure_url", "enclosure_type", "enclosure_length", "published", "duration_hint_sec",
-                "transcripts_json", "persons_json", "chapters_url", "description")
 
 
 def create_table(client, name: str) -> None:
@@ -118,8 +116,11 @@ class DynamoCheckpointStore:
             except ClientError as exc:
                 if not _conditional_failed(exc):
                     raise
-                # Known: keep its state, refresh what publishers fix (titles, CDN moves).
-                self._set(rec.partition_key, {k: getattr(rec, k) for k in _DESCRIPTIVE}, touch=False)
+                # Known: keep its state, refresh what publishers fix (titles, CDN moves); what the record
+                # does not carry (None: a manifest row has no show notes) is never erased.
+                carried = {k: getattr(rec, k) for k in DESCRIPTIVE if getattr(rec, k) is not None}
+                if carried:
+                    self._set(rec.partition_key, carried, touch=False)
         return new
 
     def get(self, partition_key: str) -> EpisodeRecord | None:

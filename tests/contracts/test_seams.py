@@ -127,6 +127,21 @@ def test_checkpoints_register_only_new_episodes_and_refresh_known_ones(checkpoin
         checkpoints.require("f/none")
 
 
+def test_checkpoints_a_record_never_erases_what_it_does_not_carry(checkpoints):
+    """A manifest row (no show notes, persons, transcripts, chapters) once nulled what the feed had said."""
+    said = {"transcripts_json": '[{"url": "https://cdn.example/a.vtt"}]', "persons_json": '[{"name": "Ann"}]',
+            "chapters_url": "https://cdn.example/a.json", "description": "Ann talks.", "duration_hint_sec": 61.0}
+    checkpoints.register_episodes([_episode("f/a", **said)])
+    checkpoints.mark_downloaded("f/a", bytes=10, sha256="ab")
+    checkpoints.register_episodes([EpisodeRecord(partition_key="f/a", feed_slug="f", guid_key="a",
+                                                 title="from the manifest")])  # a row carries little
+    a = checkpoints.require("f/a")
+    assert {k: getattr(a, k) for k in said} == said
+    assert (a.title, a.enclosure_url, a.state) == ("from the manifest", "https://cdn.example/a.mp3", DOWNLOADED)
+    checkpoints.register_episodes([_episode("f/a", **{**said, "description": "Ann and Bo talk."})])
+    assert checkpoints.require("f/a").description == "Ann and Bo talk."  # the feed's new notes win
+
+
 def test_checkpoints_states_attempts_errors_and_counts(checkpoints):
     checkpoints.register_episodes([_episode(f"f/{g}") for g in "abcd"] + [_episode("g/a")])
     checkpoints.mark_attempt("f/a")

@@ -275,6 +275,11 @@ class Fault:
     times: int | None = None
     """Apply the fault only to the first N requests for the path (counted from
     ``set_fault``), then serve normally.  ``None`` means always."""
+    for_s: float | None = None
+    """Apply the fault only for this many seconds, counted from the first
+    request it applies to, then serve normally: an outage of that length
+    wherever the client's first request falls.  ``outage_end(path)`` says when
+    it ended (a ``time.monotonic()`` value, like ``RequestRecord.started``)."""
     reset_after_bytes: int | None = None
     """Send headers and this many body bytes, then abort the TCP connection
     with an RST (SO_LINGER 0) so the client sees "connection reset"."""
@@ -307,6 +312,8 @@ class Fault:
         # response inside a server thread.
         if self.latency_s < 0:
             raise ValueError("latency_s must be >= 0")
+        if self.for_s is not None and self.for_s <= 0:
+            raise ValueError("for_s must be > 0 (or None)")
         for name in ("bandwidth_bps", "times"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -905,6 +912,7 @@ class PodcastCDN:
         self._resources: dict[str, _Resource] = {}
         self._faults: dict[str, Fault] = {}
         self._fault_uses: dict[str, int] = {}
+        self._fault_began: dict[str, float] = {}  # monotonic time of a for_s fault's first request
         self._revisions: dict[str, int] = {}
         self._config_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -1007,6 +1015,16 @@ class PodcastCDN:
             else:
                 self._faults[key] = fault
             self._fault_uses.pop(key, None)
+            self._fault_began.pop(key, None)
+
+    def outage_end(self, path: str) -> float | None:
+        """When ``path``'s ``for_s`` fault stopped applying (monotonic), or None if it never started."""
+        key = _normalize_path(path)
+        with self._config_lock:
+            fault, began = self._faults.get(key), self._fault_began.get(key)
+            if fault is None or fault.for_s is None or began is None:
+                return None
+            return began + fault.for_s
 
     def url(self, path: str) -> str:
         """Absolute URL of ``path`` on this server."""
@@ -1135,6 +1153,10 @@ class PodcastCDN:
             fault = self._faults.get(path)
             if fault is None:
                 return None
+            if fault.for_s is not None:
+                began = self._fault_began.setdefault(path, time.monotonic())
+                if time.monotonic() - began >= fault.for_s:
+                    return None
             if fault.times is not None:
                 used = self._fault_uses.get(path, 0)
                 if used >= fault.times:
