@@ -60,13 +60,18 @@ def per_host_429(context: AssetCheckExecutionContext, podinsight: PodInsightReso
 @asset_check(asset=transcript, blocking=True,
              description="GPUCostToday below the $40 ceiling; blocking, so a run over budget goes no further.")
 def gpu_cost_today(context: AssetCheckExecutionContext, podinsight: PodInsightResource) -> AssetCheckResult:
-    budget = podinsight.services().budget
+    services = podinsight.services()
+    budget = services.budget
     cost, freeze = budget.cost_today(), budget.status()
     passed = cost < budget.ceiling_usd and not freeze.active
+    rate = budget.rate(services.settings.model)  # what projections assume now, so the UI shows it beside the spend
     return AssetCheckResult(
         passed=passed, severity=AssetCheckSeverity.ERROR,
         description=None if passed else (freeze.reason or f"${cost:.2f} spent today"),
-        metadata={"cost_today_usd": round(cost, 4), "ceiling_usd": budget.ceiling_usd, "frozen": freeze.active})
+        metadata={"cost_today_usd": round(cost, 4), "ceiling_usd": budget.ceiling_usd, "frozen": freeze.active,
+                  "projected_usd_per_1000_audio_hours": round(rate.usd_per_1000_audio_hours, 4),
+                  "projection_basis": rate.basis,
+                  **({"realtime_factor": rate.speed.realtime_factor} if rate.speed else {})})
 
 
 @asset_check(asset=kpis, description="Transcript sanity: text wherever there was speech, segments in order.")

@@ -348,10 +348,13 @@ def _catalog(settings: Settings):
 @click.option("--retry-failed", is_flag=True, help="Also retry transcriptions that failed for good (bad audio).")
 @click.option("--stale", is_flag=True,
               help="Only re-transcribe episodes transcribed with another model or settings (code version).")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (episodes, audio hours, speed, projected cost); launch nothing.")
 def transcribe(limit: int | None, manifest: str | None, model: str | None, speakers: int | None,
-               dagster_url: str | None, retry_failed: bool, stale: bool) -> None:
+               dagster_url: str | None, retry_failed: bool, stale: bool, dry_run: bool) -> None:
     """Phase 2: transcribe downloaded episodes (transcript, speakers, segments, subtitles, KPIs)."""
-    from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
+    from podinsight_dagster.costs.budget import BudgetExceeded
+    from podinsight_dagster.costs.projection import check_projection, project
     from podinsight_dagster.services import transcribe_options
     from podinsight_dagster.store.checkpoints import DOWNLOAD
     from podinsight_dagster.store.summary import failure_sentence, failures
@@ -368,18 +371,20 @@ def transcribe(limit: int | None, manifest: str | None, model: str | None, speak
         listed = {r.partition_key for r in manifest_records(read_manifest_source(manifest, settings), manifest)}
         todo = [r for r in todo if r.partition_key in listed]
     todo = todo[:limit] if limit is not None else todo
-    audio_sec = sum(r.duration_hint_sec or DEFAULT_EPISODE_SEC for r in todo)
+    projection = project(services.budget, services.raw, todo, settings.model)
     try:
         # Advisory (counts running reservations); the transcript step reserves atomically when it starts.
-        today = services.budget.check(services.budget.projected_cost(audio_sec, model=settings.model))
+        today = check_projection(services.budget, projection)
     except BudgetExceeded as exc:
         raise Refused(f"refusing to transcribe: {exc}")
     if not todo:
         click.echo("nothing to transcribe (no " + ("stale transcripts" if stale else
                                                    "downloaded, untranscribed episodes") + ")")
         return
-    click.echo(f"transcribing {len(todo)} episodes ({audio_sec / 3600:.2f} h of audio) with model {settings.model};"
-               f" cost today ${today:.2f} of ${services.budget.ceiling_usd:.2f}")
+    click.echo(f"{'dry run, nothing launched: would transcribe' if dry_run else 'transcribing'} "
+               f"{projection.describe()}; cost today ${today:.2f} of ${services.budget.ceiling_usd:.2f}")
+    if dry_run:
+        return
     keys = [r.partition_key for r in todo]
     outcome = launcher.run_partitions("transcribe_episodes", keys)
     _echo_counts(services)

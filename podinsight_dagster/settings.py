@@ -76,6 +76,7 @@ class Settings:
     cost_ceiling_usd: float = 40.0      # GPUCostToday < $40
     price_gpu_hour: float = 0.30        # g5.xlarge Spot (run-book §2.5: 83 GPU-h x $0.30)
     price_cpu_hour: float = 0.04
+    realtime_factor: float = 0.0        # cost projections' speed; 0: measured per device (costs/speed.py)
     # AWS deployment names (run-book §2, Appendix A)
     raw_bucket: str = RAW_BUCKET
     stage_bucket: str = STAGE_BUCKET
@@ -159,6 +160,9 @@ class Settings:
             raise SettingsError(f"PODINSIGHT_DOWNLOAD_ATTEMPTS={self.download_attempts}: must be at least 1")
         if not 0 <= self.download_backoff_max_s <= 600:
             raise SettingsError(f"PODINSIGHT_DOWNLOAD_BACKOFF_MAX_S={self.download_backoff_max_s}: 0 up to 600 seconds")
+        if not 0 <= self.realtime_factor < 1e6:
+            raise SettingsError(f"PODINSIGHT_REALTIME_FACTOR={self.realtime_factor}: 0 (the measured figure) or a "
+                                "positive real-time factor")
         if not 0 <= self.pack_gap_sec <= 5:
             raise SettingsError(f"PODINSIGHT_PACK_GAP_SEC={self.pack_gap_sec}: 0 (off) up to 5 seconds")
 
@@ -279,6 +283,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PODINSIGHT_COST_CEILING_USD", "cost_ceiling_usd", _usd, "GPUCostToday ceiling"),
     EnvVar("PODINSIGHT_PRICE_GPU_HOUR", "price_gpu_hour", _usd, "USD per GPU hour"),
     EnvVar("PODINSIGHT_PRICE_CPU_HOUR", "price_cpu_hour", _usd, "USD per CPU hour"),
+    EnvVar("PODINSIGHT_REALTIME_FACTOR", "realtime_factor", _float,
+           "audio seconds per compute second cost projections assume (0: measured per device, costs/speed.py)"),
     EnvVar("PODINSIGHT_RAW_BUCKET", "raw_bucket", _text, "S3 bucket of raw audio (aws)"),
     EnvVar("PODINSIGHT_STAGE_BUCKET", "stage_bucket", _text, "S3 bucket of transcripts (aws)"),
     EnvVar("PODINSIGHT_MANIFEST_BUCKET", "manifest_bucket", _text, "S3 bucket of manifests (aws)"),

@@ -35,7 +35,8 @@ from dagster import (AssetExecutionContext, AssetMaterialization, AssetObservati
                      BackfillPolicy, DagsterEventType, Failure, MaterializeResult, MetadataValue, asset)
 
 from podinsight_dagster.store import layout
-from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
+from podinsight_dagster.costs.budget import BudgetExceeded
+from podinsight_dagster.costs.projection import project
 from podinsight_dagster.store.checkpoints import DONE, SEGMENTS, TRANSCRIBE
 from podinsight_dagster.transcribe.options import transcript_code_version
 from podinsight_dagster.store.keys import EpisodeKey
@@ -322,17 +323,17 @@ def _transcript_run(context: AssetExecutionContext, podinsight: PodInsightResour
     services = podinsight.services()
     options = services.transcriber.options
     keys = list(context.partition_keys)
-    audio_sec = sum((rec.duration_hint_sec if rec and rec.duration_hint_sec else DEFAULT_EPISODE_SEC)
-                    for rec in map(services.checkpoints.get, keys))
-    projected = services.budget.projected_cost(audio_sec, model=options.model)
+    projection = project(services.budget, services.raw, map(services.checkpoints.get, keys), options.model)
+    audio_sec, projected = projection.audio.seconds, projection.usd
     try:
         # One transaction: refused when today's spend + running reservations + this projection would cross
         # the ceiling, or when frozen (run-book §6.1). Every launch (UI backfill, sensor, podrun) comes here.
         reservation = services.budget.reserve(projected, owner=context.run_id,
                                               ttl_s=min(12 * 3600.0, 600.0 + 2 * audio_sec))
     except BudgetExceeded as exc:
-        raise Failure(f"transcription refused: {exc}", allow_retries=False) from exc
-    context.log.info(f"reserved ${reservation.usd:.4f} for {audio_sec / 3600:.2f} h of audio")
+        raise Failure(f"transcription refused: {exc} (projection: {projection.describe()})",
+                      allow_retries=False) from exc
+    context.log.info(f"reserved ${reservation.usd:.4f} for {projection.describe()}")
     try:
         yield from _transcript(context, podinsight, services, options, keys)
     finally:
@@ -356,7 +357,8 @@ def _transcript(context, podinsight, services, options, keys):
     try:
         outcomes = read_outcomes(messages)
     except Refused as exc:
-        raise Failure(f"transcription refused: {exc}", allow_retries=False) from exc
+        raise Failure(f"transcription refused: {exc} (projection: {projection.describe()})",
+                      allow_retries=False) from exc
 
     def step(pk: str) -> dict:
         # Each episode's outcome, from either path, is reported (or raised) by run_per_episode.

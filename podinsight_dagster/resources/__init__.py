@@ -62,6 +62,7 @@ class PodInsightConfig(ConfigurableResource):
     cost_ceiling_usd: str = ""
     price_gpu_hour: str = ""
     price_cpu_hour: str = ""
+    realtime_factor: str = ""
     raw_bucket: str = ""
     stage_bucket: str = ""
     manifest_bucket: str = ""

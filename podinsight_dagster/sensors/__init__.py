@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 from dagster import (DagsterRunStatus, DefaultSensorStatus, RunRequest, RunsFilter, SensorDefinition, SensorEvaluationContext, SensorResult,
                      SkipReason, sensor)
 
-from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
+from podinsight_dagster.costs.budget import BudgetExceeded
+from podinsight_dagster.costs.projection import estimate_audio
 from podinsight_dagster.fetch.catalog import CatalogError, FeedSpec
 from podinsight_dagster.fetch.http import HttpClient
 from podinsight_dagster.store.checkpoints import DOWNLOAD, DOWNLOADED, FAILED
@@ -249,14 +250,16 @@ def auto_transcribe_sensor(context: SensorEvaluationContext, podinsight: PodInsi
         return SkipReason("no downloaded episodes waiting")
     budget = services.budget
     # Shrink the request until its projection fits under the ceiling.
+    _, seconds = estimate_audio(services.raw, todo)  # measured lengths of the downloaded files, read once
+    rate = budget.rate(services.settings.model)
     while todo:
-        projected = budget.projected_cost(sum(r.duration_hint_sec or DEFAULT_EPISODE_SEC for r in todo))
+        projected = sum(seconds[:len(todo)]) * rate.usd_per_audio_second
         try:
             budget.check(projected)
             break
         except BudgetExceeded as exc:
             if budget.status().active or len(todo) == 1:
-                return SkipReason(f"not queuing transcription: {exc}")
+                return SkipReason(f"not queuing transcription: {exc} ({rate.basis})")
             todo = todo[: len(todo) // 2]
     keys = [r.partition_key for r in todo]
     return [range_run("transcribe", a, b, "auto_transcribe_sensor")

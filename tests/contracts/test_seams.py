@@ -19,7 +19,7 @@ from podinsight_dagster.store.checkpoints import (DISCOVERED, DOWNLOADED, FAILED
                                                    FeedRecord, SqliteCheckpointStore)
 from podinsight_dagster.store.metrics import Metric, SqliteMetrics
 from podinsight_dagster.store.objects import LocalObjectStore, ObjectNotFound
-from podinsight_dagster.transcribe.engine import TranscribeOptions, Transcript, TranscriptionError
+from podinsight_dagster.transcribe.options import TranscribeOptions, Transcript, TranscriptionError
 from podinsight_dagster.transcribe.transcriber import InProcessTranscriber
 
 from podinsight_dagster.services import (build_budget, build_checkpoints, build_limiter, build_metrics,

@@ -91,6 +91,10 @@ def test_auto_transcribe_queues_within_budget_and_respects_freeze(settings):
 
 def test_auto_transcribe_shrinks_a_request_that_would_cross_the_ceiling(settings, monkeypatch):
     monkeypatch.setenv("PODINSIGHT_COST_CEILING_USD", "1.0")
+    # The projection's speed and price, whatever this machine's device (it is measured per device otherwise).
+    for name, value in {"PODINSIGHT_REALTIME_FACTOR": "12", "PODINSIGHT_PRICE_GPU_HOUR": "0.30",
+                        "PODINSIGHT_PRICE_CPU_HOUR": "0.30"}.items():
+        monkeypatch.setenv(name, value)
     with DagsterInstance.ephemeral() as instance:
         # 30-minute episodes at 12x real time on a $0.30/h GPU: $0.0125 each, so 80 fit under $1.
         _downloaded(settings, instance, 150)
