@@ -103,7 +103,7 @@ def test_transcribe_refusal_says_what_the_projection_rests_on(podrun, monkeypatc
                                                               three_downloaded_without_declared_lengths):
     monkeypatch.setenv("PODINSIGHT_COST_CEILING_USD", "0.000001")
     result = podrun("transcribe", ok=False)
-    assert result.exit_code == 1 and "refusing to transcribe" in result.output and "would cross" in result.output
+    assert result.exit_code == 3 and "refusing to transcribe" in result.output and "would cross" in result.output
     assert "3 measured from the downloaded files" in result.output and "at 40.6x real time" in result.output
     monkeypatch.setenv("PODINSIGHT_REALTIME_FACTOR", "500000")  # a faster machine, said by the setting: fits
     out = podrun("transcribe", "--dry-run").output
