@@ -6,6 +6,7 @@ podrun transcribe --limit N [--manifest-s3 URI] [--model NAME]
 podrun status [--json]                             counts per state, success and 429 rates, GB, cost today
 podrun freeze [--lift]                             the cost freeze (run-book's $40 alarm)
 podrun feed inspect URL_OR_FILE [--json]           a feed as Pod-Insight reads it
+podrun feeds import FILE.opml | add URL | inspect  the catalog's feeds (cli_feeds.py)
 podrun query "SQL" [--json | --csv]                SQL over the archive (views episodes, transcripts, segments, kpis)
 podrun search "PHRASE" [--feed SLUG] [--limit N] [--json]   full-text search with deep links into the audio
 podrun report [--out report.html]                  one self-contained HTML page with charts
@@ -672,6 +673,12 @@ def report(out: Path) -> None:
         raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}")
     click.echo(f"wrote {out} ({len(page) / 1024:.0f} KiB)")
 
+
+# `podrun feeds` (import, add, inspect) and `podrun publish` live in their own modules; `feed inspect` stays.
+from podinsight_dagster.cli_feeds import feeds as _feeds_group  # noqa: E402
+
+_feeds_group.add_command(feed_inspect, "inspect")
+main.add_command(_feeds_group)
 
 if __name__ == "__main__":
     main()
