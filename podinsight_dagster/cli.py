@@ -220,12 +220,14 @@ def manifest_records(data: bytes, source: str):
 @main.command()
 @click.option("--limit", type=click.IntRange(min=0), default=None,
               help="Download at most N episodes not yet downloaded.")
+@click.option("--per-feed", type=click.IntRange(min=0), default=None,
+              help="Only the newest N episodes of each feed (those already downloaded count); --limit caps the total.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (episodes, hosts, sizes, time, cost); download nothing.")
 @click.option("--manifest", "manifest", default=None, help="Fetch the episodes of this manifest.csv (path or s3://).")
 @click.option("--feeds", "feeds_file", type=click.Path(exists=True, path_type=Path), default=None,
               help="A tier*_feeds.yaml file or folder (default: $PODINSIGHT_HOME/feeds).")
 @click.option("--dagster-url", default=None, help=DAGSTER_URL_HELP)
-def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Path | None,
+def fetch(limit: int | None, per_feed: int | None, dry_run: bool, manifest: str | None, feeds_file: Path | None,
           dagster_url: str | None) -> None:
     """Phase 1: build the manifest, register episodes, download the first N not yet downloaded."""
     from podinsight_dagster.fetch.discover import discover
@@ -249,12 +251,22 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
         for f in result.feeds:
             if f.status == "failed":
                 click.echo(f"feed {f.slug} failed: {f.error}", err=True)
+            elif f.error:  # "partial": a later page of a paged feed failed; the earlier pages count
+                click.echo(f"feed {f.slug}: {f.error}", err=True)
         if result.manifest_key:
             click.echo(f"manifest: {services.manifests.uri(result.manifest_key)} ({len(result.manifest_rows)} episodes,"
                        f" {len(result.new_partition_keys)} new)")
         wanted = [r["partition_key"] for r in result.manifest_rows]
-    pending = {r.partition_key for r in services.checkpoints.episodes() if r.state in (DISCOVERED, FAILED)}
+    known = services.checkpoints.episodes()
+    pending = {r.partition_key for r in known if r.state in (DISCOVERED, FAILED)}
     todo = [k for k in wanted if k in pending]
+    if per_feed is not None:
+        from podinsight_dagster.fetch.discover import newest_per_feed
+
+        listed = set(wanted)
+        newest = newest_per_feed([(r.partition_key, r.feed_slug, r.published) for r in known
+                                  if r.partition_key in listed], per_feed)
+        todo = [k for k in todo if k in newest]
     todo = todo[:limit] if limit is not None else todo
     if dry_run:
         _print_fetch_plan(services, todo)

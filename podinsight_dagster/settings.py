@@ -67,6 +67,7 @@ class Settings:
     default_host_limit: int = 10        # run-book §3.2: hosts not in HOST_LIMIT get 10
     http_max_attempts: int = 4
     max_audio_bytes: int = 1 << 30
+    feed_max_pages: int = 50            # pages of a paged feed (RFC 5005) read per poll
     # money (run-book §4.4, §6)
     cost_ceiling_usd: float = 40.0      # GPUCostToday < $40
     price_gpu_hour: float = 0.30        # g5.xlarge Spot (run-book §2.5: 83 GPU-h x $0.30)
@@ -150,6 +151,8 @@ class Settings:
             raise SettingsError(f"PODINSIGHT_SPEAKERS={self.speakers}: 0 (from the feed or estimated) up to 8")
         if self.batch_size < 1:
             raise SettingsError(f"PODINSIGHT_BATCH_SIZE={self.batch_size}: must be at least 1")
+        if self.feed_max_pages < 1:
+            raise SettingsError(f"PODINSIGHT_FEED_MAX_PAGES={self.feed_max_pages}: must be at least 1")
         if not 0 <= self.pack_gap_sec <= 5:
             raise SettingsError(f"PODINSIGHT_PACK_GAP_SEC={self.pack_gap_sec}: 0 (off) up to 5 seconds")
 
@@ -263,6 +266,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PODINSIGHT_DEFAULT_HOST_LIMIT", "default_host_limit", _int, "connections per host not listed"),
     EnvVar("PODINSIGHT_HTTP_MAX_ATTEMPTS", "http_max_attempts", _int, "tries per request (retryable errors)"),
     EnvVar("PODINSIGHT_MAX_AUDIO_BYTES", "max_audio_bytes", _int, "largest episode accepted"),
+    EnvVar("PODINSIGHT_FEED_MAX_PAGES", "feed_max_pages", _int,
+           "pages of a paged feed (rel=next) read per poll; a longer back-catalogue continues on the next poll"),
     EnvVar("PODINSIGHT_COST_CEILING_USD", "cost_ceiling_usd", _usd, "GPUCostToday ceiling"),
     EnvVar("PODINSIGHT_PRICE_GPU_HOUR", "price_gpu_hour", _usd, "USD per GPU hour"),
     EnvVar("PODINSIGHT_PRICE_CPU_HOUR", "price_cpu_hour", _usd, "USD per CPU hour"),

@@ -83,3 +83,20 @@ def test_feeds_inspect_and_the_old_feed_inspect_form_agree(home, demo_cdn, podru
     new = podrun("feeds", "inspect", url, "--json").output
     old = podrun("feed", "inspect", url, "--json").output
     assert new == old and '"guid_key"' in new
+
+
+def test_fetch_per_feed_beside_limit_and_a_failing_page_said(settings, demo_catalog, demo_cdn, podrun):
+    from tests.support.cdn import Fault
+    from tests.support.feeds import add_to_catalog, serve_paged_feed
+
+    demo_catalog(["tech-talk", "history-hour"])
+    add_to_catalog(settings.feeds_dir, [serve_paged_feed(demo_cdn, "archive", 30, 10)])
+    demo_cdn.set_fault("/feeds/archive-p3.xml", Fault(status=404))
+    result = podrun("fetch", "--per-feed", "1", "--dry-run")
+    assert "DRY RUN: would download 3 episodes" in result.output
+    assert "feed archive: page 3" in result.output and "404" in result.output
+    assert "would download 5 episodes" in podrun("fetch", "--per-feed", "2", "--limit", "5", "--dry-run").output
+    demo_cdn.set_fault("/feeds/archive-p3.xml", None)
+    podrun("fetch", "--per-feed", "1", "--limit", "0")  # registers all; downloads none
+    plan = podrun("fetch", "--per-feed", "1", "--dry-run").output
+    assert "would download 3 episodes" in plan

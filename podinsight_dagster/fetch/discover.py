@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 MANIFEST_COLUMNS = ["partition_key", "feed_slug", "guid_key", "guid", "title", "published",
                     "enclosure_url", "enclosure_type", "enclosure_length", "duration_sec", "tier"]
-MAX_FEED_PAGES = 20
 FEED_ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5"
 
 
@@ -33,11 +32,12 @@ FEED_ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9,
 class FeedResult:
     slug: str
     url: str
-    status: str            # "ok", "not_modified" or "failed"
+    status: str            # "ok", "not_modified", "failed", or "partial" (a later page failed: see error)
     episodes: int = 0
     new: int = 0
     error: str | None = None
     skipped: list[str] = field(default_factory=list)
+    pages: int = 1         # feed documents fetched (paged feeds: RFC 5005 rel="next")
 
 
 @dataclass
@@ -49,6 +49,55 @@ class Discovery:
     manifest_path: Path | None = None
 
 
+@dataclass
+class PageWalk:
+    """What the pages of a paged feed (RFC 5005 ``rel="next"``) gave in one poll."""
+
+    episodes: list = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    requests: int = 0                 # pages fetched after the first
+    resume_url: str | None = None     # the page the next poll continues at (bound reached, or a page failed)
+    failed: str | None = None         # which page failed, and why
+
+
+def walk_pages(services: Services, slug: str, next_url: str | None, *, seen: set[str], known: set[str] | None,
+               max_pages: int, resume_url: str | None = None, first_page_number: int = 2) -> PageWalk:
+    """Follow ``rel="next"`` from ``next_url``: every page when ``known`` is None (the first poll, a
+    back-catalogue), else only while a page holds an episode not in ``known``; then, if ``resume_url``
+    is given, the back-catalogue an earlier poll left unread, from there. ``max_pages`` pages at most
+    are fetched; a page URL already read (``seen``, updated) ends the walk (a loop). A page that fails
+    ends the walk too: the pages before it are kept, and it becomes the place to resume.
+    """
+    walk = PageWalk()
+    number = first_page_number
+    legs = [(next_url, known), (resume_url, None)] if resume_url else [(next_url, known)]
+    for url, only_while_new_in in legs:
+        while url and url not in seen:
+            if walk.requests >= max_pages:
+                walk.resume_url = url
+                return walk
+            seen.add(url)
+            walk.requests += 1
+            try:
+                got = services.http.fetch_bytes(url, accept=FEED_ACCEPT)
+                page = parse_feed(got.content, source=f"feed {slug} page {number}", base_url=got.final_url or url)
+            except (FetchError, FeedParseError) as exc:
+                walk.failed = f"page {number} ({url}) failed: {exc}".replace("\n", " ")
+                walk.resume_url = url
+                return walk
+            walk.episodes += page.episodes
+            walk.skipped += page.skipped
+            number += 1
+            if only_while_new_in is not None and not any(e.guid_key not in only_while_new_in for e in page.episodes):
+                break  # a later poll: this page held nothing new, so neither do the older ones
+            url = page.next_page_url
+    return walk
+
+
+def _known_keys(services: Services, slug: str) -> set[str]:
+    return {r.guid_key for r in services.checkpoints.episodes(feed_slug=slug)}
+
+
 def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[EpisodeRecord]]:
     store = services.checkpoints
     known = store.get_feed(spec.slug)
@@ -57,7 +106,10 @@ def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[Epi
     rec = FeedRecord(slug=spec.slug, url=spec.url, tier=spec.tier,
                      effective_url=(known.effective_url if same else None),
                      etag=known.etag if same else None, last_modified=known.last_modified if same else None,
-                     episodes=known.episodes if same else 0)
+                     episodes=known.episodes if same else 0, resume_url=known.resume_url if same else None)
+    # The first poll of a feed walks its whole back-catalogue; later ones only the pages with something new.
+    first_poll = not same or not known.episodes
+    max_pages = max(1, services.settings.feed_max_pages) - 1  # the first page counts
     fetch_url = rec.effective_url or spec.url
     try:
         first = services.http.fetch_bytes(fetch_url, etag=rec.etag, last_modified=rec.last_modified,
@@ -65,35 +117,46 @@ def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[Epi
         if first.not_modified:
             if first.permanent_redirect:  # moved, though unchanged: poll the new address from now on
                 rec.effective_url = first.permanent_redirect
+            if rec.resume_url:  # unchanged, but its back-catalogue is not all read yet
+                return _finish(services, spec, rec, fetch_url, [], [], walk_pages(
+                    services, spec.slug, None, seen={fetch_url}, known=None, max_pages=max_pages,
+                    resume_url=rec.resume_url), first=None, feed=None)
             rec.last_status, rec.last_error, rec.checked_at = "not_modified", None, time.time()
             store.upsert_feed(rec)
             return FeedResult(spec.slug, fetch_url, "not_modified", episodes=rec.episodes), []
         # Relative enclosure, transcript and chapters URLs resolve against where the bytes came from.
         feed = parse_feed(first.content, source=f"feed {spec.slug} ({fetch_url})",
                           base_url=first.final_url or fetch_url)
-        episodes, skipped = list(feed.episodes), list(feed.skipped)
-        next_url, pages = feed.next_page_url, 1
-        while next_url and pages < MAX_FEED_PAGES:
-            got = services.http.fetch_bytes(next_url, accept=FEED_ACCEPT)
-            page = parse_feed(got.content, source=f"feed {spec.slug} page {pages + 1}",
-                              base_url=got.final_url or next_url)
-            episodes += page.episodes
-            skipped += page.skipped
-            next_url, pages = page.next_page_url, pages + 1
     except (FetchError, FeedParseError) as exc:
         rec.last_status, rec.last_error, rec.checked_at = "failed", str(exc), time.time()
         store.upsert_feed(rec)
         return FeedResult(spec.slug, fetch_url, "failed", error=str(exc)), []
-    # A permanent redirect or itunes:new-feed-url moves the feed: poll the new address from now on
-    # (new-feed-url wins: it is the publisher's explicit word).
-    rec.etag, rec.last_modified = first.etag, first.last_modified
-    if first.permanent_redirect:
-        # The validators came from the new address, where the redirect led: they stay valid.
-        rec.effective_url = first.permanent_redirect
-    new_url = feed.new_feed_url
-    if new_url and new_url not in (fetch_url, rec.effective_url) and new_url.startswith(("http://", "https://")):
-        rec.effective_url = new_url
-        rec.etag = rec.last_modified = None  # these validators belong to the address we left
+    walk = PageWalk()
+    if feed.next_page_url or rec.resume_url:
+        known_keys = None if first_poll else _known_keys(services, spec.slug)
+        head_new = known_keys is None or any(e.guid_key not in known_keys for e in feed.episodes)
+        walk = walk_pages(services, spec.slug, feed.next_page_url if head_new else None,
+                          seen={fetch_url, first.final_url or fetch_url}, known=known_keys, max_pages=max_pages,
+                          resume_url=rec.resume_url)
+    return _finish(services, spec, rec, fetch_url, feed.episodes, feed.skipped, walk, first=first, feed=feed)
+
+
+def _finish(services: Services, spec: FeedSpec, rec: FeedRecord, fetch_url: str, episodes: list,
+            skipped: list[str], walk: PageWalk, *, first, feed) -> tuple[FeedResult, list[EpisodeRecord]]:
+    """Record a poll that read the first page (``first``, ``feed``) or only resumed a back-catalogue."""
+    store = services.checkpoints
+    episodes, skipped = list(episodes) + walk.episodes, list(skipped) + walk.skipped
+    if first is not None:
+        # A permanent redirect or itunes:new-feed-url moves the feed: poll the new address from now on
+        # (new-feed-url wins: it is the publisher's explicit word).
+        rec.etag, rec.last_modified = first.etag, first.last_modified
+        if first.permanent_redirect:
+            # The validators came from the new address, where the redirect led: they stay valid.
+            rec.effective_url = first.permanent_redirect
+        new_url = feed.new_feed_url
+        if new_url and new_url not in (fetch_url, rec.effective_url) and new_url.startswith(("http://", "https://")):
+            rec.effective_url = new_url
+            rec.etag = rec.last_modified = None  # these validators belong to the address we left
     records, seen = [], set()
     for ep in episodes:
         if ep.guid_key in seen:
@@ -107,9 +170,15 @@ def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[Epi
             persons_json=json.dumps([vars(p) for p in ep.persons]) if ep.persons else None,
             chapters_url=ep.chapters_url, description=ep.description,
         ))
-    rec.last_status, rec.last_error, rec.checked_at, rec.episodes = "ok", None, time.time(), len(records)
+    paged = walk.requests or walk.resume_url or rec.resume_url
+    # A paged feed's episodes are those of every poll (a later poll reads only its newest pages).
+    total = len(_known_keys(services, spec.slug) | seen) if paged else len(records)
+    rec.resume_url = walk.resume_url
+    status = "partial" if walk.failed else "ok"
+    rec.last_status, rec.last_error, rec.checked_at, rec.episodes = status, walk.failed, time.time(), total
     store.upsert_feed(rec)
-    return FeedResult(spec.slug, fetch_url, "ok", episodes=len(records), skipped=skipped), records
+    return FeedResult(spec.slug, fetch_url, status, episodes=total, skipped=skipped, error=walk.failed,
+                      pages=1 + walk.requests if first is not None else walk.requests), records
 
 
 def discover(services: Services, catalog: Catalog, *, write_manifest: bool = True,
@@ -175,6 +244,23 @@ def poll_feeds(services: Services, specs: Sequence[FeedSpec], *, deadline: float
                 new_keys += added
             results.append(result)
     return results, new_keys, list(specs[started:])
+
+
+def newest_per_feed(episodes: Sequence[tuple[str, str, str | None]], n: int) -> set[str]:
+    """The keys of the newest ``n`` episodes of each feed, from (partition_key, feed_slug, published ISO) tuples.
+
+    Newest by publication date; episodes without one count as oldest, in their given order (a feed's
+    order is newest first unless it is serial).
+    """
+    by_feed: dict[str, list[tuple[int, str | None, str]]] = {}
+    for i, (key, slug, published) in enumerate(episodes):
+        by_feed.setdefault(slug, []).append((i, published, key))
+    keep: set[str] = set()
+    for rows in by_feed.values():
+        dated = sorted((r for r in rows if r[1]), key=lambda r: (r[1], -r[0]), reverse=True)
+        undated = [r for r in rows if not r[1]]
+        keep.update(key for _, _, key in (dated + undated)[:n])
+    return keep
 
 
 def manifest_csv(rows: list[dict]) -> bytes:

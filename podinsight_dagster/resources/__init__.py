@@ -57,6 +57,7 @@ class PodInsightConfig(ConfigurableResource):
     default_host_limit: str = ""
     http_max_attempts: str = ""
     max_audio_bytes: str = ""
+    feed_max_pages: str = ""
     cost_ceiling_usd: str = ""
     price_gpu_hour: str = ""
     price_cpu_hour: str = ""

@@ -124,6 +124,9 @@ class FeedRecord:
     last_error: str | None = None
     episodes: int = 0
     checked_at: float | None = None
+    # a paged feed's back-catalogue not read yet (the walk hit the page bound or a page failed): the
+    # next poll continues there
+    resume_url: str | None = None
 
 
 _EPISODE_COLUMNS = [f for f in EpisodeRecord.__dataclass_fields__]
