@@ -2,6 +2,7 @@
 
 raw:   <feed_slug>/<guid_key>/audio/episode.mp3, meta/meta.json
 stage: <feed_slug>/<guid_key>/transcripts/transcript.json (+ .vtt, .srt),
+       transcripts/podcast-transcript.json, podcast-transcript.srt (Podcasting 2.0 formats),
        segments/segments.json, kpis/kpis.json, speakers/speakers.json, chapters/chapters.json
        <feed_slug>/_speakers/voiceprints.json (the feed's known voices)
 """
@@ -29,6 +30,16 @@ def vtt_key(ek: EpisodeKey) -> str:
 
 def srt_key(ek: EpisodeKey) -> str:
     return f"{ek}/transcripts/transcript.srt"
+
+
+def podcast_json_key(ek: EpisodeKey) -> str:
+    """The transcript in the podcast:transcript JSON format."""
+    return f"{ek}/transcripts/podcast-transcript.json"
+
+
+def podcast_srt_key(ek: EpisodeKey) -> str:
+    """The transcript as SRT by the podcast:transcript rules (2 lines of 32 characters, names at changes)."""
+    return f"{ek}/transcripts/podcast-transcript.srt"
 
 
 def segments_key(ek: EpisodeKey) -> str:
