@@ -3,7 +3,8 @@
 raw:   <feed_slug>/<guid_key>/audio/episode.mp3, meta/meta.json
 stage: <feed_slug>/<guid_key>/transcripts/transcript.json (+ .vtt, .srt),
        transcripts/podcast-transcript.json, podcast-transcript.srt (Podcasting 2.0 formats),
-       segments/segments.json, kpis/kpis.json, speakers/speakers.json, chapters/chapters.json
+       segments/segments.json, kpis/kpis.json, speakers/speakers.json, chapters/chapters.json,
+       chapters/soundbites.json (podcast:soundbite candidates)
        <feed_slug>/_speakers/voiceprints.json (the feed's known voices)
 """
 
@@ -56,6 +57,11 @@ def speakers_key(ek: EpisodeKey) -> str:
 
 def chapters_key(ek: EpisodeKey) -> str:
     return f"{ek}/chapters/chapters.json"
+
+
+def soundbites_key(ek: EpisodeKey) -> str:
+    """Up to 3 podcast:soundbite candidates (chapters asset)."""
+    return f"{ek}/chapters/soundbites.json"
 
 
 def voiceprints_key(feed_slug: str) -> str:
