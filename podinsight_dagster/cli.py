@@ -7,6 +7,7 @@ podrun status [--json]                             counts per state, success and
 podrun freeze [--lift]                             the cost freeze (run-book's $40 alarm)
 podrun feed inspect URL_OR_FILE [--json]           a feed as Pod-Insight reads it
 podrun feeds import FILE.opml | add URL | inspect  the catalog's feeds (cli_feeds.py)
+podrun publish FEED [--feed-copy] [--base-url URL] Podcasting 2.0 tags for a feed's publisher (cli_feeds.py)
 podrun query "SQL" [--json | --csv]                SQL over the archive (views episodes, transcripts, segments, kpis)
 podrun search "PHRASE" [--feed SLUG] [--limit N] [--json]   full-text search with deep links into the audio
 podrun report [--out report.html]                  one self-contained HTML page with charts
@@ -687,10 +688,11 @@ def report(out: Path) -> None:
 
 
 # `podrun feeds` (import, add, inspect) and `podrun publish` live in their own modules; `feed inspect` stays.
-from podinsight_dagster.cli_feeds import feeds as _feeds_group  # noqa: E402
+from podinsight_dagster.cli_feeds import feeds as _feeds_group, publish as _publish  # noqa: E402
 
 _feeds_group.add_command(feed_inspect, "inspect")
 main.add_command(_feeds_group)
+main.add_command(_publish)
 
 if __name__ == "__main__":
     main()

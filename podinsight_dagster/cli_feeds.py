@@ -3,6 +3,7 @@
 podrun feeds import FILE.opml [--tier N] [--dry-run]   the feeds of a podcast app's export
 podrun feeds add URL [--slug S] [--tier N]              one feed (its slug from its title unless given)
 podrun feeds inspect URL_OR_FILE [--json]               = podrun feed inspect
+podrun publish FEED [--feed-copy] [--base-url URL]      Podcasting 2.0 tags for the publisher
 
 Registered on ``podrun``'s main group by cli.py; the domain logic is in fetch/opml.py and
 fetch/catalog.py.
@@ -103,3 +104,57 @@ def _feed_title(settings, url: str) -> str | None:
         return parse_feed(got.content, source=url, base_url=got.final_url or url).title
     except (FetchError, FeedParseError, ValueError) as exc:
         raise click.ClickException(f"{url}: {exc} (give --slug to add it without reading it)".replace("\n", " "))
+
+
+@click.command("publish")
+@click.argument("feed_slug")
+@click.option("--feed-copy", is_flag=True,
+              help="Print an enriched copy of the feed (fetched now) with the tags in its items, not the tags alone.")
+@click.option("--base-url", default=None,
+              help="Public http(s) address of the stage bucket (default: PODINSIGHT_PUBLISH_BASE_URL).")
+def publish(feed_slug: str, feed_copy: bool, base_url: str | None) -> None:
+    """The Podcasting 2.0 tags of a feed's episodes (transcripts, chapters, soundbites), for its publisher."""
+    from podinsight_dagster.cli import _services, _settings as settings_with_flags
+    from podinsight_dagster.fetch.catalog import CatalogError, load_catalog
+    from podinsight_dagster.publish.tags import PublishError, feed_tags, tags_text
+
+    settings = settings_with_flags(publish_base_url=base_url)
+    try:
+        spec = load_catalog(settings.feeds_dir).by_slug().get(feed_slug)
+    except CatalogError as exc:
+        raise click.ClickException(str(exc))
+    if spec is None:
+        raise click.ClickException(f"no feed {feed_slug!r} in the catalog ({settings.feeds_dir})")
+    services = _services(settings)
+    try:
+        episodes = feed_tags(services, feed_slug, settings.publish_base_url)
+    except PublishError as exc:
+        raise click.ClickException(str(exc))
+    tagged = sum(1 for e in episodes if e.tags)
+    if not feed_copy:
+        click.echo(tags_text(episodes), nl=False)
+        click.echo(f"tags for {tagged} of {len(episodes)} episodes of {feed_slug} (the others are not transcribed "
+                   "yet)" if tagged < len(episodes) else f"tags for {tagged} episodes of {feed_slug}", err=True)
+        return
+    click.echo(_enriched_copy(services, spec, episodes), nl=False)
+
+
+def _enriched_copy(services, spec, episodes) -> str:
+    from podinsight_dagster.fetch.discover import FEED_ACCEPT
+    from podinsight_dagster.fetch.feeds import FeedParseError
+    from podinsight_dagster.fetch.http import FetchError
+    from podinsight_dagster.publish.tags import enrich_feed
+
+    known = services.checkpoints.get_feed(spec.slug)
+    url = (known.effective_url if known and known.url == spec.url else None) or spec.url
+    try:
+        got = services.http.fetch_bytes(url, accept=FEED_ACCEPT)
+        doc, enriched = enrich_feed(got.content, episodes, feed_slug=spec.slug, base_url=got.final_url or url,
+                                    source=f"feed {spec.slug} ({url})")
+    except (FetchError, FeedParseError) as exc:
+        raise click.ClickException(str(exc).replace("\n", " "))
+    tagged = sum(1 for e in episodes if e.tags)
+    click.echo(f"{spec.slug}: tags inserted in {enriched} items ({tagged} episodes have tags)", err=True)
+    if enriched < tagged:
+        click.echo(f"{spec.slug}: {tagged - enriched} tagged episodes are no longer in the feed", err=True)
+    return doc.decode("utf-8")

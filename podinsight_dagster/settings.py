@@ -68,6 +68,7 @@ class Settings:
     http_max_attempts: int = 4
     max_audio_bytes: int = 1 << 30
     feed_max_pages: int = 50            # pages of a paged feed (RFC 5005) read per poll
+    publish_base_url: str | None = None  # where the stage bucket is served publicly (podrun publish links it)
     # money (run-book §4.4, §6)
     cost_ceiling_usd: float = 40.0      # GPUCostToday < $40
     price_gpu_hour: float = 0.30        # g5.xlarge Spot (run-book §2.5: 83 GPU-h x $0.30)
@@ -266,6 +267,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PODINSIGHT_DEFAULT_HOST_LIMIT", "default_host_limit", _int, "connections per host not listed"),
     EnvVar("PODINSIGHT_HTTP_MAX_ATTEMPTS", "http_max_attempts", _int, "tries per request (retryable errors)"),
     EnvVar("PODINSIGHT_MAX_AUDIO_BYTES", "max_audio_bytes", _int, "largest episode accepted"),
+    EnvVar("PODINSIGHT_PUBLISH_BASE_URL", "publish_base_url", _text,
+           "public http(s) address of the stage bucket: `podrun publish` links transcripts and chapters there"),
     EnvVar("PODINSIGHT_FEED_MAX_PAGES", "feed_max_pages", _int,
            "pages of a paged feed (rel=next) read per poll; a longer back-catalogue continues on the next poll"),
     EnvVar("PODINSIGHT_COST_CEILING_USD", "cost_ceiling_usd", _usd, "GPUCostToday ceiling"),

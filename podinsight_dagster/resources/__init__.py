@@ -58,6 +58,7 @@ class PodInsightConfig(ConfigurableResource):
     http_max_attempts: str = ""
     max_audio_bytes: str = ""
     feed_max_pages: str = ""
+    publish_base_url: str = ""
     cost_ceiling_usd: str = ""
     price_gpu_hour: str = ""
     price_cpu_hour: str = ""
