@@ -348,7 +348,7 @@ def _print_fetch_plan(services, keys: list[str]) -> None:
 
     def size(rec) -> int | None:
         try:
-            length = services.http.head(rec.enclosure_url).get("Content-Length")
+            length = services.http.head(rec.download_url or rec.enclosure_url).get("Content-Length")
             return int(length) if length else rec.enclosure_length
         except (FetchError, ValueError):
             return rec.enclosure_length
@@ -357,7 +357,7 @@ def _print_fetch_plan(services, keys: list[str]) -> None:
         sizes = list(pool.map(size, recs))
     hosts: dict[str, list[int]] = {}
     for rec, n in zip(recs, sizes):
-        hosts.setdefault(urlsplit(rec.enclosure_url or "").hostname or "?", []).append(n or 0)
+        hosts.setdefault(urlsplit(rec.download_url or rec.enclosure_url or "").hostname or "?", []).append(n or 0)
     total = sum(n or 0 for n in sizes)
     # Each host's share moves at its concurrency limit; hosts proceed in parallel.
     seconds = max((sum(v) / 1e6 / (services.http.limiter.limit_for(h) * ASSUMED_MB_PER_S_PER_CONNECTION)

@@ -169,6 +169,8 @@ def _finish(services: Services, spec: FeedSpec, rec: FeedRecord, fetch_url: str,
             transcripts_json=json.dumps([vars(t) for t in ep.transcripts]) if ep.transcripts else None,
             persons_json=json.dumps([vars(p) for p in ep.persons]) if ep.persons else None,
             chapters_url=ep.chapters_url, description=ep.description,
+            download_url=ep.download.url if ep.download else None,
+            download_integrity=ep.download.integrity if ep.download else None,
         ))
     paged = walk.requests or walk.resume_url or rec.resume_url
     # A paged feed's episodes are those of every poll (a later poll reads only its newest pages).

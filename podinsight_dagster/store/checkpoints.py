@@ -61,6 +61,8 @@ class EpisodeRecord:
     persons_json: str | None = None      # the feed's podcast:person entries (item, else channel), JSON list
     chapters_url: str | None = None      # the feed's podcast:chapters link
     description: str | None = None       # the item's show notes, plain text (names a guest the feed may not list)
+    download_url: str | None = None      # a smaller podcast:alternateEnclosure, downloaded instead of the enclosure
+    download_integrity: str | None = None  # its podcast:integrity (SRI, e.g. sha256-<base64>), checked when given
     state: str = DISCOVERED
     failed_stage: str | None = None
     attempts: int = 0
@@ -297,10 +299,12 @@ class SqliteCheckpointStore:
                         conn.execute(
                             "UPDATE episodes SET title=?, enclosure_url=?, enclosure_type=?, "
                             "enclosure_length=?, published=?, duration_hint_sec=?, transcripts_json=?, "
-                            "persons_json=?, chapters_url=?, description=? WHERE partition_key=?",
+                            "persons_json=?, chapters_url=?, description=?, download_url=?, download_integrity=? "
+                            "WHERE partition_key=?",
                             (rec.title, rec.enclosure_url, rec.enclosure_type, rec.enclosure_length,
                              rec.published, rec.duration_hint_sec, rec.transcripts_json, rec.persons_json,
-                             rec.chapters_url, rec.description, rec.partition_key),
+                             rec.chapters_url, rec.description, rec.download_url, rec.download_integrity,
+                             rec.partition_key),
                         )
                 conn.execute("COMMIT")
             except BaseException:

@@ -62,7 +62,8 @@ TABLE = {
 FEED, SPEND, SPEND_DAY, BUDGET, RESERVATION = "#feed", "#spend", "#spend-day", "#budget", "#reservation"
 _EPISODE_FIELDS = [f.name for f in fields(EpisodeRecord)]
 _DESCRIPTIVE = ("title", "enclosure_url", "enclosure_type", "enclosure_length", "published", "duration_hint_sec",
-                "transcripts_json", "persons_json", "chapters_url", "description")
+                "transcripts_json", "persons_json", "chapters_url", "description",
+                "download_url", "download_integrity")
 
 
 def create_table(client, name: str) -> None:
