@@ -143,7 +143,7 @@ def _enriched_copy(services, spec, episodes) -> str:
     from podinsight_dagster.fetch.discover import FEED_ACCEPT
     from podinsight_dagster.fetch.feeds import FeedParseError
     from podinsight_dagster.fetch.http import FetchError
-    from podinsight_dagster.publish.tags import enrich_feed
+    from podinsight_dagster.publish.tags import PublishError, enrich_feed
 
     known = services.checkpoints.get_feed(spec.slug)
     url = (known.effective_url if known and known.url == spec.url else None) or spec.url
@@ -151,7 +151,7 @@ def _enriched_copy(services, spec, episodes) -> str:
         got = services.http.fetch_bytes(url, accept=FEED_ACCEPT)
         doc, enriched = enrich_feed(got.content, episodes, feed_slug=spec.slug, base_url=got.final_url or url,
                                     source=f"feed {spec.slug} ({url})")
-    except (FetchError, FeedParseError) as exc:
+    except (FetchError, FeedParseError, PublishError) as exc:
         raise click.ClickException(str(exc).replace("\n", " "))
     tagged = sum(1 for e in episodes if e.tags)
     click.echo(f"{spec.slug}: tags inserted in {enriched} items ({tagged} episodes have tags)", err=True)

@@ -123,3 +123,17 @@ def test_publish_refuses_without_a_base_url_or_an_unknown_feed(published, podrun
     assert len(missing.output.strip().splitlines()) == 1
     unknown = podrun("publish", "nope", "--base-url", "https://cdn.example/s", ok=False)
     assert unknown.exit_code == 1 and "no feed 'nope' in the catalog" in unknown.output
+
+
+def test_a_locked_feed_gets_the_tags_but_no_copy(published, demo_cdn, podrun):
+    from podinsight_dagster.demo.run import CONTENT
+
+    feed = (CONTENT / "feeds" / "tech-talk.xml").read_bytes().replace(
+        b"<channel>", b'<channel><podcast:locked owner="owner@example.com">yes</podcast:locked>', 1)
+    demo_cdn.add_file("/feeds/tech-talk.xml", feed, "application/rss+xml")
+    refused = podrun("publish", "tech-talk", "--feed-copy", "--base-url", "https://cdn.example/stage", ok=False)
+    assert refused.exit_code == 1 and "podcast:locked (owner owner@example.com)" in refused.output
+    assert "<rss" not in refused.output
+    assert "<podcast:transcript" in podrun("publish", "tech-talk", "--base-url", "https://cdn.example/stage").stdout
+    doc = json.loads(podrun("feed", "inspect", demo_cdn.url("/feeds/tech-talk.xml"), "--json").stdout)
+    assert doc["feed"]["locked"] is True and doc["feed"]["locked_owner"] == "owner@example.com"

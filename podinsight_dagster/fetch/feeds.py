@@ -184,6 +184,9 @@ class Feed:
     episodes: list[Episode]  # in the feed's order
     skipped: list[str] = field(default_factory=list)  # why items were left out (str of skipped_items)
     podcast_guid: str | None = None  # Podcasting 2.0 <podcast:guid>: the show's stable identity
+    # <podcast:locked>yes</podcast:locked>: the owner (an email) does not allow the feed to be copied elsewhere
+    locked: bool = False
+    locked_owner: str | None = None
     itunes_type: str | None = None   # "episodic" (newest first) or "serial" (read in order)
     skipped_items: list[SkippedItem] = field(default_factory=list)
 
@@ -191,6 +194,7 @@ class Feed:
         return {
             "feed": {"title": self.title, "link": self.link, "new_feed_url": self.new_feed_url,
                      "podcast_guid": self.podcast_guid, "next_page_url": self.next_page_url,
+                     "locked": self.locked, "locked_owner": self.locked_owner,
                      "itunes_type": self.itunes_type},
             "episodes": [e.to_dict() for e in self.episodes],
             "skipped": [asdict(s) for s in self.skipped_items],
@@ -535,6 +539,10 @@ def _podcast_extras(content: bytes, base_url: str | None = None) -> tuple[dict, 
     pguid = _children(head, PODCAST_NS, "guid")
     if pguid and (pguid[0].text or "").strip():
         chan["podcast_guid"] = pguid[0].text.strip()
+    locked = _children(head, PODCAST_NS, "locked")
+    if locked:
+        chan["locked"] = (locked[0].text or "").strip().lower() == "yes"
+        chan["locked_owner"] = (locked[0].get("owner") or "").strip() or None
     nfu = _children(head, ITUNES_NS, "new-feed-url")
     if nfu and (nfu[0].text or "").strip():
         chan["new_feed_url"] = _resolve(base, nfu[0].text)
@@ -636,6 +644,8 @@ def parse_feed(content: bytes, source: str = "feed", base_url: str | None = None
         new_feed_url=new_feed_url,
         next_page_url=chan_extra.get("next_page_url") or _resolve(base_url, _next_link(parsed)),
         podcast_guid=chan_extra.get("podcast_guid") or parsed.feed.get("podcast_guid"),
+        locked=bool(chan_extra.get("locked")),
+        locked_owner=chan_extra.get("locked_owner"),
         itunes_type=itunes_type,
         episodes=episodes,
         skipped=[str(s) for s in skipped],

@@ -11,7 +11,8 @@ For each episode of a feed, the files the pipeline made (stage layout) are linke
 Only files that exist are linked. The enriched copy is the feed's own text with the tags inserted before
 each matching item's end (matched as discovery keys episodes: GUID, else enclosure URL), the
 ``podcast`` namespace declared on the root when missing; nothing else in the feed changes, except that
-it is re-encoded as UTF-8 without a DOCTYPE (as every feed is read: fetch/feeds.py).
+it is re-encoded as UTF-8 without a DOCTYPE (as every feed is read: fetch/feeds.py). A feed whose owner
+says ``<podcast:locked>yes</podcast:locked>`` (no copies on other platforms) gets no copy: only the tags.
 """
 
 from __future__ import annotations
@@ -110,7 +111,11 @@ def enrich_feed(content: bytes, episodes: list[EpisodeTags], *, feed_slug: str, 
     parsed = _podcast_extras(data, base_url)
     if parsed is None:
         raise FeedParseError(f"{source}: not well-formed XML, so it cannot be copied with tags inserted")
-    _, extras = parsed
+    chan, extras = parsed
+    if chan.get("locked"):
+        owner = f" (owner {chan['locked_owner']})" if chan.get("locked_owner") else ""
+        raise PublishError(f"{source} is podcast:locked{owner}: its owner does not allow copies of the feed "
+                           "elsewhere; paste the tags (podrun publish without --feed-copy) into the original instead")
     spans = list(_ITEM.finditer(data))
     if len(spans) != len(extras):
         raise FeedParseError(f"{source}: its items could not be matched one to one ({len(spans)} found as text, "
