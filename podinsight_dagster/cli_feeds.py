@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from podinsight_dagster.fetch.catalog import DEFAULT_ADD_TIER
+from podinsight_dagster.fetch.catalog import DEFAULT_ADD_TIER, CatalogError
 
 TIER_HELP = f"Catalog tier: the entries go to tier<N>_feeds.yaml (default {DEFAULT_ADD_TIER})."
 
@@ -74,26 +74,51 @@ def feeds_import(opml_file: Path, tier: int, dry_run: bool) -> None:
 @click.option("--tier", type=click.IntRange(min=0), default=DEFAULT_ADD_TIER, show_default=True, help=TIER_HELP)
 def feeds_add(url: str, slug: str | None, tier: int) -> None:
     """Add one feed to the catalog (nothing happens when its URL is already there)."""
-    from podinsight_dagster.fetch.catalog import CatalogError, NewFeed, add_feeds
+    from podinsight_dagster.fetch.catalog import NewFeed, add_feeds, set_feed_url
     from podinsight_dagster.store.keys import InvalidKeyError, validate_feed_slug
 
     settings = _settings()
     if not url.lower().startswith(("http://", "https://")):
         raise click.ClickException(f"{url!r} is not an http(s) URL")
-    title = None
+    title = podcast_guid = None
     try:
         if slug:
             validate_feed_slug(slug)
         else:
-            title = _feed_title(settings, url)
+            title, podcast_guid = _feed_title(settings, url)
+            moved_from = _known_show(settings, podcast_guid, url)
+            if moved_from:  # the same show at a new address: its entry follows it, its episodes stay
+                path = set_feed_url(settings.feeds_dir, moved_from, url)
+                click.echo(f"{moved_from} moved to {url} (the same podcast:guid {podcast_guid}): updated {path}; "
+                           "its episodes stay")
+                return
         result = add_feeds(settings.feeds_dir, [NewFeed(url=url, title=title, slug=slug)], tier=tier)
     except (CatalogError, InvalidKeyError) as exc:
         raise click.ClickException(str(exc))
     _say_added(result, dry_run=False)
 
 
-def _feed_title(settings, url: str) -> str | None:
-    """The feed's title, read once from the feed itself (which also proves it is a feed)."""
+def _known_show(settings, podcast_guid: str | None, url: str) -> str | None:
+    """The catalog slug already polled as the show with this podcast:guid at another URL, if any."""
+    from podinsight_dagster.cli import _services
+    from podinsight_dagster.fetch.catalog import load_catalog, url_identity
+
+    if not podcast_guid:
+        return None
+    try:
+        slugs = {f.slug: f.url for f in load_catalog(settings.feeds_dir).feeds}
+    except CatalogError:
+        return None
+    services = _services(settings)
+    try:
+        return next((f.slug for f in services.checkpoints.feeds() if f.podcast_guid == podcast_guid
+                     and f.slug in slugs and url_identity(slugs[f.slug]) != url_identity(url)), None)
+    finally:
+        services.close()
+
+
+def _feed_title(settings, url: str) -> tuple[str | None, str | None]:
+    """The feed's title and podcast:guid, read once from the feed itself (which also proves it is a feed)."""
     from podinsight_dagster.fetch.discover import FEED_ACCEPT
     from podinsight_dagster.fetch.feeds import FeedParseError, parse_feed
     from podinsight_dagster.fetch.http import FetchError
@@ -101,7 +126,8 @@ def _feed_title(settings, url: str) -> str | None:
 
     try:
         got = build_http(settings).fetch_bytes(url, accept=FEED_ACCEPT)
-        return parse_feed(got.content, source=url, base_url=got.final_url or url).title
+        feed = parse_feed(got.content, source=url, base_url=got.final_url or url)
+        return feed.title, feed.podcast_guid
     except (FetchError, FeedParseError, ValueError) as exc:
         raise click.ClickException(f"{url}: {exc} (give --slug to add it without reading it)".replace("\n", " "))
 

@@ -227,3 +227,38 @@ def _write_entries(target: Path, entries: list[FeedSpec], atomic_writer) -> None
         text = yaml.safe_dump(want, sort_keys=False, width=10_000)
     with atomic_writer(target, "w") as fh:
         fh.write(text)
+
+
+def set_feed_url(feeds_dir: Path, slug: str, url: str) -> Path:
+    """Point catalog entry ``slug`` at ``url`` (a show that moved keeps its slug, so its episodes); returns the file.
+
+    The old URL's text is replaced in place when that reads back right (comments kept); else the file is
+    written again. Under the same lock as :func:`add_feeds`.
+    """
+    import fcntl
+
+    from podinsight_dagster.store.objects import atomic_writer
+
+    feeds_dir = Path(feeds_dir)
+    lock_dir = feeds_dir.parent if feeds_dir.is_file() else feeds_dir
+    with open(lock_dir / ".catalog.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for path in _catalog_files(feeds_dir):
+            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            rows = doc.get("feeds") or []
+            hits = [i for i, row in enumerate(rows) if isinstance(row, dict) and str(row.get("slug")) == slug]
+            if not hits:
+                continue
+            old = str(rows[hits[0]]["url"])
+            rows[hits[0]] = {**rows[hits[0]], "url": url}
+            want = {**doc, "feeds": rows}
+            text = path.read_text(encoding="utf-8")
+            replaced = text.replace(old, url) if text.count(old) == 1 else None
+            try:
+                ok = replaced is not None and yaml.safe_load(replaced) == want
+            except yaml.YAMLError:
+                ok = False
+            with atomic_writer(path, "w") as fh:
+                fh.write(replaced if ok else yaml.safe_dump(want, sort_keys=False, width=10_000))
+            return path
+    raise CatalogError(f"no feed {slug!r} in the catalog")

@@ -98,7 +98,8 @@ def _known_keys(services: Services, slug: str) -> set[str]:
     return {r.guid_key for r in services.checkpoints.episodes(feed_slug=slug)}
 
 
-def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[EpisodeRecord]]:
+def _poll_feed(services: Services, spec: FeedSpec,
+               guid_owners: dict[str, str] | None = None) -> tuple[FeedResult, list[EpisodeRecord]]:
     store = services.checkpoints
     known = store.get_feed(spec.slug)
     # Validators and a moved feed's new address hold only while the catalog names the same URL.
@@ -106,7 +107,8 @@ def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[Epi
     rec = FeedRecord(slug=spec.slug, url=spec.url, tier=spec.tier,
                      effective_url=(known.effective_url if same else None),
                      etag=known.etag if same else None, last_modified=known.last_modified if same else None,
-                     episodes=known.episodes if same else 0, resume_url=known.resume_url if same else None)
+                     episodes=known.episodes if same else 0, resume_url=known.resume_url if same else None,
+                     podcast_guid=known.podcast_guid if known else None)
     # The first poll of a feed walks its whole back-catalogue; later ones only the pages with something new.
     first_poll = not same or not known.episodes
     max_pages = max(1, services.settings.feed_max_pages) - 1  # the first page counts
@@ -131,6 +133,27 @@ def _poll_feed(services: Services, spec: FeedSpec) -> tuple[FeedResult, list[Epi
         rec.last_status, rec.last_error, rec.checked_at = "failed", str(exc), time.time()
         store.upsert_feed(rec)
         return FeedResult(spec.slug, fetch_url, "failed", error=str(exc)), []
+    # <podcast:guid> is the show's identity, whatever its address: the same show at a new catalog URL keeps
+    # its state (no second walk of its back-catalogue), another show under this slug or this show under
+    # two slugs would mix or double its episodes, so those fail and say why.
+    problem = None
+    pg = feed.podcast_guid
+    owner = (guid_owners or {}).get(pg) if pg else None
+    if owner and owner != spec.slug:
+        problem = (f"the same show as feed {owner} (podcast:guid {pg}), whose episodes are polled there; "
+                   "remove one of the two from the catalog")
+    elif pg and known is not None and not same and known.podcast_guid:
+        if known.podcast_guid != pg:
+            problem = (f"{fetch_url} is another show (podcast:guid {pg}) than the one this slug has polled "
+                       f"(podcast:guid {known.podcast_guid}); give it its own slug")
+        else:  # moved: the same show, so the same episodes and the same place in its back-catalogue
+            first_poll = False
+            rec.episodes, rec.resume_url = known.episodes, known.resume_url
+    if problem:
+        rec.last_status, rec.last_error, rec.checked_at = "failed", problem, time.time()
+        store.upsert_feed(rec)
+        return FeedResult(spec.slug, fetch_url, "failed", error=problem), []
+    rec.podcast_guid = pg or rec.podcast_guid
     walk = PageWalk()
     if feed.next_page_url or rec.resume_url:
         known_keys = None if first_poll else _known_keys(services, spec.slug)
@@ -223,6 +246,12 @@ def poll_feeds(services: Services, specs: Sequence[FeedSpec], *, deadline: float
     """
     lock = threading.Lock()
     started = 0
+    # Which slug owns a podcast:guid polled before under several (the first by name: stable across ticks).
+    polling = {spec.slug for spec in specs}
+    guid_owners: dict[str, str] = {}
+    for known in sorted(services.checkpoints.feeds(), key=lambda f: f.slug):
+        if known.podcast_guid and known.slug in polling:
+            guid_owners.setdefault(known.podcast_guid, known.slug)
 
     def poll(_task: int) -> tuple[FeedResult, list[EpisodeRecord]] | None:
         nonlocal started
@@ -231,7 +260,7 @@ def poll_feeds(services: Services, specs: Sequence[FeedSpec], *, deadline: float
                 return None
             spec = specs[started]
             started += 1
-        return _poll_feed(services, spec)
+        return _poll_feed(services, spec, guid_owners)
 
     results: list[FeedResult] = []
     new_keys: list[str] = []

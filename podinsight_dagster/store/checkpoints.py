@@ -129,6 +129,7 @@ class FeedRecord:
     # a paged feed's back-catalogue not read yet (the walk hit the page bound or a page failed): the
     # next poll continues there
     resume_url: str | None = None
+    podcast_guid: str | None = None   # the show's <podcast:guid>: the same show at a new address keeps its state
 
 
 _EPISODE_COLUMNS = [f for f in EpisodeRecord.__dataclass_fields__]
