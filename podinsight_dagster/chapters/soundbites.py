@@ -1,8 +1,8 @@
 """Soundbite candidates (``<podcast:soundbite>``): up to 3 passages of 15-60 s that stand alone.
 
 A candidate is a run of whole sentences inside one speaker's turn (consecutive segments with the same
-speaker label, or none when the transcript has no labels yet): it starts at a sentence that does not lean
-on what came before (not "And ...", "But ...", "So ..."), ends at a sentence's end (a complete thought),
+speaker label, or none when the transcript has no labels yet): it starts at a sentence's beginning (a
+capital or a digit) that does not lean on what came before (not "And ...", "But ...", "So ..."), ends at a sentence's end (a complete thought),
 and lasts 15 to 60 seconds. When there are more than 3, they are ranked by search-by-meaning centrality:
 the cosine similarity of the passage's sentence vectors (the chapters' MiniLM encoder) to the whole
 episode's, so a soundbite says what the episode is about; the best ones that do not overlap are kept.
@@ -53,8 +53,8 @@ def candidates(segments) -> list[dict]:
     for turn in _turns(segments):
         sentences = sentences_from_segments(turn.segments)
         for i, first in enumerate(sentences):
-            if _LEANS_ON_BEFORE.match(first.text):
-                continue
+            if _LEANS_ON_BEFORE.match(first.text) or not first.text[:1].isupper() and not first.text[:1].isdigit():
+                continue  # leans on what came before, or starts mid-sentence (a segment cut it there)
             for j in range(i, len(sentences)):
                 duration = sentences[j].end - first.start
                 if duration > MAX_SEC:
