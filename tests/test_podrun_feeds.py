@@ -45,6 +45,11 @@ def test_feeds_import_adds_unique_slugs_skips_known_urls_and_keeps_the_file(sett
     podrun("feeds", "add", demo_cdn.url("/x.xml"), "--slug", "xfeed", "--tier", "3")
     assert path.read_text().startswith("# my podcasts\n")
     assert load_catalog(settings.feeds_dir).by_slug()["xfeed"].url == demo_cdn.url("/x.xml")
+    more = tmp_path / "more.opml"
+    more.write_text('<opml version="1.0"><body><outline title="Tech Talk" xmlUrl="https://b.example/f.rss"/>'
+                    '</body></opml>')
+    assert "added 1 feed to" in podrun("feeds", "import", str(more), "--tier", "4").output
+    assert load_catalog(settings.feeds_dir).by_slug()["tech-talk-3"].tier == 4  # unique across every tier
 
 
 def test_feeds_add_derives_the_slug_from_the_feed_title(settings, demo_cdn, podrun):
