@@ -99,7 +99,7 @@ def _known_keys(services: Services, slug: str) -> set[str]:
 
 
 def _poll_feed(services: Services, spec: FeedSpec,
-               guid_owners: dict[str, str] | None = None) -> tuple[FeedResult, list[EpisodeRecord]]:
+               guid_owners: _GuidOwners | None = None) -> tuple[FeedResult, list[EpisodeRecord]]:
     store = services.checkpoints
     known = store.get_feed(spec.slug)
     # Validators and a moved feed's new address hold only while the catalog names the same URL.
@@ -138,7 +138,7 @@ def _poll_feed(services: Services, spec: FeedSpec,
     # two slugs would mix or double its episodes, so those fail and say why.
     problem = None
     pg = feed.podcast_guid
-    owner = (guid_owners or {}).get(pg) if pg else None
+    owner = guid_owners.get(pg) if pg and guid_owners is not None else None
     if owner and owner != spec.slug:
         problem = (f"the same show as feed {owner} (podcast:guid {pg}), whose episodes are polled there; "
                    "remove one of the two from the catalog")
@@ -234,6 +234,25 @@ def discover(services: Services, catalog: Catalog, *, write_manifest: bool = Tru
     return discovery
 
 
+class _GuidOwners:
+    """Which slug owns a podcast:guid recorded under several being polled (the first by name: stable across
+    ticks); read from the checkpoint store once, when the first feed with a podcast:guid asks."""
+
+    def __init__(self, services: Services, polling: set[str]):
+        self._services, self._polling = services, polling
+        self._lock = threading.Lock()
+        self._owners: dict[str, str] | None = None
+
+    def get(self, podcast_guid: str) -> str | None:
+        with self._lock:
+            if self._owners is None:
+                self._owners = {}
+                for known in sorted(self._services.checkpoints.feeds(), key=lambda f: f.slug):
+                    if known.podcast_guid and known.slug in self._polling:
+                        self._owners.setdefault(known.podcast_guid, known.slug)
+            return self._owners.get(podcast_guid)
+
+
 def poll_feeds(services: Services, specs: Sequence[FeedSpec], *, deadline: float | None = None,
                max_workers: int = 8) -> tuple[list[FeedResult], list[str], list[FeedSpec]]:
     """Poll ``specs`` in order, ``max_workers`` at a time, and register their episodes in the checkpoint store.
@@ -246,12 +265,7 @@ def poll_feeds(services: Services, specs: Sequence[FeedSpec], *, deadline: float
     """
     lock = threading.Lock()
     started = 0
-    # Which slug owns a podcast:guid polled before under several (the first by name: stable across ticks).
-    polling = {spec.slug for spec in specs}
-    guid_owners: dict[str, str] = {}
-    for known in sorted(services.checkpoints.feeds(), key=lambda f: f.slug):
-        if known.podcast_guid and known.slug in polling:
-            guid_owners.setdefault(known.podcast_guid, known.slug)
+    guid_owners = _GuidOwners(services, {spec.slug for spec in specs})
 
     def poll(_task: int) -> tuple[FeedResult, list[EpisodeRecord]] | None:
         nonlocal started

@@ -48,25 +48,32 @@ def public_url(base_url: str, key: str) -> str:
     return base_url.rstrip("/") + "/" + "/".join(part for part in key.split("/"))
 
 
-def episode_tags(stage, pk: str, base_url: str) -> list[str]:
-    """The tags of one episode, for the stage files that exist (none when it is not transcribed)."""
+def episode_tags(stage, pk: str, base_url: str, present: set[str] | None = None) -> list[str]:
+    """The tags of one episode, for the stage files that exist (none when it is not transcribed).
+
+    ``present``: the stage keys known to exist (one listing for a whole feed); else each is asked.
+    """
     ek = EpisodeKey.parse(pk)
+
+    def exists(key: str) -> bool:
+        return key in present if present is not None else stage.exists(key)
+
     language = None
-    if stage.exists(layout.kpis_key(ek)):
+    if exists(layout.kpis_key(ek)):
         language = (stage.get_json(layout.kpis_key(ek)) or {}).get("language") or None
     lang = f" language={quoteattr(language)}" if language else ""
     tags = []
     for key, mime, rel in ((layout.podcast_json_key(ek), JSON_TYPE, None),
                            (layout.vtt_key(ek), "text/vtt", "captions"),
                            (layout.podcast_srt_key(ek), SRT_TYPE, "captions")):
-        if stage.exists(key):
+        if exists(key):
             tags.append(f"<podcast:transcript url={quoteattr(public_url(base_url, key))} type={quoteattr(mime)}"
                         f"{lang}{' rel=' + quoteattr(rel) if rel else ''} />")
-    if stage.exists(layout.chapters_key(ek)):
+    if exists(layout.chapters_key(ek)):
         tags.append(f"<podcast:chapters url={quoteattr(public_url(base_url, layout.chapters_key(ek)))} "
                     f"type={quoteattr(CHAPTERS_TYPE)} />")
     soundbites_key = layout.soundbites_key(ek)
-    if stage.exists(soundbites_key):
+    if exists(soundbites_key):
         for bite in (stage.get_json(soundbites_key) or {}).get("soundbites", [])[:3]:
             tags.append(f"<podcast:soundbite startTime=\"{float(bite['startTime']):.1f}\" "
                         f"duration=\"{float(bite['duration']):.1f}\">{escape(bite.get('title') or '')}"
@@ -81,7 +88,9 @@ def feed_tags(services, slug: str, base_url: str | None) -> list[EpisodeTags]:
                            f"stage bucket is served, not {base_url!r}" if base_url else
                            "set PODINSIGHT_PUBLISH_BASE_URL (or --base-url) to the http(s) address where the "
                            "stage bucket is served: the tags link files there")
-    return [EpisodeTags(r.partition_key, r.guid, r.title, episode_tags(services.stage, r.partition_key, base_url))
+    present = set(services.stage.list_keys(f"{slug}/"))  # one listing, not a request per file
+    return [EpisodeTags(r.partition_key, r.guid, r.title,
+                        episode_tags(services.stage, r.partition_key, base_url, present))
             for r in services.checkpoints.episodes(feed_slug=slug)]
 
 
