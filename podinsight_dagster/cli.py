@@ -7,6 +7,8 @@ podrun status [--json]                             counts per state, success and
 podrun status --failed [--json]                    failed episodes: stage and reason
 podrun freeze [--lift]                             the cost freeze (run-book's $40 alarm)
 podrun feed inspect URL_OR_FILE [--json]           a feed as Pod-Insight reads it
+podrun feeds import FILE.opml | add URL | inspect  the catalog's feeds (cli_feeds.py)
+podrun publish FEED [--feed-copy] [--base-url URL] Podcasting 2.0 tags for a feed's publisher (cli_feeds.py)
 podrun query "SQL" [--json | --csv]                SQL over the archive (views episodes, transcripts, segments, kpis)
 podrun search "PHRASE" [--feed SLUG] [--limit N] [--json]   full-text search with deep links into the audio
 podrun report [--out report.html]                  one self-contained HTML page with charts
@@ -241,12 +243,14 @@ def manifest_records(data: bytes, source: str):
 @main.command()
 @click.option("--limit", type=click.IntRange(min=0), default=None,
               help="Download at most N episodes not yet downloaded.")
+@click.option("--per-feed", type=click.IntRange(min=0), default=None,
+              help="Only the newest N episodes of each feed (those already downloaded count); --limit caps the total.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (episodes, hosts, sizes, time, cost); download nothing.")
 @click.option("--manifest", "manifest", default=None, help="Fetch the episodes of this manifest.csv (path or s3://).")
 @click.option("--feeds", "feeds_file", type=click.Path(exists=True, path_type=Path), default=None,
               help="A tier*_feeds.yaml file or folder (default: $PODINSIGHT_HOME/feeds).")
 @click.option("--dagster-url", default=None, help=DAGSTER_URL_HELP)
-def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Path | None,
+def fetch(limit: int | None, per_feed: int | None, dry_run: bool, manifest: str | None, feeds_file: Path | None,
           dagster_url: str | None) -> None:
     """Phase 1: build the manifest, register episodes, download the first N not yet downloaded."""
     from podinsight_dagster.fetch.discover import discover
@@ -272,9 +276,12 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
         click.echo(f"manifest {manifest}: {len(wanted)} episodes")
     else:
         result = discover(services, catalog, dry_run=dry_run)
-        failed_feeds, total_feeds = [f for f in result.feeds if f.status == "failed"], len(result.feeds)
-        for f in failed_feeds:
-            click.echo(f"feed {f.slug} failed: {f.error}", err=True)
+        failed_feeds, total_feeds = [f for f in result.feeds if f.status in ("failed", "partial")], len(result.feeds)
+        for f in result.feeds:
+            if f.status == "failed":
+                click.echo(f"feed {f.slug} failed: {f.error}", err=True)
+            elif f.error:  # "partial": a later page of a paged feed failed; the earlier pages count
+                click.echo(f"feed {f.slug}: {f.error}", err=True)
         if result.manifest_key:
             click.echo(f"manifest: {services.manifests.uri(result.manifest_key)} ({len(result.manifest_rows)} episodes,"
                        f" {len(result.new_partition_keys)} new)")
@@ -282,6 +289,13 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
     known = {r.partition_key: r for r in services.checkpoints.episodes()}
     planned = {r.partition_key: r for r in unregistered if r.partition_key not in known}  # a dry run's new ones
     todo = [k for k in wanted if k in planned or (k in known and known[k].state in (DISCOVERED, FAILED))]
+    if per_feed is not None:
+        from podinsight_dagster.fetch.discover import newest_per_feed
+
+        listed = {**known, **planned}
+        newest = newest_per_feed([(k, listed[k].feed_slug, listed[k].published) for k in wanted if k in listed],
+                                 per_feed)
+        todo = [k for k in todo if k in newest]
     todo = todo[:limit] if limit is not None else todo
     problems = [failure_sentence([Failure(f.slug, "poll", f.error, None) for f in failed_feeds], total_feeds,
                                  "poll", what="feeds")] if failed_feeds else []
@@ -674,6 +688,13 @@ def report(out: Path) -> None:
         raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}")
     click.echo(f"wrote {out} ({len(page) / 1024:.0f} KiB)")
 
+
+# `podrun feeds` (import, add, inspect) and `podrun publish` live in their own modules; `feed inspect` stays.
+from podinsight_dagster.cli_feeds import feeds as _feeds_group, publish as _publish  # noqa: E402
+
+_feeds_group.add_command(feed_inspect, "inspect")
+main.add_command(_feeds_group)
+main.add_command(_publish)
 
 if __name__ == "__main__":
     main()

@@ -72,6 +72,8 @@ class Settings:
     # a hopeless episode waits at most 23 s in all)
     download_attempts: int = 6
     download_backoff_max_s: float = 8.0
+    feed_max_pages: int = 50            # pages of a paged feed (RFC 5005) read per poll
+    publish_base_url: str | None = None  # where the stage bucket is served publicly (podrun publish links it)
     # money (run-book §4.4, §6)
     cost_ceiling_usd: float = 40.0      # GPUCostToday < $40
     price_gpu_hour: float = 0.30        # g5.xlarge Spot (run-book §2.5: 83 GPU-h x $0.30)
@@ -163,6 +165,8 @@ class Settings:
         if not 0 <= self.realtime_factor < 1e6:
             raise SettingsError(f"PODINSIGHT_REALTIME_FACTOR={self.realtime_factor}: 0 (the measured figure) or a "
                                 "positive real-time factor")
+        if self.feed_max_pages < 1:
+            raise SettingsError(f"PODINSIGHT_FEED_MAX_PAGES={self.feed_max_pages}: must be at least 1")
         if not 0 <= self.pack_gap_sec <= 5:
             raise SettingsError(f"PODINSIGHT_PACK_GAP_SEC={self.pack_gap_sec}: 0 (off) up to 5 seconds")
 
@@ -280,6 +284,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "tries per episode download (retryable errors only: timeouts, resets, cut bodies, 429, 5xx)"),
     EnvVar("PODINSIGHT_DOWNLOAD_BACKOFF_MAX_S", "download_backoff_max_s", _float,
            "longest wait between two tries of an episode download"),
+    EnvVar("PODINSIGHT_PUBLISH_BASE_URL", "publish_base_url", _text,
+           "public http(s) address of the stage bucket: `podrun publish` links transcripts and chapters there"),
+    EnvVar("PODINSIGHT_FEED_MAX_PAGES", "feed_max_pages", _int,
+           "pages of a paged feed (rel=next) read per poll; a longer back-catalogue continues on the next poll"),
     EnvVar("PODINSIGHT_COST_CEILING_USD", "cost_ceiling_usd", _usd, "GPUCostToday ceiling"),
     EnvVar("PODINSIGHT_PRICE_GPU_HOUR", "price_gpu_hour", _usd, "USD per GPU hour"),
     EnvVar("PODINSIGHT_PRICE_CPU_HOUR", "price_cpu_hour", _usd, "USD per CPU hour"),

@@ -41,7 +41,8 @@ def test_episode_assets_backfill_many_partitions_per_run_and_checks_are_attached
     assert graph.get(AssetKey("speakers")).code_version
     # Likewise the chapter method is the chapters asset's.
     assert graph.get(AssetKey("chapters")).code_version
-    assert graph.get(AssetKey("chapters")).parent_keys == {AssetKey("transcript")}
+    # After speakers too: the soundbites beside the chapters keep to one speaker's turn.
+    assert graph.get(AssetKey("chapters")).parent_keys == {AssetKey("transcript"), AssetKey("speakers")}
 
 
 @pytest.mark.parametrize("deployment", DEPLOYMENTS)

@@ -411,10 +411,13 @@ def speakers(context: AssetExecutionContext, podinsight: PodInsightResource):
     yield from run_per_episode(context, outcomes, summary)
 
 
-@asset(partitions_def=episodes_partitions, deps=[transcript], group_name="episodes",
+# speakers as well as transcript: the soundbites written beside the chapters keep to one speaker's turn, so they
+# read the transcript after diarization labelled it (an ordering only: the step gates on the transcript, as segments).
+@asset(partitions_def=episodes_partitions, deps=[transcript, speakers], group_name="episodes",
        backfill_policy=EPISODE_BACKFILL, code_version=CHAPTERS_VERSION,
        description="Podcasting 2.0 chapters (chapters/chapters.json, version 1.2.0): the feed's podcast:chapters "
-                   "when it links them, else topic boundaries from sentence embeddings with key-phrase titles.")
+                   "when it links them, else topic boundaries from sentence embeddings with key-phrase titles; "
+                   "up to 3 podcast:soundbite candidates beside them (chapters/soundbites.json).")
 def chapters(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
     left = left_to_other_runs(context)

@@ -59,6 +59,8 @@ class PodInsightConfig(ConfigurableResource):
     max_audio_bytes: str = ""
     download_attempts: str = ""
     download_backoff_max_s: str = ""
+    feed_max_pages: str = ""
+    publish_base_url: str = ""
     cost_ceiling_usd: str = ""
     price_gpu_hour: str = ""
     price_cpu_hour: str = ""

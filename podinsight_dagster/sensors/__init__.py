@@ -184,6 +184,8 @@ def poll_new_episodes(context: SensorEvaluationContext, podinsight: PodInsightRe
         if f.status == "failed":
             failed[f.slug] = f.error
             context.log.warning(f"feed {f.slug} failed: {f.error}")
+        elif f.status == "partial":  # a later page of a paged feed failed; the next poll resumes there
+            context.log.warning(f"feed {f.slug}: {f.error}")
     next_feed = unpolled[0].slug if unpolled else None
     context.log.info(f"polled {len(results)} of {len(feeds)} feeds in {polled_s:.1f} s (budget {tick_budget_s:g} s)"
                      + (f"; {len(unpolled)} carried over to the next tick, from {next_feed}" if unpolled else "")

@@ -61,6 +61,8 @@ class EpisodeRecord:
     persons_json: str | None = None      # the feed's podcast:person entries (item, else channel), JSON list
     chapters_url: str | None = None      # the feed's podcast:chapters link
     description: str | None = None       # the item's show notes, plain text (names a guest the feed may not list)
+    download_url: str | None = None      # a smaller podcast:alternateEnclosure, downloaded instead of the enclosure
+    download_integrity: str | None = None  # its podcast:integrity (SRI, e.g. sha256-<base64>), checked when given
     state: str = DISCOVERED
     failed_stage: str | None = None
     attempts: int = 0
@@ -124,12 +126,16 @@ class FeedRecord:
     last_error: str | None = None
     episodes: int = 0
     checked_at: float | None = None
+    # a paged feed's back-catalogue not read yet (the walk hit the page bound or a page failed): the
+    # next poll continues there
+    resume_url: str | None = None
+    podcast_guid: str | None = None   # the show's <podcast:guid>: the same show at a new address keeps its state
 
 
 _EPISODE_COLUMNS = [f for f in EpisodeRecord.__dataclass_fields__]
 # What the feed (or a manifest row) says about an episode: refreshed by register_episodes when carried.
 DESCRIPTIVE = ("title", "enclosure_url", "enclosure_type", "enclosure_length", "published", "duration_hint_sec",
-               "transcripts_json", "persons_json", "chapters_url", "description")
+               "transcripts_json", "persons_json", "chapters_url", "description", "download_url", "download_integrity")
 _FEED_COLUMNS = [f for f in FeedRecord.__dataclass_fields__]
 
 SCHEMA = """

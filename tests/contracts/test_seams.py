@@ -237,6 +237,20 @@ def test_checkpoints_keep_feeds(checkpoints):
     assert [f.slug for f in checkpoints.feeds()] == ["other", "show"] and checkpoints.get_feed("x") is None
 
 
+def test_checkpoints_keep_paging_identity_and_alternate_downloads(checkpoints):
+    checkpoints.upsert_feed(FeedRecord(slug="show", url="https://a/f.xml", resume_url="https://a/f.xml?page=5",
+                                       podcast_guid="g-1", episodes=400, last_status="partial"))
+    feed = checkpoints.get_feed("show")
+    assert (feed.resume_url, feed.podcast_guid, feed.last_status) == ("https://a/f.xml?page=5", "g-1", "partial")
+    checkpoints.upsert_feed(FeedRecord(slug="show", url="https://a/f.xml", podcast_guid="g-1", episodes=1200))
+    assert checkpoints.get_feed("show").resume_url is None  # the walk finished
+    checkpoints.register_episodes([_episode("f/a", download_url="https://cdn.example/low.mp3",
+                                            download_integrity="sha256-AAAA")])
+    assert checkpoints.require("f/a").download_url == "https://cdn.example/low.mp3"
+    checkpoints.register_episodes([_episode("f/a")])  # the publisher dropped the alternate: so do we
+    assert (checkpoints.require("f/a").download_url, checkpoints.require("f/a").download_integrity) == (None, None)
+
+
 def test_checkpoints_are_safe_across_threads(checkpoints):
     checkpoints.register_episodes([_episode(f"f/e{i}") for i in range(40)])
     errors = []
