@@ -97,10 +97,11 @@ def test_fetch_per_feed_beside_limit_and_a_failing_page_said(settings, demo_cata
     demo_catalog(["tech-talk", "history-hour"])
     add_to_catalog(settings.feeds_dir, [serve_paged_feed(demo_cdn, "archive", 30, 10)])
     demo_cdn.set_fault("/feeds/archive-p3.xml", Fault(status=404))
-    result = podrun("fetch", "--per-feed", "1", "--dry-run")
-    assert "DRY RUN: would download 3 episodes" in result.output
+    result = podrun("fetch", "--per-feed", "1", "--dry-run", ok=False)  # a failing page: the work partly failed
+    assert result.exit_code == 1 and "DRY RUN: would download 3 episodes" in result.output
     assert "feed archive: page 3" in result.output and "404" in result.output
-    assert "would download 5 episodes" in podrun("fetch", "--per-feed", "2", "--limit", "5", "--dry-run").output
+    result = podrun("fetch", "--per-feed", "2", "--limit", "5", "--dry-run", ok=False)
+    assert result.exit_code == 1 and "would download 5 episodes" in result.output
     demo_cdn.set_fault("/feeds/archive-p3.xml", None)
     podrun("fetch", "--per-feed", "1", "--limit", "0")  # registers all; downloads none
     plan = podrun("fetch", "--per-feed", "1", "--dry-run").output

@@ -314,7 +314,7 @@ def _poll(services: Services, specs: Sequence[FeedSpec], *, deadline: float | No
                 continue
             result, records = out
             if records and record:
-                added = services.checkpoints.register_episodes(records)
+                added = services.checkpoints.register_episodes(records, from_feed=True)
                 result.new = len(added)
                 new_keys += added
             elif records:

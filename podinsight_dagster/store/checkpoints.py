@@ -136,6 +136,15 @@ _EPISODE_COLUMNS = [f for f in EpisodeRecord.__dataclass_fields__]
 # What the feed (or a manifest row) says about an episode: refreshed by register_episodes when carried.
 DESCRIPTIVE = ("title", "enclosure_url", "enclosure_type", "enclosure_length", "published", "duration_hint_sec",
                "transcripts_json", "persons_json", "chapters_url", "description", "download_url", "download_integrity")
+FEED_ONLY = ("download_url", "download_integrity")  # podcast:alternateEnclosure: no manifest row carries it
+
+
+def carried_fields(rec: EpisodeRecord, from_feed: bool) -> dict:
+    """What registering ``rec`` again refreshes: the fields it carries (and, from the feed, its alternate)."""
+    carried = {k: getattr(rec, k) for k in DESCRIPTIVE if getattr(rec, k) is not None}
+    if from_feed:
+        carried.update({k: getattr(rec, k) for k in FEED_ONLY})
+    return carried
 _FEED_COLUMNS = [f for f in FeedRecord.__dataclass_fields__]
 
 SCHEMA = """
@@ -204,7 +213,7 @@ CREATE TABLE IF NOT EXISTS feeds (
 class CheckpointStore(Protocol):
     """Episode and feed state that every step and process of a deployment shares."""
 
-    def register_episodes(self, records: Iterable[EpisodeRecord]) -> list[str]: ...
+    def register_episodes(self, records: Iterable[EpisodeRecord], *, from_feed: bool = False) -> list[str]: ...
     def get(self, partition_key: str) -> EpisodeRecord | None: ...
     def require(self, partition_key: str) -> EpisodeRecord: ...
     def update(self, partition_key: str, **fields: object) -> None: ...
@@ -281,13 +290,14 @@ class SqliteCheckpointStore:
         self._local = threading.local()
 
     # ---- episodes -------------------------------------------------------
-    def register_episodes(self, records: Iterable[EpisodeRecord]) -> list[str]:
+    def register_episodes(self, records: Iterable[EpisodeRecord], *, from_feed: bool = False) -> list[str]:
         """Insert episodes not seen before; return the partition keys that were new.
 
         Known episodes keep their state; the descriptive fields a record carries (title, enclosure,
         show notes, persons, ...) are refreshed, since publishers fix typos and move files between
         CDNs. A field the record does not carry (None: a manifest row has no show notes) never
-        erases what is known.
+        erases what is known, except the alternate download (``FEED_ONLY``) on a feed's own poll
+        (``from_feed``): only the feed says it, so a feed that dropped it drops it here too.
         """
         new: list[str] = []
         with self._conn() as conn:
@@ -302,7 +312,7 @@ class SqliteCheckpointStore:
                     if cur.rowcount:
                         new.append(rec.partition_key)
                     else:
-                        carried = {k: getattr(rec, k) for k in DESCRIPTIVE if getattr(rec, k) is not None}
+                        carried = carried_fields(rec, from_feed)
                         if carried:
                             conn.execute(f"UPDATE episodes SET {', '.join(f'{k}=?' for k in carried)} "
                                          "WHERE partition_key=?", [*carried.values(), rec.partition_key])

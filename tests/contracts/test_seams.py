@@ -247,7 +247,9 @@ def test_checkpoints_keep_paging_identity_and_alternate_downloads(checkpoints):
     checkpoints.register_episodes([_episode("f/a", download_url="https://cdn.example/low.mp3",
                                             download_integrity="sha256-AAAA")])
     assert checkpoints.require("f/a").download_url == "https://cdn.example/low.mp3"
-    checkpoints.register_episodes([_episode("f/a")])  # the publisher dropped the alternate: so do we
+    checkpoints.register_episodes([_episode("f/a")])  # a manifest row carries no alternate: it stays
+    assert checkpoints.require("f/a").download_url == "https://cdn.example/low.mp3"
+    checkpoints.register_episodes([_episode("f/a")], from_feed=True)  # the publisher dropped the alternate: so do we
     assert (checkpoints.require("f/a").download_url, checkpoints.require("f/a").download_integrity) == (None, None)
 
 
