@@ -1,23 +1,24 @@
-"""The search index every machine of the aws deployment shares: one immutable object per indexed episode in
-the stage bucket, read through a SQLite replica on each machine.
+"""The search index every machine of the aws deployment shares: a log of immutable entry objects in the stage
+bucket, one per indexed episode, read through a SQLite replica on each machine.
 
-Why not one index file on S3 or an engine on S3 (LanceDB was tried, docs/BENCHMARKS.md "Shared index"):
-the SQLite FTS5 index and its int8 vector scan answer in milliseconds because they are local; an engine
-reading S3 on every query pays its requests on every query. So the shared part is only a log of what was
-indexed, and each machine keeps the fast engine as a replica of it:
+Why not one index file on S3, or an engine that reads S3 (LanceDB was tried: docs/BENCHMARKS.md, "Shared
+index"): the SQLite FTS5 index and its int8 vector scan answer in milliseconds because they are local; an
+engine on S3 pays its requests on every query. So only the log is shared, and each machine keeps the fast
+engine as a replica of it:
 
 - Writing (``transcript_index`` on any task): an episode's entry, its ``EpisodeDoc`` and int8 passage
-  vectors, is written as a new object ``_index/entries/<feed>/<guid>/<time ns>-<random>.npz`` with a
-  create-only PUT (``If-None-Match: *``); then the episode's older entries are deleted. No object is ever
-  rewritten, so concurrent writers cannot overwrite each other: nothing is lost.
-- Reading (``podrun search``, ``podrun report`` on any machine): the entries are listed (one LIST request
-  per 1,000 episodes), the newest of each episode compared with the entry the replica last applied, and
-  only the new or changed ones are fetched (GET, in parallel) and indexed into the replica; an episode
-  whose entries are all gone is removed from it. Then the replica answers as the local index does.
+  vectors, is a new object ``_index/log/<UTC hour>/<time ns>-<random>/<feed>/<guid>.npz``, written with a
+  create-only PUT (``If-None-Match: *``). Nothing is ever rewritten, so concurrent writers cannot overwrite
+  each other: nothing is lost. Removing an episode writes a ``.gone`` entry the same way.
+- Reading (``podrun search``, ``podrun report`` on any machine): the replica lists the hours written since
+  its last listing (less ``SKEW_MARGIN_SEC`` for upload time and clock skew between machines: usually one
+  or two LIST requests), fetches only the entries newer than the ones it applied (GET, in parallel) and
+  indexes them; every ``FULL_LIST_SEC``, and on a new machine, it lists the whole log instead. Then the
+  replica answers as the local index does.
 
-Re-indexing the same episode on two machines at once leaves two entries; the newest by key wins (the
-same segments either way). The replica lives at ``PODINSIGHT_INDEX_PATH`` (under the data root); a
-machine's searches (``podrun report``'s top terms) are logged in its own replica.
+The newest entry of an episode (by its time and random part) wins; superseded entries stay in the log
+(a re-indexed episode's earlier entries: tens of KB each). The replica lives at ``PODINSIGHT_INDEX_PATH``
+(under the data root); a machine's searches (``podrun report``'s top terms) are logged in its replica.
 """
 
 from __future__ import annotations
@@ -36,13 +37,31 @@ from podinsight_dagster.archive.index import (MEANING_FLOOR, EpisodeDoc, Hit, Se
                                               passages_of)
 from podinsight_dagster.store.objects import ObjectStore
 
-ENTRIES_PREFIX = "_index/entries/"
-APPLY_BATCH = 200      # entries indexed into the replica per transaction while syncing
-FETCH_THREADS = 16     # entries fetched at once
+LOG_PREFIX = "_index/log/"
+SKEW_MARGIN_SEC = 600   # an entry may appear in a listing this long after the time in its key
+FULL_LIST_SEC = 3600    # list the whole log at least this often (a clock further off than the margin)
+MAX_HOURS_LISTED = 24   # more hours than this since the last listing: list the whole log instead
+APPLY_BATCH = 200       # entries indexed into the replica per transaction while syncing
+FETCH_THREADS = 16      # entries fetched at once
+OPTIMIZE_AFTER = 1000   # entries applied in one sync after which the replica's FTS5 segments are merged
+HOUR_NS = 3600 * 10**9
 
 
-def entry_key(doc: EpisodeDoc) -> str:
-    return f"{ENTRIES_PREFIX}{doc.feed_slug}/{doc.guid_key}/{time.time_ns():020d}-{secrets.token_hex(6)}.npz"
+def _hour(ns: int) -> str:
+    return time.strftime("%Y%m%d%H", time.gmtime(ns // 10**9))
+
+
+def entry_key(partition_key: str, gone: bool = False) -> str:
+    now = time.time_ns()
+    return f"{LOG_PREFIX}{_hour(now)}/{now:020d}-{secrets.token_hex(6)}/{partition_key}.{'gone' if gone else 'npz'}"
+
+
+def parse_key(key: str) -> tuple[str, str] | None:
+    """(partition key, the entry's order: its time and random part) of a log key; None for anything else."""
+    parts = key[len(LOG_PREFIX):].split("/")
+    if len(parts) != 4 or not parts[3].endswith((".npz", ".gone")):
+        return None
+    return f"{parts[2]}/{parts[3].rsplit('.', 1)[0]}", parts[1]
 
 
 def encode_entry(doc: EpisodeDoc, rows) -> bytes:
@@ -80,14 +99,16 @@ class SharedTranscriptIndex:
 
     @property
     def location(self) -> str:
-        return self.store.uri(ENTRIES_PREFIX)
+        return self.store.uri(LOG_PREFIX)
 
     @property
     def replica(self) -> TranscriptIndex:
         if self._replica is None:
             self._replica = TranscriptIndex(self.replica_path, encoder=self._encoder)
-            self._replica.conn.execute("CREATE TABLE IF NOT EXISTS shared_entries ("
-                                       "partition_key TEXT PRIMARY KEY, entry_key TEXT NOT NULL)")
+            self._replica.conn.executescript(
+                "CREATE TABLE IF NOT EXISTS shared_entries (partition_key TEXT PRIMARY KEY, entry_order TEXT NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS shared_sync (id INTEGER PRIMARY KEY CHECK (id = 0), "
+                "listed_ns INTEGER NOT NULL, full_ns INTEGER NOT NULL);")
         return self._replica
 
     def close(self) -> None:
@@ -96,7 +117,7 @@ class SharedTranscriptIndex:
 
     # -- writing ----------------------------------------------------------------------------------
     def index(self, docs: Iterable[EpisodeDoc], embeddings: dict | None = None) -> dict[str, int]:
-        """Write each episode's entry (a new object), then delete its older entries; passages per episode."""
+        """Write each episode's entry (a new object in the log); passages per episode."""
         from podinsight_dagster.archive import vectors
 
         counts: dict[str, int] = {}
@@ -107,12 +128,7 @@ class SharedTranscriptIndex:
             passages = len(passages_of(doc.segments))
             if len(rows) != passages:
                 raise ValueError(f"{doc.partition_key}: {len(rows)} vectors for {passages} passages")
-            key = entry_key(doc)
-            if not self.store.put_bytes_if_absent(key, encode_entry(doc, rows), content_type="application/x-npz"):
-                raise RuntimeError(f"index entry {key} exists already")  # a random 48-bit suffix: never seen
-            for old in self._entries_of(doc.feed_slug, doc.guid_key):
-                if old < key:
-                    self.store.delete(old)
+            self._put(entry_key(doc.partition_key), encode_entry(doc, rows))
             counts[doc.partition_key] = passages
         self._synced = False
         return counts
@@ -132,74 +148,90 @@ class SharedTranscriptIndex:
             self._encoder = encoder()
         return vectors.quantize(self._encoder.encode(texts))
 
-    def _entries_of(self, feed_slug: str, guid_key: str) -> list[str]:
-        return sorted(self.store.list_keys(f"{ENTRIES_PREFIX}{feed_slug}/{guid_key}/"))
+    def _put(self, key: str, data: bytes) -> None:
+        if not self.store.put_bytes_if_absent(key, data, content_type="application/octet-stream"):
+            raise RuntimeError(f"index entry {key} exists already")  # a random 48-bit part: never seen
 
     def remove(self, partition_key: str) -> bool:
-        feed_slug, guid_key = partition_key.split("/", 1)
-        keys = self._entries_of(feed_slug, guid_key)
-        for key in keys:
-            self.store.delete(key)
+        """A ``.gone`` entry for the episode (readers drop it); False when the log has no entry for it."""
+        newest = self._newest(self.store.list_keys(LOG_PREFIX))
+        if partition_key not in newest or newest[partition_key][0].endswith(".gone"):
+            return False
+        self._put(entry_key(partition_key, gone=True), b"")
         self._synced = False
-        return bool(keys)
+        return True
 
     def episode_count(self) -> int:
-        """Episodes with an entry (from the listing alone: nothing is fetched)."""
-        return len(self._newest_entries())
+        """Episodes in the log (from a listing of the whole log: nothing is fetched)."""
+        return sum(1 for key, _ in self._newest(self.store.list_keys(LOG_PREFIX)).values()
+                   if not key.endswith(".gone"))
 
     # -- syncing ----------------------------------------------------------------------------------
-    def _newest_entries(self) -> dict[str, str]:
-        newest: dict[str, str] = {}
-        for key in self.store.list_keys(ENTRIES_PREFIX):
-            parts = key[len(ENTRIES_PREFIX):].split("/")
-            if len(parts) != 3 or not parts[2].endswith(".npz"):
-                continue
-            pk = f"{parts[0]}/{parts[1]}"
-            if key > newest.get(pk, ""):
-                newest[pk] = key
+    @staticmethod
+    def _newest(keys: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """partition key -> (key, order) of its newest entry among ``keys``."""
+        newest: dict[str, tuple[str, str]] = {}
+        for key in keys:
+            parsed = parse_key(key)
+            if parsed is not None and parsed[1] > newest.get(parsed[0], ("", ""))[1]:
+                newest[parsed[0]] = (key, parsed[1])
         return newest
 
+    def _listing(self, now: int) -> tuple[dict[str, tuple[str, str]], bool]:
+        """The newest entries listed, and whether the whole log was listed."""
+        row = self.replica.conn.execute("SELECT listed_ns, full_ns FROM shared_sync").fetchone()
+        margin = SKEW_MARGIN_SEC * 10**9
+        if row is not None and now - row[1] < FULL_LIST_SEC * 10**9 \
+                and (now + 2 * margin - row[0]) // HOUR_NS < MAX_HOURS_LISTED:
+            hour, keys = (row[0] - margin) // HOUR_NS * HOUR_NS, []
+            while hour <= now + margin:
+                keys.extend(self.store.list_keys(f"{LOG_PREFIX}{_hour(hour)}/"))
+                hour += HOUR_NS
+            return self._newest(keys), False
+        return self._newest(self.store.list_keys(LOG_PREFIX)), True
+
     def sync(self) -> dict[str, int]:
-        """Bring the replica up to the entries in the bucket: {"fetched": n, "removed": n}.
+        """Bring the replica up to the log: {"fetched": n, "removed": n}.
 
         Under a file lock beside the replica, so two searches on one machine do not fetch the same entries.
         """
         replica = self.replica
-        self.replica_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.replica_path.with_name(self.replica_path.name + ".sync-lock"), "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            newest = self._newest_entries()
-            applied = dict(replica.conn.execute("SELECT partition_key, entry_key FROM shared_entries"))
-            todo = sorted(key for pk, key in newest.items() if applied.get(pk) != key)
-            gone = sorted(pk for pk in applied if pk not in newest)
+            now = time.time_ns()  # before listing: the next listing starts from here (less the margin)
+            newest, whole = self._listing(now)
+            applied = dict(replica.conn.execute("SELECT partition_key, entry_order FROM shared_entries"))
+            todo = sorted(key for pk, (key, order) in newest.items() if order > applied.get(pk, ""))
+            gone = [parse_key(k)[0] for k in todo if k.endswith(".gone")]
+            if whole:  # in the replica, not in the log (a log emptied by hand): not in the archive any more
+                gone += [pk for pk in applied if pk not in newest]
+            fetch = [k for k in todo if k.endswith(".npz")]
             with ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="index-sync") as pool:
-                for at in range(0, len(todo), APPLY_BATCH):
-                    batch = todo[at:at + APPLY_BATCH]
-                    entries = []
-                    for key, data in zip(batch, pool.map(self._get_or_none, batch)):
-                        if data is not None:  # replaced (deleted) since the listing: the newer one comes next time
-                            entries.append((key, *decode_entry(data)))
-                    if not entries:
-                        continue
+                for at in range(0, len(fetch), APPLY_BATCH):
+                    batch = fetch[at:at + APPLY_BATCH]
+                    entries = [(key, *decode_entry(data)) for key, data in zip(batch, pool.map(self.store.get_bytes, batch))]
                     replica.index([doc for _, doc, _ in entries],
                                   int8_rows={doc.partition_key: rows for _, doc, rows in entries})
-                    with replica.conn:
-                        replica.conn.executemany(
-                            "INSERT INTO shared_entries (partition_key, entry_key) VALUES (?, ?) "
-                            "ON CONFLICT (partition_key) DO UPDATE SET entry_key = excluded.entry_key",
-                            [(doc.partition_key, key) for key, doc, _ in entries])
+                    self._applied([(doc.partition_key, parse_key(key)[1]) for key, doc, _ in entries])
             for pk in gone:
                 replica.remove(pk)
-                with replica.conn:
-                    replica.conn.execute("DELETE FROM shared_entries WHERE partition_key = ?", (pk,))
+            # A .gone entry's order is kept: the episode's older entries are not applied again.
+            self._applied([parse_key(k) for k in todo if k.endswith(".gone")])
+            with replica.conn:
+                replica.conn.execute("INSERT INTO shared_sync (id, listed_ns, full_ns) VALUES (0, ?, ?) "
+                                     "ON CONFLICT (id) DO UPDATE SET listed_ns = excluded.listed_ns, "
+                                     "full_ns = CASE WHEN ? THEN excluded.full_ns ELSE shared_sync.full_ns END",
+                                     (now, now, whole))
+            if len(fetch) >= OPTIMIZE_AFTER:
+                replica.optimize()  # a bulk catch-up (a new machine): merged FTS5 segments search faster
         self._synced = True
-        return {"fetched": len(todo), "removed": len(gone)}
+        return {"fetched": len(fetch), "removed": len(gone)}
 
-    def _get_or_none(self, key: str) -> bytes | None:
-        try:
-            return self.store.get_bytes(key)
-        except FileNotFoundError:
-            return None
+    def _applied(self, rows: list[tuple[str, str]]) -> None:
+        with self.replica.conn:
+            self.replica.conn.executemany(
+                "INSERT INTO shared_entries (partition_key, entry_order) VALUES (?, ?) "
+                "ON CONFLICT (partition_key) DO UPDATE SET entry_order = excluded.entry_order", rows)
 
     def _read(self) -> TranscriptIndex:
         if not self._synced:

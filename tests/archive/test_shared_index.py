@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
 from podinsight_dagster.archive.index import MEANING_FLOOR
-from podinsight_dagster.archive.shared import ENTRIES_PREFIX
+from podinsight_dagster.archive.shared import LOG_PREFIX
 
 from .test_archive_aws import aws_staged  # noqa: F401  (the fixture: the stack, three episodes staged in S3)
 
@@ -58,9 +59,9 @@ def test_two_tasks_index_at_once_and_a_third_machine_finds_both(aws_staged, moto
     assert len(list(barrier.iterdir())) == 2  # both were loaded before either indexed: they indexed at once
 
     s3 = moto_server.client("s3")
-    entries = [o["Key"] for o in s3.list_objects_v2(Bucket="pod-insights-stage", Prefix=ENTRIES_PREFIX)["Contents"]]
-    assert sorted(k.rsplit("/", 1)[0] for k in entries) == [
-        "_index/entries/garden-hour/gh-0001", "_index/entries/tech-talk/tt-0001"]  # one entry per episode
+    entries = [o["Key"] for o in s3.list_objects_v2(Bucket="pod-insights-stage", Prefix=LOG_PREFIX)["Contents"]]
+    assert sorted(k.split("/", 4)[4] for k in entries) == [
+        "garden-hour/gh-0001.npz", "tech-talk/tt-0001.npz"]  # one entry per episode, in the log
 
     fresh = tmp_path / "machine-c"  # another machine: nothing on its disk yet
 
@@ -79,3 +80,53 @@ def test_two_tasks_index_at_once_and_a_third_machine_finds_both(aws_staged, moto
     assert sorted(h["partition_key"] for h in meaning) == ["garden-hour/gh-0001", "tech-talk/tt-0001"]
     assert all(h["similarity"] >= MEANING_FLOOR for h in meaning)
     assert (fresh / "transcript_index.sqlite").exists()  # the replica, under that machine's data root
+
+
+def test_a_reader_lists_only_the_recent_hours_and_catches_late_entries(aws_staged, tmp_path):
+    """The replica's sync: recent hours only (not the whole log), an entry that shows up late within the skew
+    margin is still found, and one later than that is found by the next whole listing."""
+    from podinsight_dagster.archive.index import episode_doc
+    from podinsight_dagster.archive.shared import (HOUR_NS, SKEW_MARGIN_SEC, SharedTranscriptIndex, encode_entry,
+                                                   _hour)
+    from podinsight_dagster.services import build_services
+
+    services = build_services(aws_staged)
+    listed: list[str] = []
+    real_list = services.stage.list_keys
+
+    def counting_list(prefix: str = ""):
+        listed.append(prefix)
+        return real_list(prefix)
+
+    services.stage.list_keys = counting_list  # the real store, its LIST calls counted
+    writer = SharedTranscriptIndex(services.stage, tmp_path / "writer.sqlite")
+    writer.index([episode_doc(services, "tech-talk/tt-0001")])
+    reader = SharedTranscriptIndex(services.stage, tmp_path / "reader.sqlite")
+    listed.clear()
+    assert reader.sync() == {"fetched": 1, "removed": 0} and listed == [LOG_PREFIX]  # a new machine: all of it
+
+    def late_entry(pk: str, seconds_ago: float) -> None:
+        """An entry whose key time lies in the past: a slow upload, or a writer whose clock is behind."""
+        doc = episode_doc(services, pk)
+        rows = reader.replica.passage_vectors(doc)
+        at = time.time_ns() - int(seconds_ago * 1e9)
+        services.stage.put_bytes(f"{LOG_PREFIX}{_hour(at)}/{at:020d}-000000000000/{pk}.npz", encode_entry(doc, rows))
+
+    late_entry("tech-talk/tt-0002", SKEW_MARGIN_SEC / 2)
+    listed.clear()
+    assert reader.sync()["fetched"] == 1
+    assert LOG_PREFIX not in listed and 1 <= len(listed) <= 3  # one LIST per recent hour, not the whole log
+    assert len(reader.search("columnar databases", log=False)) == 1
+
+    late_entry("garden-hour/gh-0001", 3 * HOUR_NS / 1e9)  # later than the margin: missed ...
+    assert reader.sync()["fetched"] == 0
+    with reader.replica.conn:
+        reader.replica.conn.execute("UPDATE shared_sync SET full_ns = full_ns - ?", (3600 * 10**9,))
+    assert reader.sync()["fetched"] == 1  # ... until the hourly whole listing
+    assert {h.partition_key for h in reader.search("memory borrow", log=False)} == {
+        "tech-talk/tt-0001", "garden-hour/gh-0001"}
+    assert writer.remove("garden-hour/gh-0001") and reader.sync()["removed"] == 1
+    assert reader.stats()["episodes"] == 2
+    writer.close()
+    reader.close()
+    services.close()
