@@ -10,11 +10,11 @@ engine as a replica of it:
   vectors, is a new object ``_index/log/<UTC hour>/<time ns>-<random>/<feed>/<guid>.npz``, written with a
   create-only PUT (``If-None-Match: *``). Nothing is ever rewritten, so concurrent writers cannot overwrite
   each other: nothing is lost. Removing an episode writes a ``.gone`` entry the same way.
-- Reading (``podrun search``, ``podrun report`` on any machine): the replica lists the hours written since
-  its last listing (less ``SKEW_MARGIN_SEC`` for upload time and clock skew between machines: usually one
-  or two LIST requests), fetches only the entries newer than the ones it applied (GET, in parallel) and
-  indexes them; every ``FULL_LIST_SEC``, and on a new machine, it lists the whole log instead. Then the
-  replica answers as the local index does.
+- Reading (``podrun search``, ``podrun report`` on any machine): the replica lists the entries written since
+  its last listing, less ``SKEW_MARGIN_SEC`` for upload time and clock skew between machines (keys sort by
+  time: one LIST request from that point, ``StartAfter``), fetches only the entries newer than the ones it
+  applied (GET, in parallel) and indexes them; every ``FULL_LIST_SEC``, and on a new machine, it lists the
+  whole log instead. Then the replica answers as the local index does.
 
 The newest entry of an episode (by its time and random part) wins; superseded entries stay in the log
 (a re-indexed episode's earlier entries: tens of KB each). The replica lives at ``PODINSIGHT_INDEX_PATH``
@@ -40,11 +40,9 @@ from podinsight_dagster.store.objects import ObjectStore
 LOG_PREFIX = "_index/log/"
 SKEW_MARGIN_SEC = 600   # an entry may appear in a listing this long after the time in its key
 FULL_LIST_SEC = 3600    # list the whole log at least this often (a clock further off than the margin)
-MAX_HOURS_LISTED = 24   # more hours than this since the last listing: list the whole log instead
 APPLY_BATCH = 200       # entries indexed into the replica per transaction while syncing
 FETCH_THREADS = 16      # entries fetched at once
 OPTIMIZE_AFTER = 1000   # entries applied in one sync after which the replica's FTS5 segments are merged
-HOUR_NS = 3600 * 10**9
 
 
 def _hour(ns: int) -> str:
@@ -178,16 +176,15 @@ class SharedTranscriptIndex:
         return newest
 
     def _listing(self, now: int) -> tuple[dict[str, tuple[str, str]], bool]:
-        """The newest entries listed, and whether the whole log was listed."""
+        """The newest entries listed, and whether the whole log was listed.
+
+        Keys sort by time (hour, then nanoseconds), so the entries since the last listing, less the margin,
+        are one LIST from that point (``StartAfter``), whatever the size of the log.
+        """
         row = self.replica.conn.execute("SELECT listed_ns, full_ns FROM shared_sync").fetchone()
-        margin = SKEW_MARGIN_SEC * 10**9
-        if row is not None and now - row[1] < FULL_LIST_SEC * 10**9 \
-                and (now + 2 * margin - row[0]) // HOUR_NS < MAX_HOURS_LISTED:
-            hour, keys = (row[0] - margin) // HOUR_NS * HOUR_NS, []
-            while hour <= now + margin:
-                keys.extend(self.store.list_keys(f"{LOG_PREFIX}{_hour(hour)}/"))
-                hour += HOUR_NS
-            return self._newest(keys), False
+        if row is not None and now - row[1] < FULL_LIST_SEC * 10**9:
+            since = row[0] - SKEW_MARGIN_SEC * 10**9
+            return self._newest(self.store.list_keys(LOG_PREFIX, start_after=f"{LOG_PREFIX}{_hour(since)}/{since:020d}")), False
         return self._newest(self.store.list_keys(LOG_PREFIX)), True
 
     def sync(self) -> dict[str, int]:

@@ -86,24 +86,26 @@ def test_a_reader_lists_only_the_recent_hours_and_catches_late_entries(aws_stage
     """The replica's sync: recent hours only (not the whole log), an entry that shows up late within the skew
     margin is still found, and one later than that is found by the next whole listing."""
     from podinsight_dagster.archive.index import episode_doc
-    from podinsight_dagster.archive.shared import (HOUR_NS, SKEW_MARGIN_SEC, SharedTranscriptIndex, encode_entry,
-                                                   _hour)
+    from podinsight_dagster.archive.shared import SKEW_MARGIN_SEC, SharedTranscriptIndex, _hour, encode_entry
     from podinsight_dagster.services import build_services
 
     services = build_services(aws_staged)
-    listed: list[str] = []
+    listed: list[tuple[str, str, int]] = []  # (prefix, start_after, keys returned) per listing
     real_list = services.stage.list_keys
 
-    def counting_list(prefix: str = ""):
-        listed.append(prefix)
-        return real_list(prefix)
+    def counting_list(prefix: str = "", start_after: str = ""):
+        keys = list(real_list(prefix, start_after=start_after))
+        listed.append((prefix, start_after, len(keys)))
+        return iter(keys)
 
     services.stage.list_keys = counting_list  # the real store, its LIST calls counted
     writer = SharedTranscriptIndex(services.stage, tmp_path / "writer.sqlite")
     writer.index([episode_doc(services, "tech-talk/tt-0001")])
     reader = SharedTranscriptIndex(services.stage, tmp_path / "reader.sqlite")
     listed.clear()
-    assert reader.sync() == {"fetched": 1, "removed": 0} and listed == [LOG_PREFIX]  # a new machine: all of it
+    assert reader.sync() == {"fetched": 1, "removed": 0} and listed == [(LOG_PREFIX, "", 1)]  # a new machine: all
+    for n in range(3):  # old entries: written more than the margin before the reader's last listing
+        services.stage.put_bytes(f"{LOG_PREFIX}2000010100/{n:020d}-000000000000/old/ep{n}.gone", b"")
 
     def late_entry(pk: str, seconds_ago: float) -> None:
         """An entry whose key time lies in the past: a slow upload, or a writer whose clock is behind."""
@@ -115,10 +117,11 @@ def test_a_reader_lists_only_the_recent_hours_and_catches_late_entries(aws_stage
     late_entry("tech-talk/tt-0002", SKEW_MARGIN_SEC / 2)
     listed.clear()
     assert reader.sync()["fetched"] == 1
-    assert LOG_PREFIX not in listed and 1 <= len(listed) <= 3  # one LIST per recent hour, not the whole log
+    [(prefix, start_after, returned)] = listed  # one listing, from the last one less the margin
+    assert prefix == LOG_PREFIX and start_after > f"{LOG_PREFIX}2000" and returned == 2  # not the old entries
     assert len(reader.search("columnar databases", log=False)) == 1
 
-    late_entry("garden-hour/gh-0001", 3 * HOUR_NS / 1e9)  # later than the margin: missed ...
+    late_entry("garden-hour/gh-0001", 3 * 3600)  # later than the margin: missed ...
     assert reader.sync()["fetched"] == 0
     with reader.replica.conn:
         reader.replica.conn.execute("UPDATE shared_sync SET full_ns = full_ns - ?", (3600 * 10**9,))

@@ -78,6 +78,9 @@ def test_object_store_lists_by_prefix_and_deletes(object_store):
         object_store.put_bytes(key, b"{}")
     assert sorted(object_store.list_keys("a/")) == ["a/1/meta/meta.json", "a/2/meta/meta.json"]
     assert len(list(object_store.list_keys())) == 3
+    # In S3's order, after a key (the shared search index's log is read from where it was last read).
+    assert list(object_store.list_keys("a/", start_after="a/1/meta/meta.json")) == ["a/2/meta/meta.json"]
+    assert sorted(object_store.list_keys("", start_after="a/9")) == ["b/1/meta/meta.json"]
     object_store.delete("a/1/meta/meta.json")
     object_store.delete("a/1/meta/meta.json")  # deleting what is gone is no error
     assert sorted(object_store.list_keys("a/")) == ["a/2/meta/meta.json"]
