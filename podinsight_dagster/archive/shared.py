@@ -83,8 +83,10 @@ def decode_entry(data: bytes):
 class SharedTranscriptIndex:
     """The ``ArchiveIndex`` of the aws deployment (see the module's docstring)."""
 
-    def __init__(self, store: ObjectStore, replica_path: Path, create: bool = True, encoder=None):
+    def __init__(self, store: ObjectStore, replica_path: Path, create: bool = True, encoder=None,
+                 skew_margin_sec: float = SKEW_MARGIN_SEC):
         self.store = store
+        self.skew_margin_sec = skew_margin_sec
         self.replica_path = Path(replica_path)
         self._encoder = encoder
         self._replica: TranscriptIndex | None = None
@@ -183,7 +185,7 @@ class SharedTranscriptIndex:
         """
         row = self.replica.conn.execute("SELECT listed_ns, full_ns FROM shared_sync").fetchone()
         if row is not None and now - row[1] < FULL_LIST_SEC * 10**9:
-            since = row[0] - SKEW_MARGIN_SEC * 10**9
+            since = row[0] - int(self.skew_margin_sec * 10**9)
             return self._newest(self.store.list_keys(LOG_PREFIX, start_after=f"{LOG_PREFIX}{_hour(since)}/{since:020d}")), False
         return self._newest(self.store.list_keys(LOG_PREFIX)), True
 
