@@ -414,7 +414,7 @@ class TranscriptIndex:
 
     def search(self, phrase: str, feed: str | None = None, limit: int = 10, log: bool = True,
                mark: tuple[str, str] = ("**", "**")) -> list[Hit]:
-        """The best ``limit`` passages holding every word of ``phrase`` (BM25; see ``fts_query``), optionally in one feed."""
+        """The best ``limit`` passages holding every word of ``phrase`` (BM25, ``fts_query``), maybe in one feed."""
         query = fts_query(phrase)
         if feed is not None and not self.conn.execute(
                 "SELECT 1 FROM episodes WHERE feed_slug = ? LIMIT 1", (feed,)).fetchone():
@@ -508,9 +508,9 @@ class TranscriptIndex:
         if not rowids:
             return {}
         _, mat = self.load_vectors()
+        episodes = sorted({r >> ROWID_SHIFT for r in rowids})
         starts = dict(self.conn.execute(
-            f"SELECT id, vec_start FROM episodes WHERE id IN ({','.join('?' * len({r >> ROWID_SHIFT for r in rowids}))})",
-            sorted({r >> ROWID_SHIFT for r in rowids})).fetchall())
+            f"SELECT id, vec_start FROM episodes WHERE id IN ({','.join('?' * len(episodes))})", episodes).fetchall())
         mask = (1 << ROWID_SHIFT) - 1
         slots = [(r, starts[r >> ROWID_SHIFT] + (r & mask)) for r in rowids if starts.get(r >> ROWID_SHIFT) is not None]
         slots = [(r, slot) for r, slot in slots if slot < len(mat)]

@@ -186,7 +186,8 @@ class SharedTranscriptIndex:
         row = self.replica.conn.execute("SELECT listed_ns, full_ns FROM shared_sync").fetchone()
         if row is not None and now - row[1] < FULL_LIST_SEC * 10**9:
             since = row[0] - int(self.skew_margin_sec * 10**9)
-            return self._newest(self.store.list_keys(LOG_PREFIX, start_after=f"{LOG_PREFIX}{_hour(since)}/{since:020d}")), False
+            after = f"{LOG_PREFIX}{_hour(since)}/{since:020d}"
+            return self._newest(self.store.list_keys(LOG_PREFIX, start_after=after)), False
         return self._newest(self.store.list_keys(LOG_PREFIX)), True
 
     def sync(self) -> dict[str, int]:
@@ -208,7 +209,8 @@ class SharedTranscriptIndex:
             with ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="index-sync") as pool:
                 for at in range(0, len(fetch), APPLY_BATCH):
                     batch = fetch[at:at + APPLY_BATCH]
-                    entries = [(key, *decode_entry(data)) for key, data in zip(batch, pool.map(self.store.get_bytes, batch))]
+                    entries = [(key, *decode_entry(data))
+                               for key, data in zip(batch, pool.map(self.store.get_bytes, batch))]
                     replica.index([doc for _, doc, _ in entries],
                                   int8_rows={doc.partition_key: rows for _, doc, rows in entries})
                     self._applied([(doc.partition_key, parse_key(key)[1]) for key, doc, _ in entries])
