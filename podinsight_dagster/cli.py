@@ -10,7 +10,7 @@ podrun feed inspect URL_OR_FILE [--json]           a feed as Pod-Insight reads i
 podrun feeds import FILE.opml | add URL | inspect  the catalog's feeds (cli_feeds.py)
 podrun publish FEED [--feed-copy] [--base-url URL] Podcasting 2.0 tags for a feed's publisher (cli_feeds.py)
 podrun query "SQL" [--json | --csv]                SQL over the archive (views episodes, transcripts, segments, kpis)
-podrun search "PHRASE" [--feed SLUG] [--limit N] [--json]   full-text search with deep links into the audio
+podrun search "WORDS" [--feed SLUG] [--limit N] [--json] [--meaning]   search with deep links into the audio
 podrun report [--out report.html]                  one self-contained HTML page with charts
 
 Runs go to the local instance under PODINSIGHT_HOME (they show in ``make ui``),
@@ -632,8 +632,15 @@ def _clock(seconds: float) -> str:
                    "fused with BM25 over its words.")
 @click.option("--no-hybrid", is_flag=True, help="With --meaning: embedding similarity only, no BM25.")
 def search(phrase: str, feed: str | None, limit: int, as_json: bool, meaning: bool, no_hybrid: bool) -> None:
-    """Full-text search over every transcript (BM25), or by meaning: feed, episode, start time, snippet, deep link."""
-    from podinsight_dagster.archive.index import SearchError
+    """Full-text search over every transcript (BM25), or by meaning: feed, episode, start time, snippet, deep link.
+
+    Words: passages holding every word (stemmed; common words left out), best first; "quoted words"
+    match as a phrase. --meaning: passages close in meaning, each with its similarity (0-1); those
+    below the relevance floor are left out.
+    """
+    import shlex
+
+    from podinsight_dagster.archive.index import MEANING_FLOOR, SearchError
     from podinsight_dagster.services import build_transcript_index
 
     if no_hybrid and not meaning:
@@ -651,11 +658,18 @@ def search(phrase: str, feed: str | None, limit: int, as_json: bool, meaning: bo
     if as_json:
         click.echo(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
         return
+    if not hits and meaning:
+        click.echo(f"nothing close enough in meaning to {phrase!r} (every passage's similarity is below "
+                   f"{MEANING_FLOOR:.2f})")
+        return
     if not hits:
-        click.echo(f"no matches for {phrase!r}")
+        # Every word must be in one passage (BM25 terms): a question rarely is, search by meaning often helps.
+        click.echo(f"no matches for {phrase!r}: no passage holds every word; try podrun search --meaning "
+                   f"{shlex.quote(phrase)}")
         return
     for n, hit in enumerate(hits, 1):
-        click.echo(f"{n}. {hit.feed_slug} · {hit.title or hit.partition_key} · {_clock(hit.start_sec)}")
+        score = f" · similarity {hit.similarity:.2f}" if hit.similarity is not None else ""
+        click.echo(f"{n}. {hit.feed_slug} · {hit.title or hit.partition_key} · {_clock(hit.start_sec)}{score}")
         click.echo(f"   {hit.snippet}")
         for link in (hit.link, hit.audio):
             if link:

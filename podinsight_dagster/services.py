@@ -268,7 +268,16 @@ def build_duckdb(settings: Settings):
 
 
 def build_transcript_index(settings: Settings, create: bool = True):
-    """The search index (SQLite FTS5) at PODINSIGHT_INDEX_PATH."""
+    """The search index (``archive.index.ArchiveIndex``): a SQLite FTS5 file at PODINSIGHT_INDEX_PATH
+    (local), or the entries every task writes to the stage bucket, read through a replica at
+    PODINSIGHT_INDEX_PATH (aws: ``archive/shared.py``), so any machine's search sees every episode.
+
+    ``create=False``: a reader; no index (or no entry) yet is a ``SearchError``.
+    """
     from podinsight_dagster.archive.index import TranscriptIndex
 
+    if settings.deployment == "aws":
+        from podinsight_dagster.archive.shared import SharedTranscriptIndex
+
+        return SharedTranscriptIndex(build_object_stores(settings).stage, settings.index_db, create=create)
     return TranscriptIndex(settings.index_db, create=create)

@@ -84,7 +84,7 @@ class Settings:
     stage_bucket: str = STAGE_BUCKET
     manifest_bucket: str = MANIFEST_BUCKET
     archive_bucket: str = ARCHIVE_BUCKET
-    index_path: Path | None = None       # the search index (SQLite FTS5); None: $PODINSIGHT_HOME/transcript_index.sqlite
+    index_path: Path | None = None       # the search index (SQLite FTS5; on aws a replica); None: $PODINSIGHT_HOME/transcript_index.sqlite
     status_table: str = STATUS_TABLE
     metrics_namespace: str = METRICS_NAMESPACE
     gpu_compute_environment: str = "gpu_spot"
@@ -297,7 +297,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PODINSIGHT_STAGE_BUCKET", "stage_bucket", _text, "S3 bucket of transcripts (aws)"),
     EnvVar("PODINSIGHT_MANIFEST_BUCKET", "manifest_bucket", _text, "S3 bucket of manifests (aws)"),
     EnvVar("PODINSIGHT_ARCHIVE_BUCKET", "archive_bucket", _text, "S3 bucket of the Parquet roll-up (aws)"),
-    EnvVar("PODINSIGHT_INDEX_PATH", "index_path", _path, "the search index file (SQLite FTS5)"),
+    EnvVar("PODINSIGHT_INDEX_PATH", "index_path", _path,
+           "the search index file (SQLite FTS5); on aws the machine's replica of the shared index"),
     EnvVar("PODINSIGHT_STATUS_TABLE", "status_table", _text, "DynamoDB table (aws)"),
     EnvVar("PODINSIGHT_METRICS_NAMESPACE", "metrics_namespace", _text, "CloudWatch namespace (aws)"),
     EnvVar("PODINSIGHT_GPU_COMPUTE_ENV", "gpu_compute_environment", _text, "Batch GPU compute environment (aws)"),
