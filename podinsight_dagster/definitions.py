@@ -18,7 +18,7 @@ from podinsight_dagster.checks import all_checks
 from podinsight_dagster.launch import TRANSCRIBE_ASSETS
 from podinsight_dagster.partitions import episodes_partitions
 from podinsight_dagster.resources import PodInsightConfig, podinsight_resources
-from podinsight_dagster.sensors import auto_transcribe_sensor, new_episodes_sensor
+from podinsight_dagster.sensors import sensors_for
 from podinsight_dagster.settings import DEPLOYMENTS, Settings, SettingsError
 
 ingest_job = define_asset_job(
@@ -51,12 +51,12 @@ def resources_for(deployment: str, environ: dict[str, str] | None = None) -> dic
 
 
 def _definitions(resources: dict, settings: Settings) -> Definitions:
-    # transcript's code_version comes from the settings in force (model, compute type, ...).
+    # transcript's code_version and the sensors' intervals come from the settings in force.
     return Definitions(
         assets=assets_for(settings),
         asset_checks=all_checks,
         jobs=[ingest_job, episode_pipeline, fetch_job, transcribe_job],
-        sensors=[new_episodes_sensor, auto_transcribe_sensor],
+        sensors=sensors_for(settings),  # at the intervals of the settings in force
         resources=resources,
     )
 

@@ -71,6 +71,10 @@ class Settings:
     cost_ceiling_usd: float = 40.0      # GPUCostToday < $40
     price_gpu_hour: float = 0.30        # g5.xlarge Spot (run-book §2.5: 83 GPU-h x $0.30)
     price_cpu_hour: float = 0.04
+    # sensors (sensors/): how often new_episodes_sensor polls the feeds, and how soon auto_transcribe_sensor
+    # (when switched on) queues what finished downloading
+    new_episodes_interval_sec: int = 15 * 60
+    auto_transcribe_interval_sec: int = 30
     # AWS deployment names (run-book §2, Appendix A)
     raw_bucket: str = RAW_BUCKET
     stage_bucket: str = STAGE_BUCKET
@@ -150,6 +154,10 @@ class Settings:
             raise SettingsError(f"PODINSIGHT_SPEAKERS={self.speakers}: 0 (from the feed or estimated) up to 8")
         if self.batch_size < 1:
             raise SettingsError(f"PODINSIGHT_BATCH_SIZE={self.batch_size}: must be at least 1")
+        for name, value in (("PODINSIGHT_NEW_EPISODES_INTERVAL_SEC", self.new_episodes_interval_sec),
+                            ("PODINSIGHT_AUTO_TRANSCRIBE_INTERVAL_SEC", self.auto_transcribe_interval_sec)):
+            if value < 1:
+                raise SettingsError(f"{name}={value}: must be at least 1 second")
         if not 0 <= self.pack_gap_sec <= 5:
             raise SettingsError(f"PODINSIGHT_PACK_GAP_SEC={self.pack_gap_sec}: 0 (off) up to 5 seconds")
 
@@ -266,6 +274,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PODINSIGHT_COST_CEILING_USD", "cost_ceiling_usd", _usd, "GPUCostToday ceiling"),
     EnvVar("PODINSIGHT_PRICE_GPU_HOUR", "price_gpu_hour", _usd, "USD per GPU hour"),
     EnvVar("PODINSIGHT_PRICE_CPU_HOUR", "price_cpu_hour", _usd, "USD per CPU hour"),
+    EnvVar("PODINSIGHT_NEW_EPISODES_INTERVAL_SEC", "new_episodes_interval_sec", _int,
+           "seconds between new_episodes_sensor's feed polls"),
+    EnvVar("PODINSIGHT_AUTO_TRANSCRIBE_INTERVAL_SEC", "auto_transcribe_interval_sec", _int,
+           "seconds between auto_transcribe_sensor's looks for finished downloads"),
     EnvVar("PODINSIGHT_RAW_BUCKET", "raw_bucket", _text, "S3 bucket of raw audio (aws)"),
     EnvVar("PODINSIGHT_STAGE_BUCKET", "stage_bucket", _text, "S3 bucket of transcripts (aws)"),
     EnvVar("PODINSIGHT_MANIFEST_BUCKET", "manifest_bucket", _text, "S3 bucket of manifests (aws)"),

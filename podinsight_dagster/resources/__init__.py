@@ -60,6 +60,8 @@ class PodInsightConfig(ConfigurableResource):
     cost_ceiling_usd: str = ""
     price_gpu_hour: str = ""
     price_cpu_hour: str = ""
+    new_episodes_interval_sec: str = ""
+    auto_transcribe_interval_sec: str = ""
     raw_bucket: str = ""
     stage_bucket: str = ""
     manifest_bucket: str = ""
