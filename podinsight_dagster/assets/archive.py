@@ -36,7 +36,8 @@ def transcript_index(context: AssetExecutionContext, podinsight: PodInsightResou
             return {"indexed_episodes": stats["episodes"], "indexed_passages": stats["passages"],
                     "index_path": MetadataValue.path(str(index.path))}
 
-        yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)
+        yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary,
+                                   checkpoints=services.checkpoints)
     finally:
         index.close()
 
