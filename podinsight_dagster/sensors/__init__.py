@@ -73,9 +73,16 @@ def batched_ranges(ordered: list[str], keys: list[str], size: int) -> list[tuple
     return out
 
 
+# A sensor's run executes its steps in the run's own process, as podrun's runs do: the default multiprocess
+# executor starts a process per step, each importing the code location again (3-15 s apiece on a busy machine,
+# seven steps in a transcription run), which is most of a short run's time. Pools still bound the steps.
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+
+
 def range_run(kind: str, start: str, end: str, trigger: str, attempt: int = 0) -> RunRequest:
     """The run of one partition range; a retry (``attempt`` > 0) has its own run key, so it is not deduplicated."""
     return RunRequest(run_key=f"{kind}:{start}:{end}" + (f":retry{attempt}" if attempt else ""),
+                      run_config=IN_PROCESS,
                       tags={RANGE_START_TAG: start, RANGE_END_TAG: end, TRIGGER_TAG: trigger,
                             ATTEMPT_TAG: str(attempt)})
 
