@@ -66,6 +66,9 @@ def browser_page():
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
+        # The "Join the Dagster community" dialog can open late on a busy machine, over whatever the test
+        # clicks next: Playwright skips it whenever it shows up before an action.
+        page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
         try:
             yield page
         finally:
