@@ -79,6 +79,10 @@ class Settings:
     price_gpu_hour: float = 0.30        # g5.xlarge Spot (run-book §2.5: 83 GPU-h x $0.30)
     price_cpu_hour: float = 0.04
     realtime_factor: float = 0.0        # cost projections' speed; 0: measured per device (costs/speed.py)
+    # sensors (sensors/): how often new_episodes_sensor polls the feeds, and how soon auto_transcribe_sensor
+    # (when switched on) queues what finished downloading
+    new_episodes_interval_sec: int = 15 * 60
+    auto_transcribe_interval_sec: int = 30
     # AWS deployment names (run-book §2, Appendix A)
     raw_bucket: str = RAW_BUCKET
     stage_bucket: str = STAGE_BUCKET
@@ -167,6 +171,10 @@ class Settings:
                                 "positive real-time factor")
         if self.feed_max_pages < 1:
             raise SettingsError(f"PODINSIGHT_FEED_MAX_PAGES={self.feed_max_pages}: must be at least 1")
+        for name, value in (("PODINSIGHT_NEW_EPISODES_INTERVAL_SEC", self.new_episodes_interval_sec),
+                            ("PODINSIGHT_AUTO_TRANSCRIBE_INTERVAL_SEC", self.auto_transcribe_interval_sec)):
+            if value < 1:
+                raise SettingsError(f"{name}={value}: must be at least 1 second")
         if not 0 <= self.pack_gap_sec <= 5:
             raise SettingsError(f"PODINSIGHT_PACK_GAP_SEC={self.pack_gap_sec}: 0 (off) up to 5 seconds")
 
@@ -293,6 +301,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PODINSIGHT_PRICE_CPU_HOUR", "price_cpu_hour", _usd, "USD per CPU hour"),
     EnvVar("PODINSIGHT_REALTIME_FACTOR", "realtime_factor", _float,
            "audio seconds per compute second cost projections assume (0: measured per device, costs/speed.py)"),
+    EnvVar("PODINSIGHT_NEW_EPISODES_INTERVAL_SEC", "new_episodes_interval_sec", _int,
+           "seconds between new_episodes_sensor's feed polls"),
+    EnvVar("PODINSIGHT_AUTO_TRANSCRIBE_INTERVAL_SEC", "auto_transcribe_interval_sec", _int,
+           "seconds between auto_transcribe_sensor's looks for finished downloads"),
     EnvVar("PODINSIGHT_RAW_BUCKET", "raw_bucket", _text, "S3 bucket of raw audio (aws)"),
     EnvVar("PODINSIGHT_STAGE_BUCKET", "stage_bucket", _text, "S3 bucket of transcripts (aws)"),
     EnvVar("PODINSIGHT_MANIFEST_BUCKET", "manifest_bucket", _text, "S3 bucket of manifests (aws)"),

@@ -38,7 +38,8 @@ def transcript_index(context: AssetExecutionContext, podinsight: PodInsightResou
                     "passages_indexed_in_run": sum(d.get("passages", 0) for d in done.values() if isinstance(d, dict)),
                     "index_path": MetadataValue.path(index.location)}
 
-        yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)
+        yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary,
+                                   checkpoints=services.checkpoints)
     finally:
         index.close()
 
