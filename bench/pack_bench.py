@@ -23,7 +23,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,12 +33,14 @@ for p in (REPO, REPO / "bench"):
 
 import transcribe_bench as tb  # noqa: E402
 
-from podinsight_dagster.transcribe.batching import PACK_STATS, transcribe_many  # noqa: E402
+from podinsight_dagster.transcribe.batching import transcribe_many  # noqa: E402
 from podinsight_dagster.transcribe.engine import Engine  # noqa: E402
+from podinsight_dagster.transcribe.packing import PackStats  # noqa: E402
 from podinsight_dagster.transcribe.options import TranscribeOptions, Transcript  # noqa: E402
 from podinsight_dagster.transcribe.text import normalize_text, wer  # noqa: E402
 
 TEXTS = tb.CONTENT / "texts"
+STAT_KEYS = [f.name for f in fields(PackStats)]
 
 
 def reference_words(path: Path) -> list[str]:
@@ -85,7 +87,7 @@ def score(results: dict, sources: list[Path], texts: dict) -> dict:
             others = set().union(*(set(texts[s]) for s in set(sources) if s != src))
             strays += sum(1 for w in normalize_text(r["texts"][i]).split() if w in others and w not in own)
             empty += not r["texts"][i].strip()
-        summary[gap] = {"wall_s": r["wall_s"], "cpu_s": r.get("cpu_s"), **{k: r[k] for k in PACK_STATS if k in r}, "mean_wer": round(statistics.mean(wers), 4),
+        summary[gap] = {"wall_s": r["wall_s"], "cpu_s": r.get("cpu_s"), **{k: r[k] for k in STAT_KEYS if k in r}, "mean_wer": round(statistics.mean(wers), 4),
                         "median_wer": round(statistics.median(wers), 4), "max_wer": round(max(wers), 4),
                         "stray_words": strays, "empty": empty, "words": sum(len(t.split()) for t in r["texts"])}
         print(f"gap {gap}: {json.dumps(summary[gap])}", flush=True)
@@ -112,11 +114,11 @@ def main() -> None:
     for gap in args.gaps * args.rounds:
         engine.options = replace(base, pack_gap_sec=gap)
         transcribe_many(engine, clips[:2])  # warm-up: first-call allocations outside the timing
-        before = dict(PACK_STATS)
+        counted = PackStats()
         started, cpu = time.perf_counter(), time.process_time()
-        out = transcribe_many(engine, clips)
+        out = transcribe_many(engine, clips, stats=counted)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-        stats = {k: PACK_STATS[k] - before[k] for k in PACK_STATS}
+        stats = asdict(counted)
         assert all(isinstance(t, Transcript) for t in out), [str(t) for t in out if not isinstance(t, Transcript)]
         results[gap] = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "texts": [t.text for t in out], **stats}
         print(f"gap {gap}: {wall:.1f} s, CPU {cpu:.1f} s, {json.dumps(stats)}", flush=True)

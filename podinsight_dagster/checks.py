@@ -6,9 +6,12 @@ table, never every partition's output.
 
 import json
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
+from dagster import (AssetCheckEvaluation, AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetKey,
+                     MetadataValue, asset_check)
 
+from podinsight_dagster.assets.catalog import episode_manifest, feeds
 from podinsight_dagster.assets.episodes import kpis, raw_audio, speakers, transcript
+from podinsight_dagster.fetch.catalog import CatalogError
 from podinsight_dagster.store.checkpoints import DOWNLOADED, FAILED, TRANSCRIBED
 from podinsight_dagster.resources import PodInsightResource
 
@@ -60,13 +63,18 @@ def per_host_429(context: AssetCheckExecutionContext, podinsight: PodInsightReso
 @asset_check(asset=transcript, blocking=True,
              description="GPUCostToday below the $40 ceiling; blocking, so a run over budget goes no further.")
 def gpu_cost_today(context: AssetCheckExecutionContext, podinsight: PodInsightResource) -> AssetCheckResult:
-    budget = podinsight.services().budget
+    services = podinsight.services()
+    budget = services.budget
     cost, freeze = budget.cost_today(), budget.status()
     passed = cost < budget.ceiling_usd and not freeze.active
+    rate = budget.rate(services.settings.model)  # what projections assume now, so the UI shows it beside the spend
     return AssetCheckResult(
         passed=passed, severity=AssetCheckSeverity.ERROR,
         description=None if passed else (freeze.reason or f"${cost:.2f} spent today"),
-        metadata={"cost_today_usd": round(cost, 4), "ceiling_usd": budget.ceiling_usd, "frozen": freeze.active})
+        metadata={"cost_today_usd": round(cost, 4), "ceiling_usd": budget.ceiling_usd, "frozen": freeze.active,
+                  "projected_usd_per_1000_audio_hours": round(rate.usd_per_1000_audio_hours, 4),
+                  "projection_basis": rate.basis,
+                  **({"realtime_factor": rate.speed.realtime_factor} if rate.speed else {})})
 
 
 @asset_check(asset=kpis, description="Transcript sanity: text wherever there was speech, segments in order.")
@@ -89,4 +97,48 @@ def speaker_count(context: AssetCheckExecutionContext, podinsight: PodInsightRes
         metadata={"episodes_flagged": len(bad), "episodes": MetadataValue.json(dict(list(bad.items())[:50]))})
 
 
-all_checks = [download_success_rate, per_host_429, gpu_cost_today, transcript_sanity, speaker_count]
+FEEDS_CHECK = "every_feed_answers"
+
+
+def failing_feeds(services, catalog) -> dict[str, str]:
+    """The catalog's feeds whose last poll failed (podrun fetch, episode_manifest or the sensor), with its error."""
+    slugs = {f.slug for f in catalog.feeds}
+    return {rec.slug: rec.last_error or "failed" for rec in services.checkpoints.feeds()
+            if rec.slug in slugs and rec.last_status == "failed"}
+
+
+def feeds_check_result(services, catalog) -> dict:
+    """The ``every_feed_answers`` check's outcome, for the check itself and for ``new_episodes_sensor`` to report."""
+    failing = failing_feeds(services, catalog)
+    polled = sum(1 for rec in services.checkpoints.feeds() if rec.checked_at)
+    first = sorted(failing.items())[:3]
+    more = f" (and {len(failing) - 3} more)" if len(failing) > 3 else ""
+    return dict(
+        passed=not failing, severity=AssetCheckSeverity.ERROR,
+        description=None if not failing else (
+            f"{len(failing)} of {len(catalog.feeds)} feeds failed their last poll: "
+            + "; ".join(f"{slug}: {err}" for slug, err in first) + more),
+        metadata={"feeds": len(catalog.feeds), "feeds_polled": polled, "feeds_failing": len(failing),
+                  "failing": MetadataValue.json(dict(sorted(failing.items())[:50]))})
+
+
+# After episode_manifest in a run that makes both (ingest_catalog): it reads the poll that run just did.
+@asset_check(asset=feeds, name=FEEDS_CHECK, additional_deps=[episode_manifest],
+             description="Every feed of the catalog answered its last poll (by podrun fetch, episode_manifest or "
+                         "new_episodes_sensor, which reports this check after each tick that changes it); fails "
+                         "naming each failing feed and its error.")
+def every_feed_answers(context: AssetCheckExecutionContext, podinsight: PodInsightResource) -> AssetCheckResult:
+    try:
+        catalog = podinsight.catalog()
+    except CatalogError as exc:
+        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=str(exc))
+    return AssetCheckResult(**feeds_check_result(podinsight.services(), catalog))
+
+
+def feeds_check_evaluation(services, catalog) -> AssetCheckEvaluation:
+    """The same outcome as an evaluation a sensor reports (no run needed)."""
+    return AssetCheckEvaluation(asset_key=AssetKey("feeds"), check_name=FEEDS_CHECK,
+                                **feeds_check_result(services, catalog))
+
+
+all_checks = [download_success_rate, per_host_429, gpu_cost_today, transcript_sanity, speaker_count, every_feed_answers]

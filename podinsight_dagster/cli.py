@@ -7,8 +7,10 @@ podrun status [--json]                             counts per state, success and
 podrun status --failed [--json]                    failed episodes: stage and reason
 podrun freeze [--lift]                             the cost freeze (run-book's $40 alarm)
 podrun feed inspect URL_OR_FILE [--json]           a feed as Pod-Insight reads it
+podrun feeds import FILE.opml | add URL | inspect  the catalog's feeds (cli_feeds.py)
+podrun publish FEED [--feed-copy] [--base-url URL] Podcasting 2.0 tags for a feed's publisher (cli_feeds.py)
 podrun query "SQL" [--json | --csv]                SQL over the archive (views episodes, transcripts, segments, kpis)
-podrun search "PHRASE" [--feed SLUG] [--limit N] [--json]   full-text search with deep links into the audio
+podrun search "WORDS" [--feed SLUG] [--limit N] [--json] [--meaning]   search with deep links into the audio
 podrun report [--out report.html]                  one self-contained HTML page with charts
 
 Runs go to the local instance under PODINSIGHT_HOME (they show in ``make ui``),
@@ -254,13 +256,15 @@ def manifest_records(data: bytes, source: str):
 @main.command()
 @click.option("--limit", type=click.IntRange(min=0), default=None,
               help="Download at most N episodes not yet downloaded.")
+@click.option("--per-feed", type=click.IntRange(min=0), default=None,
+              help="Only the newest N episodes of each feed (those already downloaded count); --limit caps the total.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (episodes, hosts, sizes, time, cost); download nothing.")
 @click.option("--manifest", "manifest", default=None, help="Fetch the episodes of this manifest.csv (path or s3://).")
 @click.option("--feeds", "feeds_file", type=click.Path(exists=True, path_type=Path), default=None,
               help="A tier*_feeds.yaml file or folder (default: $PODINSIGHT_HOME/feeds).")
 @click.option("--dagster-url", default=None, help=DAGSTER_URL_HELP)
 @click.option("--verbose", is_flag=True, help=VERBOSE_HELP)
-def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Path | None,
+def fetch(limit: int | None, per_feed: int | None, dry_run: bool, manifest: str | None, feeds_file: Path | None,
           dagster_url: str | None, verbose: bool) -> None:
     """Phase 1: build the manifest, register episodes, download the first N not yet downloaded."""
     from podinsight_dagster.fetch.discover import discover
@@ -287,9 +291,12 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
         click.echo(f"manifest {manifest}: {len(wanted)} episodes")
     else:
         result = discover(services, catalog, dry_run=dry_run)
-        failed_feeds, total_feeds = [f for f in result.feeds if f.status == "failed"], len(result.feeds)
-        for f in failed_feeds:
-            click.echo(f"feed {f.slug} failed: {f.error}", err=True)
+        failed_feeds, total_feeds = [f for f in result.feeds if f.status in ("failed", "partial")], len(result.feeds)
+        for f in result.feeds:
+            if f.status == "failed":
+                click.echo(f"feed {f.slug} failed: {f.error}", err=True)
+            elif f.error:  # "partial": a later page of a paged feed failed; the earlier pages count
+                click.echo(f"feed {f.slug}: {f.error}", err=True)
         if result.manifest_key:
             click.echo(f"manifest: {services.manifests.uri(result.manifest_key)} ({len(result.manifest_rows)} episodes,"
                        f" {len(result.new_partition_keys)} new)")
@@ -297,6 +304,13 @@ def fetch(limit: int | None, dry_run: bool, manifest: str | None, feeds_file: Pa
     known = {r.partition_key: r for r in services.checkpoints.episodes()}
     planned = {r.partition_key: r for r in unregistered if r.partition_key not in known}  # a dry run's new ones
     todo = [k for k in wanted if k in planned or (k in known and known[k].state in (DISCOVERED, FAILED))]
+    if per_feed is not None:
+        from podinsight_dagster.fetch.discover import newest_per_feed
+
+        listed = {**known, **planned}
+        newest = newest_per_feed([(k, listed[k].feed_slug, listed[k].published) for k in wanted if k in listed],
+                                 per_feed)
+        todo = [k for k in todo if k in newest]
     todo = todo[:limit] if limit is not None else todo
     problems = [failure_sentence([Failure(f.slug, "poll", f.error, None) for f in failed_feeds], total_feeds,
                                  "poll", what="feeds")] if failed_feeds else []
@@ -363,11 +377,14 @@ def _catalog(settings: Settings):
 @click.option("--retry-failed", is_flag=True, help="Also retry transcriptions that failed for good (bad audio).")
 @click.option("--stale", is_flag=True,
               help="Only re-transcribe episodes transcribed with another model or settings (code version).")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (episodes, audio hours, speed, projected cost); launch nothing.")
 @click.option("--verbose", is_flag=True, help=VERBOSE_HELP)
 def transcribe(limit: int | None, manifest: str | None, model: str | None, speakers: int | None,
-               dagster_url: str | None, retry_failed: bool, stale: bool, verbose: bool) -> None:
+               dagster_url: str | None, retry_failed: bool, stale: bool, dry_run: bool, verbose: bool) -> None:
     """Phase 2: transcribe downloaded episodes (transcript, speakers, segments, subtitles, KPIs)."""
-    from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
+    from podinsight_dagster.costs.budget import BudgetExceeded
+    from podinsight_dagster.costs.projection import check_projection, project
     from podinsight_dagster.services import transcribe_options
     from podinsight_dagster.store.checkpoints import DOWNLOAD
     from podinsight_dagster.store.summary import failure_sentence, failures
@@ -385,18 +402,20 @@ def transcribe(limit: int | None, manifest: str | None, model: str | None, speak
         listed = {r.partition_key for r in manifest_records(read_manifest_source(manifest, settings), manifest)}
         todo = [r for r in todo if r.partition_key in listed]
     todo = todo[:limit] if limit is not None else todo
-    audio_sec = sum(r.duration_hint_sec or DEFAULT_EPISODE_SEC for r in todo)
+    projection = project(services.budget, services.raw, todo, settings.model)
     try:
         # Advisory (counts running reservations); the transcript step reserves atomically when it starts.
-        today = services.budget.check(services.budget.projected_cost(audio_sec, model=settings.model))
+        today = check_projection(services.budget, projection)
     except BudgetExceeded as exc:
         raise Refused(f"refusing to transcribe: {exc}")
     if not todo:
         click.echo("nothing to transcribe (no " + ("stale transcripts" if stale else
                                                    "downloaded, untranscribed episodes") + ")")
         return
-    click.echo(f"transcribing {len(todo)} episodes ({audio_sec / 3600:.2f} h of audio) with model {settings.model};"
-               f" cost today ${today:.2f} of ${services.budget.ceiling_usd:.2f}")
+    click.echo(f"{'dry run, nothing launched: would transcribe' if dry_run else 'transcribing'} "
+               f"{projection.describe()}; cost today ${today:.2f} of ${services.budget.ceiling_usd:.2f}")
+    if dry_run:
+        return
     keys = [r.partition_key for r in todo]
     outcome = launcher.run_partitions("transcribe_episodes", keys)
     _echo_counts(services)
@@ -630,8 +649,15 @@ def _clock(seconds: float) -> str:
                    "fused with BM25 over its words.")
 @click.option("--no-hybrid", is_flag=True, help="With --meaning: embedding similarity only, no BM25.")
 def search(phrase: str, feed: str | None, limit: int, as_json: bool, meaning: bool, no_hybrid: bool) -> None:
-    """Full-text search over every transcript (BM25), or by meaning: feed, episode, start time, snippet, deep link."""
-    from podinsight_dagster.archive.index import SearchError
+    """Full-text search over every transcript (BM25), or by meaning: feed, episode, start time, snippet, deep link.
+
+    Words: passages holding every word (stemmed; common words left out), best first; "quoted words"
+    match as a phrase. --meaning: passages close in meaning, each with its similarity (0-1); those
+    below the relevance floor are left out.
+    """
+    import shlex
+
+    from podinsight_dagster.archive.index import MEANING_FLOOR, SearchError
     from podinsight_dagster.services import build_transcript_index
 
     if no_hybrid and not meaning:
@@ -649,11 +675,18 @@ def search(phrase: str, feed: str | None, limit: int, as_json: bool, meaning: bo
     if as_json:
         click.echo(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
         return
+    if not hits and meaning:
+        click.echo(f"nothing close enough in meaning to {phrase!r} (every passage's similarity is below "
+                   f"{MEANING_FLOOR:.2f})")
+        return
     if not hits:
-        click.echo(f"no matches for {phrase!r}")
+        # Every word must be in one passage (BM25 terms): a question rarely is, search by meaning often helps.
+        click.echo(f"no matches for {phrase!r}: no passage holds every word; try podrun search --meaning "
+                   f"{shlex.quote(phrase)}")
         return
     for n, hit in enumerate(hits, 1):
-        click.echo(f"{n}. {hit.feed_slug} · {hit.title or hit.partition_key} · {_clock(hit.start_sec)}")
+        score = f" · similarity {hit.similarity:.2f}" if hit.similarity is not None else ""
+        click.echo(f"{n}. {hit.feed_slug} · {hit.title or hit.partition_key} · {_clock(hit.start_sec)}{score}")
         click.echo(f"   {hit.snippet}")
         for link in (hit.link, hit.audio):
             if link:
@@ -686,6 +719,13 @@ def report(out: Path) -> None:
         raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}")
     click.echo(f"wrote {out} ({len(page) / 1024:.0f} KiB)")
 
+
+# `podrun feeds` (import, add, inspect) and `podrun publish` live in their own modules; `feed inspect` stays.
+from podinsight_dagster.cli_feeds import feeds as _feeds_group, publish as _publish  # noqa: E402
+
+_feeds_group.add_command(feed_inspect, "inspect")
+main.add_command(_feeds_group)
+main.add_command(_publish)
 
 if __name__ == "__main__":
     main()

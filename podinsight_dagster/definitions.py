@@ -18,7 +18,7 @@ from podinsight_dagster.checks import all_checks
 from podinsight_dagster.launch import TRANSCRIBE_ASSETS
 from podinsight_dagster.partitions import episodes_partitions
 from podinsight_dagster.resources import PodInsightConfig, podinsight_resources
-from podinsight_dagster.sensors import auto_transcribe_sensor, new_episodes_sensor
+from podinsight_dagster.sensors import sensors_for
 from podinsight_dagster.settings import DEPLOYMENTS, Settings, SettingsError
 
 ingest_job = define_asset_job(
@@ -37,30 +37,38 @@ transcribe_job = define_asset_job(
     description="Phase 2 (run-book §4): transcribe, segment, score and index downloaded episodes.")
 
 
-def resources_for(deployment: str, environ: dict[str, str] | None = None) -> dict:
-    """The resources of ``deployment``, configured from ``environ`` (EnvVar for each variable set there)."""
+def settings_for(deployment: str, environ: dict[str, str] | None = None) -> Settings:
+    """The settings of ``deployment`` read from ``environ`` (default: the process environment)."""
     if deployment not in DEPLOYMENTS:
         raise SettingsError(f"PODINSIGHT_DEPLOYMENT={deployment!r}: choose one of {', '.join(DEPLOYMENTS)}")
     environ = dict(os.environ if environ is None else environ)
-    return podinsight_resources(PodInsightConfig.from_environment(environ, deployment=deployment))
+    return Settings.from_env({**environ, "PODINSIGHT_DEPLOYMENT": deployment})
+
+
+def resources_for(deployment: str, environ: dict[str, str] | None = None) -> dict:
+    """The resources of ``deployment``, configured with the settings in force read from ``environ``."""
+    return podinsight_resources(PodInsightConfig.from_settings(settings_for(deployment, environ)))
 
 
 def _definitions(resources: dict, settings: Settings) -> Definitions:
-    # transcript's code_version comes from the settings in force (model, compute type, ...).
+    # transcript's code_version and the sensors' intervals come from the settings in force.
     return Definitions(
         assets=assets_for(settings),
         asset_checks=all_checks,
         jobs=[ingest_job, episode_pipeline, fetch_job, transcribe_job],
-        sensors=[new_episodes_sensor, auto_transcribe_sensor],
+        sensors=sensors_for(settings),  # at the intervals of the settings in force
         resources=resources,
     )
 
 
 def build_definitions(deployment: str, environ: dict[str, str] | None = None) -> Definitions:
-    """The code location's definitions (what ``dagster dev`` and Dagster+ load)."""
-    environ = dict(os.environ if environ is None else environ)
-    resources = resources_for(deployment, environ)
-    return _definitions(resources, Settings.from_env({**environ, "PODINSIGHT_DEPLOYMENT": deployment}))
+    """The code location's definitions (what ``dagster dev`` and Dagster+ load).
+
+    The ``config`` resource carries the effective value of every setting (the UI's resource page shows
+    them), exactly as ``definitions_for`` does for podrun: the same settings give the same job snapshot,
+    so a podrun run matches the code location's job and re-executes from the UI without a warning.
+    """
+    return definitions_for(settings_for(deployment, environ))
 
 
 def definitions_for(settings: Settings) -> Definitions:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
 from podinsight_dagster.costs.budget import (BatchComputeFreezer, Budget, ComputeFreezer, LocalComputeFreezer,
                                              SpendLedger, SqliteSpendLedger)
 from podinsight_dagster.costs.prices import Prices
+from podinsight_dagster.costs.speed import Speed, expected_speed
 from podinsight_dagster.fetch.catalog import CatalogError, load_catalog
 from podinsight_dagster.fetch.http import HttpClient, HttpConfig
 from podinsight_dagster.fetch.limits import HostLimiter, LocalHostLimiter
@@ -26,6 +28,7 @@ from podinsight_dagster.settings import MANIFEST_BUCKET, RAW_BUCKET, STAGE_BUCKE
 from podinsight_dagster.store.checkpoints import CheckpointStore, SqliteCheckpointStore
 from podinsight_dagster.store.metrics import CloudWatchMetrics, Metrics, SqliteMetrics
 from podinsight_dagster.store.objects import LocalObjectStore, ObjectStore
+from podinsight_dagster.transcribe.engine import pick_device
 from podinsight_dagster.transcribe.options import TranscribeOptions
 from podinsight_dagster.transcribe.transcriber import InProcessTranscriber, Transcriber
 
@@ -150,7 +153,26 @@ def build_budget(settings: Settings) -> Budget:
         ledger = SqliteSpendLedger(settings.checkpoint_db)
         freezer = LocalComputeFreezer(settings.checkpoint_db)
     # GPUCostToday is emitted as spend is recorded (run-book §5), to the deployment's metrics.
-    return Budget(ledger, settings.cost_ceiling_usd, settings.price_gpu_hour, freezer, metrics=build_metrics(settings))
+    return Budget(ledger, settings.cost_ceiling_usd, settings.price_gpu_hour, freezer, metrics=build_metrics(settings),
+                  prices=build_prices(settings), speed=transcription_speed(settings))
+
+
+def transcription_speed(settings: Settings) -> Callable[[str | None], Speed]:
+    """The real-time factor cost projections assume for a model (default: the settings' one) where this
+    deployment transcribes: the Batch GPU worker (cuda), else this machine's device (``auto``: cuda if present).
+    The device is resolved on first use, once."""
+    resolved: list[tuple[str, str]] = []
+
+    def speed(model: str | None) -> Speed:
+        if not resolved:
+            if settings.transcribe_via == "batch":
+                resolved.append(pick_device("cuda", settings.compute_type))
+            else:
+                resolved.append(pick_device(settings.device, settings.compute_type))
+        device, compute_type = resolved[0]
+        return expected_speed(model or settings.model, device, compute_type, settings.realtime_factor)
+
+    return speed
 
 
 def catalog_host_limits(settings: Settings) -> dict[str, int]:
@@ -263,7 +285,16 @@ def build_duckdb(settings: Settings):
 
 
 def build_transcript_index(settings: Settings, create: bool = True):
-    """The search index (SQLite FTS5) at PODINSIGHT_INDEX_PATH."""
+    """The search index (``archive.index.ArchiveIndex``): a SQLite FTS5 file at PODINSIGHT_INDEX_PATH
+    (local), or the entries every task writes to the stage bucket, read through a replica at
+    PODINSIGHT_INDEX_PATH (aws: ``archive/shared.py``), so any machine's search sees every episode.
+
+    ``create=False``: a reader; no index (or no entry) yet is a ``SearchError``.
+    """
     from podinsight_dagster.archive.index import TranscriptIndex
 
+    if settings.deployment == "aws":
+        from podinsight_dagster.archive.shared import SharedTranscriptIndex
+
+        return SharedTranscriptIndex(build_object_stores(settings).stage, settings.index_db, create=create)
     return TranscriptIndex(settings.index_db, create=create)

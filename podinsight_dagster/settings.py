@@ -75,16 +75,23 @@ class Settings:
     # a hopeless episode waits at most 23 s in all)
     download_attempts: int = 6
     download_backoff_max_s: float = 8.0
+    feed_max_pages: int = 50            # pages of a paged feed (RFC 5005) read per poll
+    publish_base_url: str | None = None  # where the stage bucket is served publicly (podrun publish links it)
     # money (run-book §4.4, §6)
     cost_ceiling_usd: float = 40.0      # GPUCostToday < $40
     price_gpu_hour: float = 0.30        # g5.xlarge Spot (run-book §2.5: 83 GPU-h x $0.30)
     price_cpu_hour: float = 0.04
+    realtime_factor: float = 0.0        # cost projections' speed; 0: measured per device (costs/speed.py)
+    # sensors (sensors/): how often new_episodes_sensor polls the feeds, and how soon auto_transcribe_sensor
+    # (when switched on) queues what finished downloading
+    new_episodes_interval_sec: int = 15 * 60
+    auto_transcribe_interval_sec: int = 30
     # AWS deployment names (run-book §2, Appendix A)
     raw_bucket: str = RAW_BUCKET
     stage_bucket: str = STAGE_BUCKET
     manifest_bucket: str = MANIFEST_BUCKET
     archive_bucket: str = ARCHIVE_BUCKET
-    index_path: Path | None = None       # the search index (SQLite FTS5); None: $PODINSIGHT_HOME/transcript_index.sqlite
+    index_path: Path | None = None       # the search index (SQLite FTS5; on aws a replica); None: $PODINSIGHT_HOME/transcript_index.sqlite
     status_table: str = STATUS_TABLE
     metrics_namespace: str = METRICS_NAMESPACE
     gpu_compute_environment: str = "gpu_spot"
@@ -164,6 +171,15 @@ class Settings:
             raise SettingsError(f"PODINSIGHT_DOWNLOAD_ATTEMPTS={self.download_attempts}: must be at least 1")
         if not 0 <= self.download_backoff_max_s <= 600:
             raise SettingsError(f"PODINSIGHT_DOWNLOAD_BACKOFF_MAX_S={self.download_backoff_max_s}: 0 up to 600 seconds")
+        if not 0 <= self.realtime_factor < 1e6:
+            raise SettingsError(f"PODINSIGHT_REALTIME_FACTOR={self.realtime_factor}: 0 (the measured figure) or a "
+                                "positive real-time factor")
+        if self.feed_max_pages < 1:
+            raise SettingsError(f"PODINSIGHT_FEED_MAX_PAGES={self.feed_max_pages}: must be at least 1")
+        for name, value in (("PODINSIGHT_NEW_EPISODES_INTERVAL_SEC", self.new_episodes_interval_sec),
+                            ("PODINSIGHT_AUTO_TRANSCRIBE_INTERVAL_SEC", self.auto_transcribe_interval_sec)):
+            if value < 1:
+                raise SettingsError(f"{name}={value}: must be at least 1 second")
         if not 0 <= self.pack_gap_sec <= 5:
             raise SettingsError(f"PODINSIGHT_PACK_GAP_SEC={self.pack_gap_sec}: 0 (off) up to 5 seconds")
 
@@ -283,14 +299,25 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "tries per episode download (retryable errors only: timeouts, resets, cut bodies, 429, 5xx)"),
     EnvVar("PODINSIGHT_DOWNLOAD_BACKOFF_MAX_S", "download_backoff_max_s", _float,
            "longest wait between two tries of an episode download"),
+    EnvVar("PODINSIGHT_PUBLISH_BASE_URL", "publish_base_url", _text,
+           "public http(s) address of the stage bucket: `podrun publish` links transcripts and chapters there"),
+    EnvVar("PODINSIGHT_FEED_MAX_PAGES", "feed_max_pages", _int,
+           "pages of a paged feed (rel=next) read per poll; a longer back-catalogue continues on the next poll"),
     EnvVar("PODINSIGHT_COST_CEILING_USD", "cost_ceiling_usd", _usd, "GPUCostToday ceiling"),
     EnvVar("PODINSIGHT_PRICE_GPU_HOUR", "price_gpu_hour", _usd, "USD per GPU hour"),
     EnvVar("PODINSIGHT_PRICE_CPU_HOUR", "price_cpu_hour", _usd, "USD per CPU hour"),
+    EnvVar("PODINSIGHT_REALTIME_FACTOR", "realtime_factor", _float,
+           "audio seconds per compute second cost projections assume (0: measured per device, costs/speed.py)"),
+    EnvVar("PODINSIGHT_NEW_EPISODES_INTERVAL_SEC", "new_episodes_interval_sec", _int,
+           "seconds between new_episodes_sensor's feed polls"),
+    EnvVar("PODINSIGHT_AUTO_TRANSCRIBE_INTERVAL_SEC", "auto_transcribe_interval_sec", _int,
+           "seconds between auto_transcribe_sensor's looks for finished downloads"),
     EnvVar("PODINSIGHT_RAW_BUCKET", "raw_bucket", _text, "S3 bucket of raw audio (aws)"),
     EnvVar("PODINSIGHT_STAGE_BUCKET", "stage_bucket", _text, "S3 bucket of transcripts (aws)"),
     EnvVar("PODINSIGHT_MANIFEST_BUCKET", "manifest_bucket", _text, "S3 bucket of manifests (aws)"),
     EnvVar("PODINSIGHT_ARCHIVE_BUCKET", "archive_bucket", _text, "S3 bucket of the Parquet roll-up (aws)"),
-    EnvVar("PODINSIGHT_INDEX_PATH", "index_path", _path, "the search index file (SQLite FTS5)"),
+    EnvVar("PODINSIGHT_INDEX_PATH", "index_path", _path,
+           "the search index file (SQLite FTS5); on aws the machine's replica of the shared index"),
     EnvVar("PODINSIGHT_STATUS_TABLE", "status_table", _text, "DynamoDB table (aws)"),
     EnvVar("PODINSIGHT_METRICS_NAMESPACE", "metrics_namespace", _text, "CloudWatch namespace (aws)"),
     EnvVar("PODINSIGHT_GPU_COMPUTE_ENV", "gpu_compute_environment", _text, "Batch GPU compute environment (aws)"),

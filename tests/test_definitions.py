@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, Definitions, EnvVar, materialize
+from dagster import AssetKey, Definitions, materialize
 
-from podinsight_dagster.definitions import build_definitions, defs, resources_for
+from podinsight_dagster.definitions import build_definitions, definitions_for, defs, resources_for
 from podinsight_dagster.instance import prepare_instance
-from podinsight_dagster.settings import CONFIG_VARS, DEPLOYMENTS, ENV_VARS, SettingsError
+from podinsight_dagster.settings import CONFIG_VARS, DEPLOYMENTS, ENV_VARS, Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
@@ -36,12 +36,14 @@ def test_episode_assets_backfill_many_partitions_per_run_and_checks_are_attached
         # A UI backfill of 1,000 episodes becomes 10 runs, not 1,000.
         assert node.backfill_policy.max_partitions_per_run == 100
     checks = {k.name for k in graph.asset_check_keys}
-    assert checks == {"download_success_rate", "per_host_429", "gpu_cost_today", "transcript_sanity", "speaker_count"}
+    assert checks == {"download_success_rate", "per_host_429", "gpu_cost_today", "transcript_sanity", "speaker_count",
+                      "every_feed_answers"}
     # The diarization method is the speakers asset's code version: switching it re-runs only speakers.
     assert graph.get(AssetKey("speakers")).code_version
     # Likewise the chapter method is the chapters asset's.
     assert graph.get(AssetKey("chapters")).code_version
-    assert graph.get(AssetKey("chapters")).parent_keys == {AssetKey("transcript")}
+    # After speakers too: the soundbites beside the chapters keep to one speaker's turn.
+    assert graph.get(AssetKey("chapters")).parent_keys == {AssetKey("transcript"), AssetKey("speakers")}
 
 
 @pytest.mark.parametrize("deployment", DEPLOYMENTS)
@@ -97,8 +99,9 @@ def test_sensor_and_deployment_backfills_select_the_same_assets_as_the_jobs():
     for job, assets in JOB_ASSETS.items():
         keys = defs.resolve_job_def(job).asset_layer.executable_asset_keys
         assert {k.to_user_string() for k in keys} == set(assets), job
-    sensor = {k.to_user_string() for k in auto_transcribe_sensor.asset_selection.resolve(graph)}
-    assert sensor == set(JOB_ASSETS["transcribe_episodes"])
+    # The sensors launch the named jobs (listed on their pages in the UI), not Dagster's hidden __ASSET_JOB.
+    assert auto_transcribe_sensor.job_name == "transcribe_episodes" and auto_transcribe_sensor.asset_selection is None
+    assert defs.resolve_sensor_def("new_episodes_sensor").job_name == "fetch_episodes"
     # segments reads transcript.json: ordered after transcript even in a run without speakers.
     assert AssetKey("transcript") in graph.get(AssetKey("segments")).parent_keys
 
@@ -108,16 +111,24 @@ def test_asset_graph_matches_its_snapshot():
     assert graph_shape(defs) == json.loads(SNAPSHOT.read_text())
 
 
-def test_resources_take_configuration_from_env_vars_so_the_ui_shows_it():
-    resources = resources_for("local", {"PODINSIGHT_MODEL": "tiny.en", "PODINSIGHT_BATCH_SIZE": "3"})
-    config = resources["config"]
-    assert isinstance(config.model, EnvVar) and config.model.env_var_name == "PODINSIGHT_MODEL"
-    assert isinstance(config.batch_size, EnvVar)
-    assert config.device == ""  # unset: the default, shown as empty
+def test_the_config_resource_carries_the_effective_settings_so_the_ui_shows_them(tmp_path):
+    """The UI's `config` resource page shows each value in force (it showed "" / Default for EnvVar fields)."""
+    env = {"PODINSIGHT_HOME": str(tmp_path), "PODINSIGHT_MODEL": "tiny.en", "PODINSIGHT_BATCH_SIZE": "3",
+           "DAGSTER_CLOUD_API_TOKEN": "user:secret", "PODINSIGHT_DAGSTER_TOKEN": "t0k3n"}
+    config = build_definitions("local", env).resources["config"]
+    assert (config.model, config.batch_size, config.home) == ("tiny.en", "3", str(tmp_path))
+    # unset: the default, by value
+    assert (config.device, config.cost_ceiling_usd, config.feeds_dir) == ("auto", "40.0", str(tmp_path / "feeds"))
+    assert config.raw_bucket == "pod-insights-raw" and config.deployment == "local"
     assert {f for f in type(config).model_fields} == {v.field for v in CONFIG_VARS}  # one field per variable
     # ... but podrun's credentials, which the UI must never show
     assert {v.name for v in ENV_VARS} - {v.name for v in CONFIG_VARS} == {
         "DAGSTER_CLOUD_API_TOKEN", "PODINSIGHT_DAGSTER_TOKEN"}
+    assert "secret" not in repr(config.model_dump()) and "t0k3n" not in repr(config.model_dump())
+    # The same settings give podrun's runs the code location's job snapshot (the UI re-executes them as is).
+    same = definitions_for(Settings.from_env(env))
+    assert same.resolve_job_def("episode_pipeline").get_job_snapshot_id() == \
+        build_definitions("local", env).resolve_job_def("episode_pipeline").get_job_snapshot_id()
 
 
 def test_env_batch_size_and_threads_reach_the_transcriber_in_a_run(home, monkeypatch):

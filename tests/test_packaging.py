@@ -39,3 +39,32 @@ def test_the_package_never_imports_test_tooling():
                  if "from tests" in p.read_text() or "import tests" in p.read_text()]
     assert offenders == []
     assert not (ROOT / "podinsight_dagster" / "demo" / "cdn.py").exists()
+
+
+def _pins() -> dict[str, str]:
+    pins = dict(line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().split() if "==" in line)
+    return {k.lower().replace("_", "-"): v for k, v in pins.items()}
+
+
+def test_gpu_image_carries_what_ctranslate2_loads_and_pins_what_constraints_pin():
+    import re
+
+    import ctranslate2
+
+    dockerfile = (ROOT / "docker" / "Dockerfile.gpu").read_text()
+    base = re.search(r"^FROM nvidia/cuda:(\d+)\.(\d+)\.(\d+)-cudnn-runtime-ubuntu(\d+\.\d+)\s*$", dockerfile, re.M)
+    assert base, "Dockerfile.gpu must start from an nvidia/cuda cudnn-runtime image (cuBLAS and cuDNN included)"
+    major, minor, ubuntu = int(base[1]), int(base[2]), base[4]
+    # The cuBLAS the installed ctranslate2 wheel opens at run time is the one the base image carries.
+    libs = Path(ctranslate2.__file__).resolve().parents[1] / "ctranslate2.libs"
+    opened = {m.decode() for lib in libs.glob("libctranslate2*.so*") for m in re.findall(rb"libcublas\.so\.(\d+)",
+                                                                                          lib.read_bytes())}
+    assert opened == {str(major)}, f"ctranslate2 {ctranslate2.__version__} opens libcublas.so.{opened}; base: CUDA {major}"
+    assert (major, minor) >= (12, 3), "NVIDIA's -cudnn- images carry cuDNN 9 from CUDA 12.3 on"
+    python = {"22.04": "3.10", "24.04": "3.12"}[ubuntu]
+    assert f"python{python}-venv" in dockerfile and f"python{python} -m venv" in dockerfile
+    # Every version the image names is constraints.txt's, and the transcript step's GPU pieces are named.
+    pins, named = _pins(), dict(re.findall(r"\s([A-Za-z0-9_.-]+)==([0-9][^\s\\]*)", dockerfile))
+    assert {"faster-whisper", "ctranslate2", "av", "onnxruntime"} <= set(named)
+    assert {k: pins.get(k.lower()) for k in named} == named
+    assert "-c constraints.txt" in dockerfile  # and everything else it installs comes at constraints.txt's version

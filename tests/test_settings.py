@@ -22,8 +22,13 @@ VALID = {
     "PODINSIGHT_HTTP_MAX_ATTEMPTS": ("2", 2), "PODINSIGHT_MAX_AUDIO_BYTES": ("1000", 1000),
     "PODINSIGHT_CLAIM_LEASE_SEC": ("5", 5.0),
     "PODINSIGHT_DOWNLOAD_ATTEMPTS": ("3", 3), "PODINSIGHT_DOWNLOAD_BACKOFF_MAX_S": ("0.5", 0.5),
+    "PODINSIGHT_FEED_MAX_PAGES": ("12", 12),
+    "PODINSIGHT_PUBLISH_BASE_URL": ("https://cdn.example/stage", "https://cdn.example/stage"),
     "PODINSIGHT_COST_CEILING_USD": ("12.5", 12.5), "PODINSIGHT_PRICE_GPU_HOUR": ("1.2", 1.2),
+    "PODINSIGHT_PRICE_CPU_HOUR": ("0.1", 0.1), "PODINSIGHT_REALTIME_FACTOR": ("250", 250.0),
+    "PODINSIGHT_RAW_BUCKET": ("r", "r"),
     "PODINSIGHT_PRICE_CPU_HOUR": ("0.1", 0.1), "PODINSIGHT_RAW_BUCKET": ("r", "r"),
+    "PODINSIGHT_NEW_EPISODES_INTERVAL_SEC": ("60", 60), "PODINSIGHT_AUTO_TRANSCRIBE_INTERVAL_SEC": ("5", 5),
     "PODINSIGHT_STAGE_BUCKET": ("s", "s"), "PODINSIGHT_MANIFEST_BUCKET": ("m", "m"),
     "PODINSIGHT_ARCHIVE_BUCKET": ("a", "a"),
     "PODINSIGHT_STATUS_TABLE": ("t", "t"), "PODINSIGHT_METRICS_NAMESPACE": ("n", "n"),
@@ -56,6 +61,7 @@ def test_defaults_follow_the_run_book(tmp_path):
     assert (s.raw_bucket, s.stage_bucket, s.manifest_bucket, s.status_table) == (
         "pod-insights-raw", "pod-insights-stage", "pod-insights-manifests", "podinsights-status")
     assert s.feeds_dir == tmp_path / "feeds"
+    assert (s.new_episodes_interval_sec, s.auto_transcribe_interval_sec) == (900, 30)
 
 
 @pytest.mark.parametrize("name,value,message", [
@@ -73,6 +79,8 @@ def test_defaults_follow_the_run_book(tmp_path):
     ("PODINSIGHT_TRANSCRIPT_SOURCE", "x", "PODINSIGHT_TRANSCRIPT_SOURCE='x': choose one of"),
     ("PODINSIGHT_DIARIZATION", "pyannote", "PODINSIGHT_DIARIZATION='pyannote': choose one of voice, off"),
     ("PODINSIGHT_SPEAKERS", "12", "PODINSIGHT_SPEAKERS=12: 0 (from the feed or estimated) up to 8"),
+    ("PODINSIGHT_AUTO_TRANSCRIBE_INTERVAL_SEC", "0", "PODINSIGHT_AUTO_TRANSCRIBE_INTERVAL_SEC=0: must be at least 1"),
+    ("PODINSIGHT_NEW_EPISODES_INTERVAL_SEC", "15m", "PODINSIGHT_NEW_EPISODES_INTERVAL_SEC='15m' is not a whole number"),
     ("PODINSIGHT_TRANSCRIBE_VIA", "lambda", "PODINSIGHT_TRANSCRIBE_VIA='lambda': choose one of in-process, subprocess"),
 ])
 def test_bad_values_are_one_sentence_naming_the_variable(tmp_path, name, value, message):

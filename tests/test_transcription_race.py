@@ -13,6 +13,7 @@ from dagster import DagsterEventType, DagsterInstance, build_sensor_context, mat
 from podinsight_dagster.assets import assets_for
 from podinsight_dagster.costs.budget import SqliteSpendLedger
 from podinsight_dagster.definitions import resources_for
+from podinsight_dagster.launch import JOB_ASSETS
 from podinsight_dagster.partitions import RANGE_END_TAG, RANGE_START_TAG
 from podinsight_dagster.sensors import auto_transcribe_sensor
 from podinsight_dagster.store.checkpoints import DONE, TRANSCRIBE, TRANSCRIBED, SqliteCheckpointStore
@@ -79,9 +80,10 @@ def test_sensor_podrun_and_ui_backfill_transcribe_each_episode_once(settings, de
                                json.dumps({RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]})],
                               cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         sensor_run = {}
-        # The sensor's run request executed as the daemon would: its assets, its tags, on this instance.
+        # The sensor's run request executed as the daemon would: its job's assets, its tags, on this instance.
+        assert auto_transcribe_sensor.job_name == "transcribe_episodes" and request.run_config == IN_PROCESS
         thread = threading.Thread(target=lambda: sensor_run.setdefault("result", materialize(
-            assets_for(settings), selection=auto_transcribe_sensor.asset_selection, instance=instance,
+            assets_for(settings), selection=JOB_ASSETS["transcribe_episodes"], instance=instance,
             resources=resources_for("local"), tags=request.tags, raise_on_error=False)))
         thread.start()
         try:

@@ -25,7 +25,7 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Protocol
 
 from podinsight_dagster.archive import vectors
 
@@ -50,6 +50,11 @@ RRF_K = 60                # reciprocal rank fusion: score = sum 1 / (RRF_K + ran
 HYBRID_DEPTH = 100        # candidates taken from each ranking before fusing
 COMPACT_DEAD_SHARE = 0.25  # rewrite the vector file when this share of its rows is dead ...
 COMPACT_MIN_DEAD = 50_000  # ... and at least this many (19 MB), so small indexes are left alone
+# Search by meaning leaves out passages whose cosine similarity to the question is below this. Measured
+# (bench/relevance_floor.py; docs/BENCHMARKS.md, "Relevance floor") on the demo's nine transcripts and the
+# tests' five topic episodes: the episode a question is about had its best passage at 0.31-0.72 (16
+# questions), while the best passage for a question no episode answers scored 0.07-0.19 (10 questions).
+MEANING_FLOOR = 0.25
 
 
 class SearchError(ValueError):
@@ -81,6 +86,7 @@ class Hit:
     link: str | None        # the enclosure URL with #t=<seconds>
     audio: str | None       # the stored audio (a local path as file://, or s3://) with #t=<seconds>
     score: float
+    similarity: float | None = None  # search by meaning: the passage's cosine similarity to the question
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,6 +116,51 @@ def fts_phrase(phrase: str) -> str:
     if not words:
         raise SearchError(f"nothing to search for in {phrase!r}: give at least one word")
     return '"' + " ".join(words) + '"'
+
+
+def fts_query(text: str) -> str:
+    """A search as an FTS5 query: every word a BM25 term a passage must hold, ``"quoted words"`` a phrase.
+
+    ``brain sleep`` finds a passage holding both words anywhere in it (stemmed: "sleeping" too);
+    ``"brain sleep"`` only the two words side by side. Common words (the, of, how, ...) are left out
+    of an unquoted search unless it has no other word, so a question's words still find a passage.
+    Each term is quoted, so no user input is read as FTS5 syntax (AND, NEAR, *, column filters).
+    """
+    from podinsight_dagster.chapters.tiling import STOPWORDS
+
+    phrases = [words for p in re.findall(r'"([^"]*)"', text) if (words := re.findall(r"\w+", p))]
+    loose = re.findall(r"\w+", re.sub(r'"[^"]*"', " ", text))
+    content = [w for w in loose if w.lower() not in STOPWORDS]
+    if content or phrases:
+        loose = content
+    terms = ['"' + " ".join(p) + '"' for p in phrases] + [f'"{w}"' for w in dict.fromkeys(w.lower() for w in loose)]
+    if not terms:
+        raise SearchError(f"nothing to search for in {text!r}: give at least one word")
+    return " AND ".join(terms)
+
+
+class ArchiveIndex(Protocol):
+    """The search index seam: what ``transcript_index`` writes and ``podrun search``/``report`` read.
+
+    Two implementations, picked in services.py: ``TranscriptIndex`` (one SQLite file under the data
+    root: the local deployment) and ``archive.shared.SharedTranscriptIndex`` (the aws deployment: one
+    immutable object per indexed episode in the stage bucket, read through a local replica).
+    """
+
+    location: str
+
+    def index(self, docs: Iterable["EpisodeDoc"], embeddings: dict | None = None) -> dict[str, int]: ...
+    def remove(self, partition_key: str) -> bool: ...
+    def episode_count(self) -> int: ...
+    def stats(self) -> dict: ...
+    def feeds(self) -> list[str]: ...
+    def search(self, phrase: str, feed: str | None = None, limit: int = 10, log: bool = True,
+               mark: tuple[str, str] = ("**", "**")) -> list["Hit"]: ...
+    def search_meaning(self, question: str, feed: str | None = None, limit: int = 10, hybrid: bool = True,
+                       log: bool = True, floor: float = MEANING_FLOOR) -> list["Hit"]: ...
+    def top_searches(self, n: int = 5) -> list[tuple[str, int]]: ...
+    def hits_by_month(self, phrase: str) -> dict[str, int]: ...
+    def close(self) -> None: ...
 
 
 def with_offset(uri: str | None, seconds: float) -> str | None:
@@ -185,24 +236,32 @@ class TranscriptIndex:
             raise ValueError(f"{self.path}: passage vectors of {dim} dimensions, the index holds {known}: "
                              "the embedding model changed; delete the index and re-index")
 
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
     def close(self) -> None:
         self.conn.close()
 
     # -- writing ----------------------------------------------------------------------------------
-    def index(self, docs: Iterable[EpisodeDoc], embeddings: dict | None = None) -> dict[str, int]:
+    def index(self, docs: Iterable[EpisodeDoc], embeddings: dict | None = None,
+              int8_rows: dict | None = None) -> dict[str, int]:
         """Index (or re-index) these episodes in one transaction; returns passages per episode.
 
         ``embeddings``: partition key -> (passages, dim) unit float vectors already computed (the
-        benchmark's); the others are embedded here.
+        benchmark's); ``int8_rows``: the same already quantized (a shared index's entries); the
+        others are embedded here.
         """
         import numpy as np
 
         counts: dict[str, int] = {}
         docs = list(docs)
         embeddings = embeddings or {}
+        int8_rows = int8_rows or {}
         # Embeddings outside the write transaction (the slow part): one vector per passage.
-        rows = {doc.partition_key: vectors.quantize(embeddings[doc.partition_key]) if doc.partition_key in embeddings
-                else self._embed([t for t, _, _ in passages_of(doc.segments)]) for doc in docs}
+        rows = {doc.partition_key: int8_rows[doc.partition_key] if doc.partition_key in int8_rows
+                else vectors.quantize(embeddings[doc.partition_key]) if doc.partition_key in embeddings
+                else self.passage_vectors(doc) for doc in docs}
         self._matrix = None
         cur = self.conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
@@ -231,6 +290,10 @@ class TranscriptIndex:
 
             self._encoder = encoder()
         return self._encoder
+
+    def passage_vectors(self, doc: EpisodeDoc):
+        """The episode's passage vectors as stored: int8 rows, one per passage."""
+        return self._embed([t for t, _, _ in passages_of(doc.segments)])
 
     def _embed(self, texts: list[str]):
         import numpy as np
@@ -338,6 +401,9 @@ class TranscriptIndex:
         self.conn.execute("INSERT INTO passages(passages) VALUES ('optimize')")
 
     # -- reading ----------------------------------------------------------------------------------
+    def episode_count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM episodes").fetchone()[0]
+
     def stats(self) -> dict:
         episodes, passages = self.conn.execute("SELECT count(*), coalesce(sum(passages), 0) FROM episodes").fetchone()
         feeds = self.conn.execute("SELECT count(DISTINCT feed_slug) FROM episodes").fetchone()[0]
@@ -348,8 +414,8 @@ class TranscriptIndex:
 
     def search(self, phrase: str, feed: str | None = None, limit: int = 10, log: bool = True,
                mark: tuple[str, str] = ("**", "**")) -> list[Hit]:
-        """The best ``limit`` passages for ``phrase`` (BM25), optionally in one feed."""
-        query = fts_phrase(phrase)
+        """The best ``limit`` passages holding every word of ``phrase`` (BM25, ``fts_query``), maybe in one feed."""
+        query = fts_query(phrase)
         if feed is not None and not self.conn.execute(
                 "SELECT 1 FROM episodes WHERE feed_slug = ? LIMIT 1", (feed,)).fetchone():
             known = ", ".join(self.feeds()) or "none yet"
@@ -369,6 +435,7 @@ class TranscriptIndex:
         hits = []
         for _rowid, start, segs, snip, marked, score, feed_slug, pk, title, url, audio in rows:
             at = _match_start(marked, json.loads(segs), float(start))
+            snip = snip.replace(f"{mark[1]} {mark[0]}", " ")  # neighbouring matched words: one highlight
             hits.append(Hit(feed_slug, pk, title, at, snip, with_offset(url, at), with_offset(audio, at),
                             round(-score, 4)))
         if log:
@@ -434,6 +501,26 @@ class TranscriptIndex:
         top = top[np.argsort(-sims[top], kind="stable")]
         return [(int(ids[i]), float(sims[i])) for i in top if np.isfinite(sims[i])]
 
+    def _similarities(self, rowids: list[int], q) -> dict[int, float]:
+        """Cosine similarity to ``q`` of these passages (the BM25 candidates the meaning ranking left out)."""
+        import numpy as np
+
+        if not rowids:
+            return {}
+        _, mat = self.load_vectors()
+        episodes = sorted({r >> ROWID_SHIFT for r in rowids})
+        starts = dict(self.conn.execute(
+            f"SELECT id, vec_start FROM episodes WHERE id IN ({','.join('?' * len(episodes))})", episodes).fetchall())
+        mask = (1 << ROWID_SHIFT) - 1
+        slots = [(r, starts[r >> ROWID_SHIFT] + (r & mask)) for r in rowids if starts.get(r >> ROWID_SHIFT) is not None]
+        slots = [(r, slot) for r, slot in slots if slot < len(mat)]
+        if not slots:
+            return {}
+        rows = np.ascontiguousarray(mat[[slot for _, slot in slots]])
+        rows.flags.writeable = False  # the mapped file's array type: the scan compiled for it is reused
+        sims = vectors.scores(rows, q)
+        return {r: float(v) for (r, _), v in zip(slots, sims)}
+
     def words_ranking(self, question: str, feed: str | None = None, depth: int = HYBRID_DEPTH,
                       conn: sqlite3.Connection | None = None) -> list[int]:
         """Passage rowids by BM25 over any of the question's words (a question rarely matches as one phrase).
@@ -470,11 +557,13 @@ class TranscriptIndex:
         return future
 
     def search_meaning(self, question: str, feed: str | None = None, limit: int = 10, hybrid: bool = True,
-                       log: bool = True) -> list[Hit]:
+                       log: bool = True, floor: float = MEANING_FLOOR) -> list[Hit]:
         """Passages ranked by meaning (cosine similarity of embeddings), fused with BM25 when ``hybrid``.
 
-        A hit's score is the cosine similarity (meaning only) or the fused reciprocal-rank score;
-        its deep link is the start of the passage (the segment it begins with).
+        A hit's score is the cosine similarity (meaning only) or the fused reciprocal-rank score; its
+        ``similarity`` is the cosine similarity either way, and passages below ``floor`` are left out
+        (a question about nothing the archive holds finds nothing rather than ten unrelated passages).
+        Its deep link is the start of the passage (the segment it begins with).
         """
         if not re.search(r"\w", question):
             raise SearchError(f"nothing to search for in {question!r}: give at least one word")
@@ -489,14 +578,17 @@ class TranscriptIndex:
         if warm is not None:
             warm.join()
         meaning = self.meaning_ranking(question, feed, depth=max(limit, HYBRID_DEPTH), q=q)
+        similarity = dict(meaning)
         if words is not None:
             fused: dict[int, float] = {}
             for ranking in ([r for r, _ in meaning], words.result()):
                 for rank, rowid in enumerate(ranking, 1):
                     fused[rowid] = fused.get(rowid, 0.0) + 1.0 / (RRF_K + rank)
-            ranked = sorted(fused.items(), key=lambda x: -x[1])[:limit]
+            similarity.update(self._similarities([r for r in fused if r not in similarity], q))
+            ranked = sorted(((r, f) for r, f in fused.items() if similarity.get(r, -1.0) >= floor),
+                            key=lambda x: -x[1])[:limit]
         else:
-            ranked = meaning[:limit]
+            ranked = [(r, s) for r, s in meaning if s >= floor][:limit]
         hits = []
         for rowid, score in ranked:
             row = self.conn.execute(
@@ -509,7 +601,7 @@ class TranscriptIndex:
             at = float(start)
             snippet = text if len(text) <= 160 else text[:157].rsplit(" ", 1)[0] + "…"
             hits.append(Hit(feed_slug, pk, title, at, snippet, with_offset(url, at), with_offset(audio, at),
-                            round(score, 4)))
+                            round(score, 4), round(similarity[rowid], 4)))
         if log:
             with self.conn:
                 self.conn.execute("INSERT INTO searches (ts, query, hits) VALUES (?, ?, ?)",
@@ -525,7 +617,7 @@ class TranscriptIndex:
         rows = self.conn.execute(
             f"""SELECT coalesce(substr(e.published, 1, 7), '?'), count(*)
                 FROM passages p JOIN episodes e ON e.id = (p.rowid >> {ROWID_SHIFT})
-                WHERE p.passages MATCH ? GROUP BY 1 ORDER BY 1""", (fts_phrase(phrase),))
+                WHERE p.passages MATCH ? GROUP BY 1 ORDER BY 1""", (fts_query(phrase),))
         return dict(rows.fetchall())
 
 

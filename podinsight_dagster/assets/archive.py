@@ -13,8 +13,9 @@ from podinsight_dagster.services import archive_uri, build_duckdb, build_transcr
 
 
 @asset(partitions_def=episodes_partitions, deps=[segments], group_name="archive", backfill_policy=EPISODE_BACKFILL,
-       description="Full-text search index (SQLite FTS5, BM25) of the episode's segments; re-indexing one "
-                   "episode touches only its own rows. Read by `podrun search`.")
+       description="Search index (BM25 words and passage vectors) of the episode's segments; re-indexing one "
+                   "episode touches only its own rows. Local: a SQLite FTS5 file; aws: one entry object per "
+                   "episode in the stage bucket (_index/entries/), which every machine's `podrun search` reads.")
 def transcript_index(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
     index = build_transcript_index(services.settings)
@@ -32,11 +33,13 @@ def transcript_index(context: AssetExecutionContext, podinsight: PodInsightResou
             return {"passages": index.index([doc])[pk], "segments": len(doc.segments)}
 
         def summary(done: dict[str, dict]) -> dict:
-            stats = index.stats()
-            return {"indexed_episodes": stats["episodes"], "indexed_passages": stats["passages"],
-                    "index_path": MetadataValue.path(str(index.path))}
+            # episode_count, not stats(): on aws that would fetch every task's entries into this task.
+            return {"indexed_episodes": index.episode_count(),
+                    "passages_indexed_in_run": sum(d.get("passages", 0) for d in done.values() if isinstance(d, dict)),
+                    "index_path": MetadataValue.path(index.location)}
 
-        yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)
+        yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary,
+                                   checkpoints=services.checkpoints)
     finally:
         index.close()
 

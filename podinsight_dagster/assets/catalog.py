@@ -44,6 +44,9 @@ def episode_manifest(context: AssetExecutionContext, podinsight: PodInsightResou
     failed = [f for f in result.feeds if f.status == "failed"]
     for f in failed:
         context.log.warning(f"feed {f.slug} failed: {f.error}")
+    for f in result.feeds:
+        if f.status == "partial":  # a later page of a paged feed failed: the earlier pages are in
+            context.log.warning(f"feed {f.slug}: {f.error}")
     if failed and len(failed) == len(result.feeds):
         raise Failure(f"every feed failed: {'; '.join(f'{f.slug}: {f.error}' for f in failed)}")
     feed_table = "\n".join(["| feed | status | episodes | new | error |", "|---|---|---|---|---|"] + [

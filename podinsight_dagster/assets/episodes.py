@@ -35,7 +35,8 @@ from dagster import (AssetExecutionContext, AssetMaterialization, AssetObservati
                      BackfillPolicy, DagsterEventType, Failure, MaterializeResult, MetadataValue, asset)
 
 from podinsight_dagster.store import layout
-from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, BudgetExceeded
+from podinsight_dagster.costs.budget import BudgetExceeded
+from podinsight_dagster.costs.projection import project
 from podinsight_dagster.store.checkpoints import DONE, SEGMENTS, TRANSCRIBE
 from podinsight_dagster.transcribe.options import transcript_code_version
 from podinsight_dagster.store.keys import EpisodeKey
@@ -103,9 +104,23 @@ def each_episode_prefetched(keys: list[str], prepare: Callable[[str], object], s
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def episode_metadata(checkpoints, pk: str) -> dict:
+    """What the UI shows of an episode beside its hash key: title, feed, publication date, duration.
+
+    ``duration_sec`` here is the feed's (itunes:duration); a step that measured the audio reports its own.
+    """
+    rec = checkpoints.get(pk) if checkpoints is not None else None
+    if rec is None:
+        return {}
+    return _clean({"title": rec.title, "feed": rec.feed_slug, "published": rec.published,
+                   "duration_sec": rec.duration_hint_sec})
+
+
 def run_per_episode(context: AssetExecutionContext, outcomes: Iterable[Outcome],
-                    summary: Callable[[dict[str, dict]], dict] | None = None) -> Iterator:
+                    summary: Callable[[dict[str, dict]], dict] | None = None, *, checkpoints=None) -> Iterator:
     """Report the outcome of every partition of the run; one episode's failure never stops the rest.
+
+    With ``checkpoints`` (the store), each episode's materialization also carries ``episode_metadata``.
 
     ``outcomes`` yields ``(partition_key, metadata or StepError)`` in any order (downloads finish
     in the order their hosts allow). A generator: when some episodes fail, the ones that
@@ -126,11 +141,11 @@ def run_per_episode(context: AssetExecutionContext, outcomes: Iterable[Outcome],
                 context.log.error(f"[{i}/{len(keys)}] {result}")
                 failed[pk] = result
                 continue
-            done[pk] = result
             context.log.info(f"[{i}/{len(keys)}] {pk}: {_one_line(result)}")
+            done[pk] = {**episode_metadata(checkpoints, pk), **result}
             # Attached as each episode finishes, while the others are still in flight (at the end it
             # would add ~8 ms per episode to the step); used if the step materializes the run's partitions.
-            context.add_asset_metadata(_clean(result), partition_key=pk)
+            context.add_asset_metadata(_clean(done[pk]), partition_key=pk)
     totals = {"episodes": len(keys), "succeeded": len(done), "failed": len(failed), "skipped": len(skipped)}
     if summary:
         totals.update(summary(done))
@@ -302,7 +317,7 @@ def raw_audio(context: AssetExecutionContext, podinsight: PodInsightResource):
         return {"bytes_downloaded": moved["bytes"],
                 "metrics": MetadataValue.json({f"{m.name}{dict(m.dimensions)}": round(m.value, 4) for m in metrics})}
 
-    yield from run_per_episode(context, outcomes(), summary)
+    yield from run_per_episode(context, outcomes(), summary, checkpoints=services.checkpoints)
 
 
 def transcript_asset(code_version: str | None = None):
@@ -339,17 +354,17 @@ def _transcript_run(context: AssetExecutionContext, podinsight: PodInsightResour
     preflight_or_fail(services.settings, "transcribe")
     options = services.transcriber.options
     keys = list(context.partition_keys)
-    audio_sec = sum((rec.duration_hint_sec if rec and rec.duration_hint_sec else DEFAULT_EPISODE_SEC)
-                    for rec in map(services.checkpoints.get, keys))
-    projected = services.budget.projected_cost(audio_sec, model=options.model)
+    projection = project(services.budget, services.raw, map(services.checkpoints.get, keys), options.model)
+    audio_sec, projected = projection.audio.seconds, projection.usd
     try:
         # One transaction: refused when today's spend + running reservations + this projection would cross
         # the ceiling, or when frozen (run-book §6.1). Every launch (UI backfill, sensor, podrun) comes here.
         reservation = services.budget.reserve(projected, owner=context.run_id,
                                               ttl_s=min(12 * 3600.0, 600.0 + 2 * audio_sec))
     except BudgetExceeded as exc:
-        raise Failure(f"transcription refused: {exc}", allow_retries=False) from exc
-    context.log.info(f"reserved ${reservation.usd:.4f} for {audio_sec / 3600:.2f} h of audio")
+        raise Failure(f"transcription refused: {exc} (projection: {projection.describe()})",
+                      allow_retries=False) from exc
+    context.log.info(f"reserved ${reservation.usd:.4f} for {projection.describe()}")
     try:
         yield from _transcript(context, podinsight, services, options, keys)
     finally:
@@ -373,7 +388,8 @@ def _transcript(context, podinsight, services, options, keys):
     try:
         outcomes = read_outcomes(messages)
     except Refused as exc:
-        raise Failure(f"transcription refused: {exc}", allow_retries=False) from exc
+        raise Failure(f"transcription refused: {exc} (projection: {projection.describe()})",
+                      allow_retries=False) from exc
 
     def step(pk: str) -> dict:
         # Each episode's outcome, from either path, is reported (or raised) by run_per_episode.
@@ -393,7 +409,8 @@ def _transcript(context, podinsight, services, options, keys):
                 "code_version": transcript_code_version(options),
                 "transcript_source": options.transcript_source}
 
-    yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)
+    yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary,
+                               checkpoints=services.checkpoints)
 
 
 @asset(partitions_def=episodes_partitions, deps=[transcript], group_name="episodes",
@@ -423,13 +440,16 @@ def speakers(context: AssetExecutionContext, podinsight: PodInsightResource):
     # written, in episode order (voice prints are folded in that order). One thread: two concurrent encoder calls
     # measured no faster on 2 shared cores and each holds its own ~600 MB of ONNX buffers on long episodes.
     outcomes = each_episode_prefetched(list(context.partition_keys), prepare, step, workers=1, ahead=2)
-    yield from run_per_episode(context, outcomes, summary)
+    yield from run_per_episode(context, outcomes, summary, checkpoints=services.checkpoints)
 
 
-@asset(partitions_def=episodes_partitions, deps=[transcript], group_name="episodes",
+# speakers as well as transcript: the soundbites written beside the chapters keep to one speaker's turn, so they
+# read the transcript after diarization labelled it (an ordering only: the step gates on the transcript, as segments).
+@asset(partitions_def=episodes_partitions, deps=[transcript, speakers], group_name="episodes",
        backfill_policy=EPISODE_BACKFILL, code_version=CHAPTERS_VERSION,
        description="Podcasting 2.0 chapters (chapters/chapters.json, version 1.2.0): the feed's podcast:chapters "
-                   "when it links them, else topic boundaries from sentence embeddings with key-phrase titles.")
+                   "when it links them, else topic boundaries from sentence embeddings with key-phrase titles; "
+                   "up to 3 podcast:soundbite candidates beside them (chapters/soundbites.json).")
 def chapters(context: AssetExecutionContext, podinsight: PodInsightResource):
     services = podinsight.services()
     left = left_to_other_runs(context)
@@ -445,7 +465,8 @@ def chapters(context: AssetExecutionContext, podinsight: PodInsightResource):
         return {"publisher_chapters": sum(m["source"] == "publisher" for m in done.values()),
                 "chapters_sec": round(sum(m["wall_sec"] for m in done.values()), 3)}
 
-    yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)
+    yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary,
+                               checkpoints=services.checkpoints)
 
 
 # transcript as well as speakers: segments read transcript.json, and a run that selects transcript and segments
@@ -469,7 +490,8 @@ def segments(context: AssetExecutionContext, podinsight: PodInsightResource):
         ek = EpisodeKey.parse(pk)
         return {**out, "path": MetadataValue.path(services.stage.uri(layout.segments_key(ek)))}
 
-    yield from run_per_episode(context, each_episode(list(context.partition_keys), step))
+    yield from run_per_episode(context, each_episode(list(context.partition_keys), step),
+                               checkpoints=services.checkpoints)
 
 
 @asset(partitions_def=episodes_partitions, deps=[segments], group_name="episodes",
@@ -497,4 +519,5 @@ def kpis(context: AssetExecutionContext, podinsight: PodInsightResource):
         return {"cost_usd": round(sum(m["cost_usd"] for m in done.values()), 6),
                 "words": sum(m["words"] for m in done.values())}
 
-    yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary)
+    yield from run_per_episode(context, each_episode(list(context.partition_keys), step), summary,
+                               checkpoints=services.checkpoints)

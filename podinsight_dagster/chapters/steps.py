@@ -58,6 +58,19 @@ def generate_chapters(transcript: Transcript, encoder=None, **tiling) -> list[di
     return chapters_from_sentences(sentences, vectors, duration=transcript.duration or None, **tiling)
 
 
+def _write_soundbites(services: Services, ek: EpisodeKey) -> list[dict]:
+    """Up to 3 podcast:soundbite candidates from the transcript (chapters/soundbites.json, podrun publish)."""
+    from podinsight_dagster.chapters.soundbites import soundbites
+
+    try:
+        transcript = Transcript.from_dict(services.stage.get_json(layout.transcript_key(ek)))
+    except FileNotFoundError:
+        return []
+    bites = soundbites(transcript.segments)
+    services.stage.put_json(layout.soundbites_key(ek), {"soundbites": bites})
+    return bites
+
+
 def chapters_episode(services: Services, pk: str) -> dict:
     """Write the episode's chapters.json: the publisher's when the feed links them and they load, else generated.
 
@@ -88,7 +101,8 @@ def chapters_episode(services: Services, pk: str) -> dict:
                "chapters": generate_chapters(transcript)}
         source = "generated"
     services.stage.put_json(layout.chapters_key(ek), doc)
-    return {"source": source, "chapters": len(doc["chapters"]),
+    bites = _write_soundbites(services, ek)
+    return {"source": source, "chapters": len(doc["chapters"]), "soundbites": len(bites),
             "titles": " | ".join(str(c.get("title", "")) for c in doc["chapters"])[:500] or None,
             "publisher_error": publisher_error, "method": VERSION if source == "generated" else None,
             "wall_sec": round(time.perf_counter() - started, 3)}

@@ -18,14 +18,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
+from podinsight_dagster.costs.prices import Prices
+from podinsight_dagster.costs.speed import RUNBOOK_REALTIME_FACTOR, Speed
 from podinsight_dagster.store.metrics import Metric, Metrics
 
 DEFAULT_CEILING_USD = 40.0
-# Run-book §4.3: 1,000 episodes in 83 GPU-hours, i.e. about 12x real time per GPU on a g5.xlarge.
-GPU_REALTIME_FACTOR = 12.0
-DEFAULT_EPISODE_SEC = 1800.0
+DEFAULT_EPISODE_SEC = 1800.0  # an episode with neither a measured nor a declared length is assumed 30 min
 MEASURE_WINDOW_S = 14 * 86_400  # the ledger lines a model's speed is measured on: the last two weeks,
 MEASURE_LINES = 500             # at most the last 500
 
@@ -240,14 +240,40 @@ def start_of_today() -> float:
     return datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
+@dataclass(frozen=True)
+class Rate:
+    """What an audio second of transcription is projected to cost, and on what that projection rests."""
+
+    usd_per_audio_second: float
+    basis: str                 # one clause, shown with every projection
+    speed: Speed | None = None  # the real-time factor used (None: this deployment's own spend lines)
+
+    @property
+    def usd_per_1000_audio_hours(self) -> float:
+        return self.usd_per_audio_second * 3600 * 1000
+
+
+def _runbook_speed(model: str | None) -> Speed:
+    return Speed(RUNBOOK_REALTIME_FACTOR, "cuda", "float16", model or "the model",
+                 "the run-book's planning figure")
+
+
 class Budget:
-    """The ceiling's rules over a ledger and a freezer."""
+    """The ceiling's rules over a ledger and a freezer.
+
+    ``speed`` gives the real-time factor a model is expected to run at where this deployment
+    transcribes (``services.build_budget``: device and compute type in force, ``costs.speed``'s
+    measurements, the ``PODINSIGHT_REALTIME_FACTOR`` override); without it, the run-book's 12x on a GPU.
+    """
 
     def __init__(self, ledger: SpendLedger, ceiling_usd: float = DEFAULT_CEILING_USD, gpu_hour_usd: float = 0.30,
-                 freezer: ComputeFreezer | None = None, metrics: Metrics | None = None):
+                 freezer: ComputeFreezer | None = None, metrics: Metrics | None = None, *,
+                 prices: Prices | None = None, speed: Callable[[str | None], Speed] | None = None):
         self.ledger = ledger
         self.ceiling_usd = ceiling_usd
         self.gpu_hour_usd = gpu_hour_usd
+        self.prices = prices or Prices(gpu_hour=gpu_hour_usd)
+        self.speed = speed or _runbook_speed
         self.freezer = freezer
         self.metrics = metrics  # where GPUCostToday goes, if anywhere
 
@@ -260,18 +286,25 @@ class Budget:
         return self.ledger.spent_since(start_of_today())
 
     def projected_cost(self, audio_seconds: float, model: str | None = None) -> float:
-        """Audio seconds x the model's measured USD per audio second (from the ledger's recent lines);
-        without measurements, the run-book's 12x real time on a GPU at its hourly price."""
+        """Audio seconds x the rate for the model (``rate``)."""
         return audio_seconds * self.usd_per_audio_second(model)
 
     def usd_per_audio_second(self, model: str | None = None) -> float:
-        if model is not None:
+        return self.rate(model).usd_per_audio_second
+
+    def rate(self, model: str | None = None) -> Rate:
+        """USD per audio second: the ``PODINSIGHT_REALTIME_FACTOR`` override if set; else what this deployment's
+        recent transcriptions with the model cost (its spend lines); else the measured real-time factor for
+        the device and compute type in force, at that device's hourly price."""
+        speed = self.speed(model)
+        if model is not None and speed.basis != "PODINSIGHT_REALTIME_FACTOR":
             lines = [e for e in self.ledger.entries(time.time() - MEASURE_WINDOW_S)
                      if e.model == model and e.audio_sec > 0][-MEASURE_LINES:]
             audio = sum(e.audio_sec for e in lines)
             if audio > 0:
-                return sum(e.usd for e in lines) / audio
-        return self.gpu_hour_usd / 3600 / GPU_REALTIME_FACTOR
+                return Rate(sum(e.usd for e in lines) / audio,
+                            f"{model} as this deployment's last {len(lines)} transcriptions with it cost")
+        return Rate(speed.usd_per_audio_second(self.prices), speed.describe(), speed)
 
     def reserve(self, projected_usd: float, owner: str, ttl_s: float) -> Reservation:
         """Hold ``projected_usd`` against the ceiling in one transaction, or raise BudgetExceeded.

@@ -128,3 +128,160 @@ def load_catalog(paths: list[Path] | Path) -> Catalog:
         merged.host_limits.update(cat.host_limits)
         merged.sources.extend(cat.sources)
     return merged
+
+
+# ---------------------------------------------------------------------------
+# adding feeds (podrun feeds add / feeds import)
+# ---------------------------------------------------------------------------
+DEFAULT_ADD_TIER = 3  # the demo catalog uses tiers 1 and 2; added feeds go beside them unless told
+
+
+@dataclass(frozen=True)
+class NewFeed:
+    """A feed to add: its URL, and a title (a slug is derived from it) or an explicit slug."""
+
+    url: str
+    title: str | None = None
+    slug: str | None = None
+
+
+@dataclass
+class AddResult:
+    path: Path                                   # the catalog file written (or that would have been)
+    added: list[FeedSpec] = field(default_factory=list)
+    skipped: list[tuple[NewFeed, str]] = field(default_factory=list)  # (feed, why: already listed as SLUG)
+
+
+def url_identity(url: str) -> str:
+    """A feed URL as compared for duplicates: scheme and host are case-insensitive, a trailing '/' is not a
+    different feed."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url.strip())
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/") or "/",
+                       parts.query, ""))
+
+
+def _catalog_files(feeds_dir: Path) -> list[Path]:
+    return [feeds_dir] if feeds_dir.is_file() else sorted(feeds_dir.glob("tier*_feeds.yaml"))
+
+
+def add_feeds(feeds_dir: Path, new: list[NewFeed], *, tier: int = DEFAULT_ADD_TIER,
+              dry_run: bool = False) -> AddResult:
+    """Add ``new`` to the catalog: into ``tier<N>_feeds.yaml`` of the folder (or into the one file named).
+
+    A URL already in the catalog (or earlier in ``new``) is skipped, and said why. Slugs derived from
+    titles are made unique with ``-2``, ``-3``...; an explicit slug already taken is an error. The
+    file is rewritten atomically under an exclusive lock, so two imports at once both land; the
+    entries are appended to the file's text when that reads back the same, keeping its comments.
+    """
+    import fcntl
+
+    from podinsight_dagster.store.keys import slugify
+    from podinsight_dagster.store.objects import atomic_writer
+
+    feeds_dir = Path(feeds_dir)
+    target = feeds_dir if feeds_dir.is_file() else feeds_dir / f"tier{tier}_feeds.yaml"
+    lock_path = target.parent / ".catalog.lock"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        files = _catalog_files(feeds_dir)
+        existing = load_catalog(files) if files else Catalog()
+        slugs = {f.slug for f in existing.feeds}
+        by_url = {url_identity(f.url): f.slug for f in existing.feeds}
+        result = AddResult(path=target)
+        for feed in new:
+            ident = url_identity(feed.url)
+            if ident in by_url:
+                result.skipped.append((feed, f"already in the catalog as {by_url[ident]}"))
+                continue
+            if feed.slug:
+                slug = validate_feed_slug(feed.slug)
+                if slug in slugs:
+                    raise CatalogError(f"feed slug {slug!r} is already in the catalog; choose another with --slug")
+            else:
+                stem = slugify(feed.title or _url_words(feed.url))
+                slug, n = stem, 2
+                while slug in slugs:
+                    suffix = f"-{n}"
+                    slug, n = stem[:48 - len(suffix)].rstrip("-") + suffix, n + 1
+            slugs.add(slug)
+            by_url[ident] = slug
+            result.added.append(FeedSpec(slug=slug, url=feed.url.strip(), tier=tier))
+        if result.added and not dry_run:
+            _write_entries(target, result.added, atomic_writer)
+    return result
+
+
+def _url_words(url: str) -> str:
+    """Words for a slug when a feed has no title: its host and path (``feeds.example.com/show`` -> ...)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    path = parts.path.rsplit(".", 1)[0] if parts.path.endswith((".xml", ".rss")) else parts.path
+    return f"{parts.hostname or ''} {path}"
+
+
+def _entry_line(row: dict, indent: str) -> str:
+    return indent + "- " + yaml.safe_dump(row, default_flow_style=True, sort_keys=False, width=10_000).strip() + "\n"
+
+
+def _write_entries(target: Path, entries: list[FeedSpec], atomic_writer) -> None:
+    old_text = target.read_text(encoding="utf-8") if target.exists() else ""
+    old_doc = (yaml.safe_load(old_text) or {}) if old_text.strip() else {}
+    rows = [{"slug": e.slug, "url": e.url, "tier": e.tier} for e in entries]
+    old_rows = list(old_doc.get("feeds") or [])
+    want = {**old_doc, "feeds": old_rows + rows}
+    text = None
+    if old_rows:
+        # Appending keeps comments and layout, when it reads back as the whole list (both list indents).
+        for indent in ("  ", ""):
+            appended = old_text.rstrip("\n") + "\n" + "".join(_entry_line(r, indent) for r in rows)
+            try:
+                if yaml.safe_load(appended) == want:
+                    text = appended
+                    break
+            except yaml.YAMLError:
+                continue
+    if text is None and set(old_doc) <= {"feeds"}:  # one entry a line, as the README writes a catalog
+        text = "feeds:\n" + "".join(_entry_line(r, "  ") for r in old_rows + rows)
+    if text is None:  # the file's shape allows neither (feeds not last, flow style): written again
+        text = yaml.safe_dump(want, sort_keys=False, width=10_000)
+    with atomic_writer(target, "w") as fh:
+        fh.write(text)
+
+
+def set_feed_url(feeds_dir: Path, slug: str, url: str) -> Path:
+    """Point catalog entry ``slug`` at ``url`` (a show that moved keeps its slug, so its episodes); returns the file.
+
+    The old URL's text is replaced in place when that reads back right (comments kept); else the file is
+    written again. Under the same lock as :func:`add_feeds`.
+    """
+    import fcntl
+
+    from podinsight_dagster.store.objects import atomic_writer
+
+    feeds_dir = Path(feeds_dir)
+    lock_dir = feeds_dir.parent if feeds_dir.is_file() else feeds_dir
+    with open(lock_dir / ".catalog.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for path in _catalog_files(feeds_dir):
+            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            rows = doc.get("feeds") or []
+            hits = [i for i, row in enumerate(rows) if isinstance(row, dict) and str(row.get("slug")) == slug]
+            if not hits:
+                continue
+            old = str(rows[hits[0]]["url"])
+            rows[hits[0]] = {**rows[hits[0]], "url": url}
+            want = {**doc, "feeds": rows}
+            text = path.read_text(encoding="utf-8")
+            replaced = text.replace(old, url) if text.count(old) == 1 else None
+            try:
+                ok = replaced is not None and yaml.safe_load(replaced) == want
+            except yaml.YAMLError:
+                ok = False
+            with atomic_writer(path, "w") as fh:
+                fh.write(replaced if ok else yaml.safe_dump(want, sort_keys=False, width=10_000))
+            return path
+    raise CatalogError(f"no feed {slug!r} in the catalog")

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 MANIFEST_COLUMNS = ["partition_key", "feed_slug", "guid_key", "guid", "title", "published",
                     "enclosure_url", "enclosure_type", "enclosure_length", "duration_sec", "tier"]
-MAX_FEED_PAGES = 20
 FEED_ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5"
 
 
@@ -33,11 +32,12 @@ FEED_ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9,
 class FeedResult:
     slug: str
     url: str
-    status: str            # "ok", "not_modified" or "failed"
+    status: str            # "ok", "not_modified", "failed", or "partial" (a later page failed: see error)
     episodes: int = 0
     new: int = 0
     error: str | None = None
     skipped: list[str] = field(default_factory=list)
+    pages: int = 1         # feed documents fetched (paged feeds: RFC 5005 rel="next")
 
 
 @dataclass
@@ -51,7 +51,57 @@ class Discovery:
     unregistered: list[EpisodeRecord] = field(default_factory=list)
 
 
-def _poll_feed(services: Services, spec: FeedSpec, *, record: bool = True) -> tuple[FeedResult, list[EpisodeRecord]]:
+@dataclass
+class PageWalk:
+    """What the pages of a paged feed (RFC 5005 ``rel="next"``) gave in one poll."""
+
+    episodes: list = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    requests: int = 0                 # pages fetched after the first
+    resume_url: str | None = None     # the page the next poll continues at (bound reached, or a page failed)
+    failed: str | None = None         # which page failed, and why
+
+
+def walk_pages(services: Services, slug: str, next_url: str | None, *, seen: set[str], known: set[str] | None,
+               max_pages: int, resume_url: str | None = None, first_page_number: int = 2) -> PageWalk:
+    """Follow ``rel="next"`` from ``next_url``: every page when ``known`` is None (the first poll, a
+    back-catalogue), else only while a page holds an episode not in ``known``; then, if ``resume_url``
+    is given, the back-catalogue an earlier poll left unread, from there. ``max_pages`` pages at most
+    are fetched; a page URL already read (``seen``, updated) ends the walk (a loop). A page that fails
+    ends the walk too: the pages before it are kept, and it becomes the place to resume.
+    """
+    walk = PageWalk()
+    number = first_page_number
+    legs = [(next_url, known), (resume_url, None)] if resume_url else [(next_url, known)]
+    for url, only_while_new_in in legs:
+        while url and url not in seen:
+            if walk.requests >= max_pages:
+                walk.resume_url = url
+                return walk
+            seen.add(url)
+            walk.requests += 1
+            try:
+                got = services.http.fetch_bytes(url, accept=FEED_ACCEPT)
+                page = parse_feed(got.content, source=f"feed {slug} page {number}", base_url=got.final_url or url)
+            except (FetchError, FeedParseError) as exc:
+                walk.failed = f"page {number} ({url}) failed: {exc}".replace("\n", " ")
+                walk.resume_url = url
+                return walk
+            walk.episodes += page.episodes
+            walk.skipped += page.skipped
+            number += 1
+            if only_while_new_in is not None and not any(e.guid_key not in only_while_new_in for e in page.episodes):
+                break  # a later poll: this page held nothing new, so neither do the older ones
+            url = page.next_page_url
+    return walk
+
+
+def _known_keys(services: Services, slug: str) -> set[str]:
+    return {r.guid_key for r in services.checkpoints.episodes(feed_slug=slug)}
+
+
+def _poll_feed(services: Services, spec: FeedSpec, guid_owners: _GuidOwners | None = None, *,
+               record: bool = True) -> tuple[FeedResult, list[EpisodeRecord]]:
     """Poll one feed; ``record=False`` (a dry run) writes nothing, not even the feed's validators."""
     store = services.checkpoints
     if not record:
@@ -62,7 +112,11 @@ def _poll_feed(services: Services, spec: FeedSpec, *, record: bool = True) -> tu
     rec = FeedRecord(slug=spec.slug, url=spec.url, tier=spec.tier,
                      effective_url=(known.effective_url if same else None),
                      etag=known.etag if same else None, last_modified=known.last_modified if same else None,
-                     episodes=known.episodes if same else 0)
+                     episodes=known.episodes if same else 0, resume_url=known.resume_url if same else None,
+                     podcast_guid=known.podcast_guid if known else None)
+    # The first poll of a feed walks its whole back-catalogue; later ones only the pages with something new.
+    first_poll = not same or not known.episodes
+    max_pages = max(1, services.settings.feed_max_pages) - 1  # the first page counts
     fetch_url = rec.effective_url or spec.url
     try:
         first = services.http.fetch_bytes(fetch_url, etag=rec.etag, last_modified=rec.last_modified,
@@ -70,35 +124,66 @@ def _poll_feed(services: Services, spec: FeedSpec, *, record: bool = True) -> tu
         if first.not_modified:
             if first.permanent_redirect:  # moved, though unchanged: poll the new address from now on
                 rec.effective_url = first.permanent_redirect
+            if rec.resume_url:  # unchanged, but its back-catalogue is not all read yet
+                return _finish(services, store, spec, rec, fetch_url, [], [], walk_pages(
+                    services, spec.slug, None, seen={fetch_url}, known=None, max_pages=max_pages,
+                    resume_url=rec.resume_url), first=None, feed=None)
             rec.last_status, rec.last_error, rec.checked_at = "not_modified", None, time.time()
             store.upsert_feed(rec)
             return FeedResult(spec.slug, fetch_url, "not_modified", episodes=rec.episodes), []
         # Relative enclosure, transcript and chapters URLs resolve against where the bytes came from.
         feed = parse_feed(first.content, source=f"feed {spec.slug} ({fetch_url})",
                           base_url=first.final_url or fetch_url)
-        episodes, skipped = list(feed.episodes), list(feed.skipped)
-        next_url, pages = feed.next_page_url, 1
-        while next_url and pages < MAX_FEED_PAGES:
-            got = services.http.fetch_bytes(next_url, accept=FEED_ACCEPT)
-            page = parse_feed(got.content, source=f"feed {spec.slug} page {pages + 1}",
-                              base_url=got.final_url or next_url)
-            episodes += page.episodes
-            skipped += page.skipped
-            next_url, pages = page.next_page_url, pages + 1
     except (FetchError, FeedParseError) as exc:
         rec.last_status, rec.last_error, rec.checked_at = "failed", str(exc), time.time()
         store.upsert_feed(rec)
         return FeedResult(spec.slug, fetch_url, "failed", error=str(exc)), []
-    # A permanent redirect or itunes:new-feed-url moves the feed: poll the new address from now on
-    # (new-feed-url wins: it is the publisher's explicit word).
-    rec.etag, rec.last_modified = first.etag, first.last_modified
-    if first.permanent_redirect:
-        # The validators came from the new address, where the redirect led: they stay valid.
-        rec.effective_url = first.permanent_redirect
-    new_url = feed.new_feed_url
-    if new_url and new_url not in (fetch_url, rec.effective_url) and new_url.startswith(("http://", "https://")):
-        rec.effective_url = new_url
-        rec.etag = rec.last_modified = None  # these validators belong to the address we left
+    # <podcast:guid> is the show's identity, whatever its address: the same show at a new catalog URL keeps
+    # its state (no second walk of its back-catalogue), another show under this slug or this show under
+    # two slugs would mix or double its episodes, so those fail and say why.
+    problem = None
+    pg = feed.podcast_guid
+    owner = guid_owners.get(pg) if pg and guid_owners is not None else None
+    if owner and owner != spec.slug:
+        problem = (f"the same show as feed {owner} (podcast:guid {pg}), whose episodes are polled there; "
+                   "remove one of the two from the catalog")
+    elif pg and known is not None and not same and known.podcast_guid:
+        if known.podcast_guid != pg:
+            problem = (f"{fetch_url} is another show (podcast:guid {pg}) than the one this slug has polled "
+                       f"(podcast:guid {known.podcast_guid}); give it its own slug")
+        else:  # moved: the same show, so the same episodes and the same place in its back-catalogue
+            first_poll = False
+            rec.episodes, rec.resume_url = known.episodes, known.resume_url
+    if problem:
+        rec.last_status, rec.last_error, rec.checked_at = "failed", problem, time.time()
+        store.upsert_feed(rec)
+        return FeedResult(spec.slug, fetch_url, "failed", error=problem), []
+    rec.podcast_guid = pg or rec.podcast_guid
+    walk = PageWalk()
+    if feed.next_page_url or rec.resume_url:
+        known_keys = None if first_poll else _known_keys(services, spec.slug)
+        head_new = known_keys is None or any(e.guid_key not in known_keys for e in feed.episodes)
+        walk = walk_pages(services, spec.slug, feed.next_page_url if head_new else None,
+                          seen={fetch_url, first.final_url or fetch_url}, known=known_keys, max_pages=max_pages,
+                          resume_url=rec.resume_url)
+    return _finish(services, store, spec, rec, fetch_url, feed.episodes, feed.skipped, walk, first=first, feed=feed)
+
+
+def _finish(services: Services, store, spec: FeedSpec, rec: FeedRecord, fetch_url: str, episodes: list,
+            skipped: list[str], walk: PageWalk, *, first, feed) -> tuple[FeedResult, list[EpisodeRecord]]:
+    """Record (in ``store``) a poll that read the first page (``first``, ``feed``) or only resumed a back-catalogue."""
+    episodes, skipped = list(episodes) + walk.episodes, list(skipped) + walk.skipped
+    if first is not None:
+        # A permanent redirect or itunes:new-feed-url moves the feed: poll the new address from now on
+        # (new-feed-url wins: it is the publisher's explicit word).
+        rec.etag, rec.last_modified = first.etag, first.last_modified
+        if first.permanent_redirect:
+            # The validators came from the new address, where the redirect led: they stay valid.
+            rec.effective_url = first.permanent_redirect
+        new_url = feed.new_feed_url
+        if new_url and new_url not in (fetch_url, rec.effective_url) and new_url.startswith(("http://", "https://")):
+            rec.effective_url = new_url
+            rec.etag = rec.last_modified = None  # these validators belong to the address we left
     records, seen = [], set()
     for ep in episodes:
         if ep.guid_key in seen:
@@ -111,10 +196,18 @@ def _poll_feed(services: Services, spec: FeedSpec, *, record: bool = True) -> tu
             transcripts_json=json.dumps([vars(t) for t in ep.transcripts]) if ep.transcripts else None,
             persons_json=json.dumps([vars(p) for p in ep.persons]) if ep.persons else None,
             chapters_url=ep.chapters_url, description=ep.description,
+            download_url=ep.download.url if ep.download else None,
+            download_integrity=ep.download.integrity if ep.download else None,
         ))
-    rec.last_status, rec.last_error, rec.checked_at, rec.episodes = "ok", None, time.time(), len(records)
+    paged = walk.requests or walk.resume_url or rec.resume_url
+    # A paged feed's episodes are those of every poll (a later poll reads only its newest pages).
+    total = len(_known_keys(services, spec.slug) | seen) if paged else len(records)
+    rec.resume_url = walk.resume_url
+    status = "partial" if walk.failed else "ok"
+    rec.last_status, rec.last_error, rec.checked_at, rec.episodes = status, walk.failed, time.time(), total
     store.upsert_feed(rec)
-    return FeedResult(spec.slug, fetch_url, "ok", episodes=len(records), skipped=skipped), records
+    return FeedResult(spec.slug, fetch_url, status, episodes=total, skipped=skipped, error=walk.failed,
+                      pages=1 + walk.requests if first is not None else walk.requests), records
 
 
 class _NoFeedWrites:
@@ -163,6 +256,25 @@ def discover(services: Services, catalog: Catalog, *, write_manifest: bool = Tru
     return discovery
 
 
+class _GuidOwners:
+    """Which slug owns a podcast:guid recorded under several being polled (the first by name: stable across
+    ticks); read from the checkpoint store once, when the first feed with a podcast:guid asks."""
+
+    def __init__(self, services: Services, polling: set[str]):
+        self._services, self._polling = services, polling
+        self._lock = threading.Lock()
+        self._owners: dict[str, str] | None = None
+
+    def get(self, podcast_guid: str) -> str | None:
+        with self._lock:
+            if self._owners is None:
+                self._owners = {}
+                for known in sorted(self._services.checkpoints.feeds(), key=lambda f: f.slug):
+                    if known.podcast_guid and known.slug in self._polling:
+                        self._owners.setdefault(known.podcast_guid, known.slug)
+            return self._owners.get(podcast_guid)
+
+
 def poll_feeds(services: Services, specs: Sequence[FeedSpec], *, deadline: float | None = None,
                max_workers: int = 8) -> tuple[list[FeedResult], list[str], list[FeedSpec]]:
     """Poll ``specs`` in order, ``max_workers`` at a time, and register their episodes in the checkpoint store.
@@ -182,6 +294,7 @@ def _poll(services: Services, specs: Sequence[FeedSpec], *, deadline: float | No
     """poll_feeds; with ``record=False`` nothing is written and the episodes new to the store are returned."""
     lock = threading.Lock()
     started = 0
+    guid_owners = _GuidOwners(services, {spec.slug for spec in specs})
 
     def poll(_task: int) -> tuple[FeedResult, list[EpisodeRecord]] | None:
         nonlocal started
@@ -190,7 +303,7 @@ def _poll(services: Services, specs: Sequence[FeedSpec], *, deadline: float | No
                 return None
             spec = specs[started]
             started += 1
-        return _poll_feed(services, spec, record=record)
+        return _poll_feed(services, spec, guid_owners, record=record)
 
     results: list[FeedResult] = []
     new_keys: list[str] = []
@@ -201,7 +314,7 @@ def _poll(services: Services, specs: Sequence[FeedSpec], *, deadline: float | No
                 continue
             result, records = out
             if records and record:
-                added = services.checkpoints.register_episodes(records)
+                added = services.checkpoints.register_episodes(records, from_feed=True)
                 result.new = len(added)
                 new_keys += added
             elif records:
@@ -210,6 +323,23 @@ def _poll(services: Services, specs: Sequence[FeedSpec], *, deadline: float | No
                 unregistered += fresh
             results.append(result)
     return results, new_keys, list(specs[started:]), unregistered
+
+
+def newest_per_feed(episodes: Sequence[tuple[str, str, str | None]], n: int) -> set[str]:
+    """The keys of the newest ``n`` episodes of each feed, from (partition_key, feed_slug, published ISO) tuples.
+
+    Newest by publication date; episodes without one count as oldest, in their given order (a feed's
+    order is newest first unless it is serial).
+    """
+    by_feed: dict[str, list[tuple[int, str | None, str]]] = {}
+    for i, (key, slug, published) in enumerate(episodes):
+        by_feed.setdefault(slug, []).append((i, published, key))
+    keep: set[str] = set()
+    for rows in by_feed.values():
+        dated = sorted((r for r in rows if r[1]), key=lambda r: (r[1], -r[0]), reverse=True)
+        undated = [r for r in rows if not r[1]]
+        keep.update(key for _, _, key in (dated + undated)[:n])
+    return keep
 
 
 def manifest_csv(rows: list[dict]) -> bytes:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
 
 from podinsight_dagster.errors import StepError, StepSkipped
+from podinsight_dagster.fetch.alternate import download_preferred
 from podinsight_dagster.fetch.http import FetchError
 from podinsight_dagster.fetch.partial import EpisodePartial
 from podinsight_dagster.fetch.limits import registrable_domain
@@ -128,7 +129,8 @@ def _download(services: Services, pk: str, ek: EpisodeKey, rec, claims: Claims) 
     # (HttpConfig.download_backoff), not by re-running the step.
     with EpisodePartial(_staging_dir(services), services.raw.uri(layout.meta_key(ek))) as partial:
         try:
-            dl = services.http.download(rec.enclosure_url, partial.path, state=partial.state(rec.enclosure_url))
+            # a smaller podcast:alternateEnclosure when the feed gives one (checked), else the enclosure
+            dl, alternate_error = download_preferred(services.http, rec, partial.path, state_for=partial.state)
             ext = dl.audio_format if dl.audio_format in ("mp3", "m4a", "ogg", "wav", "flac", "aac", "webm") else "mp3"
             audio_key = layout.audio_key(ek, ext)
             duration = probe_duration(partial.path)
@@ -149,6 +151,8 @@ def _download(services: Services, pk: str, ek: EpisodeKey, rec, claims: Claims) 
         "downloaded_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
         "transcript_key": None,
     }
+    if alternate_error:
+        meta["alternate_error"] = alternate_error
     # meta.json is written last: its presence means the audio beside it is whole.
     services.raw.put_json(layout.meta_key(ek), meta)
     services.checkpoints.mark_downloaded(pk, bytes=dl.bytes, sha256=dl.sha256)
@@ -174,7 +178,7 @@ def download_episodes(services: Services, keys: list[str], *,
     first_host: dict[str, str] = {}
     for pk in keys:
         rec = services.checkpoints.get(pk)
-        host = (urlsplit(rec.enclosure_url or "").hostname or "") if rec else ""
+        host = (urlsplit(rec.download_url or rec.enclosure_url or "").hostname or "") if rec else ""
         domain = registrable_domain(host) if host else ""
         queues.setdefault(domain, deque()).append(pk)
         first_host.setdefault(domain, host)

@@ -109,6 +109,8 @@ class Episode:
     number: int | None = None     # itunes:episode (serial shows are read in this order)
     persons: list[PersonTag] = field(default_factory=list)  # the item's podcast:person, else the channel's
     description: str | None = None  # the show notes as plain text (see show_notes)
+    # A smaller podcast:alternateEnclosure to download instead of the enclosure (same episode, same key)
+    download: AlternateEnclosure | None = None
 
     @property
     def guid_derived(self) -> bool:
@@ -135,6 +137,7 @@ class Episode:
             "chapters_url": self.chapters_url,
             "persons": [asdict(p) for p in self.persons],
             "description": self.description,
+            "download": asdict(self.download) if self.download else None,
         }
 
 
@@ -181,6 +184,9 @@ class Feed:
     episodes: list[Episode]  # in the feed's order
     skipped: list[str] = field(default_factory=list)  # why items were left out (str of skipped_items)
     podcast_guid: str | None = None  # Podcasting 2.0 <podcast:guid>: the show's stable identity
+    # <podcast:locked>yes</podcast:locked>: the owner (an email) does not allow the feed to be copied elsewhere
+    locked: bool = False
+    locked_owner: str | None = None
     itunes_type: str | None = None   # "episodic" (newest first) or "serial" (read in order)
     skipped_items: list[SkippedItem] = field(default_factory=list)
 
@@ -188,6 +194,7 @@ class Feed:
         return {
             "feed": {"title": self.title, "link": self.link, "new_feed_url": self.new_feed_url,
                      "podcast_guid": self.podcast_guid, "next_page_url": self.next_page_url,
+                     "locked": self.locked, "locked_owner": self.locked_owner,
                      "itunes_type": self.itunes_type},
             "episodes": [e.to_dict() for e in self.episodes],
             "skipped": [asdict(s) for s in self.skipped_items],
@@ -411,6 +418,69 @@ def choose_enclosure(enclosures: list[_Enclosure]) -> tuple[_Enclosure | None, s
     return best[1], None
 
 
+@dataclass
+class AlternateEnclosure:
+    """A ``<podcast:alternateEnclosure>``: another rendition of the episode's media, from its http(s) sources."""
+
+    url: str                       # the first http(s) <podcast:source> (torrents and IPFS are not fetched)
+    type: str | None
+    length: int | None
+    bitrate: float | None          # bits per second, as the feed says
+    default: bool = False          # describes the main enclosure itself
+    integrity: str | None = None   # <podcast:integrity type="sri">: "sha256-<base64>" (or sha384/sha512)
+    title: str | None = None
+
+
+def _alternates(item, base: str | None) -> list[AlternateEnclosure]:
+    out = []
+    for ae in _children(item, PODCAST_NS, "alternateEnclosure"):
+        sources = [url for src in _children(ae, PODCAST_NS, "source")
+                   if (url := _resolve(_base_of(src, base), src.get("uri"))) and url.startswith(("http://", "https://"))]
+        if not sources:
+            continue
+        sri = next(((i.get("value") or "").strip() for i in _children(ae, PODCAST_NS, "integrity")
+                    if (i.get("type") or "").strip().lower() == "sri" and (i.get("value") or "").strip()), None)
+        try:
+            bitrate = float(ae.get("bitrate")) if ae.get("bitrate") else None
+        except ValueError:
+            bitrate = None
+        out.append(AlternateEnclosure(url=sources[0], type=(ae.get("type") or "").strip() or None,
+                                      length=_int(ae.get("length")),
+                                      bitrate=bitrate if bitrate and math.isfinite(bitrate) and bitrate > 0 else None,
+                                      default=(ae.get("default") or "").strip().lower() == "true", integrity=sri,
+                                      title=(ae.get("title") or "").strip() or None))
+    return out
+
+
+def prefer_download(enclosure: _Enclosure, alternates: list[AlternateEnclosure],
+                    duration_sec: float | None) -> AlternateEnclosure | None:
+    """The audio alternate to download instead of ``enclosure``, when it is smaller; else None.
+
+    Less transfer for the same words: among the audio alternates that are not the enclosure itself, the
+    lowest bitrate wins when it is below the enclosure's (the ``default="true"`` alternate's bitrate,
+    else length x 8 / duration); without bitrates, the smaller length when both are known. Nothing
+    known to compare: the enclosure stays.
+    """
+    main_bitrate = next((a.bitrate for a in alternates if a.default and a.bitrate), None)
+    if main_bitrate is None and enclosure.length and duration_sec:
+        main_bitrate = enclosure.length * 8 / duration_sec
+    best, best_size = None, None
+    for alt in alternates:
+        if alt.default or alt.url == enclosure.url or not (alt.type or "").lower().startswith("audio/"):
+            continue
+        if alt.bitrate and main_bitrate:
+            smaller = alt.bitrate < main_bitrate
+            size = alt.bitrate
+        elif alt.length and enclosure.length:
+            smaller = alt.length < enclosure.length
+            size = alt.length * 8 / duration_sec if duration_sec else alt.length
+        else:
+            continue
+        if smaller and (best_size is None or size < best_size):
+            best, best_size = alt, size
+    return best
+
+
 def _item_extras(item, base: str | None, is_atom: bool) -> dict:
     """What feedparser gets wrong or leaves out of one item, read from the strict parse."""
     base = _base_of(item, base)
@@ -442,6 +512,7 @@ def _item_extras(item, base: str | None, is_atom: bool) -> dict:
         "chapters_url": _resolve(_base_of(chapters[0], base), chapters[0].get("url")) if chapters else None,
         "season": itunes["season"], "episode": itunes["episode"],
         "persons": _persons(item, base),
+        "alternates": _alternates(item, base),
     }
 
 
@@ -468,6 +539,10 @@ def _podcast_extras(content: bytes, base_url: str | None = None) -> tuple[dict, 
     pguid = _children(head, PODCAST_NS, "guid")
     if pguid and (pguid[0].text or "").strip():
         chan["podcast_guid"] = pguid[0].text.strip()
+    locked = _children(head, PODCAST_NS, "locked")
+    if locked:
+        chan["locked"] = (locked[0].text or "").strip().lower() == "yes"
+        chan["locked_owner"] = (locked[0].get("owner") or "").strip() or None
     nfu = _children(head, ITUNES_NS, "new-feed-url")
     if nfu and (nfu[0].text or "").strip():
         chan["new_feed_url"] = _resolve(base, nfu[0].text)
@@ -558,6 +633,8 @@ def parse_feed(content: bytes, source: str = "feed", base_url: str | None = None
             number=extra["episode"],
             persons=extra.get("persons") or list(chan_extra.get("persons") or []),
             description=show_notes(entry),
+            download=prefer_download(enclosure, extra.get("alternates") or [],
+                                     parse_duration(entry.get("itunes_duration"))),
         ))
     new_feed_url = chan_extra.get("new_feed_url") or (parsed.feed.get("itunes_new-feed-url") or "").strip() or None
     itunes_type = chan_extra.get("itunes_type") or (parsed.feed.get("itunes_type") or "").strip().lower() or None
@@ -567,6 +644,8 @@ def parse_feed(content: bytes, source: str = "feed", base_url: str | None = None
         new_feed_url=new_feed_url,
         next_page_url=chan_extra.get("next_page_url") or _resolve(base_url, _next_link(parsed)),
         podcast_guid=chan_extra.get("podcast_guid") or parsed.feed.get("podcast_guid"),
+        locked=bool(chan_extra.get("locked")),
+        locked_owner=chan_extra.get("locked_owner"),
         itunes_type=itunes_type,
         episodes=episodes,
         skipped=[str(s) for s in skipped],

@@ -24,7 +24,7 @@ def fetch_plan_lines(services: Services, recs: list[EpisodeRecord]) -> list[str]
 
     def size(rec: EpisodeRecord) -> int | None:
         try:
-            length = services.http.head(rec.enclosure_url).get("Content-Length")
+            length = services.http.head(rec.download_url or rec.enclosure_url).get("Content-Length")
             return int(length) if length else rec.enclosure_length
         except (FetchError, ValueError):
             return rec.enclosure_length
@@ -33,7 +33,7 @@ def fetch_plan_lines(services: Services, recs: list[EpisodeRecord]) -> list[str]
         sizes = list(pool.map(size, recs))
     hosts: dict[str, list[int]] = {}
     for rec, n in zip(recs, sizes):
-        hosts.setdefault(urlsplit(rec.enclosure_url or "").hostname or "?", []).append(n or 0)
+        hosts.setdefault(urlsplit(rec.download_url or rec.enclosure_url or "").hostname or "?", []).append(n or 0)
     total = sum(n or 0 for n in sizes)
     limit_for = services.http.limiter.limit_for
     # Each host's share moves at its concurrency limit; hosts proceed in parallel.

@@ -1,8 +1,8 @@
 """Dagster resources: one per seam, each building its service through the composition root (``services.py``).
 
-``PodInsightConfig`` carries the settings in force; its fields come from
-``EnvVar`` where the variable is set, so the UI's resource page shows where each
-value came from. Each seam resource builds its service in ``setup_for_execution``
+``PodInsightConfig`` carries the settings in force, each field the effective value
+(the variable's, else the default), so the UI's resource page shows what a run
+uses; podrun's credentials are not fields. Each seam resource builds its service in ``setup_for_execution``
 (once per run) and closes it in ``teardown_after_execution``. ``PodInsightResource``
 bundles the seams into the ``Services`` that the domain steps take;
 ``definitions.py`` picks the configuration per deployment.
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from dagster import ConfigurableResource, EnvVar, InitResourceContext
+from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
 from podinsight_dagster.costs.budget import Budget
@@ -29,7 +29,7 @@ from podinsight_dagster.transcribe.transcriber import Transcriber
 
 
 class PodInsightConfig(ConfigurableResource):
-    """The settings in force: each field is the text of its environment variable (empty: the default).
+    """The settings in force: each field is the text of its setting's effective value (empty: none).
 
     The field names are ``Settings``' fields; ``settings.CONFIG_VARS`` maps them to variables
     (every variable but podrun's credentials).
@@ -60,9 +60,14 @@ class PodInsightConfig(ConfigurableResource):
     claim_lease_sec: str = ""
     download_attempts: str = ""
     download_backoff_max_s: str = ""
+    feed_max_pages: str = ""
+    publish_base_url: str = ""
     cost_ceiling_usd: str = ""
     price_gpu_hour: str = ""
     price_cpu_hour: str = ""
+    realtime_factor: str = ""
+    new_episodes_interval_sec: str = ""
+    auto_transcribe_interval_sec: str = ""
     raw_bucket: str = ""
     stage_bucket: str = ""
     manifest_bucket: str = ""
@@ -79,14 +84,11 @@ class PodInsightConfig(ConfigurableResource):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "PodInsightConfig":
-        """Fixed values (no EnvVar): for runs launched by ``podrun`` and the demo with their own settings."""
-        return cls(**{var.field: env_text(getattr(settings, var.field)) for var in CONFIG_VARS})
+        """The effective values of ``settings`` (what the code location and podrun's runs both use).
 
-    @classmethod
-    def from_environment(cls, environ: dict[str, str], **fixed: str) -> "PodInsightConfig":
-        """``EnvVar`` for every variable set in ``environ`` (so the UI names it), ``fixed`` values over them."""
-        values: dict[str, Any] = {var.field: EnvVar(var.name) for var in CONFIG_VARS if environ.get(var.name)}
-        return cls(**{**values, **fixed})
+        Not ``EnvVar``s: the UI showed an ``EnvVar`` field as "" / Default, never the value in force.
+        """
+        return cls(**{var.field: env_text(getattr(settings, var.field)) for var in CONFIG_VARS})
 
 
 class _SeamResource(ConfigurableResource):

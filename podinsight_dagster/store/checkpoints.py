@@ -61,6 +61,8 @@ class EpisodeRecord:
     persons_json: str | None = None      # the feed's podcast:person entries (item, else channel), JSON list
     chapters_url: str | None = None      # the feed's podcast:chapters link
     description: str | None = None       # the item's show notes, plain text (names a guest the feed may not list)
+    download_url: str | None = None      # a smaller podcast:alternateEnclosure, downloaded instead of the enclosure
+    download_integrity: str | None = None  # its podcast:integrity (SRI, e.g. sha256-<base64>), checked when given
     state: str = DISCOVERED
     failed_stage: str | None = None
     attempts: int = 0
@@ -124,12 +126,25 @@ class FeedRecord:
     last_error: str | None = None
     episodes: int = 0
     checked_at: float | None = None
+    # a paged feed's back-catalogue not read yet (the walk hit the page bound or a page failed): the
+    # next poll continues there
+    resume_url: str | None = None
+    podcast_guid: str | None = None   # the show's <podcast:guid>: the same show at a new address keeps its state
 
 
 _EPISODE_COLUMNS = [f for f in EpisodeRecord.__dataclass_fields__]
 # What the feed (or a manifest row) says about an episode: refreshed by register_episodes when carried.
 DESCRIPTIVE = ("title", "enclosure_url", "enclosure_type", "enclosure_length", "published", "duration_hint_sec",
-               "transcripts_json", "persons_json", "chapters_url", "description")
+               "transcripts_json", "persons_json", "chapters_url", "description", "download_url", "download_integrity")
+FEED_ONLY = ("download_url", "download_integrity")  # podcast:alternateEnclosure: no manifest row carries it
+
+
+def carried_fields(rec: EpisodeRecord, from_feed: bool) -> dict:
+    """What registering ``rec`` again refreshes: the fields it carries (and, from the feed, its alternate)."""
+    carried = {k: getattr(rec, k) for k in DESCRIPTIVE if getattr(rec, k) is not None}
+    if from_feed:
+        carried.update({k: getattr(rec, k) for k in FEED_ONLY})
+    return carried
 _FEED_COLUMNS = [f for f in FeedRecord.__dataclass_fields__]
 
 SCHEMA = """
@@ -198,7 +213,7 @@ CREATE TABLE IF NOT EXISTS feeds (
 class CheckpointStore(Protocol):
     """Episode and feed state that every step and process of a deployment shares."""
 
-    def register_episodes(self, records: Iterable[EpisodeRecord]) -> list[str]: ...
+    def register_episodes(self, records: Iterable[EpisodeRecord], *, from_feed: bool = False) -> list[str]: ...
     def get(self, partition_key: str) -> EpisodeRecord | None: ...
     def require(self, partition_key: str) -> EpisodeRecord: ...
     def update(self, partition_key: str, **fields: object) -> None: ...
@@ -275,13 +290,14 @@ class SqliteCheckpointStore:
         self._local = threading.local()
 
     # ---- episodes -------------------------------------------------------
-    def register_episodes(self, records: Iterable[EpisodeRecord]) -> list[str]:
+    def register_episodes(self, records: Iterable[EpisodeRecord], *, from_feed: bool = False) -> list[str]:
         """Insert episodes not seen before; return the partition keys that were new.
 
         Known episodes keep their state; the descriptive fields a record carries (title, enclosure,
         show notes, persons, ...) are refreshed, since publishers fix typos and move files between
         CDNs. A field the record does not carry (None: a manifest row has no show notes) never
-        erases what is known.
+        erases what is known, except the alternate download (``FEED_ONLY``) on a feed's own poll
+        (``from_feed``): only the feed says it, so a feed that dropped it drops it here too.
         """
         new: list[str] = []
         with self._conn() as conn:
@@ -296,7 +312,7 @@ class SqliteCheckpointStore:
                     if cur.rowcount:
                         new.append(rec.partition_key)
                     else:
-                        carried = {k: getattr(rec, k) for k in DESCRIPTIVE if getattr(rec, k) is not None}
+                        carried = carried_fields(rec, from_feed)
                         if carried:
                             conn.execute(f"UPDATE episodes SET {', '.join(f'{k}=?' for k in carried)} "
                                          "WHERE partition_key=?", [*carried.values(), rec.partition_key])

@@ -39,7 +39,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from podinsight_dagster.costs.budget import Freeze, Reservation, SpendEntry, day_of
-from podinsight_dagster.store.checkpoints import (DESCRIPTIVE, DISCOVERED, DONE, DOWNLOAD, DOWNLOADED, FAILED, KPIS,
+from podinsight_dagster.store.checkpoints import (carried_fields, DISCOVERED, DONE, DOWNLOAD, DOWNLOADED, FAILED, KPIS,
                                                    PENDING, RUNNING, STAGE_STATUSES, STAGES, STATES, TRANSCRIBED,
                                                    EpisodeRecord, FeedRecord, StageStatus, _apply, claim_refusal,
                                                    now)
@@ -105,7 +105,7 @@ class DynamoCheckpointStore:
         ek = EpisodeKey.parse(partition_key)
         return {"feed_slug": ek.feed_slug, "guid_key": ek.guid_key}
 
-    def register_episodes(self, records: Iterable[EpisodeRecord]) -> list[str]:
+    def register_episodes(self, records: Iterable[EpisodeRecord], *, from_feed: bool = False) -> list[str]:
         new = []
         for rec in records:
             item = {k: _to_item(v) for k, v in asdict(rec).items() if v is not None}
@@ -118,7 +118,7 @@ class DynamoCheckpointStore:
                     raise
                 # Known: keep its state, refresh what publishers fix (titles, CDN moves); what the record
                 # does not carry (None: a manifest row has no show notes) is never erased.
-                carried = {k: getattr(rec, k) for k in DESCRIPTIVE if getattr(rec, k) is not None}
+                carried = carried_fields(rec, from_feed)
                 if carried:
                     self._set(rec.partition_key, carried, touch=False)
         return new

@@ -2,7 +2,9 @@
 
 raw:   <feed_slug>/<guid_key>/audio/episode.mp3, meta/meta.json
 stage: <feed_slug>/<guid_key>/transcripts/transcript.json (+ .vtt, .srt),
-       segments/segments.json, kpis/kpis.json, speakers/speakers.json, chapters/chapters.json
+       transcripts/podcast-transcript.json, podcast-transcript.srt (Podcasting 2.0 formats),
+       segments/segments.json, kpis/kpis.json, speakers/speakers.json, chapters/chapters.json,
+       chapters/soundbites.json (podcast:soundbite candidates)
        <feed_slug>/_speakers/voiceprints.json (the feed's known voices)
 """
 
@@ -31,6 +33,16 @@ def srt_key(ek: EpisodeKey) -> str:
     return f"{ek}/transcripts/transcript.srt"
 
 
+def podcast_json_key(ek: EpisodeKey) -> str:
+    """The transcript in the podcast:transcript JSON format."""
+    return f"{ek}/transcripts/podcast-transcript.json"
+
+
+def podcast_srt_key(ek: EpisodeKey) -> str:
+    """The transcript as SRT by the podcast:transcript rules (2 lines of 32 characters, names at changes)."""
+    return f"{ek}/transcripts/podcast-transcript.srt"
+
+
 def segments_key(ek: EpisodeKey) -> str:
     return f"{ek}/segments/segments.json"
 
@@ -45,6 +57,11 @@ def speakers_key(ek: EpisodeKey) -> str:
 
 def chapters_key(ek: EpisodeKey) -> str:
     return f"{ek}/chapters/chapters.json"
+
+
+def soundbites_key(ek: EpisodeKey) -> str:
+    """Up to 3 podcast:soundbite candidates (chapters asset)."""
+    return f"{ek}/chapters/soundbites.json"
 
 
 def voiceprints_key(feed_slug: str) -> str:

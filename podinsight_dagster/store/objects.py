@@ -40,7 +40,9 @@ class ObjectStore(Protocol):
     def get_bytes(self, key: str) -> bytes: ...
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None: ...
     def put_file(self, key: str, src: Path, content_type: str | None = None) -> None: ...
-    def list_keys(self, prefix: str = "") -> Iterator[str]: ...
+    def list_keys(self, prefix: str = "", start_after: str = "") -> Iterator[str]:
+        """Keys under ``prefix``; with ``start_after``, only those after it (S3's order: UTF-8 bytes)."""
+        ...
     def delete(self, key: str) -> None: ...
     def local_copy(self, key: str) -> contextlib.AbstractContextManager[Path]: ...
     def put_bytes_if_absent(self, key: str, data: bytes, content_type: str | None = None) -> bool:
@@ -151,7 +153,7 @@ class LocalObjectStore(JsonMixin):
     def put_file(self, key: str, src: Path, content_type: str | None = None) -> None:
         commit_file(Path(src), self._path(key))
 
-    def list_keys(self, prefix: str = "") -> Iterator[str]:
+    def list_keys(self, prefix: str = "", start_after: str = "") -> Iterator[str]:
         base = self.root
         for dirpath, dirnames, filenames in os.walk(base):
             # Dot-folders hold partial downloads: never part of a listing.
@@ -160,7 +162,7 @@ class LocalObjectStore(JsonMixin):
                 if fname.startswith(TMP_PREFIX):
                     continue
                 rel = (Path(dirpath) / fname).relative_to(base).as_posix()
-                if rel.startswith(prefix):
+                if rel.startswith(prefix) and (not start_after or rel.encode() > start_after.encode()):
                     yield rel
 
     def delete(self, key: str) -> None:

@@ -141,8 +141,9 @@ class S3ObjectStore(JsonMixin):
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
             raise
 
-    def list_keys(self, prefix: str = "") -> Iterator[str]:
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+    def list_keys(self, prefix: str = "", start_after: str = "") -> Iterator[str]:
+        extra = {"StartAfter": start_after} if start_after else {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, **extra):
             for obj in page.get("Contents", []):
                 yield obj["Key"]
 

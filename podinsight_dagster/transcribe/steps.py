@@ -30,6 +30,7 @@ from podinsight_dagster.errors import StepError, StepSkipped
 from podinsight_dagster.store.checkpoints import DONE, TRANSCRIBE
 from podinsight_dagster.store.claims import Claims, default_owner, skip_for
 from podinsight_dagster.transcribe.publisher import PublisherTranscriptError, fetch_publisher_transcript, links_from_json
+from podinsight_dagster.transcribe.podcast20 import to_podcast_srt, to_transcript_json
 from podinsight_dagster.transcribe.subtitles import build_cues, to_srt, to_vtt
 from podinsight_dagster.transcribe.text import agreement
 from podinsight_dagster.transcribe.options import Transcript, TranscriptionError, transcript_code_version
@@ -326,6 +327,12 @@ def write_segments(services: Services, pk: str) -> dict:
     cues = build_cues(transcript.segments)
     services.stage.put_bytes(layout.vtt_key(ek), to_vtt(cues).encode(), content_type="text/vtt")
     services.stage.put_bytes(layout.srt_key(ek), to_srt(cues).encode(), content_type="application/x-subrip")
+    # The Podcasting 2.0 forms a publisher links with <podcast:transcript> (podrun publish)
+    services.stage.put_bytes(layout.podcast_json_key(ek),
+                             json.dumps(to_transcript_json(transcript.segments), ensure_ascii=False).encode(),
+                             content_type="application/json")
+    services.stage.put_bytes(layout.podcast_srt_key(ek), to_podcast_srt(transcript.segments).encode(),
+                             content_type="application/x-subrip")
     return {"segments": len(rows), "cues": len(cues)}
 
 

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from dagster import DagsterInstance, materialize
 
+from podinsight_dagster.archive.index import MEANING_FLOOR
 from podinsight_dagster.assets import archive_rollup, transcript_index
 from podinsight_dagster.cli import main
 from podinsight_dagster.definitions import resources_for
@@ -79,7 +80,25 @@ def test_search_prints_snippets_and_deep_links(indexed):
     hits = json.loads(podrun("search", "borrow", "--feed", "garden-hour", "--json").output)
     assert [(h["partition_key"], h["start_sec"]) for h in hits] == [("garden-hour/gh-0001", 6.0)]
     assert len(json.loads(podrun("search", "borrow", "--limit", "1", "--json").output)) == 1
-    assert podrun("search", "xylophone").output.strip() == "no matches for 'xylophone'"
+    assert podrun("search", "xylophone").output.strip() == \
+        "no matches for 'xylophone': no passage holds every word; try podrun search --meaning xylophone"
+
+
+def test_search_words_are_terms_quotes_a_phrase(indexed):
+    """Every word must be in the passage, anywhere in it; "quoted words" only side by side (issue 22, item 10)."""
+    def found(words: str) -> list[str]:
+        return [h["partition_key"] for h in json.loads(podrun("search", words, "--json").output)]
+
+    assert found("checker safety") == ["tech-talk/tt-0001"]            # not side by side, not in this order
+    assert sorted(found("memory borrow")) == ["garden-hour/gh-0001", "tech-talk/tt-0001"]
+    assert found('"memory safety"') == ["tech-talk/tt-0001"]           # the phrase: only where it stands so
+    assert found('"safety memory"') == []
+    assert found('"memory safety" borrow') == ["tech-talk/tt-0001"]    # a phrase and a word
+    assert found("what is the borrow checker?") == ["tech-talk/tt-0001"]  # a question: its common words left out
+    assert found("checker tomatoes") == []                             # no passage holds both
+    out = podrun("search", "why is rust safe").output
+    assert out.strip() == "no matches for 'why is rust safe': no passage holds every word; " \
+                          "try podrun search --meaning 'why is rust safe'"
 
 
 def test_search_bad_input_is_one_sentence(settings, indexed):
@@ -121,3 +140,17 @@ def test_search_by_meaning_has_the_same_deep_links(indexed):
     out = podrun("search", "--meaning", "which database engine runs in process").output
     assert out.startswith("1. tech-talk · Databases · 00:00") and "#t=0" in out
     assert "--no-hybrid goes with --meaning" in podrun("search", "--no-hybrid", "x", ok=False).output
+
+
+def test_search_by_meaning_shows_similarity_and_leaves_out_the_unrelated(indexed):
+    out = podrun("search", "--meaning", "which database engine runs in process").output
+    first = out.splitlines()[0]
+    assert re.fullmatch(r"1\. tech-talk · Databases · 00:00 · similarity 0\.\d\d", first), first
+    assert float(first.rsplit(" ", 1)[1]) >= MEANING_FLOOR
+    hits = json.loads(podrun("search", "--meaning", "which database engine runs in process", "--json").output)
+    assert hits and all(h["similarity"] >= MEANING_FLOOR for h in hits)
+    # Three short episodes, none about football: nothing, said in one line, rather than three unrelated hits.
+    for extra in ((), ("--no-hybrid",)):
+        out = podrun("search", "--meaning", *extra, "football transfer rumours").output
+        assert out.strip() == "nothing close enough in meaning to 'football transfer rumours' " \
+                              f"(every passage's similarity is below {MEANING_FLOOR:.2f})"

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, materialize
 
 from podinsight_dagster.assets import all_assets
 from tests.support.cdn import Fault
@@ -69,6 +69,14 @@ def test_one_partition_end_to_end(instance, demo_catalog, settings):
     assert wer(reference("tech-talk", "ep1"), text) <= 0.20
     mat = result.asset_materializations_for_node("transcript")[0]
     assert mat.partition == pk and mat.metadata["words"].value > 100 and mat.metadata["language"].value == "en"
+    # The UI shows each episode by its title, feed, date and duration, not only its hash key (the instance's API).
+    for asset in EPISODE_ASSETS:
+        (record,) = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[pk]), limit=1).records
+        meta = record.asset_materialization.metadata
+        assert (meta["title"].value, meta["feed"].value) == ("Why Data Pipelines Break", "tech-talk"), asset
+        assert meta["published"].value.startswith("2026-01-05T09:00:00"), asset
+        assert 45 <= meta["duration_sec"].value <= 55, asset  # the feed says 50 s; raw_audio measures it
     # One espeak voice, no podcast:person: one speaker, estimated, labelled everywhere.
     spk = json.loads((settings.stage_root / layout.speakers_key(ek)).read_text())
     assert spk["num_speakers"] == 1 and spk["count_source"] == "estimated" and spk["wall_sec"] > 0

@@ -5,7 +5,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from podinsight_dagster.archive.index import ROWID_SHIFT, EpisodeDoc, SearchError, TranscriptIndex
+from podinsight_dagster.archive.index import MEANING_FLOOR, ROWID_SHIFT, EpisodeDoc, SearchError, TranscriptIndex
 from tests.chapters.synthetic import TOPICS
 
 
@@ -41,7 +41,8 @@ def test_the_episode_about_the_question_comes_first_with_a_deep_link(index, ques
 def test_feed_filter_limit_and_bad_input(index):
     hits = index.search_meaning("bread", feed="food", limit=50)
     assert hits and {h.feed_slug for h in hits} == {"food"}
-    assert len(index.search_meaning("bread", limit=2)) == 2
+    # Five short episodes hold one passage about bread: the limit is seen with no relevance floor.
+    assert len(index.search_meaning("bread", limit=2, floor=-1.0)) == 2
     with pytest.raises(SearchError, match="no feed 'nope'"):
         index.search_meaning("bread", feed="nope")
     with pytest.raises(SearchError, match="nothing to search for"):
@@ -150,3 +151,14 @@ def test_an_index_with_vectors_in_sqlite_is_moved_to_the_vector_file(tmp_path):
     assert not sqlite3.connect(index.path).execute(
         "SELECT 1 FROM sqlite_master WHERE name = 'passage_vectors'").fetchone()
     index.close()
+
+
+@pytest.mark.parametrize("hybrid", [True, False])
+def test_each_hit_has_its_similarity_and_nothing_below_the_floor_is_shown(index, hybrid):
+    hits = index.search_meaning("How do I borrow money to buy a house?", hybrid=hybrid, limit=10)
+    assert hits and all(h.similarity >= MEANING_FLOOR for h in hits)
+    assert hits[0].partition_key == "show/mortgages"
+    everything = index.search_meaning("How do I borrow money to buy a house?", hybrid=hybrid, limit=10, floor=-1.0)
+    assert len(hits) < len(everything) == 5  # one passage per episode: the floor left out the unrelated ones
+    # A question about nothing these episodes hold finds nothing, not ten unrelated passages.
+    assert index.search_meaning("the rules of cricket", hybrid=hybrid) == []

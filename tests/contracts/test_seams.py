@@ -19,7 +19,7 @@ from podinsight_dagster.store.checkpoints import (DISCOVERED, DOWNLOADED, FAILED
                                                    FeedRecord, SqliteCheckpointStore)
 from podinsight_dagster.store.metrics import Metric, SqliteMetrics
 from podinsight_dagster.store.objects import LocalObjectStore, ObjectNotFound
-from podinsight_dagster.transcribe.engine import TranscribeOptions, Transcript, TranscriptionError
+from podinsight_dagster.transcribe.options import TranscribeOptions, Transcript, TranscriptionError
 from podinsight_dagster.transcribe.transcriber import InProcessTranscriber
 
 from podinsight_dagster.services import (build_budget, build_checkpoints, build_limiter, build_metrics,
@@ -78,6 +78,9 @@ def test_object_store_lists_by_prefix_and_deletes(object_store):
         object_store.put_bytes(key, b"{}")
     assert sorted(object_store.list_keys("a/")) == ["a/1/meta/meta.json", "a/2/meta/meta.json"]
     assert len(list(object_store.list_keys())) == 3
+    # In S3's order, after a key (the shared search index's log is read from where it was last read).
+    assert list(object_store.list_keys("a/", start_after="a/1/meta/meta.json")) == ["a/2/meta/meta.json"]
+    assert sorted(object_store.list_keys("", start_after="a/9")) == ["b/1/meta/meta.json"]
     object_store.delete("a/1/meta/meta.json")
     object_store.delete("a/1/meta/meta.json")  # deleting what is gone is no error
     assert sorted(object_store.list_keys("a/")) == ["a/2/meta/meta.json"]
@@ -235,6 +238,22 @@ def test_checkpoints_keep_feeds(checkpoints):
     feed = checkpoints.get_feed("show")
     assert (feed.effective_url, feed.etag, feed.episodes, feed.last_status) == ("https://b/feed.xml", '"2"', 4, "ok")
     assert [f.slug for f in checkpoints.feeds()] == ["other", "show"] and checkpoints.get_feed("x") is None
+
+
+def test_checkpoints_keep_paging_identity_and_alternate_downloads(checkpoints):
+    checkpoints.upsert_feed(FeedRecord(slug="show", url="https://a/f.xml", resume_url="https://a/f.xml?page=5",
+                                       podcast_guid="g-1", episodes=400, last_status="partial"))
+    feed = checkpoints.get_feed("show")
+    assert (feed.resume_url, feed.podcast_guid, feed.last_status) == ("https://a/f.xml?page=5", "g-1", "partial")
+    checkpoints.upsert_feed(FeedRecord(slug="show", url="https://a/f.xml", podcast_guid="g-1", episodes=1200))
+    assert checkpoints.get_feed("show").resume_url is None  # the walk finished
+    checkpoints.register_episodes([_episode("f/a", download_url="https://cdn.example/low.mp3",
+                                            download_integrity="sha256-AAAA")])
+    assert checkpoints.require("f/a").download_url == "https://cdn.example/low.mp3"
+    checkpoints.register_episodes([_episode("f/a")])  # a manifest row carries no alternate: it stays
+    assert checkpoints.require("f/a").download_url == "https://cdn.example/low.mp3"
+    checkpoints.register_episodes([_episode("f/a")], from_feed=True)  # the publisher dropped the alternate: so do we
+    assert (checkpoints.require("f/a").download_url, checkpoints.require("f/a").download_integrity) == (None, None)
 
 
 def test_checkpoints_are_safe_across_threads(checkpoints):
@@ -431,3 +450,101 @@ def test_transcriber_yields_one_result_per_source_and_isolates_bad_audio(transcr
         assert 0 < t.duration and all(0 <= s.start <= s.end <= t.duration + 1 for s in t.segments)
     assert transcriber.options.model == TEST_MODEL
     assert list(transcriber.transcribe([])) == []
+
+
+# ---------------------------------------------------------------------------
+# search index (archive.index.ArchiveIndex): one SQLite file locally; on aws, entry objects in the stage
+# bucket read through each machine's replica. "machine" names a data root (on aws, another replica).
+# ---------------------------------------------------------------------------
+@pytest.fixture(params=["local", "aws"])
+def open_index(request, tmp_path):
+    from dataclasses import replace
+
+    from podinsight_dagster.services import build_transcript_index
+
+    if request.param == "local":
+        base = Settings(home=tmp_path / "home", feeds_dir=tmp_path / "feeds", deployment="local")
+    else:
+        base = request.getfixturevalue("aws_settings")
+    opened = []
+
+    def open_(machine: str = "a", create: bool = True, closed_by_caller: bool = False):
+        settings = base if request.param == "local" else replace(base, home=tmp_path / f"machine-{machine}")
+        index = build_transcript_index(settings, create=create)
+        if not closed_by_caller:
+            opened.append(index)
+        return index
+
+    yield open_
+    for index in opened:
+        index.close()
+
+
+def _topic_doc(topic: str, text: list[str] | None = None, feed: str = "show"):
+    from podinsight_dagster.archive.index import EpisodeDoc
+    from tests.chapters.synthetic import TOPICS
+
+    lines = text or TOPICS[topic]
+    segs = [{"text": t, "start_sec": 10.0 * i, "end_sec": 10.0 * i + 9} for i, t in enumerate(lines)]
+    return EpisodeDoc(partition_key=f"{feed}/{topic}", feed_slug=feed, guid_key=topic, title=topic.title(),
+                      published="2026-01-01T00:00:00Z", enclosure_url=f"https://cdn.example/{topic}.mp3",
+                      audio_uri=None, duration_sec=80.0, segments=segs)
+
+
+def test_index_written_on_one_machine_is_searched_on_another(open_index):
+    from podinsight_dagster.archive.index import SearchError
+
+    with pytest.raises(SearchError, match="no search index yet"):
+        open_index("b", create=False)
+    writer = open_index("a")
+    counts = writer.index([_topic_doc("mortgages"), _topic_doc("sourdough", feed="food")])
+    assert set(counts) == {"show/mortgages", "food/sourdough"} and all(n >= 1 for n in counts.values())
+    assert writer.episode_count() == 2
+    reader = open_index("b", create=False)
+    [hit] = reader.search("starter flour", log=False)
+    assert (hit.partition_key, hit.feed_slug, hit.title) == ("food/sourdough", "food", "Sourdough")
+    assert hit.link.startswith("https://cdn.example/sourdough.mp3#t=")
+    meaning = reader.search_meaning("How do I borrow money to buy a house?", limit=3, log=False)
+    assert meaning[0].partition_key == "show/mortgages" and meaning[0].similarity > 0.25
+    assert reader.stats()["episodes"] == 2 and reader.feeds() == ["food", "show"]
+    reader.search("flour", log=True)
+    assert reader.top_searches(1) == [("flour", 1)] and sum(reader.hits_by_month("flour").values()) == 1
+
+
+def test_index_reindexed_and_removed_episodes_are_seen_by_every_reader(open_index):
+    writer = open_index("a")
+    writer.index([_topic_doc("mortgages"), _topic_doc("marathon")])
+    assert [h.partition_key for h in open_index("b", create=False).search("marathon", log=False)]
+    writer.index([_topic_doc("marathon", text=["Now about chess openings instead."])])
+    reader = open_index("c", create=False)
+    assert reader.search("marathon", log=False) == []
+    assert [h.partition_key for h in reader.search("chess openings", log=False)] == ["show/marathon"]
+    assert writer.remove("show/marathon") and not writer.remove("show/never")
+    again = open_index("c", create=False)  # the same machine later: its replica catches up
+    assert again.search("chess", log=False) == [] and again.stats()["episodes"] == 1
+
+
+def test_index_concurrent_writers_lose_nothing(open_index):
+    """Writers on several machines at once (threads here; tests/archive/test_shared_index.py: processes)."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+
+    def write(machine: str, start: int) -> None:
+        index = open_index(machine, closed_by_caller=True)  # SQLite: closed in the thread that opened it
+        try:
+            for n in range(start, start + 6):
+                doc = _topic_doc(f"ep{n}", text=[f"episode {n} talks about topic{n}"])
+                vec = rng.standard_normal((1, 384)).astype(np.float32)
+                index.index([doc], embeddings={doc.partition_key: vec / np.linalg.norm(vec)})
+        finally:
+            index.close()
+
+    threads = [threading.Thread(target=write, args=(m, s)) for m, s in (("a", 0), ("b", 100), ("c", 200))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reader = open_index("d", create=False)
+    assert reader.stats()["episodes"] == 18
+    assert all(len(reader.search(f"topic{n}", log=False)) == 1 for n in (0, 5, 100, 105, 200, 205))

@@ -11,6 +11,7 @@ from podinsight_dagster.demo.run import CONTENT
 from podinsight_dagster.costs.kpis import compute_kpis
 from podinsight_dagster.transcribe.subtitles import MAX_LINE, build_cues, to_srt, to_vtt
 from podinsight_dagster.transcribe.text import normalize_text, wer
+from podinsight_dagster.transcribe.batching import transcribe_one
 from podinsight_dagster.transcribe.engine import load_engine
 from podinsight_dagster.transcribe.options import TranscribeOptions, TranscriptionError
 
@@ -24,7 +25,7 @@ def engine(model_cache):
 
 @pytest.mark.parametrize("feed, ep", [("tech-talk", "ep1"), ("history-hour", "ep2"), ("science-weekly", "ep3")])
 def test_tiny_en_transcribes_speech_within_wer_budget(engine, feed, ep, tmp_path):
-    t = engine.transcribe(CONTENT / "audio" / feed / f"{ep}.mp3")
+    t = transcribe_one(engine, CONTENT / "audio" / feed / f"{ep}.mp3")
     assert wer(reference(feed, ep), t.text) <= 0.20
     assert t.language == "en" and 40 < t.duration < 60
     assert isinstance(t.wall_sec, float) and t.wall_sec > 0 and t.realtime_factor > 0  # measured, not a speed
@@ -63,7 +64,7 @@ def _wav(path, samples):
 
 def test_silence_noise_and_music_give_no_words(engine, tmp_path):
     _wav(tmp_path / "silence.wav", np.zeros(16000 * 20))
-    t = engine.transcribe(tmp_path / "silence.wav")
+    t = transcribe_one(engine, tmp_path / "silence.wav")
     assert t.text == "" and t.segments == [] and t.chunks == 0
     assert compute_kpis(t)["words"] == 0
     rng = np.random.default_rng(7)
@@ -73,14 +74,14 @@ def test_silence_noise_and_music_give_no_words(engine, tmp_path):
     chords = sum(np.sin(2 * np.pi * f * time) for f in (220, 277, 330)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * time)) / 4
     _wav(tmp_path / "chords.wav", chords)
     for name in ("hiss.wav", "loud-noise.wav", "chords.wav"):
-        assert engine.transcribe(tmp_path / name).text == "", name
+        assert transcribe_one(engine, tmp_path / name).text == "", name
 
 
 def test_silence_guard_without_vad(model_cache, tmp_path):
     # Without VAD the model sees the silence itself; its own no-speech verdict keeps "you" & co out.
     engine = load_engine(TranscribeOptions(model=TEST_MODEL, model_cache=str(model_cache), vad_filter=False))
     _wav(tmp_path / "silence.wav", np.zeros(16000 * 20))
-    t = engine.transcribe(tmp_path / "silence.wav")
+    t = transcribe_one(engine, tmp_path / "silence.wav")
     assert t.text == "" and t.chunks == 1 and t.dropped_chunks == 1
 
 
@@ -88,16 +89,16 @@ def test_corrupt_empty_and_truncated_audio_fail_clearly(engine, tmp_path):
     bad = tmp_path / "bad.mp3"
     bad.write_bytes(b"<html>Not audio</html>" * 100)
     with pytest.raises(TranscriptionError, match="cannot decode audio"):
-        engine.transcribe(bad)
+        transcribe_one(engine, bad)
     empty = tmp_path / "empty.mp3"
     empty.write_bytes(b"")
     with pytest.raises(TranscriptionError, match="cannot decode audio"):
-        engine.transcribe(empty)
+        transcribe_one(engine, empty)
     # The demo MP3s carry a LAME Info header (their frame count): a cut file is caught.
     data = (CONTENT / "audio" / "tech-talk" / "ep1.mp3").read_bytes()
     cut = tmp_path / "cut.mp3"
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(TranscriptionError, match="truncated"):
-        engine.transcribe(cut)
+        transcribe_one(engine, cut)
     with pytest.raises(TranscriptionError, match="cannot decode audio"):
-        engine.transcribe(tmp_path / "missing.mp3")
+        transcribe_one(engine, tmp_path / "missing.mp3")

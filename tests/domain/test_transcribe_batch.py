@@ -10,9 +10,13 @@ import pytest
 
 from podinsight_dagster.demo.run import CONTENT
 from podinsight_dagster.transcribe import batching as tr
+from podinsight_dagster.transcribe import packing
 from podinsight_dagster.costs.kpis import compute_kpis
 from podinsight_dagster.transcribe.text import wer
-from podinsight_dagster.transcribe.batching import transcribe_many
+from podinsight_dagster.transcribe.batching import transcribe_many, transcribe_one
+from podinsight_dagster.transcribe.packing import PackStats
+from podinsight_dagster.transcribe.prepare import Episode
+from podinsight_dagster.transcribe.results import language_check
 from podinsight_dagster.transcribe.engine import load_engine
 from podinsight_dagster.transcribe.options import Segment, TranscribeOptions, Transcript, TranscriptionError
 
@@ -37,7 +41,7 @@ def engine(options):
 
 @pytest.fixture(scope="module")
 def alone(engine):
-    return [engine.transcribe(p) for p in CLIPS]
+    return [transcribe_one(engine, p) for p in CLIPS]
 
 
 def _words(t: Transcript):
@@ -67,14 +71,14 @@ class Batches(list):
 def batches(monkeypatch):
     """Records, for every model batch, how many episodes its chunks came from (and packed windows, in .packed)."""
     seen = Batches()
-    real = tr._run_batch
+    real = tr.run_batch
 
     def spy(engine, windows, language):
         seen.append(len({id(ep) for window in windows for ep, _ in window}))
         seen.packed += [len(w) for w in windows if len(w) > 1]
         return real(engine, windows, language)
 
-    monkeypatch.setattr(tr, "_run_batch", spy)
+    monkeypatch.setattr(tr, "run_batch", spy)
     return seen
 
 
@@ -143,7 +147,7 @@ def test_german_on_an_english_only_model_is_flagged(engine):
     # What tiny.en makes of German differs from machine to machine (a decoder loop, a few
     # low-confidence phrases, a sentence said twice...). What is guaranteed: the heuristic
     # never passes it as fine, and its text is marked unreliable, with a reason.
-    t = engine.transcribe(GERMAN)
+    t = transcribe_one(engine, GERMAN)
     assert t.language == "en"  # all an English-only model can say
     k = compute_kpis(t)
     assert k["language_check"] == "heuristic"
@@ -153,7 +157,7 @@ def test_german_on_an_english_only_model_is_flagged(engine):
 
 def test_base_transcribes_german_in_german_and_checks_tiny_en(options, model_cache):
     base = load_engine(TranscribeOptions(model="base", model_cache=str(model_cache)))
-    t = base.transcribe(GERMAN)
+    t = transcribe_one(base, GERMAN)
     assert t.language == "de" and t.language_probability > 0.5
     assert wer(GERMAN_TEXT, t.text) <= 0.35, t.text
     assert t.language_mismatch is None  # a multilingual model detects; nothing to flag
@@ -168,13 +172,13 @@ def _heuristic(text: str, logprob: float, no_speech: float, compression_ratio: f
     """The heuristic language check on a made-up English-only result (no model involved)."""
     from types import SimpleNamespace
 
-    ep = tr._Episode(index=0, name="x", duration=speech_sec, clips=[{"start": 0, "end": int(speech_sec * 16000)}],
+    ep = Episode(index=0, name="x", duration=speech_sec, clips=[{"start": 0, "end": int(speech_sec * 16000)}],
                      metadata=[{"offset": 0.0, "duration": speech_sec}], features=[None])
     seg = Segment(0.0, speech_sec, text, logprob, no_speech, compression_ratio)
     t = Transcript(text=text, language="en", language_probability=1.0, duration=speech_sec, speech_duration=speech_sec,
                    segments=[seg], model="tiny.en", device="cpu", compute_type="int8", wall_sec=1.0, chunks=1,
                    mean_chunk_logprob=logprob, mean_no_speech_prob=no_speech)
-    tr._language_check(SimpleNamespace(multilingual=False), ep, t)
+    language_check(SimpleNamespace(multilingual=False), ep, t)
     return t
 
 
@@ -251,11 +255,11 @@ def test_short_episodes_packed_into_one_window_keep_their_own_words(options, sho
 
 def test_a_doubtful_packed_result_is_decoded_again_alone(options, short_clips, short_alone, batches, monkeypatch):
     # Every packed part made to look short of words: each episode goes again in a window of its own.
-    monkeypatch.setattr(tr, "PACK_MIN_WORD_SHARE", 1e9)
-    before = dict(tr.PACK_STATS)
+    monkeypatch.setattr(packing, "PACK_MIN_WORD_SHARE", 1e9)
+    stats = PackStats()
     engine = load_engine(replace(options, pack_gap_sec=1.0))
-    out = transcribe_many(engine, short_clips[:2])
-    assert batches.packed == [2] and tr.PACK_STATS["again_alone"] - before["again_alone"] == 2
+    out = transcribe_many(engine, short_clips[:2], stats=stats)
+    assert batches.packed == [2] and stats.again_alone == 2
     for a, o in zip(short_alone, out):
         assert isinstance(o, Transcript) and wer(a.text, o.text) <= 0.1
         _assert_words_in_order_and_inside(o)
@@ -263,13 +267,13 @@ def test_a_doubtful_packed_result_is_decoded_again_alone(options, short_clips, s
 
 def test_windows_pack_only_one_chunk_episodes_and_never_overflow():
     def ep(i, *frames):
-        return tr._Episode(index=i, name=str(i), duration=sum(frames) / 100, clips=[],
+        return Episode(index=i, name=str(i), duration=sum(frames) / 100, clips=[],
                            metadata=[{"offset": 0.0, "duration": f / 100} for f in frames],
                            features=[np.zeros((80, f), dtype=np.float32) for f in frames])
 
     eps = [ep(0, 1500), ep(1, 2900), ep(2, 1000), ep(3, 3000, 700), ep(4, 400), ep(5, 1300)]
     q = deque((e, ci) for e in eps for ci in range(len(e.features)))
-    windows = tr._take_windows(q, 8, 3000, 100)
+    windows = packing.take_windows(q, 8, 3000, 100)
     assert not q and sorted((e.index, ci) for w in windows for e, ci in w) == \
         sorted((e.index, ci) for e in eps for ci in range(len(e.features)))
     for w in windows:
@@ -277,4 +281,4 @@ def test_windows_pack_only_one_chunk_episodes_and_never_overflow():
         assert len(w) == 1 or all(len(e.features) == 1 for e, _ in w)
     assert [e.index for e, _ in windows[0]] == [0, 5]       # the head, filled best first
     assert len(windows) == 5                                # 7 chunks in 5 windows
-    assert tr._take_windows(deque((e, 0) for e in eps[:3]), 8, 3000, 0) == [[(e, 0)] for e in eps[:3]]
+    assert packing.take_windows(deque((e, 0) for e in eps[:3]), 8, 3000, 0) == [[(e, 0)] for e in eps[:3]]

@@ -36,8 +36,14 @@ def test_new_episodes_registered_and_queued_in_batches_idempotently(settings, de
         assert (run.tags[RANGE_START_TAG], run.tags[RANGE_END_TAG]) == (keys[0], keys[-1])
         cursor = json.loads(result.cursor)
         assert cursor["last_new"] == 6 and "science-weekly" in cursor["failed_feeds"]
+        # The failing feed fails the every_feed_answers check on `feeds`, naming it and its error.
+        (health,) = result.asset_events
+        assert (health.asset_key.to_user_string(), health.check_name, health.passed) == (
+            "feeds", "every_feed_answers", False)
+        assert "science-weekly" in health.description and "500" in health.description
         again = _tick(new_episodes_sensor, instance, cursor=result.cursor)  # a repeated tick adds nothing
         assert not again.run_requests and not again.dynamic_partitions_requests
+        assert not again.asset_events  # the check is reported again only when it changes
         assert json.loads(again.cursor)["ticks"] == 2
         assert len(instance.get_dynamic_partitions(EPISODES)) == 6
         demo_cdn.set_fault("/feeds/science-weekly.xml", None)
@@ -46,6 +52,7 @@ def test_new_episodes_registered_and_queued_in_batches_idempotently(settings, de
         (run,) = recovered.run_requests
         assert (run.tags[RANGE_START_TAG], run.tags[RANGE_END_TAG]) == tuple(instance.get_dynamic_partitions(EPISODES)[6::2])
         assert "science-weekly" not in json.loads(recovered.cursor)["failed_feeds"]
+        assert [e.passed for e in recovered.asset_events] == [True]
 
 
 def test_episodes_known_to_the_checkpoint_store_but_not_the_instance_are_registered(settings, demo_catalog, demo_cdn):
@@ -89,8 +96,45 @@ def test_auto_transcribe_queues_within_budget_and_respects_freeze(settings):
         assert isinstance(skipped, SkipReason) and "frozen" in skipped.skip_message
 
 
+def test_auto_transcribe_leaves_what_its_unfinished_runs_hold_and_waits_for_a_running_download(settings):
+    from dagster import DagsterRun, DagsterRunStatus
+
+    from podinsight_dagster.sensors import BATCH_HOLD_S, TRIGGER_TAG, queue_transcription
+
+    def started(job: str, tags: dict) -> None:
+        instance.add_run(DagsterRun(job_name=job, run_id=f"run-{len(instance.get_runs())}",
+                                    status=DagsterRunStatus.STARTED, tags=tags))
+
+    with DagsterInstance.ephemeral() as instance:
+        store = _downloaded(settings, instance, 3)
+        (run,) = _tick(auto_transcribe_sensor, instance)
+        started("transcribe_episodes", run.tags)  # the daemon launched it; it is still going
+        assert "in transcription runs not finished" in _tick(auto_transcribe_sensor, instance).skip_message
+        recs = [EpisodeRecord(partition_key=f"show/e{i:03d}", feed_slug="show", guid_key=f"e{i:03d}",
+                              state="downloaded", downloaded_at=time.time()) for i in (3, 4)]
+        store.register_episodes(recs)
+        instance.add_dynamic_partitions(EPISODES, [r.partition_key for r in recs])
+        (more,) = _tick(auto_transcribe_sensor, instance)  # only what finished downloading since
+        assert (more.tags[RANGE_START_TAG], more.tags[RANGE_END_TAG]) == ("show/e003", "show/e004")
+        assert more.tags[TRIGGER_TAG] == "auto_transcribe_sensor"
+        started("fetch_episodes", {})  # a download run still going: its episodes wait to go in one batch
+        recs = [EpisodeRecord(partition_key="show/e005", feed_slug="show", guid_key="e005", state="downloaded",
+                              downloaded_at=time.time())]
+        store.register_episodes(recs)
+        instance.add_dynamic_partitions(EPISODES, ["show/e005"])
+        started("transcribe_episodes", more.tags)
+        assert "wait for download run" in _tick(auto_transcribe_sensor, instance).skip_message
+        with build_sensor_context(instance=instance, resources=resources_for("local")) as ctx:
+            (late,) = queue_transcription(ctx, ctx.resources.podinsight, at=time.time() + BATCH_HOLD_S + 1)
+        assert (late.tags[RANGE_START_TAG], late.tags[RANGE_END_TAG]) == ("show/e005", "show/e005")
+
+
 def test_auto_transcribe_shrinks_a_request_that_would_cross_the_ceiling(settings, monkeypatch):
     monkeypatch.setenv("PODINSIGHT_COST_CEILING_USD", "1.0")
+    # The projection's speed and price, whatever this machine's device (it is measured per device otherwise).
+    for name, value in {"PODINSIGHT_REALTIME_FACTOR": "12", "PODINSIGHT_PRICE_GPU_HOUR": "0.30",
+                        "PODINSIGHT_PRICE_CPU_HOUR": "0.30"}.items():
+        monkeypatch.setenv(name, value)
     with DagsterInstance.ephemeral() as instance:
         # 30-minute episodes at 12x real time on a $0.30/h GPU: $0.0125 each, so 80 fit under $1.
         _downloaded(settings, instance, 150)

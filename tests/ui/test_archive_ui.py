@@ -1,6 +1,9 @@
 """The UI driven end to end: after `podrun demo` (one feed), the demo's partitions materialized with their
-figures; the asset graph with its checks; a backfill of two partitions of another feed launched from the UI,
-the run succeeding, check results with figures, the new-episodes sensor switched on and off, and the report.
+figures, its runs under their jobs and on the Overview's timeline, re-executable as the same version; the asset
+graph with its checks; a backfill of two partitions of another feed launched from the UI, the run succeeding,
+check results with figures, the new-episodes sensor switched on and off, and the report. Then (through the
+GraphQL API of the same `dagster dev`) the sensors react: an episode published is transcribed within two
+minutes, their runs belong to the named jobs, and a failing feed fails the check on `feeds`.
 
 Screenshots of every step are kept under tests/ui/artifacts/archive/ (gitignored); on failure also failure.png and
 failure.html (the DOM), to find the selector that no longer matches.
@@ -8,30 +11,37 @@ failure.html (the DOM), to find the selector that no longer matches.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
 from pathlib import Path
 
 import pytest
+import requests
 from click.testing import CliRunner
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, RunsFilter
 from playwright.sync_api import expect
 
 from podinsight_dagster.cli import main
-from podinsight_dagster.demo.run import run_demo
+from podinsight_dagster.demo.run import CONTENT, run_demo
 from podinsight_dagster.fetch.catalog import load_catalog
 from podinsight_dagster.fetch.discover import discover
 from podinsight_dagster.partitions import EPISODES
 from podinsight_dagster.services import build_services
+from podinsight_dagster.store import layout
+from podinsight_dagster.store.keys import EpisodeKey
 
-from .conftest import dismiss_community_dialog
+from tests.support.cdn import Fault
+from tests.support.feeds import add_to_catalog, serve_feed
+
+from .conftest import SENSOR_INTERVAL_S, dismiss_community_dialog
 
 pytestmark = pytest.mark.ui
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "archive"
 ASSETS = ("feeds", "episode_manifest", "raw_audio", "transcript", "segments", "kpis", "transcript_index",
           "archive_rollup")
-CHECKS = ("download_success_rate", "per_host_429", "gpu_cost_today", "transcript_sanity")
+CHECKS = ("download_success_rate", "per_host_429", "gpu_cost_today", "transcript_sanity", "every_feed_answers")
 
 
 def shot(page, name: str) -> None:
@@ -71,6 +81,42 @@ def _drive(page, base: str, keys: list[str], settings, tmp_path) -> None:
     assert "realtime_factor" in page.inner_text("body")
     shot(page, "00-demo-kpis-partition")
 
+    # 0b. podrun's runs carry the workspace's job origin: listed on their job's Runs tab and on the Overview's
+    # timeline (both said "No runs"), and re-executable as the same version (no "may be a different version").
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        demo_runs = {job: [r.run_id for r in instance.get_runs(filters=RunsFilter(job_name=job))]
+                     for job in ("ingest_catalog", "episode_pipeline")}
+    assert all(demo_runs.values()), demo_runs
+    page.goto(f"{base}/locations/podinsight/jobs/episode_pipeline/runs", wait_until="domcontentloaded")
+    for run_id in demo_runs["episode_pipeline"]:
+        page.get_by_text(run_id[:8], exact=True).first.wait_for(timeout=60000)
+    shot(page, "00c-podrun-runs-under-their-job")
+    page.goto(f"{base}/overview/activity/timeline", wait_until="domcontentloaded")
+    for job in demo_runs:
+        page.get_by_text(job, exact=True).first.wait_for(timeout=60000)
+    shot(page, "00d-overview-timeline")
+    for job, run_ids in demo_runs.items():
+        snapshot = graphql(base, """query($job: String!) { pipelineOrError(params: {pipelineName: $job,
+            repositoryName: "__repository__", repositoryLocationName: "podinsight"}) {
+            ... on Pipeline { pipelineSnapshotId } } }""", job=job)["pipelineOrError"]["pipelineSnapshotId"]
+        for run_id in run_ids:
+            run = graphql(base, """query($id: ID!) { runOrError(runId: $id) { ... on Run { pipelineSnapshotId
+                parentPipelineSnapshotId repositoryOrigin { repositoryName repositoryLocationName } } } }""",
+                          id=run_id)["runOrError"]
+            # What the UI compares before re-executing: the code location, then the job's snapshot.
+            assert run["repositoryOrigin"] == {"repositoryName": "__repository__",
+                                               "repositoryLocationName": "podinsight"}, run
+            assert (run["parentPipelineSnapshotId"] or run["pipelineSnapshotId"]) == snapshot, (job, run)
+
+    # 0c. The `config` resource shows the values in force (it showed "" / Default).
+    values = {v["key"]: json.loads(v["value"]) for v in graphql(base, """{ topLevelResourceDetailsOrError(
+        resourceSelector: {repositoryName: "__repository__", repositoryLocationName: "podinsight",
+        resourceName: "config"}) { ... on ResourceDetails { configuredValues { key value } } } }""")[
+        "topLevelResourceDetailsOrError"]["configuredValues"]}
+    assert (values["model"], values["home"], values["device"]) == ("tiny.en", str(settings.home), "auto")
+    assert values["new_episodes_interval_sec"] == str(SENSOR_INTERVAL_S) and values["cost_ceiling_usd"] == "40.0"
+    assert "dagster_token" not in values and "dagster_cloud_api_token" not in values
+
     # 1. The asset graph: every asset, and the checks on them.
     page.goto(f"{base}/asset-groups", wait_until="domcontentloaded")
     dismiss_community_dialog(page)
@@ -81,7 +127,8 @@ def _drive(page, base: str, keys: list[str], settings, tmp_path) -> None:
         page.get_by_text(name, exact=True).first.wait_for(timeout=60000)
     page.get_by_text("6 partitions").first.wait_for(timeout=30000)
     shot(page, "01-asset-graph")
-    for asset, checks in (("raw_audio", CHECKS[:2]), ("transcript", CHECKS[2:3]), ("kpis", CHECKS[3:])):
+    for asset, checks in (("raw_audio", CHECKS[:2]), ("transcript", CHECKS[2:3]), ("kpis", CHECKS[3:4]),
+                          ("feeds", CHECKS[4:])):
         page.goto(f"{base}/assets/{asset}?view=checks", wait_until="domcontentloaded")
         for name in checks:
             page.get_by_text(name).first.wait_for(timeout=30000)
@@ -170,9 +217,87 @@ def _sensor_running(settings) -> bool:
     return bool(states) and states[0].status == InstigatorStatus.RUNNING
 
 
-def _wait_for(predicate, timeout_s: float, what: str) -> None:
+def _wait_for(predicate, timeout_s: float, what: str):
     deadline = time.monotonic() + timeout_s
-    while not predicate():
+    while not (value := predicate()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(0.5)
+    return value
+
+
+def test_sensors_react_their_runs_belong_to_named_jobs_and_a_failing_feed_fails_a_check(settings, demo_cdn,
+                                                                                        dagster_dev):
+    """Both sensors on (at the module's 5 s intervals) through the GraphQL API, as a user switches them on."""
+    from podinsight_dagster.services import build_services
+    from podinsight_dagster.store.checkpoints import DOWNLOADED
+
+    base = dagster_dev
+    services = build_services(settings)
+    news = serve_feed(demo_cdn, "sensor-news", [])  # nothing published yet
+    demo_cdn.add_file("/feeds/broken-news.xml", b"<rss/>", content_type="application/rss+xml")
+    demo_cdn.set_fault("/feeds/broken-news.xml", Fault(status=500))
+    add_to_catalog(settings.feeds_dir, [news, {"slug": "broken-news", "url": demo_cdn.url("/feeds/broken-news.xml"),
+                                               "tier": 3}])
+    def transcribed(keys: list[str]) -> bool:
+        return all((settings.stage_root / layout.transcript_key(EpisodeKey.parse(pk))).is_file() for pk in keys)
+
+    waiting = [r.partition_key for r in services.checkpoints.episodes(state=DOWNLOADED)]  # an earlier test's
+    sensor_ids = []
+    for name in ("new_episodes_sensor", "auto_transcribe_sensor"):
+        started = graphql(base, """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename
+            ... on Sensor { sensorState { id status } } ... on PythonError { message } } }""",
+                          s={"repositoryName": "__repository__", "repositoryLocationName": "podinsight",
+                             "sensorName": name})["startSensor"]
+        assert started.get("sensorState", {}).get("status") == "RUNNING", started
+        sensor_ids.append(started["sensorState"]["id"])
+    try:
+        # What was downloaded and waiting goes to transcription in one run (batched), through the named job.
+        _wait_for(lambda: transcribed(waiting), 150, f"the waiting episodes {waiting} transcribed")
+        _wait_for(lambda: (feed := services.checkpoints.get_feed("sensor-news")) is not None and feed.checked_at, 60,
+                  "a first poll of sensor-news")
+
+        # A feed answering 500 fails the every_feed_answers check on `feeds`, naming it and its error.
+        check = _wait_for(lambda: _latest_feeds_check(base, failed=True), 60, "every_feed_answers failing")
+        assert "broken-news" in check["description"] and "500" in check["description"], check
+
+        # Publish an episode: its transcript is there within two minutes.
+        serve_feed(demo_cdn, "sensor-news", [("news-0001", CONTENT / "audio" / "science-weekly" / "ep1.mp3")])
+        published = time.monotonic()
+        _wait_for(lambda: transcribed([r.partition_key for r in services.checkpoints.episodes(
+            feed_slug="sensor-news")] or ["sensor-news/none-yet"]), 120, "the published episode's transcript")
+        print(f"published -> transcript in {time.monotonic() - published:.0f} s")
+    finally:
+        for sensor_id in sensor_ids:
+            graphql(base, """mutation($id: String!) { stopSensor(id: $id) { __typename } }""", id=sensor_id)
+
+    # Their runs belong to the named jobs (listed on the jobs' pages), none to the hidden __ASSET_JOB.
+    def runs(**run_filter) -> list[dict]:
+        return graphql(base, """query($f: RunsFilter!) { runsOrError(filter: $f) { ... on Runs { results {
+            runId pipelineName tags { key value } } } } }""", f=run_filter)["runsOrError"]["results"]
+
+    by_sensor = {name: runs(tags=[{"key": "podinsight/trigger", "value": name}])
+                 for name in ("new_episodes_sensor", "auto_transcribe_sensor")}
+    assert {r["pipelineName"] for r in by_sensor["new_episodes_sensor"]} == {"fetch_episodes"}
+    assert {r["pipelineName"] for r in by_sensor["auto_transcribe_sensor"]} == {"transcribe_episodes"}
+    assert len(runs(pipelineName="transcribe_episodes")) >= len(by_sensor["auto_transcribe_sensor"])
+    # The episodes that waited went in one run, the published one in another.
+    ranges = sorted((t["dagster/asset_partition_range_start"], t["dagster/asset_partition_range_end"])
+                    for r in by_sensor["auto_transcribe_sensor"] for t in [{x["key"]: x["value"] for x in r["tags"]}])
+    assert len(ranges) == (2 if waiting else 1), ranges
+
+
+def graphql(base: str, query: str, **variables) -> dict:
+    resp = requests.post(f"{base}/graphql", json={"query": query, "variables": variables}, timeout=60)
+    resp.raise_for_status()
+    body = resp.json()
+    assert not body.get("errors"), body["errors"]
+    return body["data"]
+
+
+def _latest_feeds_check(base: str, failed: bool) -> dict | None:
+    executions = graphql(base, """{ assetCheckExecutions(assetKey: {path: ["feeds"]}, checkName: "every_feed_answers",
+        limit: 1) { status evaluation { success description } } }""")["assetCheckExecutions"]
+    if executions and executions[0]["evaluation"] and executions[0]["evaluation"]["success"] is (not failed):
+        return executions[0]["evaluation"]
+    return None

@@ -1,0 +1,1 @@
+"""Giving results back to publishers: Podcasting 2.0 tags for their feeds."""
