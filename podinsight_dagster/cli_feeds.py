@@ -26,7 +26,7 @@ def feeds() -> None:
 
 
 def _settings():
-    from podinsight_dagster.cli import _settings as settings_with_flags
+    from podinsight_dagster.cli_common import _settings as settings_with_flags
 
     return settings_with_flags()
 
@@ -100,7 +100,7 @@ def feeds_add(url: str, slug: str | None, tier: int) -> None:
 
 def _known_show(settings, podcast_guid: str | None, url: str) -> str | None:
     """The catalog slug already polled as the show with this podcast:guid at another URL, if any."""
-    from podinsight_dagster.cli import _services
+    from podinsight_dagster.cli_common import _services
     from podinsight_dagster.fetch.catalog import load_catalog, url_identity
 
     if not podcast_guid:
@@ -140,7 +140,7 @@ def _feed_title(settings, url: str) -> tuple[str | None, str | None]:
               help="Public http(s) address of the stage bucket (default: PODINSIGHT_PUBLISH_BASE_URL).")
 def publish(feed_slug: str, feed_copy: bool, base_url: str | None) -> None:
     """The Podcasting 2.0 tags of a feed's episodes (transcripts, chapters, soundbites), for its publisher."""
-    from podinsight_dagster.cli import _services, _settings as settings_with_flags
+    from podinsight_dagster.cli_common import _services, _settings as settings_with_flags
     from podinsight_dagster.fetch.catalog import CatalogError, load_catalog
     from podinsight_dagster.publish.tags import PublishError, feed_tags, tags_text
 
