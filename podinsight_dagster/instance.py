@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import fcntl
-from contextlib import contextmanager
 from pathlib import Path
 
+from podinsight_dagster.dagster_internals import reuse_event_log_connections
 from podinsight_dagster.settings import Settings
 
 # Transcription steps must not compete for the same cores (or GPU): one at a time
@@ -47,59 +47,6 @@ def get_instance(settings: Settings):
         reuse_event_log_connections(instance)
         apply_pool_limits(instance)
     return instance
-
-
-def _wal_normal_sync(dbapi_connection, _record) -> None:
-    # The event log is in WAL mode; SQLite's default there (synchronous=FULL) syncs the log on every
-    # commit, one per event. NORMAL syncs at checkpoints only: a crashed process loses nothing, a power
-    # cut may lose the last events but never corrupts the file. The checkpoint store, not the event log,
-    # records what was done.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-def reuse_event_log_connections(instance) -> bool:
-    """Keep one SQLAlchemy engine (and its pooled connections) per event-log shard for this instance object.
-
-    Dagster 1.13's ``SqliteEventLogStorage`` builds a new engine with ``NullPool`` for every event
-    it stores (two for an asset event: the run's shard and the index): engine creation, a fresh
-    SQLite connection and, on close, a WAL checkpoint, ~10 ms per event. A run of 80 episodes
-    through five assets stores ~1,300 events. Same statements, same transactions, same lock;
-    only the engine and the connection are reused. Applies to this object only (podrun, the
-    demo); ``dagster dev`` keeps Dagster's own. Its connections sync the WAL at checkpoints, not at
-    every commit (``_wal_normal_sync``). Returns whether it applied.
-    """
-    import sqlalchemy.event
-
-    try:
-        from dagster._core.storage.event_log.sqlite import sqlite_event_log as sel
-    except ImportError:  # pragma: no cover - another Dagster layout: keep its behaviour
-        return False
-    storage = instance.event_log_storage
-    if type(storage) is not sel.SqliteEventLogStorage or not hasattr(storage, "_db_lock"):
-        return False
-    engines: dict = {}
-
-    @contextmanager
-    def _connect(shard: str):
-        with storage._db_lock:
-            engine = engines.get(shard)
-            if engine is None:
-                engine = sel.create_engine(storage.conn_string_for_shard(shard),
-                                           connect_args={"timeout": sel.SQLITE_BUSY_TIMEOUT_SECONDS,
-                                                         "check_same_thread": False})
-                sqlalchemy.event.listen(engine, "connect", _wal_normal_sync)
-                if shard not in storage._initialized_dbs:
-                    storage._initdb(engine)
-                    storage._initialized_dbs.add(shard)
-                engines[shard] = engine
-            with engine.connect() as conn:
-                with conn.begin():
-                    yield conn
-
-    storage._connect = _connect
-    return True
 
 
 def apply_pool_limits(instance) -> None:

@@ -12,20 +12,18 @@ token in ``Authorization``.
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import requests
 
+from podinsight_dagster.dagster_internals import execute_with_workspace_origin
 from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG, contiguous_ranges
 
 # Runs print nothing of Dagster's own to the terminal (an episode's failure would come with the step's
@@ -177,79 +175,6 @@ class LocalLauncher:
 
 
 # The workspace `dagster dev` and `dagster job launch -w` load (the code location's name and module).
-WORKSPACE_FILE = Path(__file__).resolve().parents[1] / "workspace.yaml"
-DEFINITIONS_MODULE = "podinsight_dagster.definitions"
-LOCATION_NAME = "podinsight"  # workspace.yaml's location_name, when the file is not shipped beside the package
-
-
-@functools.lru_cache(maxsize=1)
-def workspace_repository_origins():
-    """The code location's repository origins, as ``dagster job launch -w workspace.yaml`` records them.
-
-    Returns ``(RemoteRepositoryOrigin, RepositoryPythonOrigin)``: the workspace's location (from
-    workspace.yaml) with the repository its module defines, and the code pointer a run worker would load
-    it from (as the location's gRPC server reports it), without starting that server.
-    """
-    from dagster import Definitions
-    from dagster._core.code_pointer import CodePointer
-    from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
-    from dagster._core.origin import RepositoryPythonOrigin, get_python_environment_entry_point
-    from dagster._core.remote_origin import RemoteRepositoryOrigin
-    from dagster._core.workspace.load import location_origin_from_module_name, location_origins_from_yaml_paths
-    from dagster._grpc.utils import get_loadable_targets
-
-    origins = location_origins_from_yaml_paths([str(WORKSPACE_FILE)]) if WORKSPACE_FILE.is_file() else []
-    location = next((o for o in origins if getattr(o, "loadable_target_origin", None) is not None
-                     and o.loadable_target_origin.module_name == DEFINITIONS_MODULE), None)
-    if location is None:
-        location = location_origin_from_module_name(DEFINITIONS_MODULE, None, None, LOCATION_NAME)
-    target = location.loadable_target_origin
-    (loadable,) = get_loadable_targets(python_file=None, module_name=target.module_name, package_name=None,
-                                       autoload_defs_module_name=None, working_directory=target.working_directory,
-                                       attribute=target.attribute, resolve_lazy_defs=False)
-    repository = loadable.target_definition
-    # A Definitions object is the repository __repository__ (named without building it).
-    name = SINGLETON_REPOSITORY_NAME if isinstance(repository, Definitions) else repository.name
-    executable = target.executable_path or sys.executable
-    python_origin = RepositoryPythonOrigin(
-        executable_path=executable,
-        code_pointer=CodePointer.from_module(target.module_name, loadable.attribute, target.working_directory),
-        entry_point=get_python_environment_entry_point(executable))
-    return RemoteRepositoryOrigin(code_location_origin=location, repository_name=name), python_origin
-
-
-def execute_with_workspace_origin(job_def, instance, *, run_config: dict, tags: dict, run_id: str):
-    """``job_def.execute_in_process`` (same executor, same result), the run created as the workspace's would be.
-
-    ``execute_in_process`` records a run with no code-location origin: the UI lists it under no job
-    (Runs tab, Overview timeline) and warns that re-executing it may run a different version. Here the run
-    carries the workspace's job origin and the job's own snapshot (not the in-process variant's), as a run
-    ``dagster job launch -w workspace.yaml`` creates, so the UI finds it under its job and, when podrun's
-    settings are the code location's, re-executes it as the same version.
-    """
-    from dagster._core.definitions.job_base import InMemoryJob
-    from dagster._core.execution.api import create_execution_plan, execute_run
-    from dagster._core.origin import JobPythonOrigin
-    from dagster._core.remote_origin import RemoteJobOrigin
-    from dagster._core.snap import snapshot_from_execution_plan
-
-    repository_origin, python_origin = workspace_repository_origins()
-    job = InMemoryJob(job_def.as_ephemeral_job(resource_defs={}, input_values={}))  # the in-process executor
-    tags = {**job_def.run_tags, **tags}
-    plan = create_execution_plan(job, run_config=run_config, tags=tags,
-                                 instance_ref=instance.get_ref() if instance.is_persistent else None)
-    snapshot = job_def.get_job_snapshot()
-    run = instance.create_run(
-        job_name=job_def.name, run_id=run_id, run_config=run_config, status=None, tags=tags, root_run_id=None,
-        parent_run_id=None, step_keys_to_execute=plan.step_keys_to_execute,
-        execution_plan_snapshot=snapshot_from_execution_plan(plan, snapshot.snapshot_id), job_snapshot=snapshot,
-        parent_job_snapshot=job_def.get_parent_job_snapshot(), asset_selection=None, asset_check_selection=None,
-        resolved_op_selection=None, op_selection=None,
-        remote_job_origin=RemoteJobOrigin(repository_origin=repository_origin, job_name=job_def.name),
-        job_code_origin=JobPythonOrigin(job_def.name, python_origin), asset_graph=job_def.asset_layer.asset_graph)
-    return execute_run(job, run, instance, raise_on_error=False)
-
-
 def failure_reasons(result) -> list[str]:
     """Each failed step of an in-process run and why (its Failure's description, else the error's message).
 

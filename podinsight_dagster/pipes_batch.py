@@ -29,12 +29,10 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
 from botocore.exceptions import ClientError
-from dagster import Failure, MetadataValue, PipesClient
-from dagster._core.errors import DagsterExecutionInterruptedError
-from dagster._core.pipes.client import PipesClientCompletedInvocation, PipesParams
-from dagster._core.pipes.utils import open_pipes_session
+from dagster import (DagsterExecutionInterruptedError, Failure, MetadataValue, PipesClient,
+                     PipesClientCompletedInvocation, open_pipes_session)
 from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
-from dagster_pipes import PipesBlobStoreMessageWriter
+from dagster_pipes import PipesBlobStoreMessageWriter, PipesParams
 
 PIPES_PREFIX = "_pipes"          # feed slugs start with [a-z0-9], so never collides with episode keys
 DEFAULT_LOG_GROUP = "/aws/batch/job"

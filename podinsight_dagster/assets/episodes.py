@@ -20,7 +20,6 @@ step (and so the run) naming every failed episode. See docs/ARCHITECTURE.md,
 
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator
 
 import warnings
@@ -48,6 +47,7 @@ from podinsight_dagster.speakers.diarize import VERSION as DIARIZATION_VERSION
 from podinsight_dagster.speakers.steps import diarize_episode, prepare_episode
 from podinsight_dagster.chapters.steps import chapters_episode
 from podinsight_dagster.chapters.tiling import VERSION as CHAPTERS_VERSION
+from podinsight_dagster.dagster_internals import partition_list_read_once
 from podinsight_dagster.partitions import episodes_partitions
 from podinsight_dagster.resources import PodInsightResource
 from podinsight_dagster.assets.catalog import episode_manifest
@@ -221,44 +221,6 @@ def upstream_gate(services, pk: str, stage: str, label: str, left_to_others: fro
         raise StepSkipped(f"{pk}: skipped, {label} is being made by {st.owner}", held_elsewhere=True)
     why = f": {st.last_error}" if st.last_error else ""
     raise StepError(f"{pk}: {label} is {st.status}{why} (upstream failed, not attempted)")
-
-
-@contextmanager
-def partition_list_read_once(instance) -> Iterator[None]:
-    """Serve the dynamic partition list from one read while per-partition metadata is attached.
-
-    Dagster 1.13 validates each ``add_asset_metadata(partition_key=...)`` by listing every
-    partition of the definition, or (1.13.27) by one ``has_dynamic_partition`` query per call:
-    at 20,000 partitions that is ~50 ms per episode, ~7 ms at 80 (see docs/BENCHMARKS.md). The
-    run's partition range is fixed when the run is created, so one read serves the whole loop.
-    Scoped to this block and this instance object only.
-    """
-    original = instance.get_dynamic_partitions
-    cache: dict[str, list[str]] = {}
-    members: dict[str, set[str]] = {}
-
-    def cached(partitions_def_name: str) -> list[str]:
-        if partitions_def_name not in cache:
-            cache[partitions_def_name] = original(partitions_def_name)
-        return cache[partitions_def_name]
-
-    def has(partitions_def_name: str, partition_key: str) -> bool:
-        if partitions_def_name not in members:
-            members[partitions_def_name] = set(cached(partitions_def_name))
-        return partition_key in members[partitions_def_name]
-
-    patched = {"get_dynamic_partitions": cached, "has_dynamic_partition": has}
-    had_own = {name: vars(instance)[name] for name in patched if name in vars(instance)}
-    for name, fn in patched.items():
-        setattr(instance, name, fn)
-    try:
-        yield
-    finally:
-        for name in patched:
-            if name in had_own:
-                setattr(instance, name, had_own[name])
-            else:
-                delattr(instance, name)  # back to the class's method
 
 
 def preflight_or_fail(settings, phase: str) -> None:

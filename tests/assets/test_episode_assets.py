@@ -133,7 +133,7 @@ def test_one_broken_episode_does_not_stop_the_others(instance, demo_catalog, dem
 
 def test_partition_metadata_reads_the_partition_list_once_per_run(instance, monkeypatch):
     """Per-partition metadata must not list every partition once per episode (20,000 partitions: 50 ms each)."""
-    from podinsight_dagster.assets.episodes import partition_list_read_once
+    from podinsight_dagster.dagster_internals import partition_list_read_once
 
     instance.add_dynamic_partitions(EPISODES, [f"f/e{i}" for i in range(50)])
     calls = []

@@ -1,0 +1,101 @@
+"""Contracts of the Dagster internals Pod-Insight relies on (podinsight_dagster/dagster_internals.py).
+
+Each test fails with a sentence naming the Dagster version the use was written against and the one
+installed, so an upgrade that breaks a private API says which use to revisit (or drop, when a public API
+now covers it).
+"""
+
+import uuid
+
+import dagster
+import pytest
+from dagster import AssetKey, DagsterInstance, Definitions, DynamicPartitionsDefinition, asset, define_asset_job
+
+from podinsight_dagster.dagster_internals import (DAGSTER_VERSION, execute_with_workspace_origin,
+                                                  partition_list_read_once, reuse_event_log_connections,
+                                                  workspace_repository_origins)
+from podinsight_dagster.instance import prepare_instance
+
+BROKEN = (f"Dagster {dagster.__version__} (dagster_internals.py was written against {DAGSTER_VERSION}): "
+          "the private API behind {use} changed; revisit it or use a public API that now covers it")
+
+contract_parts = DynamicPartitionsDefinition(name="contract_parts")
+STORAGE_READS: list[int] = []  # per run of contract_partitioned (materialize runs it in this process)
+
+
+@asset
+def contract_value() -> int:
+    return 1
+
+
+@asset(partitions_def=contract_parts)
+def contract_partitioned(context) -> None:
+    """Attaches metadata to every partition of the run inside partition_list_read_once, counting storage reads."""
+    storage = context.instance.event_log_storage
+    reads = []
+    originals = {name: getattr(storage, name) for name in ("get_dynamic_partitions", "has_dynamic_partition")}
+    for name, fn in originals.items():
+        setattr(storage, name, lambda *a, _fn=fn, _name=name, **k: (reads.append(_name), _fn(*a, **k))[1])
+    try:
+        with partition_list_read_once(context.instance):
+            for pk in context.partition_keys:
+                context.add_asset_metadata({"n": 1}, partition_key=pk)
+    finally:
+        for name in originals:
+            delattr(storage, name)
+    STORAGE_READS.append(len(reads))
+
+
+contract_defs = Definitions(assets=[contract_value, contract_partitioned],
+                            jobs=[define_asset_job("contract_job", [contract_value])])
+
+
+@pytest.fixture
+def sqlite_instance(settings):
+    with DagsterInstance.from_config(str(prepare_instance(settings))) as instance:
+        yield instance
+
+
+def test_reuse_event_log_connections_applies_and_events_are_stored(sqlite_instance):
+    assert reuse_event_log_connections(sqlite_instance), BROKEN.format(use="reuse_event_log_connections")
+    result = dagster.materialize([contract_value], instance=sqlite_instance)
+    assert result.success
+    assert sqlite_instance.get_latest_materialization_event(AssetKey("contract_value")) is not None, \
+        BROKEN.format(use="reuse_event_log_connections (events no longer stored through _connect)")
+
+
+def test_workspace_repository_origins_name_the_code_location():
+    remote, python_origin = workspace_repository_origins()
+    use = "workspace_repository_origins"
+    assert remote.code_location_origin.location_name, BROKEN.format(use=use)
+    assert remote.repository_name == "__repository__", BROKEN.format(use=use)
+    assert python_origin.code_pointer.module == "podinsight_dagster.definitions", BROKEN.format(use=use)
+
+
+def test_execute_with_workspace_origin_records_the_run_under_the_workspaces_job(sqlite_instance):
+    job = contract_defs.resolve_job_def("contract_job")
+    run_id = str(uuid.uuid4())
+    result = execute_with_workspace_origin(job, sqlite_instance, run_config={}, tags={"contract": "yes"},
+                                           run_id=run_id)
+    use = "execute_with_workspace_origin"
+    assert result.success, BROKEN.format(use=use)
+    run = sqlite_instance.get_run_by_id(run_id)
+    assert run.tags["contract"] == "yes", BROKEN.format(use=use)
+    assert run.remote_job_origin.job_name == "contract_job", BROKEN.format(use=use)
+    assert run.remote_job_origin.repository_origin == workspace_repository_origins()[0], BROKEN.format(use=use)
+    assert sqlite_instance.get_latest_materialization_event(AssetKey("contract_value")) is not None
+
+
+def test_partition_list_read_once_serves_per_partition_metadata_from_one_read():
+    with DagsterInstance.ephemeral() as instance:
+        keys = [f"p{i}" for i in range(20)]
+        instance.add_dynamic_partitions("contract_parts", keys)
+        result = dagster.materialize([contract_partitioned], instance=instance,
+                                     tags={"dagster/asset_partition_range_start": keys[0],
+                                           "dagster/asset_partition_range_end": keys[-1]})
+        assert result.success
+        [mat] = [m for m in result.asset_materializations_for_node("contract_partitioned")
+                 if m.partition == keys[0]]
+        reads = STORAGE_READS[-1]
+        assert reads <= 1, BROKEN.format(use=f"partition_list_read_once ({reads} partition reads for 20 keys)")
+        assert mat.metadata["n"].value == 1
