@@ -2,13 +2,13 @@
 
 Why SQLite FTS5 and not DuckDB's FTS extension: DuckDB's ``create_fts_index`` rebuilds the whole
 index on every change, while an FTS5 table takes inserts and deletes of single rows. Each episode's
-text is cut into passages of about ``PASSAGE_CHARS`` characters (whole segments), one FTS5 row each;
+text is cut into passages (archive/passages.py) of about ``PASSAGE_CHARS`` characters (whole segments), one FTS5 row each;
 a passage's rowid is ``episode_id << 20 | n``, so re-indexing an episode deletes a rowid range and
 inserts its new passages without touching any other episode. A hit names its feed, episode and
 start time: the start of the segment in which the first matched word lies, which becomes a deep
 link into the audio (``<enclosure_url>#t=<seconds>``, Media Fragments).
 
-Search by meaning: each passage also has a sentence embedding (int8 MiniLM, ``chapters/embed.py``),
+Search by meaning (archive/meaning.py): each passage also has a sentence embedding (int8 MiniLM, ``chapters/embed.py``),
 stored as int8 (scaled by 127) in an append-only file beside the index (``archive/vectors.py``); the
 episode's row says which of the file's rows are its own (``vec_start``, ``vec_count``), so re-indexing
 an episode appends its new vectors and leaves the old ones dead until a compaction. A meaning query
@@ -23,15 +23,14 @@ import os
 import re
 import sqlite3
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Protocol
 
 from podinsight_dagster.archive import vectors
+from podinsight_dagster.archive.meaning import MEANING_FLOOR, MeaningSearch
+from podinsight_dagster.archive.passages import (ROWID_SHIFT, EpisodeDoc, Hit, SearchError, _match_start, fts_query,
+                                                 passages_of, with_offset)
 
-PASSAGE_CHARS = 500
-ROWID_SHIFT = 20          # up to 1,048,576 passages per episode
-MARK_START, MARK_END = "\x02", "\x03"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS episodes (
     id INTEGER PRIMARY KEY, partition_key TEXT UNIQUE NOT NULL, feed_slug TEXT NOT NULL, guid_key TEXT NOT NULL,
@@ -46,99 +45,8 @@ CREATE TABLE IF NOT EXISTS vector_file (
     id INTEGER PRIMARY KEY CHECK (id = 0), generation INTEGER NOT NULL, dim INTEGER);
 INSERT OR IGNORE INTO vector_file (id, generation, dim) VALUES (0, 1, NULL);
 """
-RRF_K = 60                # reciprocal rank fusion: score = sum 1 / (RRF_K + rank)
-HYBRID_DEPTH = 100        # candidates taken from each ranking before fusing
 COMPACT_DEAD_SHARE = 0.25  # rewrite the vector file when this share of its rows is dead ...
 COMPACT_MIN_DEAD = 50_000  # ... and at least this many (19 MB), so small indexes are left alone
-# Search by meaning leaves out passages whose cosine similarity to the question is below this. Measured
-# (bench/relevance_floor.py; docs/BENCHMARKS.md, "Relevance floor") on the demo's nine transcripts and the
-# tests' five topic episodes: the episode a question is about had its best passage at 0.31-0.72 (16
-# questions), while the best passage for a question no episode answers scored 0.07-0.19 (10 questions).
-MEANING_FLOOR = 0.25
-
-
-class SearchError(ValueError):
-    """A search that cannot run (no index yet, an empty phrase, an unknown feed); one sentence."""
-
-
-@dataclass
-class EpisodeDoc:
-    """What the index keeps of one episode: where it is, and its segments (text, start_sec, end_sec)."""
-
-    partition_key: str
-    feed_slug: str
-    guid_key: str
-    title: str | None
-    published: str | None
-    enclosure_url: str | None
-    audio_uri: str | None
-    duration_sec: float | None
-    segments: list[dict]
-
-
-@dataclass
-class Hit:
-    feed_slug: str
-    partition_key: str
-    title: str | None
-    start_sec: float
-    snippet: str
-    link: str | None        # the enclosure URL with #t=<seconds>
-    audio: str | None       # the stored audio (a local path as file://, or s3://) with #t=<seconds>
-    score: float
-    similarity: float | None = None  # search by meaning: the passage's cosine similarity to the question
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def passages_of(segments: list[dict], size: int = PASSAGE_CHARS) -> list[tuple[str, float, list]]:
-    """Whole segments grouped into passages of about ``size`` characters: (text, start_sec, [[offset, start]])."""
-    out, parts, segs, length = [], [], [], 0
-    for seg in segments:
-        text = (seg.get("text") or "").strip()
-        if not text:
-            continue
-        segs.append([length, float(seg.get("start_sec") or 0.0)])
-        parts.append(text)
-        length += len(text) + 1
-        if length >= size:
-            out.append((" ".join(parts), segs[0][1], segs))
-            parts, segs, length = [], [], 0
-    if parts:
-        out.append((" ".join(parts), segs[0][1], segs))
-    return out
-
-
-def fts_phrase(phrase: str) -> str:
-    """The words of ``phrase`` as one FTS5 phrase query (so no user input is read as FTS5 syntax)."""
-    words = re.findall(r"\w+", phrase)
-    if not words:
-        raise SearchError(f"nothing to search for in {phrase!r}: give at least one word")
-    return '"' + " ".join(words) + '"'
-
-
-def fts_query(text: str) -> str:
-    """A search as an FTS5 query: every word a BM25 term a passage must hold, ``"quoted words"`` a phrase.
-
-    ``brain sleep`` finds a passage holding both words anywhere in it (stemmed: "sleeping" too);
-    ``"brain sleep"`` only the two words side by side. Common words (the, of, how, ...) are left out
-    of an unquoted search unless it has no other word, so a question's words still find a passage.
-    Each term is quoted, so no user input is read as FTS5 syntax (AND, NEAR, *, column filters).
-    """
-    from podinsight_dagster.chapters.tiling import STOPWORDS
-
-    phrases = [words for p in re.findall(r'"([^"]*)"', text) if (words := re.findall(r"\w+", p))]
-    loose = re.findall(r"\w+", re.sub(r'"[^"]*"', " ", text))
-    content = [w for w in loose if w.lower() not in STOPWORDS]
-    if content or phrases:
-        loose = content
-    terms = ['"' + " ".join(p) + '"' for p in phrases] + [f'"{w}"' for w in dict.fromkeys(w.lower() for w in loose)]
-    if not terms:
-        raise SearchError(f"nothing to search for in {text!r}: give at least one word")
-    return " AND ".join(terms)
-
-
 class ArchiveIndex(Protocol):
     """The search index seam: what ``transcript_index`` writes and ``podrun search``/``report`` read.
 
@@ -163,15 +71,7 @@ class ArchiveIndex(Protocol):
     def close(self) -> None: ...
 
 
-def with_offset(uri: str | None, seconds: float) -> str | None:
-    if not uri:
-        return None
-    if uri.startswith("/"):
-        uri = "file://" + uri
-    return f"{uri.split('#', 1)[0]}#t={int(seconds)}"
-
-
-class TranscriptIndex:
+class TranscriptIndex(MeaningSearch):
     """The search index in one SQLite file (WAL; one writer at a time, readers never blocked)."""
 
     def __init__(self, path: Path, create: bool = True, encoder=None):
@@ -444,170 +344,6 @@ class TranscriptIndex:
                                   (time.time(), " ".join(re.findall(r"\w+", phrase.lower())), len(hits)))
         return hits
 
-    def load_vectors(self):
-        """(passage rowid per row, -1 for a dead row; the int8 rows, memory-mapped), read once per object."""
-        import numpy as np
-
-        for attempt in (1, 2):
-            if self._matrix is not None:
-                break
-            # One read transaction: the generation and the episodes' rows of the same moment.
-            self.conn.execute("BEGIN")
-            try:
-                generation, dim = self.conn.execute("SELECT generation, dim FROM vector_file").fetchone()
-                ranges = np.array(self.conn.execute(
-                    "SELECT id, vec_start, vec_count FROM episodes WHERE vec_count > 0").fetchall(),
-                    dtype=np.int64).reshape(-1, 3)
-            finally:
-                self.conn.execute("COMMIT")
-            ids, starts, counts = ranges.T
-            size = int((starts + counts).max()) if len(ranges) else 0
-            path = vectors.file_for(self.path, generation)
-            try:
-                mat = vectors.mapped(path, size, dim or 0)
-            except FileNotFoundError:
-                if attempt == 1:
-                    continue  # compacted between the read and the open: read the new generation
-                raise SearchError(f"the passage vectors file {path} is missing: search by meaning needs the "
-                                  "index re-built (delete the index and materialize transcript_index)")
-            except ValueError:  # mmap: shorter than the episodes' rows say
-                raise SearchError(f"the passage vectors file {path} is shorter than the index says: search by "
-                                  "meaning needs the index re-built (delete it and materialize transcript_index)")
-            self._matrix = (vectors.slot_rowids(ids, starts, counts, ROWID_SHIFT, size), mat)
-        return self._matrix
-
-    def embed_question(self, question: str):
-        return self.encoder().encode([question])[0]
-
-    def meaning_ranking(self, question: str, feed: str | None = None, depth: int = HYBRID_DEPTH,
-                        q=None) -> list[tuple[int, float]]:
-        """(passage rowid, cosine similarity) of the ``depth`` passages closest in meaning to ``question``.
-
-        ``q``: the question's embedding when already computed (``embed_question``).
-        """
-        import numpy as np
-
-        ids, mat = self.load_vectors()
-        if not len(ids):
-            return []
-        sims = vectors.scores(mat, self.embed_question(question) if q is None else q)
-        live = ids >= 0
-        if feed is not None:
-            keep = [r[0] for r in self.conn.execute("SELECT id FROM episodes WHERE feed_slug = ?", (feed,))]
-            live &= np.isin(ids >> ROWID_SHIFT, keep)
-        sims[~live] = -np.inf
-        k = min(depth, len(ids))
-        top = np.argpartition(-sims, k - 1)[:k]
-        top = top[np.argsort(-sims[top], kind="stable")]
-        return [(int(ids[i]), float(sims[i])) for i in top if np.isfinite(sims[i])]
-
-    def _similarities(self, rowids: list[int], q) -> dict[int, float]:
-        """Cosine similarity to ``q`` of these passages (the BM25 candidates the meaning ranking left out)."""
-        import numpy as np
-
-        if not rowids:
-            return {}
-        _, mat = self.load_vectors()
-        episodes = sorted({r >> ROWID_SHIFT for r in rowids})
-        starts = dict(self.conn.execute(
-            f"SELECT id, vec_start FROM episodes WHERE id IN ({','.join('?' * len(episodes))})", episodes).fetchall())
-        mask = (1 << ROWID_SHIFT) - 1
-        slots = [(r, starts[r >> ROWID_SHIFT] + (r & mask)) for r in rowids if starts.get(r >> ROWID_SHIFT) is not None]
-        slots = [(r, slot) for r, slot in slots if slot < len(mat)]
-        if not slots:
-            return {}
-        rows = np.ascontiguousarray(mat[[slot for _, slot in slots]])
-        rows.flags.writeable = False  # the mapped file's array type: the scan compiled for it is reused
-        sims = vectors.scores(rows, q)
-        return {r: float(v) for (r, _), v in zip(slots, sims)}
-
-    def words_ranking(self, question: str, feed: str | None = None, depth: int = HYBRID_DEPTH,
-                      conn: sqlite3.Connection | None = None) -> list[int]:
-        """Passage rowids by BM25 over any of the question's words (a question rarely matches as one phrase).
-
-        ``conn``: another connection to the index (the hybrid runs this in a thread of its own).
-        """
-        from podinsight_dagster.chapters.tiling import STOPWORDS
-
-        words = [w for w in re.findall(r"\w+", question.lower()) if len(w) > 2 and w not in STOPWORDS]
-        if not words:
-            return []
-        where, params = "passages MATCH ?", [" OR ".join(f'"{w}"' for w in dict.fromkeys(words))]
-        if feed is not None:
-            where += " AND (rowid >> %d) IN (SELECT id FROM episodes WHERE feed_slug = ?)" % ROWID_SHIFT
-            params.append(feed)
-        return [r[0] for r in (conn or self.conn).execute(
-            f"SELECT rowid FROM passages WHERE {where} ORDER BY rank LIMIT ?", [*params, depth])]
-
-    def _words_ranking_in_thread(self, question: str, feed: str | None):
-        """BM25 on its own connection in a thread: SQLite runs it while the vector scan (numba, GIL released)
-        and the question's embedding (onnxruntime) run, so the hybrid costs about the longer of the two."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        def run():
-            conn = sqlite3.connect(self.path, timeout=60)
-            try:
-                return self.words_ranking(question, feed, conn=conn)
-            finally:
-                conn.close()
-
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bm25")
-        future = pool.submit(run)
-        pool.shutdown(wait=False)
-        return future
-
-    def search_meaning(self, question: str, feed: str | None = None, limit: int = 10, hybrid: bool = True,
-                       log: bool = True, floor: float = MEANING_FLOOR) -> list[Hit]:
-        """Passages ranked by meaning (cosine similarity of embeddings), fused with BM25 when ``hybrid``.
-
-        A hit's score is the cosine similarity (meaning only) or the fused reciprocal-rank score; its
-        ``similarity`` is the cosine similarity either way, and passages below ``floor`` are left out
-        (a question about nothing the archive holds finds nothing rather than ten unrelated passages).
-        Its deep link is the start of the passage (the segment it begins with).
-        """
-        if not re.search(r"\w", question):
-            raise SearchError(f"nothing to search for in {question!r}: give at least one word")
-        if feed is not None and not self.conn.execute(
-                "SELECT 1 FROM episodes WHERE feed_slug = ? LIMIT 1", (feed,)).fetchone():
-            known = ", ".join(self.feeds()) or "none yet"
-            raise SearchError(f"no feed {feed!r} in the search index (indexed feeds: {known})")
-        words = self._words_ranking_in_thread(question, feed) if hybrid else None
-        ids, _ = self.load_vectors()
-        warm = vectors.warm_in_background() if len(ids) else None
-        q = self.embed_question(question)  # loads the encoder on first use, while the scan loads
-        if warm is not None:
-            warm.join()
-        meaning = self.meaning_ranking(question, feed, depth=max(limit, HYBRID_DEPTH), q=q)
-        similarity = dict(meaning)
-        if words is not None:
-            fused: dict[int, float] = {}
-            for ranking in ([r for r, _ in meaning], words.result()):
-                for rank, rowid in enumerate(ranking, 1):
-                    fused[rowid] = fused.get(rowid, 0.0) + 1.0 / (RRF_K + rank)
-            similarity.update(self._similarities([r for r in fused if r not in similarity], q))
-            ranked = sorted(((r, f) for r, f in fused.items() if similarity.get(r, -1.0) >= floor),
-                            key=lambda x: -x[1])[:limit]
-        else:
-            ranked = [(r, s) for r, s in meaning if s >= floor][:limit]
-        hits = []
-        for rowid, score in ranked:
-            row = self.conn.execute(
-                f"""SELECT p.text, p.start_sec, e.feed_slug, e.partition_key, e.title, e.enclosure_url, e.audio_uri
-                    FROM passages p JOIN episodes e ON e.id = (p.rowid >> {ROWID_SHIFT}) WHERE p.rowid = ?""",
-                (rowid,)).fetchone()
-            if row is None:
-                continue
-            text, start, feed_slug, pk, title, url, audio = row
-            at = float(start)
-            snippet = text if len(text) <= 160 else text[:157].rsplit(" ", 1)[0] + "…"
-            hits.append(Hit(feed_slug, pk, title, at, snippet, with_offset(url, at), with_offset(audio, at),
-                            round(score, 4), round(similarity[rowid], 4)))
-        if log:
-            with self.conn:
-                self.conn.execute("INSERT INTO searches (ts, query, hits) VALUES (?, ?, ?)",
-                                  (time.time(), " ".join(re.findall(r"\w+", question.lower())), len(hits)))
-        return hits
-
     def top_searches(self, n: int = 5) -> list[tuple[str, int]]:
         return [(q, c) for q, c in self.conn.execute(
             "SELECT query, count(*) FROM searches GROUP BY query ORDER BY count(*) DESC, query LIMIT ?", (n,))]
@@ -621,38 +357,3 @@ class TranscriptIndex:
         return dict(rows.fetchall())
 
 
-def _match_start(marked: str, segs: list, default: float) -> float:
-    """The start time of the segment holding the first highlighted word of a passage."""
-    at = marked.find(MARK_START)
-    if at < 0:
-        return default
-    start = default
-    for offset, seg_start in segs:
-        if offset > at:
-            break
-        start = seg_start
-    return float(start)
-
-
-def episode_doc(services, partition_key: str) -> EpisodeDoc:
-    """An episode as the index takes it: raw meta.json (title, enclosure) and its stage segments.json."""
-    from podinsight_dagster.errors import StepError
-    from podinsight_dagster.store import layout
-    from podinsight_dagster.store.keys import EpisodeKey
-
-    ek = EpisodeKey.parse(partition_key)
-    try:
-        lines = services.stage.get_bytes(layout.segments_key(ek)).decode().splitlines()
-    except FileNotFoundError as exc:
-        raise StepError(f"{partition_key}: no segments yet (materialize segments first)") from exc
-    try:
-        meta = services.raw.get_json(layout.meta_key(ek))
-    except FileNotFoundError:
-        meta = {}
-    audio_key = meta.get("audio_key")
-    return EpisodeDoc(partition_key=partition_key, feed_slug=ek.feed_slug, guid_key=ek.guid_key,
-                      title=meta.get("title"), published=meta.get("published"),
-                      enclosure_url=meta.get("enclosure_url"),
-                      audio_uri=services.raw.uri(audio_key) if audio_key else None,
-                      duration_sec=meta.get("duration_sec"),
-                      segments=[json.loads(line) for line in lines if line.strip()])

@@ -2,7 +2,7 @@
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from podinsight_dagster.archive.index import episode_doc
+from podinsight_dagster.archive.passages import episode_doc
 from podinsight_dagster.archive.rollup import roll_up
 from podinsight_dagster.assets.episodes import (EPISODE_BACKFILL, assets_in_run, each_episode, kpis,
                                                 left_to_other_runs, run_per_episode, segments, upstream_gate)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from podinsight_dagster.archive.index import SearchError, TranscriptIndex, episode_doc, passages_of
+from podinsight_dagster.archive.index import SearchError, TranscriptIndex, passages_of
+from podinsight_dagster.archive.passages import episode_doc
 from podinsight_dagster.archive.rollup import roll_up, rollup_views
 from podinsight_dagster.archive.views import SEGMENT_COLUMNS, QueryError, create_views, run_query
 from podinsight_dagster.services import archive_uri, build_duckdb, build_transcript_index, stage_uri

@@ -85,7 +85,7 @@ def test_two_tasks_index_at_once_and_a_third_machine_finds_both(aws_staged, moto
 def test_a_reader_lists_from_its_last_listing_and_catches_late_entries(aws_staged, tmp_path):
     """The replica's sync: one listing from its last one (not the whole log); an entry that shows up late
     within the skew margin is still found, and one later than that by the next whole listing."""
-    from podinsight_dagster.archive.index import episode_doc
+    from podinsight_dagster.archive.passages import episode_doc
     from podinsight_dagster.archive.shared import SKEW_MARGIN_SEC, SharedTranscriptIndex, _hour, encode_entry
     from podinsight_dagster.services import build_services
 
