@@ -7,7 +7,7 @@ A feed is untrusted XML. feedparser strips entity declarations with a regex
 that only looks at line starts, so a one-line ``<!DOCTYPE [...]>`` slips past
 it: a billion-laughs feed then costs seconds and tens of MB, and a "quadratic
 blowup" (one 100 KB entity referenced 20,000 times) took 76 s and 5.7 GB in a
-measurement. So before feedparser sees a document, :func:`defuse` re-encodes it
+measurement. So before feedparser sees a document, :func:`defuse` (fetch/feedxml.py) re-encodes it
 as UTF-8 and removes the whole DOCTYPE (internal subset included): no entity
 is ever declared, nothing external is ever resolved, and undeclared references
 stay literal text. Real podcast feeds do not declare entities.
@@ -21,46 +21,20 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import urljoin
 
 import feedparser
 from defusedxml import ElementTree as SafeET
-from feedparser.encodings import convert_to_utf8
 
 from podinsight_dagster import USER_AGENT
+from podinsight_dagster.fetch.enclosures import (AlternateEnclosure, _alternates, _Enclosure, choose_enclosure,
+                                                 prefer_download)
+from podinsight_dagster.fetch.feedxml import (ATOM_NS, ITUNES_NS, MEDIA_NS, PODCAST_NS, FeedParseError, _base_of,
+                                              _children, _int, _resolve, declare_missing_namespaces, defuse)
 from podinsight_dagster.store.keys import guid_key as make_guid_key
 
 # run-book Appendix C asks for a polite global User-Agent; we never let feedparser fetch,
 # but set it anyway so any accidental fetch identifies itself.
 feedparser.USER_AGENT = USER_AGENT
-
-PODCAST_NS = "https://podcastindex.org/namespace/1.0"
-ITUNES_NS = "http://www.itunes.com/dtds/podcast-1.0.dtd"
-ATOM_NS = "http://www.w3.org/2005/Atom"
-MEDIA_NS = "http://search.yahoo.com/mrss/"
-XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
-
-# Prefixes publishers use without declaring them (feedparser then drops to its loose parser and
-# a strict XML parser refuses the document): declared on the root element before parsing.
-KNOWN_PREFIXES = {
-    "itunes": ITUNES_NS,
-    "podcast": PODCAST_NS,
-    "media": MEDIA_NS,
-    "atom": ATOM_NS,
-    "content": "http://purl.org/rss/1.0/modules/content/",
-    "googleplay": "http://www.google.com/schemas/play-podcasts/1.0",
-}
-# Namespace URIs seen in the wild for the same vocabularies (compared lower-cased).
-_NS_ALIASES = {
-    PODCAST_NS: {PODCAST_NS, "https://github.com/podcastindex-org/podcast-namespace/blob/main/docs/1.0.md"},
-    ITUNES_NS: {ITUNES_NS, "http://www.itunes.com/dtds/podcast-1.0.dtd/", "https://www.itunes.com/dtds/podcast-1.0.dtd"},
-    MEDIA_NS: {MEDIA_NS, "http://search.yahoo.com/mrss", "https://search.yahoo.com/mrss/"},
-}
-
-
-class FeedParseError(ValueError):
-    """A feed that cannot be read as a podcast feed."""
-
 
 @dataclass
 class TranscriptLink:
@@ -236,249 +210,6 @@ def _iso(struct) -> str | None:
     if not struct:
         return None
     return datetime.fromtimestamp(calendar.timegm(struct), tz=timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-_ROOT_ELEMENT = re.compile(rb"<[A-Za-z_:]")
-
-
-_DECL_TOKEN = re.compile(rb"""["'\[\]>]|<!--|<\?""")
-
-
-def _markup_decl_end(data: bytes, pos: int) -> int | None:
-    """Index just after the ``>`` closing the markup declaration whose body starts at ``pos``.
-
-    Skips quoted strings, and the internal subset ``[...]`` with the comments,
-    processing instructions and declarations inside it. Jumps from token to token
-    with a regex, so even a 20 MB DOCTYPE is scanned in milliseconds.
-    """
-    in_subset = False
-    while True:
-        m = _DECL_TOKEN.search(data, pos)
-        if m is None:
-            return None
-        tok, pos = m.group(), m.end()
-        if tok in (b'"', b"'"):
-            close = data.find(tok, pos)
-            if close < 0:
-                return None
-            pos = close + 1
-        elif tok in (b"<!--", b"<?"):
-            if not in_subset:
-                continue  # only meaningful inside the subset; outside it is just text
-            close = data.find(b"-->" if tok == b"<!--" else b"?>", pos)
-            if close < 0:
-                return None
-            pos = close + (3 if tok == b"<!--" else 2)
-        elif tok == b"[":
-            in_subset = True
-        elif tok == b"]":
-            in_subset = False
-        elif not in_subset:  # ">"
-            return pos
-
-
-def defuse(content: bytes, source: str = "feed") -> bytes:
-    """The document as UTF-8 with its DOCTYPE removed (see the module docstring).
-
-    Only the prolog (before the root element) can hold a DOCTYPE; the rest is untouched.
-    """
-    data = convert_to_utf8({}, content, {})
-    i, n = 0, len(data)
-    while i < n:
-        if data.startswith(b"\xef\xbb\xbf", i) or data[i] in b" \t\r\n":
-            i += 3 if data[i] == 0xEF else 1
-        elif data.startswith(b"<?", i):
-            k = data.find(b"?>", i + 2)
-            if k < 0:
-                break
-            i = k + 2
-        elif data.startswith(b"<!--", i):
-            k = data.find(b"-->", i + 4)
-            if k < 0:
-                break
-            i = k + 3
-        elif data[i:i + 9].upper() == b"<!DOCTYPE":
-            end = _markup_decl_end(data, i + 9)
-            if end is None:
-                raise FeedParseError(f"{source}: unterminated DOCTYPE declaration")
-            data = data[:i] + data[end:]
-            n = len(data)
-        else:
-            break
-    root = _ROOT_ELEMENT.search(data)
-    prolog = data[: root.start() if root else len(data)].upper()
-    if b"<!ENTITY" in prolog or b"<!DOCTYPE" in prolog:
-        raise FeedParseError(f"{source}: refusing a document with XML entity or DTD declarations")
-    return data
-
-
-_ROOT_START = re.compile(rb"<([A-Za-z_][\w.-]*(?::[\w.-]+)?)")
-
-
-def declare_missing_namespaces(data: bytes) -> bytes:
-    """Declare on the root element the well-known prefixes a feed uses without declaring them.
-
-    ``<podcast:transcript>`` or ``<itunes:duration>`` in a feed that forgot
-    ``xmlns:podcast``/``xmlns:itunes`` is not namespace-well-formed XML: a strict parser refuses
-    it and feedparser falls back to a loose parser. Declaring the prefix is what the publisher meant.
-    """
-    root = _ROOT_ELEMENT.search(data)
-    if root is None:
-        return data
-    m = _ROOT_START.match(data, root.start())
-    if m is None:
-        return data
-    missing = [
-        prefix for prefix in KNOWN_PREFIXES
-        if re.search(rb"[<\s/]" + prefix.encode() + rb":[A-Za-z_]", data)
-        and not re.search(rb"xmlns:" + prefix.encode() + rb"\s*=", data)
-    ]
-    if not missing:
-        return data
-    decls = b"".join(b' xmlns:%s="%s"' % (p.encode(), KNOWN_PREFIXES[p].encode()) for p in missing)
-    return data[: m.end()] + decls + data[m.end():]
-
-
-def _ns_matches(tag: str, ns: str, local: str) -> bool:
-    """``tag`` (``{uri}local``) is ``local`` in ``ns`` or in one of its variants seen in the wild."""
-    if not tag.startswith("{"):
-        return False
-    uri, _, name = tag[1:].partition("}")
-    return name == local and uri.lower() in {a.lower() for a in _NS_ALIASES.get(ns, {ns})}
-
-
-def _children(el, ns: str, local: str) -> list:
-    return [c for c in el if isinstance(c.tag, str) and _ns_matches(c.tag, ns, local)]
-
-
-def _resolve(base: str | None, url: str | None) -> str | None:
-    """``url`` trimmed and resolved against ``base`` (the feed's URL or file path, then any xml:base)."""
-    url = (url or "").strip()
-    if not url:
-        return None
-    return urljoin(base, url) if base else url
-
-
-def _base_of(el, base: str | None) -> str | None:
-    xb = el.get(XML_BASE)
-    return _resolve(base, xb) if xb and xb.strip() else base
-
-
-def _int(value) -> int | None:
-    """A positive whole number from a publisher's attribute or text, else None (0 means unknown)."""
-    try:
-        n = int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
-    return n if n > 0 else None
-
-
-@dataclass
-class _Enclosure:
-    url: str
-    type: str | None
-    length: int | None
-    medium: str | None = None  # media:content's medium="audio"
-
-
-_AUDIO_EXTENSIONS = (".mp3", ".m4a", ".m4b", ".aac", ".ogg", ".oga", ".opus", ".wav", ".flac", ".mpga")
-_VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm")
-_UNTYPED = ("", "application/octet-stream", "binary/octet-stream")
-
-
-def _audio_rank(enc: _Enclosure) -> int | None:
-    """3 audio, 2 unknown (may be audio), 1 video (its audio track); None: not audio at all."""
-    kind = (enc.type or "").split(";")[0].strip().lower()
-    medium = (enc.medium or "").strip().lower()
-    path = enc.url.split("?")[0].split("#")[0].lower()
-    if kind.startswith("audio/") or medium == "audio":
-        return 3
-    if kind in _UNTYPED and not medium:
-        if path.endswith(_AUDIO_EXTENSIONS):
-            return 3
-        return 1 if path.endswith(_VIDEO_EXTENSIONS) else 2
-    if kind.startswith("video/") or medium == "video":
-        return 1
-    return None
-
-
-def choose_enclosure(enclosures: list[_Enclosure]) -> tuple[_Enclosure | None, str | None]:
-    """The audio among an item's enclosures: by type (audio, then untyped, then video), then by size.
-
-    The largest of equals wins (a short one is often a trailer or a low-bitrate copy); document
-    order breaks ties. Returns (enclosure, None) or (None, why none fits).
-    """
-    if not enclosures:
-        return None, "no enclosure"
-    ranked = [(r, e) for e in enclosures if (r := _audio_rank(e)) is not None]
-    if not ranked:
-        kinds = ", ".join(sorted({e.type or e.medium or "no type" for e in enclosures}))
-        return None, f"no audio enclosure ({kinds})"
-    best = max(ranked, key=lambda re_: (re_[0], re_[1].length or 0))  # max() keeps the first of equals
-    return best[1], None
-
-
-@dataclass
-class AlternateEnclosure:
-    """A ``<podcast:alternateEnclosure>``: another rendition of the episode's media, from its http(s) sources."""
-
-    url: str                       # the first http(s) <podcast:source> (torrents and IPFS are not fetched)
-    type: str | None
-    length: int | None
-    bitrate: float | None          # bits per second, as the feed says
-    default: bool = False          # describes the main enclosure itself
-    integrity: str | None = None   # <podcast:integrity type="sri">: "sha256-<base64>" (or sha384/sha512)
-    title: str | None = None
-
-
-def _alternates(item, base: str | None) -> list[AlternateEnclosure]:
-    out = []
-    for ae in _children(item, PODCAST_NS, "alternateEnclosure"):
-        sources = [url for src in _children(ae, PODCAST_NS, "source")
-                   if (url := _resolve(_base_of(src, base), src.get("uri"))) and url.startswith(("http://", "https://"))]
-        if not sources:
-            continue
-        sri = next(((i.get("value") or "").strip() for i in _children(ae, PODCAST_NS, "integrity")
-                    if (i.get("type") or "").strip().lower() == "sri" and (i.get("value") or "").strip()), None)
-        try:
-            bitrate = float(ae.get("bitrate")) if ae.get("bitrate") else None
-        except ValueError:
-            bitrate = None
-        out.append(AlternateEnclosure(url=sources[0], type=(ae.get("type") or "").strip() or None,
-                                      length=_int(ae.get("length")),
-                                      bitrate=bitrate if bitrate and math.isfinite(bitrate) and bitrate > 0 else None,
-                                      default=(ae.get("default") or "").strip().lower() == "true", integrity=sri,
-                                      title=(ae.get("title") or "").strip() or None))
-    return out
-
-
-def prefer_download(enclosure: _Enclosure, alternates: list[AlternateEnclosure],
-                    duration_sec: float | None) -> AlternateEnclosure | None:
-    """The audio alternate to download instead of ``enclosure``, when it is smaller; else None.
-
-    Less transfer for the same words: among the audio alternates that are not the enclosure itself, the
-    lowest bitrate wins when it is below the enclosure's (the ``default="true"`` alternate's bitrate,
-    else length x 8 / duration); without bitrates, the smaller length when both are known. Nothing
-    known to compare: the enclosure stays.
-    """
-    main_bitrate = next((a.bitrate for a in alternates if a.default and a.bitrate), None)
-    if main_bitrate is None and enclosure.length and duration_sec:
-        main_bitrate = enclosure.length * 8 / duration_sec
-    best, best_size = None, None
-    for alt in alternates:
-        if alt.default or alt.url == enclosure.url or not (alt.type or "").lower().startswith("audio/"):
-            continue
-        if alt.bitrate and main_bitrate:
-            smaller = alt.bitrate < main_bitrate
-            size = alt.bitrate
-        elif alt.length and enclosure.length:
-            smaller = alt.length < enclosure.length
-            size = alt.length * 8 / duration_sec if duration_sec else alt.length
-        else:
-            continue
-        if smaller and (best_size is None or size < best_size):
-            best, best_size = alt, size
-    return best
 
 
 def _item_extras(item, base: str | None, is_atom: bool) -> dict:
