@@ -1,4 +1,5 @@
-"""The one HTTP client of Pod-Insight: feeds, audio and publisher transcripts.
+"""The one HTTP client of Pod-Insight: feeds, audio and publisher transcripts (what it returns and raises:
+responses.py).
 
 What the run-book's ``polite_get`` lacked, and this module adds:
 
@@ -10,14 +11,13 @@ What the run-book's ``polite_get`` lacked, and this module adds:
   429, 5xx), with exponential backoff and jitter, and 429/503 honour Retry-After;
   a 404 or an HTML page fails at once (retry.py);
 * every connection, redirects included, is checked against the NetworkPolicy on
-  the address it actually resolved to;
+  the address it actually resolved to (netpolicy.py's GuardedAdapter);
 * per-host concurrency is capped by a HostLimiter keyed on the registrable
   domain, across threads and (with a lock folder) across processes.
 """
 
 from __future__ import annotations
 
-import email.utils
 import socket
 import threading
 import time
@@ -29,14 +29,12 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.util import connection as urllib3_connection
 
 from podinsight_dagster import USER_AGENT
 from podinsight_dagster.fetch.limits import DEFAULT_HOST_LIMIT, HostLimiter, LocalHostLimiter
-from podinsight_dagster.fetch.netpolicy import BlockedAddressError, NetworkPolicy
+from podinsight_dagster.fetch.netpolicy import BlockedAddressError, GuardedAdapter, NetworkPolicy
+from podinsight_dagster.fetch.responses import (ContentRejectedError, Download, FetchedBytes, FetchError, FetchStats,
+                                                PermanentFetchError, TransientFetchError, parse_retry_after)
 from podinsight_dagster.fetch.retry import Backoff, with_retries
 
 if TYPE_CHECKING:
@@ -48,209 +46,6 @@ CHUNK = 256 * 1024
 # so the keep-alive connection goes back to the pool.
 _DRAIN_MAX = 64 * 1024
 
-class FetchError(Exception):
-    """A fetch that failed; ``retryable`` says whether trying later may help."""
-
-    retryable = False
-
-    def __init__(self, message: str, *, url: str | None = None, status: int | None = None,
-                 retry_after: float | None = None):
-        super().__init__(message)
-        self.url = url
-        self.status = status
-        self.retry_after = retry_after
-
-
-class TransientFetchError(FetchError):
-    retryable = True
-
-
-class PermanentFetchError(FetchError):
-    retryable = False
-
-
-class ContentRejectedError(PermanentFetchError):
-    """The server answered, but not with what we asked for (HTML, empty, too large)."""
-
-
-# ---------------------------------------------------------------------------
-# Network-policy enforcement at connection time
-# ---------------------------------------------------------------------------
-def _guarded_connection_class(base: type[HTTPConnection], policy: NetworkPolicy) -> type[HTTPConnection]:
-    class GuardedConnection(base):  # type: ignore[misc, valid-type]
-        def _new_conn(self) -> socket.socket:
-            # Resolve once, check every address, connect only to an allowed one:
-            # checking the name and connecting separately would let DNS rebinding
-            # slip a private address in between.
-            host, port = self._dns_host, self.port
-            try:
-                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except socket.gaierror as exc:
-                raise urllib3.exceptions.NameResolutionError(self.host, self, exc) from exc
-            blocked = None
-            last: OSError | None = None
-            for _family, _type, _proto, _canon, sockaddr in infos:
-                address = sockaddr[0]
-                if not policy.permits(address):
-                    blocked = address
-                    continue
-                try:
-                    return urllib3_connection.create_connection(
-                        (address, port), self.timeout, source_address=self.source_address,
-                        socket_options=self.socket_options,
-                    )
-                except socket.timeout as exc:
-                    raise urllib3.exceptions.ConnectTimeoutError(
-                        self, f"connection to {self.host} timed out") from exc
-                except OSError as exc:
-                    last = exc
-                    continue
-            if blocked is not None:
-                policy.check(self.host, blocked)  # raises BlockedAddressError
-            raise urllib3.exceptions.NewConnectionError(self, f"could not connect to {self.host}: {last}")
-
-    GuardedConnection.__name__ = f"Guarded{base.__name__}"
-    return GuardedConnection
-
-
-class GuardedAdapter(HTTPAdapter):
-    def __init__(self, policy: NetworkPolicy, pool_maxsize: int = 32):
-        self.policy = policy
-        super().__init__(pool_connections=16, pool_maxsize=pool_maxsize, max_retries=0)
-
-    def init_poolmanager(self, *args, **kwargs):  # noqa: D401 - requests' hook
-        super().init_poolmanager(*args, **kwargs)
-        http_conn = _guarded_connection_class(HTTPConnection, self.policy)
-        https_conn = _guarded_connection_class(HTTPSConnection, self.policy)
-        http_pool = type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn})
-        https_pool = type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn})
-        self.poolmanager.pool_classes_by_scheme = {"http": http_pool, "https": https_pool}
-
-
-# ---------------------------------------------------------------------------
-# Statistics for the run-book metrics (PerHost429, GBTransferred, ...)
-# ---------------------------------------------------------------------------
-@dataclass
-class HostStats:
-    requests: int = 0
-    status_429: int = 0
-    errors: int = 0
-    bytes: int = 0
-
-
-class FetchStats:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.hosts: dict[str, HostStats] = {}
-
-    def record(self, host: str, *, status: int | None = None, nbytes: int = 0, error: bool = False) -> None:
-        with self._lock:
-            st = self.hosts.setdefault(host, HostStats())
-            if status is not None or error:
-                st.requests += 1
-            if status == 429:
-                st.status_429 += 1
-            if error:
-                st.errors += 1
-            st.bytes += nbytes
-
-    def snapshot(self) -> dict[str, HostStats]:
-        with self._lock:
-            return {h: HostStats(**vars(s)) for h, s in self.hosts.items()}
-
-
-# ---------------------------------------------------------------------------
-# Results
-# ---------------------------------------------------------------------------
-@dataclass
-class FetchedBytes:
-    url: str
-    final_url: str
-    status: int
-    content: bytes
-    headers: Mapping[str, str]
-    etag: str | None = None
-    last_modified: str | None = None
-    permanent_redirect: str | None = None  # where a 301/308 said the resource now lives
-
-    @property
-    def not_modified(self) -> bool:
-        return self.status == 304
-
-
-@dataclass
-class Download:
-    url: str
-    final_url: str
-    path: Path
-    bytes: int
-    sha256: str
-    content_type: str | None
-    audio_format: str
-    etag: str | None = None
-    last_modified: str | None = None
-    attempts: int = 1
-    resumed: int = 0
-    restarts: int = 0
-    resumed_from: int = 0  # bytes an earlier process left in the partial file, resumed
-
-
-# ---------------------------------------------------------------------------
-# Audio sniffing
-# ---------------------------------------------------------------------------
-def sniff_audio(head: bytes) -> str | None:
-    """The audio container the first bytes show, or None if they are not audio."""
-    if head.startswith(b"ID3"):
-        return "mp3"
-    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xF6) == 0xF0:
-        return "aac"  # ADTS
-    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0:
-        return "mp3"  # MPEG audio frame sync
-    if head[4:8] == b"ftyp":
-        return "m4a"
-    if head.startswith(b"OggS"):
-        return "ogg"
-    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
-        return "wav"
-    if head.startswith(b"fLaC"):
-        return "flac"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "webm"
-    return None
-
-
-def _describe_non_audio(head: bytes) -> str:
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
-        return "an HTML page"
-    if text.startswith(b"<"):
-        return "an XML/HTML document"
-    if text.startswith((b"{", b"[")):
-        return "a JSON document"
-    return f"unrecognised bytes {head[:8].hex()}"
-
-
-def parse_retry_after(value: str | None, cap: float) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date), capped."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        secs = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when is None:
-            return None
-        secs = when.timestamp() - time.time()
-    return max(0.0, min(secs, cap))
-
-
-# ---------------------------------------------------------------------------
-# The client
-# ---------------------------------------------------------------------------
 @dataclass
 class HttpConfig:
     connect_timeout: float = 10.0

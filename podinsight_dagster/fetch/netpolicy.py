@@ -1,4 +1,4 @@
-"""Which addresses Pod-Insight may connect to.
+"""Which addresses Pod-Insight may connect to, and the requests adapter that enforces it on every connection.
 
 A feed is untrusted input: its enclosure URL, a redirect or a DNS answer can point
 at 127.0.0.1, the cloud metadata service (169.254.169.254) or a private network.
@@ -11,7 +11,14 @@ or a comma list of CIDRs such as ``127.0.0.1/32,10.0.0.0/8``.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass, field
+
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util import connection as urllib3_connection
 
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -96,3 +103,57 @@ class NetworkPolicy:
                 "unspecified, reserved and CGNAT addresses are blocked; set PODINSIGHT_ALLOW_PRIVATE_NETWORKS "
                 "(1, or CIDRs such as 127.0.0.1/32) to allow them"
             )
+
+
+# ---------------------------------------------------------------------------
+# Network-policy enforcement at connection time
+# ---------------------------------------------------------------------------
+def _guarded_connection_class(base: type[HTTPConnection], policy: NetworkPolicy) -> type[HTTPConnection]:
+    class GuardedConnection(base):  # type: ignore[misc, valid-type]
+        def _new_conn(self) -> socket.socket:
+            # Resolve once, check every address, connect only to an allowed one:
+            # checking the name and connecting separately would let DNS rebinding
+            # slip a private address in between.
+            host, port = self._dns_host, self.port
+            try:
+                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except socket.gaierror as exc:
+                raise urllib3.exceptions.NameResolutionError(self.host, self, exc) from exc
+            blocked = None
+            last: OSError | None = None
+            for _family, _type, _proto, _canon, sockaddr in infos:
+                address = sockaddr[0]
+                if not policy.permits(address):
+                    blocked = address
+                    continue
+                try:
+                    return urllib3_connection.create_connection(
+                        (address, port), self.timeout, source_address=self.source_address,
+                        socket_options=self.socket_options,
+                    )
+                except socket.timeout as exc:
+                    raise urllib3.exceptions.ConnectTimeoutError(
+                        self, f"connection to {self.host} timed out") from exc
+                except OSError as exc:
+                    last = exc
+                    continue
+            if blocked is not None:
+                policy.check(self.host, blocked)  # raises BlockedAddressError
+            raise urllib3.exceptions.NewConnectionError(self, f"could not connect to {self.host}: {last}")
+
+    GuardedConnection.__name__ = f"Guarded{base.__name__}"
+    return GuardedConnection
+
+
+class GuardedAdapter(HTTPAdapter):
+    def __init__(self, policy: NetworkPolicy, pool_maxsize: int = 32):
+        self.policy = policy
+        super().__init__(pool_connections=16, pool_maxsize=pool_maxsize, max_retries=0)
+
+    def init_poolmanager(self, *args, **kwargs):  # noqa: D401 - requests' hook
+        super().init_poolmanager(*args, **kwargs)
+        http_conn = _guarded_connection_class(HTTPConnection, self.policy)
+        https_conn = _guarded_connection_class(HTTPSConnection, self.policy)
+        http_pool = type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn})
+        https_pool = type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn})
+        self.poolmanager.pool_classes_by_scheme = {"http": http_pool, "https": https_pool}

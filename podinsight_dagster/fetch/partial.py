@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from podinsight_dagster.fetch.http import (ContentRejectedError, Download, PermanentFetchError, TransientFetchError,
-                                           _describe_non_audio, _int, sniff_audio)
+from podinsight_dagster.fetch.http import _int
+from podinsight_dagster.fetch.responses import (ContentRejectedError, Download, PermanentFetchError,
+                                                TransientFetchError, _describe_non_audio, sniff_audio)
 
 if TYPE_CHECKING:
     from podinsight_dagster.fetch.http import HttpClient
