@@ -39,10 +39,9 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from podinsight_dagster.costs.budget import Freeze, Reservation, SpendEntry, day_of
-from podinsight_dagster.store.checkpoints import (carried_fields, DISCOVERED, DONE, DOWNLOAD, DOWNLOADED, FAILED, KPIS,
-                                                   PENDING, RUNNING, STAGE_STATUSES, STAGES, STATES, TRANSCRIBED,
-                                                   EpisodeRecord, FeedRecord, StageStatus, _apply, claim_refusal,
-                                                   now)
+from podinsight_dagster.store.records import (carried_fields, DISCOVERED, DONE, DOWNLOAD, DOWNLOADED, FAILED, KPIS,
+                                              PENDING, RUNNING, STAGE_STATUSES, STAGES, STATES, TRANSCRIBED,
+                                              EpisodeRecord, FeedRecord, StageStatus, _apply, claim_refusal, now)
 from podinsight_dagster.store.keys import EpisodeKey
 
 STATE_INDEX = "state-index"
