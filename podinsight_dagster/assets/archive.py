@@ -4,8 +4,9 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from podinsight_dagster.archive.passages import episode_doc
 from podinsight_dagster.archive.rollup import roll_up
-from podinsight_dagster.assets.episodes import (EPISODE_BACKFILL, assets_in_run, each_episode, kpis,
-                                                left_to_other_runs, run_per_episode, segments, upstream_gate)
+from podinsight_dagster.assets.episode_runs import (assets_in_run, each_episode, left_to_other_runs, run_per_episode,
+                                                    upstream_gate)
+from podinsight_dagster.assets.episodes import EPISODE_BACKFILL, kpis, segments
 from podinsight_dagster.store.checkpoints import SEGMENTS
 from podinsight_dagster.partitions import episodes_partitions
 from podinsight_dagster.resources import PodInsightResource
