@@ -48,3 +48,21 @@ def test_module_level_imports_have_no_cycle():
     for m in sorted(graph):
         if m not in state:
             visit(m, [])
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_is_over_500_lines():
+    """A module does one job a reader can hold: over 500 lines, split it by job (issue 19)."""
+    long = {path.relative_to(PACKAGE).as_posix(): n for path in PACKAGE.rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}
+
+
+def test_dagster_private_api_is_used_in_one_module():
+    """Every ``dagster._`` import is in dagster_internals.py, each use with a contract test
+    (tests/test_dagster_internals.py)."""
+    users = sorted(path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py")
+                   if "dagster._" in path.read_text())
+    assert users == ["dagster_internals.py"]
