@@ -27,6 +27,12 @@ from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_T
 
 # Runs print only warnings and errors to the terminal; the full event log is in the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The run config of the backfills podrun launches on a deployment: every step of a run in the run's own
+# process. The default executor starts one process per step, each importing the code location and
+# building the services again (~2 s on a small machine, more under load); the episode steps run one
+# after another anyway, and several runs side by side are what use the machines. Also
+# deploy/in_process.yaml, for `dagster job execute`.
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 # The assets of each job (definitions.py), for a backfill on a deployment: the same steps as the local run.
 # Leaving out an intermediate asset (speakers) would also drop the order between its neighbours: Dagster
 # orders only the steps a run selects. tests/test_definitions.py keeps these equal to the jobs.
@@ -299,7 +305,7 @@ class GraphQLLauncher:
             __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
             ... on InvalidSubsetError { message } ... on UnauthorizedError { message } } }"""
         params = {"partitionNames": keys, "assetSelection": [{"path": [a]} for a in JOB_ASSETS[job_name]],
-                  "tags": [{"key": "podinsight/trigger", "value": "podrun"}]}
+                  "tags": [{"key": "podinsight/trigger", "value": "podrun"}], "runConfigData": IN_PROCESS}
         res = self._query(mutation, {"params": params})["launchPartitionBackfill"]
         if res["__typename"] != "LaunchBackfillSuccess":
             raise GraphQLError(f"backfill refused: {res.get('message', res['__typename'])}")

@@ -17,6 +17,7 @@ VALID = {
     "PODINSIGHT_CPU_THREADS": ("2", 2), "PODINSIGHT_PACK_GAP_SEC": ("0", 0.0), "PODINSIGHT_TRANSCRIPT_SOURCE": ("both", "both"),
     "PODINSIGHT_LANGUAGE_CHECK_MODEL": ("base", "base"), "PODINSIGHT_TRANSCRIBE_VIA": ("batch", "batch"),
     "PODINSIGHT_DIARIZATION": ("off", "off"), "PODINSIGHT_SPEAKERS": ("2", 2),
+    "PODINSIGHT_EPISODES_PER_RUN": ("5", 5),
     "PODINSIGHT_BATCH_JOB_QUEUE": ("q", "q"), "PODINSIGHT_BATCH_JOB_DEFINITION": ("d", "d"),
     "PODINSIGHT_ALLOW_PRIVATE_NETWORKS": ("10.0.0.0/8", "10.0.0.0/8"), "PODINSIGHT_DEFAULT_HOST_LIMIT": ("4", 4),
     "PODINSIGHT_HTTP_MAX_ATTEMPTS": ("2", 2), "PODINSIGHT_MAX_AUDIO_BYTES": ("1000", 1000),
@@ -59,6 +60,7 @@ def test_defaults_follow_the_run_book(tmp_path):
 @pytest.mark.parametrize("name,value,message", [
     ("PODINSIGHT_BATCH_SIZE", "eight", "PODINSIGHT_BATCH_SIZE='eight' is not a whole number"),
     ("PODINSIGHT_BATCH_SIZE", "0", "PODINSIGHT_BATCH_SIZE=0: must be at least 1"),
+    ("PODINSIGHT_EPISODES_PER_RUN", "0", "PODINSIGHT_EPISODES_PER_RUN=0: must be at least 1"),
     ("PODINSIGHT_PACK_GAP_SEC", "one", "PODINSIGHT_PACK_GAP_SEC='one' is not a number"),
     ("PODINSIGHT_PACK_GAP_SEC", "9", "PODINSIGHT_PACK_GAP_SEC=9.0: 0 (off) up to 5 seconds"),
     ("PODINSIGHT_COST_CEILING_USD", "forty", "PODINSIGHT_COST_CEILING_USD='forty' is not an amount in USD"),
