@@ -121,6 +121,8 @@ def run_per_episode(context: AssetExecutionContext, outcomes: Iterable[Outcome],
     progress = SuccessLines(context.log.info, len(keys))
     with partition_list_read_once(context.instance):
         for i, (pk, result) in enumerate(outcomes, 1):
+            if isinstance(result, (StepSkipped, StepError)):
+                progress.flush()  # the log stays in the order episodes finished
             if isinstance(result, StepSkipped):
                 context.log.warning(f"[{i}/{len(keys)}] {result}")
                 skipped[pk] = result
