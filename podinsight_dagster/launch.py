@@ -199,6 +199,8 @@ class GraphQLError(RuntimeError):
     """A deployment that cannot be used, in one sentence (podrun prints it and exits 1)."""
 
 
+# Partition keys added per GraphQL request (aliased addDynamicPartition mutations, run in order by the server).
+ADD_PARTITIONS_PER_REQUEST = 100
 CLOUD_TOKEN_HEADER = "Dagster-Cloud-Api-Token"
 CLOUD_TOKEN_VAR = "DAGSTER_CLOUD_API_TOKEN"
 BEARER_TOKEN_VAR = "PODINSIGHT_DAGSTER_TOKEN"
@@ -271,18 +273,26 @@ class GraphQLLauncher:
         return body["data"]
 
     def ensure_partitions(self, keys: list[str]) -> None:
-        """Add keys the deployment's instance lacks (one mutation per key: the API takes one at a time)."""
-        mutation = """mutation($repo: RepositorySelector!, $name: String!, $key: String!) {
-          addDynamicPartition(repositorySelector: $repo, partitionsDefName: $name, partitionKey: $key) {
-            __typename ... on PythonError { message } ... on UnauthorizedError { message } } }"""
+        """Add keys the deployment's instance lacks: the API adds one key per mutation, so each request
+        carries up to ``ADD_PARTITIONS_PER_REQUEST`` of them (aliased), not one request per key."""
         known = set(self._partition_keys())
+        missing = [key for key in dict.fromkeys(keys) if key not in known]
+        if not missing:
+            return
         repo = self._repository()
-        for key in keys:
-            if key in known:
-                continue
-            res = self._query(mutation, {"repo": repo, "name": EPISODES, "key": key})["addDynamicPartition"]
-            if res["__typename"] not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
-                raise GraphQLError(f"adding partition {key} failed: {res.get('message', res['__typename'])}")
+        for start in range(0, len(missing), ADD_PARTITIONS_PER_REQUEST):
+            chunk = missing[start:start + ADD_PARTITIONS_PER_REQUEST]
+            fields = " ".join(
+                f"k{i}: addDynamicPartition(repositorySelector: $repo, partitionsDefName: $name, partitionKey: $key{i})"
+                " { __typename ... on PythonError { message } ... on UnauthorizedError { message } }"
+                for i in range(len(chunk)))
+            params = "".join(f", $key{i}: String!" for i in range(len(chunk)))
+            data = self._query(f"mutation($repo: RepositorySelector!, $name: String!{params}) {{ {fields} }}",
+                               {"repo": repo, "name": EPISODES, **{f"key{i}": key for i, key in enumerate(chunk)}})
+            for i, key in enumerate(chunk):
+                res = data[f"k{i}"]
+                if res["__typename"] not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
+                    raise GraphQLError(f"adding partition {key} failed: {res.get('message', res['__typename'])}")
 
     def _partition_keys(self) -> list[str]:
         data = self._query("""{ assetNodeOrError(assetKey: {path: ["raw_audio"]}) { __typename
