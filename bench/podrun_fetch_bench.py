@@ -184,10 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--episodes", type=int, default=None, help="episodes (default 200; --quick 40)")
+    ap.add_argument("--kb", type=int, default=None, help="size of each episode in KB (default 5000; --quick 1000)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "podrun_fetch.md")
     args = ap.parse_args(argv)
     n, size, rounds = (40, 1 * MB, 1) if args.quick else (200, 5 * MB, 3)
     rounds = args.rounds or rounds
+    n = args.episodes or n
+    size = args.kb * 1000 if args.kb else size
     load = os.getloadavg()
     server = Server(n, size)
     times: dict[str, list[float]] = {"podrun": [], "aria2c": [], "library": []}
