@@ -4,6 +4,7 @@ Not a test. Run from the repository root:
 
     .venv/bin/python bench/podrun_fetch_bench.py            # 200 x 5 MB, 3 rounds (~5 minutes on 2 cores)
     .venv/bin/python bench/podrun_fetch_bench.py --quick    # 40 x 1 MB, 1 round: checks the script works
+    .venv/bin/python bench/podrun_fetch_bench.py --episodes 1000 --kb 20   # many small episodes: the command's share
 
 The loopback CDN (tests/support/cdn.py) runs in its own process on 4 hosts (127.0.0.1..4).
 Every request waits 20 ms and every connection is paced to 4 MB/s, so with 3 connections per
