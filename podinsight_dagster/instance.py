@@ -45,6 +45,7 @@ def get_instance(settings: Settings):
         fcntl.flock(lock, fcntl.LOCK_EX)
         instance = DagsterInstance.from_config(str(home))
         reuse_event_log_connections(instance)
+        remember_event_log_schema(instance)
         apply_pool_limits(instance)
     return instance
 
@@ -99,6 +100,42 @@ def reuse_event_log_connections(instance) -> bool:
                     yield conn
 
     storage._connect = _connect
+    return True
+
+
+def remember_event_log_schema(instance) -> bool:
+    """Answer the event log's "is this table (column) there?" from memory once the answer was yes.
+
+    Dagster 1.13's ``SqliteEventLogStorage`` asks for every asset event it stores: ``has_table``
+    ("asset_event_tags") builds a new engine and connection on the index file, and the asset-key
+    table's columns are read again (``_has_asset_key_index_cols_on_connection``): ~6 ms per
+    materialization of a 1,000-episode fetch run, more than the writes themselves (cProfile,
+    docs/BENCHMARKS.md). A table or column that exists stays (migrations only add them); a "no" is
+    asked again. Applies to this instance object only (podrun, the demo). Returns whether it applied.
+    """
+    try:
+        from dagster._core.storage.event_log.sqlite import sqlite_event_log as sel
+    except ImportError:  # pragma: no cover - another Dagster layout: keep its behaviour
+        return False
+    storage = instance.event_log_storage
+    if type(storage) is not sel.SqliteEventLogStorage or not hasattr(storage, "_has_asset_key_index_cols_on_connection"):
+        return False
+    tables: set[str] = set()
+    columns: list[bool] = []
+    ask_table, ask_columns = storage.has_table, storage._has_asset_key_index_cols_on_connection
+
+    def has_table(table_name: str) -> bool:
+        if table_name not in tables and ask_table(table_name):
+            tables.add(table_name)
+        return table_name in tables
+
+    def has_asset_key_index_cols_on_connection(conn) -> bool:
+        if not columns and ask_columns(conn):
+            columns.append(True)
+        return bool(columns)
+
+    storage.has_table = has_table
+    storage._has_asset_key_index_cols_on_connection = has_asset_key_index_cols_on_connection
     return True
 
 
