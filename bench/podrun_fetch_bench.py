@@ -4,6 +4,7 @@ Not a test. Run from the repository root:
 
     .venv/bin/python bench/podrun_fetch_bench.py            # 200 x 5 MB, 3 rounds (~5 minutes on 2 cores)
     .venv/bin/python bench/podrun_fetch_bench.py --quick    # 40 x 1 MB, 1 round: checks the script works
+    .venv/bin/python bench/podrun_fetch_bench.py --episodes 1000 --kb 20   # many small episodes: the command's share
 
 The loopback CDN (tests/support/cdn.py) runs in its own process on 4 hosts (127.0.0.1..4).
 Every request waits 20 ms and every connection is paced to 4 MB/s, so with 3 connections per
@@ -297,12 +298,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--bad-feed", action="store_true", help="the issue-22 feed with 8 bad items (see above)")
     ap.add_argument("--before", default=None, help="with --bad-feed: a commit to compare with")
+    ap.add_argument("--episodes", type=int, default=None, help="episodes (default 200; --quick 40)")
+    ap.add_argument("--kb", type=int, default=None, help="size of each episode in KB (default 5000; --quick 1000)")
     args = ap.parse_args(argv)
     args.out = args.out or REPO / "bench" / "out" / ("podrun_fetch_bad_feed.md" if args.bad_feed else "podrun_fetch.md")
     if args.bad_feed:
         return bad_feed_main(args)
     n, size, rounds = (40, 1 * MB, 1) if args.quick else (200, 5 * MB, 3)
     rounds = args.rounds or rounds
+    n = args.episodes or n
+    size = args.kb * 1000 if args.kb else size
     load = os.getloadavg()
     server = Server(n, size)
     times: dict[str, list[float]] = {"podrun": [], "aria2c": [], "library": []}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 
-from podinsight_dagster.dagster_internals import reuse_event_log_connections
+from podinsight_dagster.dagster_internals import remember_event_log_schema, reuse_event_log_connections
 from podinsight_dagster.settings import Settings
 
 # Transcription steps must not compete for the same cores (or GPU): one at a time
@@ -45,6 +45,7 @@ def get_instance(settings: Settings):
         fcntl.flock(lock, fcntl.LOCK_EX)
         instance = DagsterInstance.from_config(str(home))
         reuse_event_log_connections(instance)
+        remember_event_log_schema(instance)
         apply_pool_limits(instance)
     return instance
 

@@ -33,6 +33,12 @@ from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_T
 # console log, traces included (VERBOSE).
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 VERBOSE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# The run config of the backfills podrun launches on a deployment: every step of a run in the run's own
+# process. The default executor starts one process per step, each importing the code location and
+# building the services again (~2 s on a small machine, more under load); the episode steps run one
+# after another anyway, and several runs side by side are what use the machines. Also
+# deploy/in_process.yaml, for `dagster job execute`.
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 # The assets of each job (definitions.py), for a backfill on a deployment: the same steps as the local run.
 # Leaving out an intermediate asset (speakers) would also drop the order between its neighbours: Dagster
 # orders only the steps a run selects. tests/test_definitions.py keeps these equal to the jobs.
@@ -216,6 +222,8 @@ class GraphQLError(RuntimeError):
     """A deployment that cannot be used, in one sentence (podrun prints it and exits 1)."""
 
 
+# Partition keys added per GraphQL request (aliased addDynamicPartition mutations, run in order by the server).
+ADD_PARTITIONS_PER_REQUEST = 100
 CLOUD_TOKEN_HEADER = "Dagster-Cloud-Api-Token"
 CLOUD_TOKEN_VAR = "DAGSTER_CLOUD_API_TOKEN"
 BEARER_TOKEN_VAR = "PODINSIGHT_DAGSTER_TOKEN"
@@ -288,18 +296,26 @@ class GraphQLLauncher:
         return body["data"]
 
     def ensure_partitions(self, keys: list[str]) -> None:
-        """Add keys the deployment's instance lacks (one mutation per key: the API takes one at a time)."""
-        mutation = """mutation($repo: RepositorySelector!, $name: String!, $key: String!) {
-          addDynamicPartition(repositorySelector: $repo, partitionsDefName: $name, partitionKey: $key) {
-            __typename ... on PythonError { message } ... on UnauthorizedError { message } } }"""
+        """Add keys the deployment's instance lacks: the API adds one key per mutation, so each request
+        carries up to ``ADD_PARTITIONS_PER_REQUEST`` of them (aliased), not one request per key."""
         known = set(self._partition_keys())
+        missing = [key for key in dict.fromkeys(keys) if key not in known]
+        if not missing:
+            return
         repo = self._repository()
-        for key in keys:
-            if key in known:
-                continue
-            res = self._query(mutation, {"repo": repo, "name": EPISODES, "key": key})["addDynamicPartition"]
-            if res["__typename"] not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
-                raise GraphQLError(f"adding partition {key} failed: {res.get('message', res['__typename'])}")
+        for start in range(0, len(missing), ADD_PARTITIONS_PER_REQUEST):
+            chunk = missing[start:start + ADD_PARTITIONS_PER_REQUEST]
+            fields = " ".join(
+                f"k{i}: addDynamicPartition(repositorySelector: $repo, partitionsDefName: $name, partitionKey: $key{i})"
+                " { __typename ... on PythonError { message } ... on UnauthorizedError { message } }"
+                for i in range(len(chunk)))
+            params = "".join(f", $key{i}: String!" for i in range(len(chunk)))
+            data = self._query(f"mutation($repo: RepositorySelector!, $name: String!{params}) {{ {fields} }}",
+                               {"repo": repo, "name": EPISODES, **{f"key{i}": key for i, key in enumerate(chunk)}})
+            for i, key in enumerate(chunk):
+                res = data[f"k{i}"]
+                if res["__typename"] not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
+                    raise GraphQLError(f"adding partition {key} failed: {res.get('message', res['__typename'])}")
 
     def _partition_keys(self) -> list[str]:
         data = self._query("""{ assetNodeOrError(assetKey: {path: ["raw_audio"]}) { __typename
@@ -322,7 +338,7 @@ class GraphQLLauncher:
             __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
             ... on InvalidSubsetError { message } ... on UnauthorizedError { message } } }"""
         params = {"partitionNames": keys, "assetSelection": [{"path": [a]} for a in JOB_ASSETS[job_name]],
-                  "tags": [{"key": "podinsight/trigger", "value": "podrun"}]}
+                  "tags": [{"key": "podinsight/trigger", "value": "podrun"}], "runConfigData": IN_PROCESS}
         res = self._query(mutation, {"params": params})["launchPartitionBackfill"]
         if res["__typename"] != "LaunchBackfillSuccess":
             raise GraphQLError(f"backfill refused: {res.get('message', res['__typename'])}")

@@ -62,6 +62,9 @@ class Settings:
     # who spoke (speakers/): voice embeddings clustered per episode, or off; a forced speaker count
     diarization: str = "voice"
     speakers: int = 0                   # 0: the feed's podcast:person count, else estimated
+    # episodes per run of a backfill (the episode assets' BackfillPolicy.multi_run): a backfill of N
+    # episodes becomes ceil(N / this) runs, which the deployment's run queue runs side by side
+    episodes_per_run: int = 100
     # fetching (run-book §3)
     allow_private_networks: str = ""
     default_host_limit: int = 10        # run-book §3.2: hosts not in HOST_LIMIT get 10
@@ -180,6 +183,8 @@ class Settings:
                             ("PODINSIGHT_AUTO_TRANSCRIBE_INTERVAL_SEC", self.auto_transcribe_interval_sec)):
             if value < 1:
                 raise SettingsError(f"{name}={value}: must be at least 1 second")
+        if self.episodes_per_run < 1:
+            raise SettingsError(f"PODINSIGHT_EPISODES_PER_RUN={self.episodes_per_run}: must be at least 1")
         if not 0 <= self.pack_gap_sec <= 5:
             raise SettingsError(f"PODINSIGHT_PACK_GAP_SEC={self.pack_gap_sec}: 0 (off) up to 5 seconds")
 
@@ -289,6 +294,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PODINSIGHT_DIARIZATION", "diarization", _text, "voice (speaker labels from voice embeddings) or off"),
     EnvVar("PODINSIGHT_SPEAKERS", "speakers", _int,
            "speakers per episode (0: the feed's podcast:person hosts and guests, else estimated)"),
+    EnvVar("PODINSIGHT_EPISODES_PER_RUN", "episodes_per_run", _int,
+           "episodes per run of a backfill (the episode assets' multi-run backfill policy)"),
     EnvVar("PODINSIGHT_ALLOW_PRIVATE_NETWORKS", "allow_private_networks", _text, "1, or CIDRs fetching may reach"),
     EnvVar("PODINSIGHT_DEFAULT_HOST_LIMIT", "default_host_limit", _int, "connections per host not listed"),
     EnvVar("PODINSIGHT_HTTP_MAX_ATTEMPTS", "http_max_attempts", _int, "tries per request (retryable errors)"),

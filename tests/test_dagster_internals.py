@@ -12,8 +12,8 @@ import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, DynamicPartitionsDefinition, asset, define_asset_job
 
 from podinsight_dagster.dagster_internals import (DAGSTER_VERSION, execute_with_workspace_origin,
-                                                  partition_list_read_once, reuse_event_log_connections,
-                                                  workspace_repository_origins)
+                                                  partition_list_read_once, remember_event_log_schema,
+                                                  reuse_event_log_connections, workspace_repository_origins)
 from podinsight_dagster.instance import prepare_instance
 
 BROKEN = (f"Dagster {dagster.__version__} (dagster_internals.py was written against {DAGSTER_VERSION}): "
@@ -62,6 +62,20 @@ def test_reuse_event_log_connections_applies_and_events_are_stored(sqlite_instan
     assert result.success
     assert sqlite_instance.get_latest_materialization_event(AssetKey("contract_value")) is not None, \
         BROKEN.format(use="reuse_event_log_connections (events no longer stored through _connect)")
+
+
+def test_remember_event_log_schema_applies_and_asks_the_schema_once(sqlite_instance):
+    use = "remember_event_log_schema"
+    storage = sqlite_instance.event_log_storage
+    asked = []
+    ask_table = storage.has_table
+    storage.has_table = lambda name: (asked.append(name), ask_table(name))[1]  # what the wrapper will call
+    assert remember_event_log_schema(sqlite_instance), BROKEN.format(use=use)
+    for _ in range(2):
+        assert dagster.materialize([contract_value], instance=sqlite_instance).success
+    assert sqlite_instance.get_latest_materialization_event(AssetKey("contract_value")) is not None, \
+        BROKEN.format(use=use + " (asset events no longer stored)")
+    assert len(asked) == len(set(asked)), BROKEN.format(use=use + f" (has_table asked again: {asked})")
 
 
 def test_workspace_repository_origins_name_the_code_location():

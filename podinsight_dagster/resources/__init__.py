@@ -53,6 +53,7 @@ class PodInsightConfig(ConfigurableResource):
     batch_job_definition: str = ""
     diarization: str = ""
     speakers: str = ""
+    episodes_per_run: str = ""
     allow_private_networks: str = ""
     default_host_limit: str = ""
     http_max_attempts: str = ""
