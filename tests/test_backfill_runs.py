@@ -96,6 +96,7 @@ def backfill_many_runs(settings: Settings, cdn, tmp_path: Path, episodes: int, p
         assert outcome.success, f"{said}\n{_failures(instance, [r.dagster_run for r in runs])}"
         assert len(runs) == outcome.runs == math.ceil(episodes / per_run)
         assert all(r.dagster_run.status == DagsterRunStatus.SUCCESS for r in runs)
+        assert {r.dagster_run.job_name for r in runs} == {"episode_pipeline"}  # listed on the job's pages
         assert all(r.dagster_run.run_config == {"execution": {"config": {"in_process": {}}}} for r in runs)
         assert 2 <= _most_at_once(runs) <= MAX_CONCURRENT_RUNS
         assert instance.get_materialized_partitions(AssetKey("transcript_index")) == set(keys)

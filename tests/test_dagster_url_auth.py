@@ -121,6 +121,7 @@ def test_podrun_reaches_a_deployment_only_with_its_token(settings, demo_catalog,
                 assert len(instance.get_materialized_partitions(AssetKey("raw_audio"))) == 3
                 backfill_runs = [r for r in instance.get_runs() if r.tags.get("dagster/backfill")]
                 assert len(backfill_runs) == 1  # its 3 episodes share one run
+                assert backfill_runs[0].job_name == "fetch_episodes"  # the named job, not __ASSET_JOB
         finally:
             proxy.close()
         monkeypatch.delenv("PODINSIGHT_DAGSTER_TOKEN")
