@@ -61,7 +61,7 @@ class Settings:
     batch_job_definition: str = "whisper-base"
     # who spoke (speakers/): voice embeddings clustered per episode, or off; a forced speaker count
     diarization: str = "voice"
-    speakers: int = 0                   # 0: the feed's podcast:person count, else estimated
+    speakers: int = 0                   # 0: estimated from the audio (the feed's people an upper bound)
     # fetching (run-book §3)
     allow_private_networks: str = ""
     default_host_limit: int = 10        # run-book §3.2: hosts not in HOST_LIMIT get 10
@@ -288,7 +288,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PODINSIGHT_BATCH_JOB_DEFINITION", "batch_job_definition", _text, "Batch job definition of the GPU worker (aws)"),
     EnvVar("PODINSIGHT_DIARIZATION", "diarization", _text, "voice (speaker labels from voice embeddings) or off"),
     EnvVar("PODINSIGHT_SPEAKERS", "speakers", _int,
-           "speakers per episode (0: the feed's podcast:person hosts and guests, else estimated)"),
+           "speakers per episode (0: estimated from the audio, at most the feed's podcast:person hosts and guests)"),
     EnvVar("PODINSIGHT_ALLOW_PRIVATE_NETWORKS", "allow_private_networks", _text, "1, or CIDRs fetching may reach"),
     EnvVar("PODINSIGHT_DEFAULT_HOST_LIMIT", "default_host_limit", _int, "connections per host not listed"),
     EnvVar("PODINSIGHT_HTTP_MAX_ATTEMPTS", "http_max_attempts", _int, "tries per request (retryable errors)"),
