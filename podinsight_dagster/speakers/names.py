@@ -188,11 +188,13 @@ def _norm(text: str) -> str:
     return " ".join(re.sub(r"[^\w']+", " ", text.lower().replace("’", "'")).split())
 
 
-def _forms(name: str, first_counts: dict[str, int]) -> list[str]:
-    """How a person may be called: the full name, and the first name when no other candidate shares it."""
+def _forms(name: str, word_counts: dict[str, int]) -> list[str]:
+    """How a person may be called: the full name, and the first or the last name when no other candidate
+    has that word in their name ("welcome, Tom", "thanks, Dr. Haddad")."""
     full = _norm(name)
-    first = full.split()[0] if full else ""
-    return [full] + ([first] if first and first != full and first_counts.get(first) == 1 else [])
+    words = full.split()
+    parts = {words[0], words[-1]} if len(words) > 1 else set()
+    return [full] + sorted(w for w in parts if word_counts.get(w) == 1)
 
 
 # What precedes a name in a self-introduction ("I'm Priya Raman", "my name is Tom", "I'm your host, Alex").
@@ -205,16 +207,36 @@ _WELCOME_AFTER = r"(?:welcome(?: back)?(?: to the (?:show|podcast|program))?)\b"
 _THANKS = r"(?:\bthanks|\bthank you)(?: (?:so|very) much)?(?: for [a-z' ]{1,30}?)?"
 
 
+# ASR spells names it does not know as it hears them ("Pria Ramen"): a word of the text this close to a word
+# of a candidate's name (difflib ratio, same first letter, names of 5 letters or more) is read as that word.
+NAME_SPELLING_RATIO = 0.8
+NAME_SPELLING_MIN_LEN = 5
+
+
+def _heard_as_names(text: str, name_words: set[str]) -> str:
+    from difflib import SequenceMatcher
+
+    words = text.split()
+    for i, w in enumerate(words):
+        if w in name_words or len(w) < NAME_SPELLING_MIN_LEN - 1:
+            continue
+        close = [n for n in name_words if len(n) >= NAME_SPELLING_MIN_LEN and n[0] == w[0]
+                 and SequenceMatcher(None, w, n).ratio() >= NAME_SPELLING_RATIO]
+        if len(close) == 1:
+            words[i] = close[0]
+    return " ".join(words)
+
+
 def _said(texts: list[str], labels: list[int], candidates: list[tuple[str, str | None]]) -> list[tuple[str, int, Evidence]]:
     """(person, cluster, evidence) for every time the words say who speaks: a self-introduction names the
     voice saying it; a welcome names the next voice (the segment after it is another voice's); thanks
     name the voice before (the segment before is another voice's)."""
     firsts: dict[str, int] = {}
     for name, _ in candidates:
-        first = _norm(name).split()[:1]
-        if first:
-            firsts[first[0]] = firsts.get(first[0], 0) + 1
-    norm = [_norm(t or "") for t in texts]
+        for word in set(_norm(name).split()):
+            firsts[word] = firsts.get(word, 0) + 1
+    name_words = {w for name, _ in candidates for w in _norm(name).split()}
+    norm = [_heard_as_names(_norm(t or ""), name_words) for t in texts]
     out: list[tuple[str, int, Evidence]] = []
     for name, _ in candidates:
         for form in _forms(name, firsts):
@@ -266,7 +288,7 @@ def name_speakers(centroids: np.ndarray, labels: list[int], persons: list[Person
 
     1. Evidence for (person, cluster) pairs: a voice-print match of at least ``VOICEPRINT_MATCH``;
        what is said (``_said``): a self-introduction, a welcome before the voice's turn, thanks after
-       it, by full name or a first name no other candidate shares. Pairs are taken strongest first
+       it, by full name or a first or last name no other candidate shares, as ASR may spell it. Pairs are taken strongest first
        (``STRENGTH`` summed), each person and cluster once.
     2. ``opening``: with exactly one listed host left unnamed, the one cluster that opens the show
        ("welcome to <show>", "I'm your host") within its first 90 s is that host.

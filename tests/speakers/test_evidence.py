@@ -160,3 +160,19 @@ def test_speaker_count_fails_when_the_audio_disagrees_with_the_publisher_transcr
     assert json.loads(json.dumps(out["speakers"]))[0]["name"] == "Ada Host"     # the publisher's names stand
     result = _run(speaker_count)
     assert not result.passed and list(result.metadata["episodes"].value) == [pk]
+
+
+def test_names_heard_misspelt_and_first_names_shared():
+    from podinsight_dagster.speakers.names import Person, name_speakers
+
+    cents = np.eye(3, 8, dtype=np.float32)
+    people = [Person("Priya Raman", "host"), Person("Priya Shah", "guest"), Person("Omar Haddad", "guest")]
+    # ASR's spelling of names it does not know; "Priya" alone names nobody (two candidates share it), a last
+    # name does; the voice left is the person left.
+    texts = ["Hello, I'm Pria Ramen.", "Thanks, Priya.", "Welcome, Hadad.", "Good to be here."]
+    names = name_speakers(cents, [0, 1, 1, 2], people, [], texts=texts)
+    assert [(n.name, n.source) for n in names] == [("Priya Raman", "self-introduction"), ("Priya Shah", "one-left"),
+                                                   ("Omar Haddad", "welcomed")]
+    three = people + [Person("Ann Poe", "guest")]
+    assert name_speakers(cents, [0, 1, 1, 2], three, [], texts=texts)[1].name == "Speaker 2"
+    assert names[0].evidence[0].detail == "Hello, I'm Pria Ramen." and names[2].evidence[0].segment == 2
