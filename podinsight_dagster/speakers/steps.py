@@ -16,7 +16,7 @@ from podinsight_dagster.speakers.names import (SpeakerName, VoicePrint, guest_fr
 from podinsight_dagster.store import layout
 from podinsight_dagster.store.keys import EpisodeKey
 from podinsight_dagster.store.objects import ConcurrentUpdate
-from podinsight_dagster.transcribe.options import Transcript
+from podinsight_dagster.transcribe.options import Transcript, TranscriptionError
 
 if TYPE_CHECKING:
     from podinsight_dagster.services import Services
@@ -76,6 +76,7 @@ class Prepared:
     transcript: Transcript
     emb: np.ndarray | None = None       # (segments, dim), when the voice path applies
     embed_sec: float = 0.0
+    audio_unread: str | None = None     # why a publisher-named transcript's audio could not be counted
 
 
 def _voice_path(services: Services, transcript: Transcript) -> bool:
@@ -101,9 +102,13 @@ def prepare_episode(services: Services, pk: str) -> Prepared:
         try:
             meta = services.raw.get_json(layout.meta_key(ek))
             audio = _decode(services, meta["audio_key"])
-        except (FileNotFoundError, KeyError) as exc:
+        except (FileNotFoundError, KeyError, TranscriptionError) as exc:
             if _publisher_named(transcript):
-                return prepared      # the publisher's names stand; there is just nothing to count them against
+                # The publisher's names stand; there is just no audio to count them against (as before issue 18).
+                prepared.audio_unread = str(exc)
+                return prepared
+            if isinstance(exc, TranscriptionError):
+                raise
             raise StepError(f"{pk}: no raw audio to diarize (materialize raw_audio again)") from exc
         started = time.perf_counter()
         prepared.emb = embed_segments(transcript, audio)
@@ -153,6 +158,8 @@ def diarize_episode(services: Services, pk: str, prepared: Prepared | None = Non
         if prepared.emb is not None:
             heard = diarize(transcript, None, emb=prepared.emb, embed_sec=prepared.embed_sec)
             out.update(audio_num_speakers=heard.num_speakers, wall_sec=heard.wall_sec)
+        elif prepared.audio_unread:
+            out["audio_unread"] = prepared.audio_unread
         return _finish(services, pk, ek, out, doc=None, listed=expected)
     if settings.diarization == "off" or not transcript.segments:
         out.update(method="off" if transcript.segments else VERSION, num_speakers=0, count_source="none",

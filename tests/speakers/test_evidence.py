@@ -176,3 +176,18 @@ def test_names_heard_misspelt_and_first_names_shared():
     three = people + [Person("Ann Poe", "guest")]
     assert name_speakers(cents, [0, 1, 1, 2], three, [], texts=texts)[1].name == "Speaker 2"
     assert names[0].evidence[0].detail == "Hello, I'm Pria Ramen." and names[2].evidence[0].segment == 2
+
+
+def test_a_publisher_transcript_without_readable_audio_keeps_its_names(services, demo_cdn, tmp_path):
+    demo_cdn.add_file("/pub-solo.xml", feed_xml("pub-solo", []), "application/rss+xml")
+    [pk] = discover(services, Catalog(feeds=[FeedSpec("pub-solo", demo_cdn.url("/pub-solo.xml"), 1)])).new_partition_keys
+    ek = EpisodeKey.parse(pk)
+    services.raw.put_bytes(layout.audio_key(ek), b"not audio at all", "audio/mpeg")
+    services.raw.put_json(layout.meta_key(ek), {"audio_key": layout.audio_key(ek)})
+    segs = [Segment(0.0, 2.0, "Hello.", None, None, 1.0, speaker="Ada Host"),
+            Segment(2.0, 4.0, "Hi.", None, None, 1.0, speaker="Bo Guest")]
+    services.stage.put_json(layout.transcript_key(ek), Transcript(
+        "Hello. Hi.", "en", 1.0, 4.0, 4.0, segs, "tiny.en", "cpu", "int8", 1.0, source="publisher").to_dict())
+    out = diarize_episode(services, pk)
+    assert [s["name"] for s in out["speakers"]] == ["Ada Host", "Bo Guest"] and "audio_num_speakers" not in out
+    assert "cannot decode audio" in out["audio_unread"] and services.checkpoints.get(pk).speaker_issue is None
