@@ -88,12 +88,14 @@ def transcript_sanity(context: AssetCheckExecutionContext, podinsight: PodInsigh
 
 
 @asset_check(asset=speakers, description="Diarization found several voices wherever the feed lists several "
-                                         "people (podcast:person hosts and guests).")
+                                         "people (podcast:person hosts and guests), and as many as a publisher "
+                                         "transcript names.")
 def speaker_count(context: AssetCheckExecutionContext, podinsight: PodInsightResource) -> AssetCheckResult:
     bad = {r.partition_key: r.speaker_issue for r in podinsight.services().checkpoints.episodes() if r.speaker_issue}
     return AssetCheckResult(
         passed=not bad, severity=AssetCheckSeverity.WARN,
-        description=None if not bad else f"{len(bad)} episodes: one speaker found, several listed in the feed",
+        description=None if not bad else f"{len(bad)} episodes: the voices found disagree with the "
+                                                   "feed's people or the publisher transcript's speakers",
         metadata={"episodes_flagged": len(bad), "episodes": MetadataValue.json(dict(list(bad.items())[:50]))})
 
 

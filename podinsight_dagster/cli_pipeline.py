@@ -143,7 +143,8 @@ def _catalog(settings: Settings):
               help="Transcribe the episodes listed in this manifest (s3:// URI or local path).")
 @click.option("--model", default=None, help="Whisper model: base (default), tiny.en, or a model folder.")
 @click.option("--speakers", type=click.IntRange(min=1, max=8), default=None,
-              help="Speakers per episode for diarization (default: the feed's podcast:person count, else estimated).")
+              help="Speakers per episode for diarization (default: estimated from the audio, at most the hosts and "
+                   "guests the feed lists).")
 @click.option("--dagster-url", default=None, help=DAGSTER_URL_HELP)
 @click.option("--retry-failed", is_flag=True, help="Also retry transcriptions that failed for good (bad audio).")
 @click.option("--stale", is_flag=True,

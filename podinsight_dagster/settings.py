@@ -61,7 +61,7 @@ class Settings:
     batch_job_definition: str = "whisper-base"
     # who spoke (speakers/): voice embeddings clustered per episode, or off; a forced speaker count
     diarization: str = "voice"
-    speakers: int = 0                   # 0: the feed's podcast:person count, else estimated
+    speakers: int = 0                   # 0: estimated from the audio (the feed's people an upper bound)
     # episodes per run of a backfill (the episode assets' BackfillPolicy.multi_run): a backfill of N
     # episodes becomes ceil(N / this) runs, which the deployment's run queue runs side by side
     episodes_per_run: int = 100
@@ -293,7 +293,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PODINSIGHT_BATCH_JOB_DEFINITION", "batch_job_definition", _text, "Batch job definition of the GPU worker (aws)"),
     EnvVar("PODINSIGHT_DIARIZATION", "diarization", _text, "voice (speaker labels from voice embeddings) or off"),
     EnvVar("PODINSIGHT_SPEAKERS", "speakers", _int,
-           "speakers per episode (0: the feed's podcast:person hosts and guests, else estimated)"),
+           "speakers per episode (0: estimated from the audio, at most the feed's podcast:person hosts and guests)"),
     EnvVar("PODINSIGHT_EPISODES_PER_RUN", "episodes_per_run", _int,
            "episodes per run of a backfill (the episode assets' multi-run backfill policy)"),
     EnvVar("PODINSIGHT_ALLOW_PRIVATE_NETWORKS", "allow_private_networks", _text, "1, or CIDRs fetching may reach"),

@@ -32,7 +32,7 @@ from tests.conftest import make_aws_stack
 from tests.support.dagster_dev import dagster_dev_server
 from tests.support.feeds import add_to_catalog, serve_feed
 
-CLIP = Path(__file__).resolve().parent / "fixtures" / "audio" / "clip-2s.mp3"
+CLIP = Path(__file__).resolve().parent / "fixtures" / "audio" / "tiny-2s.mp3"  # not clip-*: those are the 14-33 s batching fixtures
 MAX_CONCURRENT_RUNS = 3
 DAGSTER_YAML = f"""\
 # The local instance's (podinsight_dagster/instance.py) with the run queue: the QueuedRunCoordinator, at most

@@ -78,8 +78,11 @@ def test_podrun_demo_end_to_end(home, tmp_path):
     host, guest = truth["persons"]["host"], truth["persons"]["guest"]
     stage = home / "pod-insights-stage" / duo.partition_key
     spk = json.loads((stage / "speakers" / "speakers.json").read_text())
-    assert spk["num_speakers"] == 2 and spk["count_source"] == "feed"
+    assert spk["num_speakers"] == 2 and spk["count_source"] == "estimated" and spk["count_bound"] == 2
     assert {(s["name"], s["role"]) for s in spk["speakers"]} == {(host, "host"), (guest, "guest")}
+    # Each name with its evidence: the host opens the show ("Welcome to science weekly"), the guest is the one left.
+    assert {s["name"]: s["source"] for s in spk["speakers"]} == {host: "opening", guest: "one-left"}
+    assert all(s["evidence"] for s in spk["speakers"])
     segments = json.loads((stage / "transcripts" / "transcript.json").read_text())["segments"]
     hyp = [(s["start"], s["end"], s["speaker"]) for s in segments]
     ref = [(t["start"], t["end"], truth["persons"][t["role"]]) for t in truth["turns"]]

@@ -39,8 +39,11 @@ def embed_segments(transcript: Transcript, audio: np.ndarray, encoder: VoiceEnco
 
 def diarize(transcript: Transcript, audio: np.ndarray | None, num_speakers: int | None = None,
             encoder: VoiceEncoder | None = None, *, emb: np.ndarray | None = None,
-            embed_sec: float = 0.0) -> Diarization:
+            embed_sec: float = 0.0, max_speakers: int | None = None) -> Diarization:
     """Speaker labels for ``transcript``'s segments from ``audio`` (16 kHz mono float32).
+
+    ``num_speakers`` forces the count; otherwise it is estimated from the voices, at most
+    ``max_speakers`` (an upper bound, e.g. the people a feed lists: never a quota).
 
     ``emb``: the segments' embeddings when already computed (``embed_segments``, ``embed_sec`` long),
     in which case ``audio`` is not read.
@@ -52,7 +55,8 @@ def diarize(transcript: Transcript, audio: np.ndarray | None, num_speakers: int 
     if emb is None:
         emb = embed_segments(transcript, audio, encoder)
     weights = np.array([max(e - s, 0.0) for s, e in spans])
-    result = cluster_speakers(emb, weights, num_speakers=num_speakers)
+    bound = {"max_speakers": max(1, max_speakers)} if max_speakers else {}
+    result = cluster_speakers(emb, weights, num_speakers=num_speakers, **bound)
     k = int(result.labels.max()) + 1
     talk = [round(float(weights[result.labels == c].sum()), 3) for c in range(k)]
     return Diarization([int(x) for x in result.labels], result.centroids, talk, result.estimated,

@@ -1,10 +1,10 @@
-"""Speaker names: feed voice prints, the feed's podcast:person host and guests, the show notes' guest, else ``Speaker N``."""
+"""Speaker names, each only with evidence: voice prints, what is said, the show notes, the one voice left; else ``Speaker N``."""
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -153,54 +153,197 @@ class VoicePrint:
         return v / (np.linalg.norm(v) + 1e-12)
 
 
+# ---- who is who: evidence ---------------------------------------------------------------------
+# A name goes on a voice only with evidence, and speakers.json records it (``Evidence``). Strength of each
+# kind when two names claim one voice (or one name two voices): what a person says of themselves beats a
+# voice print, which beats being addressed by name by the voice before or after.
+STRENGTH = {"self-introduction": 3.0, "voiceprint": 2.0, "welcomed": 1.0, "thanked": 1.0}
+# Evidence good enough to teach the feed a voice print. ``one-left`` (the only unnamed voice for the only
+# unmatched listed person) and ``opening`` (the voice that opens the show is its one listed host) are
+# deductions that hold only when the count of voices is right, the very thing a print must not inherit
+# when it is wrong (one voice split in two would teach a second person's name to that voice).
+TEACHES_PRINTS = {"self-introduction", "voiceprint", "welcomed", "thanked"}
+OPENING_WINDOW_SEC = 90.0   # "welcome to <show>" counts as the host's opening within the episode's first 90 s
+
+
+@dataclass
+class Evidence:
+    source: str             # self-introduction, welcomed, thanked, voiceprint, opening, one-left, show-notes
+    detail: str             # the words said (a segment's text), the voice print's similarity, ...
+    segment: int | None = None
+
+
 @dataclass
 class SpeakerName:
     name: str
     role: str | None        # host, guest, ... when known
-    source: str             # voiceprint, intro (the host speaks first), only-guest, show-notes, publisher or none
+    source: str             # the strongest evidence's source (see Evidence), publisher, or none (``Speaker N``)
+    evidence: list[Evidence] = field(default_factory=list)
+
+    def teaches_prints(self) -> bool:
+        return any(e.source in TEACHES_PRINTS for e in self.evidence)
 
 
-def name_speakers(centroids: np.ndarray, first_cluster: int | None, persons: list[Person],
-                  prints: list[VoicePrint], notes_guest: str | None = None) -> list[SpeakerName]:
-    """A name per cluster.
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w']+", " ", text.lower().replace("’", "'")).split())
 
-    1. A cluster whose voice matches one of the feed's prints (each print and cluster at most
-       once, best matches first) is that person.
-    2. With one host listed and not yet found, the cluster that speaks first (the intro) is the host.
-    3. With one guest listed and one cluster left unnamed, that cluster is the guest.
-    4. With no guest listed, the guest the show notes name (``notes_guest``, see
-       ``guest_from_show_notes``) is the one unnamed cluster other than the host's (the cluster
-       named as host, else the one that speaks first), when there is exactly one.
-    5. Anything else: ``Speaker N`` (N in order of first speech).
+
+def _forms(name: str, word_counts: dict[str, int]) -> list[str]:
+    """How a person may be called: the full name, and the first or the last name when no other candidate
+    has that word in their name ("welcome, Tom", "thanks, Dr. Haddad")."""
+    full = _norm(name)
+    words = full.split()
+    parts = {words[0], words[-1]} if len(words) > 1 else set()
+    return [full] + sorted(w for w in parts if word_counts.get(w) == 1)
+
+
+# What precedes a name in a self-introduction ("I'm Priya Raman", "my name is Tom", "I'm your host, Alex").
+# "This is Tom" is left out: it introduces someone else as often as oneself.
+_SELF = r"(?:\bi'?m|\bi am|\bmy name is|\b(?:this is|it's|here's) your (?:co host|host))(?: your (?:co host|host))?"
+# A welcome of the next voice ("welcome, Tom", "welcome to the show Tom", "Tom, welcome", "over to you, Tom").
+_WELCOME_BEFORE = r"(?:\bwelcome(?: back)?(?: to the (?:show|podcast|program))?|\bover to you|\bjoining (?:me|us)(?: today)? is)"
+_WELCOME_AFTER = r"(?:welcome(?: back)?(?: to the (?:show|podcast|program))?)\b"
+# Thanks to the voice that just spoke ("thanks, Priya", "thank you so much Tom", "thanks for having me Alex").
+_THANKS = r"(?:\bthanks|\bthank you)(?: (?:so|very) much)?(?: for [a-z' ]{1,30}?)?"
+
+
+# ASR spells names it does not know as it hears them ("Pria Ramen"): a word of the text this close to a word
+# of a candidate's name (difflib ratio, same first letter, names of 5 letters or more) is read as that word.
+NAME_SPELLING_RATIO = 0.8
+NAME_SPELLING_MIN_LEN = 5
+
+
+def _heard_as_names(text: str, name_words: set[str]) -> str:
+    from difflib import SequenceMatcher
+
+    words = text.split()
+    for i, w in enumerate(words):
+        if w in name_words or len(w) < NAME_SPELLING_MIN_LEN - 1:
+            continue
+        close = [n for n in name_words if len(n) >= NAME_SPELLING_MIN_LEN and n[0] == w[0]
+                 and SequenceMatcher(None, w, n).ratio() >= NAME_SPELLING_RATIO]
+        if len(close) == 1:
+            words[i] = close[0]
+    return " ".join(words)
+
+
+def _said(texts: list[str], labels: list[int], candidates: list[tuple[str, str | None]]) -> list[tuple[str, int, Evidence]]:
+    """(person, cluster, evidence) for every time the words say who speaks: a self-introduction names the
+    voice saying it; a welcome names the next voice (the segment after it is another voice's); thanks
+    name the voice before (the segment before is another voice's)."""
+    firsts: dict[str, int] = {}
+    for name, _ in candidates:
+        for word in set(_norm(name).split()):
+            firsts[word] = firsts.get(word, 0) + 1
+    name_words = {w for name, _ in candidates for w in _norm(name).split()}
+    norm = [_heard_as_names(_norm(t or ""), name_words) for t in texts]
+    out: list[tuple[str, int, Evidence]] = []
+    for name, _ in candidates:
+        for form in _forms(name, firsts):
+            nm = re.escape(form)
+            for i, text in enumerate(norm):
+                if not text:
+                    continue
+                # The name may run on ("I'm Priya Raman" matches "Priya" too): count each kind once per segment.
+                if re.search(rf"{_SELF} {nm}\b", text):
+                    out.append((name, labels[i], Evidence("self-introduction", texts[i].strip(), i)))
+                nxt = i + 1 < len(labels) and labels[i + 1] != labels[i]
+                if nxt and (re.search(rf"{_WELCOME_BEFORE} {nm}\b", text) or re.search(rf"\b{nm} {_WELCOME_AFTER}", text)):
+                    out.append((name, labels[i + 1], Evidence("welcomed", texts[i].strip(), i)))
+                if i > 0 and labels[i - 1] != labels[i] and re.search(rf"{_THANKS} {nm}\b", text):
+                    out.append((name, labels[i - 1], Evidence("thanked", texts[i].strip(), i)))
+    # One hit per (person, cluster, kind, segment): a full and a first name matching the same words are one.
+    seen, unique = set(), []
+    for name, c, ev in out:
+        key = (name, c, ev.source, ev.segment)
+        if key not in seen:
+            seen.add(key)
+            unique.append((name, c, ev))
+    return unique
+
+
+def _opening(texts: list[str], labels: list[int], starts: list[float], show_words: list[str]) -> dict[int, Evidence]:
+    """Clusters that open the show early on: "welcome to <show>", "you're listening to <show>", "I'm your host"."""
+    show = " ".join(show_words)
+    patterns = [r"\b(?:welcome(?: back)? to|you'?re listening to|this is) (?:the )?(?:show|podcast|program)\b",
+                r"\bi'?m your (?:co )?host\b", r"\bi am your (?:co )?host\b"]
+    if show:
+        patterns.append(rf"\b(?:welcome(?: back)? to|you'?re listening to|this is) (?:the )?{re.escape(show)}\b")
+    found: dict[int, Evidence] = {}
+    for i, (text, start) in enumerate(zip(texts, starts)):
+        if start > OPENING_WINDOW_SEC:
+            break
+        if any(re.search(p, _norm(text or "")) for p in patterns):
+            found.setdefault(labels[i], Evidence("opening", (text or "").strip(), i))
+    return found
+
+
+def name_speakers(centroids: np.ndarray, labels: list[int], persons: list[Person], prints: list[VoicePrint],
+                  notes_guest: str | None = None, texts: list[str] | None = None,
+                  starts: list[float] | None = None, show_words: list[str] | None = None) -> list[SpeakerName]:
+    """A name per cluster, each with its evidence (``Speaker N`` without any).
+
+    Candidates are the feed's hosts and guests (``podcast:person``) and the guest the show notes
+    name (``notes_guest``); the feed's voice prints name voices heard before.
+
+    1. Evidence for (person, cluster) pairs: a voice-print match of at least ``VOICEPRINT_MATCH``;
+       what is said (``_said``): a self-introduction, a welcome before the voice's turn, thanks after
+       it, by full name or a first or last name no other candidate shares, as ASR may spell it. Pairs are taken strongest first
+       (``STRENGTH`` summed), each person and cluster once.
+    2. ``opening``: with exactly one listed host left unnamed, the one cluster that opens the show
+       ("welcome to <show>", "I'm your host") within its first 90 s is that host.
+    3. ``one-left``: exactly one cluster left unnamed and exactly one candidate left: that candidate.
+    A voice print is never taken from ``opening`` or ``one-left`` alone (``TEACHES_PRINTS``).
     """
     k = len(centroids)
-    out: list[SpeakerName | None] = [None] * k
-    used: set[str] = set()
+    texts = texts or [""] * len(labels)
+    starts = starts or [0.0] * len(labels)
+    candidates: dict[str, str | None] = {}
+    for p in persons:
+        if p.role in ("host", "co-host", "guest"):
+            candidates.setdefault(p.name, p.role)
+    notes_ev = None
+    if notes_guest and notes_guest not in candidates:
+        candidates[notes_guest] = "guest"
+        notes_ev = Evidence("show-notes", notes_guest)
+    roles = {p.name: p.role for p in persons}
+    evidence: dict[tuple[str, int], list[Evidence]] = {}
     if prints and k:
         mat = np.stack([p.array() for p in prints])
         sim = centroids @ mat.T
-        pairs = sorted(((float(sim[c, j]), c, j) for c in range(k) for j in range(len(prints))), reverse=True)
-        for score, c, j in pairs:
-            if score < VOICEPRINT_MATCH:
-                break
-            if out[c] is None and prints[j].name not in used:
-                out[c] = SpeakerName(prints[j].name, prints[j].role, "voiceprint")
-                used.add(prints[j].name)
-    hosts = [p for p in persons if p.role in ("host", "co-host") and p.name not in used]
-    if len([p for p in persons if p.role in ("host", "co-host")]) == 1 and len(hosts) == 1 \
-            and first_cluster is not None and out[first_cluster] is None:
-        out[first_cluster] = SpeakerName(hosts[0].name, hosts[0].role, "intro")
-        used.add(hosts[0].name)
-    guests = [p for p in persons if p.role == "guest"]
+        for c in range(k):
+            for j, pr in enumerate(prints):
+                if sim[c, j] >= VOICEPRINT_MATCH:
+                    evidence.setdefault((pr.name, c), []).append(Evidence("voiceprint", f"{float(sim[c, j]):.3f}"))
+                    roles.setdefault(pr.name, pr.role)
+    for name, c, ev in _said(texts, labels, list(candidates.items())):
+        evidence.setdefault((name, c), []).append(ev)
+
+    def strength(evs: list[Evidence]) -> float:
+        return sum(STRENGTH.get(e.source, 0.0) for e in evs)
+
+    out: list[SpeakerName | None] = [None] * k
+    used: set[str] = set()
+    for (name, c), evs in sorted(evidence.items(), key=lambda kv: -strength(kv[1])):
+        if out[c] is None and name not in used:
+            evs = evs + ([notes_ev] if notes_ev and name == notes_guest else [])
+            best = max(evs, key=lambda e: STRENGTH.get(e.source, 0.0))
+            out[c] = SpeakerName(name, candidates.get(name) or roles.get(name), best.source, evs)
+            used.add(name)
+    hosts = [n for n, r in candidates.items() if r in ("host", "co-host")]
+    free_hosts = [n for n in hosts if n not in used]
+    if len(hosts) == 1 and free_hosts:
+        opened = [c for c in _opening(texts, labels, starts, show_words or []) if out[c] is None]
+        if len(opened) == 1:
+            ev = _opening(texts, labels, starts, show_words or [])[opened[0]]
+            out[opened[0]] = SpeakerName(free_hosts[0], candidates[free_hosts[0]], "opening", [ev])
+            used.add(free_hosts[0])
+    left = [n for n in candidates if n not in used]
     free = [c for c in range(k) if out[c] is None]
-    if len(guests) == 1 and guests[0].name not in used and len(free) == 1:
-        out[free[0]] = SpeakerName(guests[0].name, "guest", "only-guest")
-    if notes_guest and not guests and notes_guest not in used | {p.name for p in persons}:
-        named_host = [c for c in range(k) if out[c] is not None and out[c].role in ("host", "co-host")]
-        host = named_host[0] if len(named_host) == 1 else first_cluster
-        free = [c for c in range(k) if out[c] is None and c != host]
-        if len(free) == 1:
-            out[free[0]] = SpeakerName(notes_guest, "guest", "show-notes")
+    if len(left) == 1 and len(free) == 1:
+        evs = [Evidence("one-left", f"the only voice left unnamed for the only listed person left ({left[0]})")]
+        out[free[0]] = SpeakerName(left[0], candidates[left[0]], "one-left",
+                                   evs + ([notes_ev] if notes_ev and left[0] == notes_guest else []))
     return [o or SpeakerName(f"Speaker {c + 1}", None, "none") for c, o in enumerate(out)]
 
 
@@ -209,7 +352,7 @@ def update_prints(prints: list[VoicePrint], centroids: np.ndarray, names: list[S
     """The feed's prints with this episode's named voices folded in (a running mean weighted by speech time)."""
     by_name = {p.name: p for p in prints}
     for vec, who, sec in zip(centroids, names, talk_sec):
-        if who.source == "none" or sec <= 0:
+        if not who.teaches_prints() or sec <= 0:
             continue
         old = by_name.get(who.name)
         if old is None:

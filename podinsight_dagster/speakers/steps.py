@@ -16,7 +16,7 @@ from podinsight_dagster.speakers.names import (SpeakerName, VoicePrint, guest_fr
 from podinsight_dagster.store import layout
 from podinsight_dagster.store.keys import EpisodeKey
 from podinsight_dagster.store.objects import ConcurrentUpdate
-from podinsight_dagster.transcribe.options import Transcript
+from podinsight_dagster.transcribe.options import Transcript, TranscriptionError
 
 if TYPE_CHECKING:
     from podinsight_dagster.services import Services
@@ -76,16 +76,21 @@ class Prepared:
     transcript: Transcript
     emb: np.ndarray | None = None       # (segments, dim), when the voice path applies
     embed_sec: float = 0.0
+    audio_unread: str | None = None     # why a publisher-named transcript's audio could not be counted
 
 
 def _voice_path(services: Services, transcript: Transcript) -> bool:
-    if transcript.source == "publisher" and any(s.speaker for s in transcript.segments):
-        return False
+    # A publisher transcript that names its speakers keeps them, but its voices are still counted from the
+    # audio so that the speaker_count check can say when the two disagree.
     return services.settings.diarization != "off" and bool(transcript.segments)
 
 
+def _publisher_named(transcript: Transcript) -> bool:
+    return transcript.source == "publisher" and any(s.speaker for s in transcript.segments)
+
+
 def prepare_episode(services: Services, pk: str) -> Prepared:
-    """Read the transcript and, when voices are to be labelled, decode the audio and embed every segment."""
+    """Read the transcript and, when voices are to be labelled or counted, decode the audio and embed every segment."""
     ek = EpisodeKey.parse(pk)
     try:
         doc = services.stage.get_json(layout.transcript_key(ek))
@@ -97,7 +102,13 @@ def prepare_episode(services: Services, pk: str) -> Prepared:
         try:
             meta = services.raw.get_json(layout.meta_key(ek))
             audio = _decode(services, meta["audio_key"])
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, KeyError, TranscriptionError) as exc:
+            if _publisher_named(transcript):
+                # The publisher's names stand; there is just no audio to count them against (as before issue 18).
+                prepared.audio_unread = str(exc)
+                return prepared
+            if isinstance(exc, TranscriptionError):
+                raise
             raise StepError(f"{pk}: no raw audio to diarize (materialize raw_audio again)") from exc
         started = time.perf_counter()
         prepared.emb = embed_segments(transcript, audio)
@@ -108,13 +119,14 @@ def prepare_episode(services: Services, pk: str) -> Prepared:
 def diarize_episode(services: Services, pk: str, prepared: Prepared | None = None) -> dict:
     """Label every segment (and word) of the episode's transcript with a speaker; returns speakers.json.
 
-    The number of speakers is ``Settings.speakers`` when set, else the count of hosts and guests
-    the feed lists (``podcast:person``, plus the guest the show notes name when the feed lists a
-    host but no guest), else estimated. Names come from the feed's voice prints, then from
-    ``podcast:person``, then the show notes' guest (see ``names.name_speakers``); named voices
-    update the prints.
-    A publisher transcript that names its speakers keeps them. ``prepared``: this episode's
-    ``prepare_episode`` (done now when not given). Raises StepError.
+    The number of speakers comes from the audio (estimated from the voices), or ``Settings.speakers``
+    when set. The feed's hosts and guests (``podcast:person``, plus the guest the show notes name)
+    are an upper bound when the list names a guest (a list of hosts alone is usually the channel's
+    and says nothing of guests), never a quota. Names come only with evidence
+    (``names.name_speakers``), recorded per speaker; only names with strong evidence teach the
+    feed's voice prints. A publisher transcript that names its speakers keeps them; its voices are
+    counted all the same, and a different count is a ``speaker_issue``. ``prepared``: this
+    episode's ``prepare_episode`` (done now when not given). Raises StepError.
     """
     ek = EpisodeKey.parse(pk)
     prepared = prepared or prepare_episode(services, pk)
@@ -122,8 +134,7 @@ def diarize_episode(services: Services, pk: str, prepared: Prepared | None = Non
     rec = services.checkpoints.get(pk)
     persons = persons_from_json(rec.persons_json if rec else None)
     listed = speakers_listed(persons)
-    # A guest the feed does not list but the show notes name ("with guest Jane Doe") is one more voice
-    # (when a host is listed: with nobody listed the count stays estimated) and names a cluster.
+    # A guest the feed does not list but the show notes name ("with guest Jane Doe") is one more candidate name.
     notes_guest = None
     if rec is not None and not any(p.role == "guest" for p in persons):
         notes_guest = guest_from_show_notes(rec.description)
@@ -135,14 +146,20 @@ def diarize_episode(services: Services, pk: str, prepared: Prepared | None = Non
            "persons": [asdict(p) for p in persons], "show_notes_guest": notes_guest,
            "audio_sec": round(transcript.duration, 3)}
 
-    if transcript.source == "publisher" and any(s.speaker for s in transcript.segments):
+    if _publisher_named(transcript):
         names: dict[str, float] = {}
         for s in transcript.segments:
             if s.speaker:
                 names[s.speaker] = names.get(s.speaker, 0.0) + max(s.end - s.start, 0.0)
         out.update(method="publisher", num_speakers=len(names), count_source="publisher", wall_sec=0.0,
-                   speakers=[{"id": i, "name": n, "role": None, "source": "publisher", "talk_sec": round(t, 3)}
-                             for i, (n, t) in enumerate(names.items())])
+                   speakers=[{"id": i, "name": n, "role": None, "source": "publisher",
+                              "evidence": [{"source": "publisher", "detail": "the publisher's transcript"}],
+                              "talk_sec": round(t, 3)} for i, (n, t) in enumerate(names.items())])
+        if prepared.emb is not None:
+            heard = diarize(transcript, None, emb=prepared.emb, embed_sec=prepared.embed_sec)
+            out.update(audio_num_speakers=heard.num_speakers, wall_sec=heard.wall_sec)
+        elif prepared.audio_unread:
+            out["audio_unread"] = prepared.audio_unread
         return _finish(services, pk, ek, out, doc=None, listed=expected)
     if settings.diarization == "off" or not transcript.segments:
         out.update(method="off" if transcript.segments else VERSION, num_speakers=0, count_source="none",
@@ -150,23 +167,26 @@ def diarize_episode(services: Services, pk: str, prepared: Prepared | None = Non
         return _finish(services, pk, ek, out, doc=None, listed=expected)
 
     forced = settings.speakers or None
-    count_source = "setting" if forced else (
-        ("feed+show-notes" if expected > listed else "feed") if expected else "estimated")
-    result = diarize(transcript, None, num_speakers=forced or (expected or None), emb=prepared.emb,
-                     embed_sec=prepared.embed_sec)
-    first = result.labels[0] if result.labels else None
+    # Upper bound: only a list that names the episode's guests (or the show notes' guest) bounds its voices.
+    bound = expected if expected and (notes_guest or any(p.role == "guest" for p in persons)) else None
+    result = diarize(transcript, None, num_speakers=forced, emb=prepared.emb, embed_sec=prepared.embed_sec,
+                     max_speakers=None if forced else bound)
+    out.update(count_source="setting" if forced else "estimated", count_bound=None if forced else bound)
     prints, _ = _load_prints(services, ek.feed_slug)
-    names = name_speakers(result.centroids, first, persons, prints, notes_guest)
-    speakers = [{"id": c, "name": n.name, "role": n.role, "source": n.source, "talk_sec": result.talk_sec[c]}
+    names = name_speakers(result.centroids, result.labels, persons, prints, notes_guest,
+                          texts=[s.text for s in transcript.segments], starts=[s.start for s in transcript.segments],
+                          show_words=ek.feed_slug.split("-"))
+    speakers = [{"id": c, "name": n.name, "role": n.role, "source": n.source,
+                 "evidence": [asdict(e) for e in n.evidence], "talk_sec": result.talk_sec[c]}
                 for c, n in enumerate(names)]
     for seg, label in zip(doc["segments"], result.labels):
         seg["speaker"] = names[label].name
         for w in seg.get("words") or []:
             w["speaker"] = names[label].name
     doc["speakers"] = speakers
-    out.update(num_speakers=result.num_speakers, count_source=count_source, wall_sec=result.wall_sec,
+    out.update(num_speakers=result.num_speakers, wall_sec=result.wall_sec,
                speakers=speakers, segment_speakers=result.labels)
-    if any(n.source != "none" for n in names):
+    if any(n.teaches_prints() for n in names):
         out["feed_voiceprints"] = _save_prints(services, ek.feed_slug, result.centroids, names, result.talk_sec)
     return _finish(services, pk, ek, out, doc=doc, listed=expected)
 
@@ -176,7 +196,10 @@ def _finish(services: Services, pk: str, ek: EpisodeKey, out: dict, *, doc: dict
         services.stage.put_json(layout.transcript_key(ek), doc)
     services.stage.put_json(layout.speakers_key(ek), out)
     issue = None
-    if out["method"] != "off" and out["num_speakers"] == 1 and listed > 1:
+    heard = out.get("audio_num_speakers")
+    if heard is not None and heard != out["num_speakers"]:
+        issue = f"the audio has {heard} voices but the publisher's transcript names {out['num_speakers']} speakers"
+    elif out["method"] != "off" and out["num_speakers"] == 1 and listed > 1:
         lists = "and its show notes name" if listed > out["persons_listed"] else "lists"
         issue = f"diarization found one speaker but the feed {lists} {listed}"
     services.checkpoints.update(pk, speaker_issue=issue)
