@@ -168,9 +168,8 @@ def _transcript(context, podinsight, services, options, keys):
                                                    "run_id": context.run_id})
     try:
         outcomes = read_outcomes(messages)
-    except Refused as exc:
-        raise Failure(f"transcription refused: {exc} (projection: {projection.describe()})",
-                      allow_retries=False) from exc
+    except Refused as exc:  # the worker's own guard (the freeze set since the reservation, say)
+        raise Failure(f"transcription refused: {exc}", allow_retries=False) from exc
 
     def step(pk: str) -> dict:
         # Each episode's outcome, from either path, is reported (or raised) by run_per_episode.
