@@ -30,6 +30,7 @@ from podinsight_dagster.archive import vectors
 from podinsight_dagster.archive.meaning import MEANING_FLOOR, MeaningSearch
 from podinsight_dagster.archive.passages import (ROWID_SHIFT, EpisodeDoc, Hit, SearchError, _match_start, fts_query,
                                                  passages_of, with_offset)
+from podinsight_dagster.store.sqlite_wal import enable_wal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS episodes (
@@ -84,7 +85,7 @@ class TranscriptIndex(MeaningSearch):
                               "(podrun transcribe or podrun demo build it)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self.conn)  # three processes may open a new index at once
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
         self._upgrade()

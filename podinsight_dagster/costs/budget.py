@@ -23,6 +23,7 @@ from typing import Callable, Protocol
 from podinsight_dagster.costs.prices import Prices
 from podinsight_dagster.costs.speed import RUNBOOK_REALTIME_FACTOR, Speed
 from podinsight_dagster.store.metrics import Metric, Metrics
+from podinsight_dagster.store.sqlite_wal import enable_wal
 
 DEFAULT_CEILING_USD = 40.0
 DEFAULT_EPISODE_SEC = 1800.0  # an episode with neither a measured nor a declared length is assumed 30 min
@@ -99,7 +100,7 @@ class SqliteSpendLedger:
         self.db_path = Path(db_path)
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         with self._conn() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
+            enable_wal(conn)
             conn.execute("CREATE TABLE IF NOT EXISTS spend (ts REAL NOT NULL, partition_key TEXT NOT NULL, "
                          "usd REAL NOT NULL, compute_sec REAL, device TEXT, model TEXT, run_id TEXT)")
             conn.execute("CREATE INDEX IF NOT EXISTS spend_ts ON spend(ts)")

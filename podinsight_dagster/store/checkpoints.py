@@ -28,6 +28,7 @@ from podinsight_dagster.store.records import (DISCOVERED, DONE, DOWNLOAD, DOWNLO
                                               PENDING, REQUIRES, RUNNING, SEGMENTS, STAGE_STATUSES, STAGES, STATES,
                                               TRANSCRIBE, TRANSCRIBED, CheckpointStore, EpisodeRecord, FeedRecord,
                                               StageStatus, _apply, carried_fields, claim_refusal, now)
+from podinsight_dagster.store.sqlite_wal import enable_wal
 
 _EPISODE_COLUMNS = [f for f in EpisodeRecord.__dataclass_fields__]
 _FEED_COLUMNS = [f for f in FeedRecord.__dataclass_fields__]
@@ -105,7 +106,7 @@ class SqliteCheckpointStore:
         self._all: dict[threading.Thread, sqlite3.Connection] = {}
         self._all_lock = threading.Lock()
         with self._conn() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
+            enable_wal(conn)
             conn.executescript(SCHEMA)
             self._add_missing_columns(conn)
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from podinsight_dagster.store.sqlite_wal import enable_wal
+
 NAMESPACE = "PodInsight"
 
 
@@ -39,7 +41,7 @@ class SqliteMetrics:
     def __init__(self, path: Path):
         self.path = Path(path)
         with sqlite3.connect(self.path, timeout=30) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
+            enable_wal(conn)
             conn.execute("CREATE TABLE IF NOT EXISTS metrics (ts REAL NOT NULL, name TEXT NOT NULL, "
                          "value REAL NOT NULL, unit TEXT, dimensions TEXT)")
             conn.execute("CREATE INDEX IF NOT EXISTS metrics_name_ts ON metrics(name, ts)")
