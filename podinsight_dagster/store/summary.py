@@ -26,19 +26,16 @@ class Failure:
     retryable: bool | None
 
 
-def failures(checkpoints: CheckpointStore, keys=None) -> list[Failure]:
-    """Each episode (of ``keys``, else all) with a failed stage: its first failed stage, in stage order."""
+def failures(checkpoints: CheckpointStore, keys=None, listed: list | None = None) -> list[Failure]:
+    """Each episode (of ``keys``, else all) with a failed stage: its first failed stage, in stage order.
+
+    Built on ``failed_episodes`` (store/failures.py: every failed stage), or on its rows when given (``listed``).
+    """
     wanted = None if keys is None else set(keys)
-    by_stage = {stage: checkpoints.stages(stage) for stage in STAGES}
     out: dict[str, Failure] = {}
-    for stage in STAGES:
-        for pk, st in by_stage[stage].items():
-            if st.status == FAILED and pk not in out and (wanted is None or pk in wanted):
-                out[pk] = Failure(pk, stage, st.last_error, st.retryable)
-    # An episode whose download failed before any stage row existed (an older data root): its state says so.
-    for rec in checkpoints.episodes(state=FAILED):
-        if rec.partition_key not in out and (wanted is None or rec.partition_key in wanted):
-            out[rec.partition_key] = Failure(rec.partition_key, rec.failed_stage or "download", rec.last_error, None)
+    for f in failed_episodes(checkpoints) if listed is None else listed:
+        if f.partition_key not in out and (wanted is None or f.partition_key in wanted):
+            out[f.partition_key] = Failure(f.partition_key, f.stage, f.reason, f.retryable)
     return sorted(out.values(), key=lambda f: (STAGES.index(f.stage) if f.stage in STAGES else 9, f.partition_key))
 
 
@@ -60,7 +57,8 @@ def failed_feeds(checkpoints: CheckpointStore) -> list[dict]:
 def status_report(services) -> dict:
     """``podrun status --json``: episodes (agreeing with the stages), stages, failed feeds, rates, GB, cost."""
     checkpoints = services.checkpoints
-    failed = failures(checkpoints)
+    every_failed_stage = failed_episodes(checkpoints)
+    failed = failures(checkpoints, listed=every_failed_stage)
     episodes = checkpoints.episodes()
     fetched = [e for e in episodes if e.state in (DOWNLOADED, TRANSCRIBED)]
     failed_fetch = [e for e in episodes if e.state == FAILED and e.failed_stage == "download"]
@@ -84,7 +82,7 @@ def status_report(services) -> dict:
         "cost_ceiling_usd": services.budget.ceiling_usd,
         "frozen": freeze.active,
         "freeze_reason": freeze.reason if freeze.active else None,
-        "failed_episodes": [f.to_json() for f in failed_episodes(checkpoints)],
+        "failed_episodes": [f.to_json() for f in every_failed_stage],
     }
 
 
