@@ -120,6 +120,10 @@ def _drive(page, base: str, keys: list[str], settings, tmp_path) -> None:
     assert "dagster_token" not in values and "dagster_cloud_api_token" not in values
     described = {f["name"]: f["description"] for f in details["configFields"]}
     assert described["batch_size"] == "PODINSIGHT_BATCH_SIZE (default 8): speech chunks per batch"
+    page.goto(f"{base}/locations/podinsight/resources/config", wait_until="domcontentloaded")
+    dismiss_community_dialog(page)
+    page.get_by_text("PODINSIGHT_BATCH_SIZE (default 8)").first.wait_for(timeout=60000)
+    shot(page, "00e-config-resource")
 
     # 1. The asset graph: every asset, and the checks on them.
     page.goto(f"{base}/asset-groups", wait_until="domcontentloaded")
