@@ -9,8 +9,6 @@ built from, and so the implementation the composition root picks for each seam
 
 from __future__ import annotations
 
-import os
-
 from dagster import AssetSelection, Definitions, define_asset_job
 
 from podinsight_dagster.assets import assets_for, catalog_assets
@@ -37,15 +35,17 @@ transcribe_job = define_asset_job(
     description="Phase 2 (run-book §4): transcribe, segment, score and index downloaded episodes.")
 
 
-def settings_for(deployment: str, environ: dict[str, str] | None = None) -> Settings:
-    """The settings of ``deployment`` read from ``environ`` (default: the process environment)."""
-    if deployment not in DEPLOYMENTS:
+def settings_for(deployment: str | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """The settings of ``deployment`` (default: ``PODINSIGHT_DEPLOYMENT``'s) read from ``environ``
+    (default: the process environment, which only ``settings.py`` reads)."""
+    if deployment is None:
+        return Settings.from_env(environ)
+    if deployment not in DEPLOYMENTS:  # before any other variable: the deployment is the first thing to get right
         raise SettingsError(f"PODINSIGHT_DEPLOYMENT={deployment!r}: choose one of {', '.join(DEPLOYMENTS)}")
-    environ = dict(os.environ if environ is None else environ)
-    return Settings.from_env({**environ, "PODINSIGHT_DEPLOYMENT": deployment})
+    return Settings.from_env(environ, PODINSIGHT_DEPLOYMENT=deployment)
 
 
-def resources_for(deployment: str, environ: dict[str, str] | None = None) -> dict:
+def resources_for(deployment: str | None = None, environ: dict[str, str] | None = None) -> dict:
     """The resources of ``deployment``, configured with the settings in force read from ``environ``."""
     return podinsight_resources(PodInsightConfig.from_settings(settings_for(deployment, environ)))
 
@@ -61,7 +61,7 @@ def _definitions(resources: dict, settings: Settings) -> Definitions:
     )
 
 
-def build_definitions(deployment: str, environ: dict[str, str] | None = None) -> Definitions:
+def build_definitions(deployment: str | None = None, environ: dict[str, str] | None = None) -> Definitions:
     """The code location's definitions (what ``dagster dev`` and Dagster+ load).
 
     The ``config`` resource carries the effective value of every setting (the UI's resource page shows
@@ -76,4 +76,4 @@ def definitions_for(settings: Settings) -> Definitions:
     return _definitions(podinsight_resources(PodInsightConfig.from_settings(settings)), settings)
 
 
-defs = build_definitions(os.environ.get("PODINSIGHT_DEPLOYMENT") or "local")
+defs = build_definitions()  # PODINSIGHT_DEPLOYMENT's deployment (default local)

@@ -1,9 +1,10 @@
 """Dagster resources: one per seam, each building its service through the composition root (``services.py``).
 
-``PodInsightConfig`` carries the settings in force, each field the effective value
-(the variable's, else the default), so the UI's resource page shows what a run
-uses; podrun's credentials are not fields. Each seam resource builds its service in ``setup_for_execution``
-(once per run) and closes it in ``teardown_after_execution``. ``PodInsightResource``
+``PodInsightConfig`` (``resources/config.py``, generated from the table of settings) carries the
+settings in force as typed fields, each the effective value (the variable's, else the default), so
+the UI's resource page shows what a run uses; podrun's credentials are not fields. Each seam
+resource builds its service in ``setup_for_execution`` (once per run) and closes it in
+``teardown_after_execution``. ``PodInsightResource``
 bundles the seams into the ``Services`` that the domain steps take;
 ``definitions.py`` picks the configuration per deployment.
 """
@@ -20,76 +21,13 @@ from pydantic import PrivateAttr
 from podinsight_dagster.costs.budget import Budget
 from podinsight_dagster.fetch.catalog import Catalog, load_catalog
 from podinsight_dagster.fetch.http import HttpClient
+from podinsight_dagster.resources.config import PodInsightConfig
 from podinsight_dagster.services import (ObjectStores, Services, build_budget, build_checkpoints, build_http,
                                          build_metrics, build_object_stores, build_prices, build_transcriber)
-from podinsight_dagster.settings import CONFIG_VARS, Settings, env_text
+from podinsight_dagster.settings import Settings
 from podinsight_dagster.store.checkpoints import CheckpointStore
 from podinsight_dagster.store.metrics import Metrics
 from podinsight_dagster.transcribe.transcriber import Transcriber
-
-
-class PodInsightConfig(ConfigurableResource):
-    """The settings in force: each field is the text of its setting's effective value (empty: none).
-
-    The field names are ``Settings``' fields; ``settings.CONFIG_VARS`` maps them to variables
-    (every variable but podrun's credentials).
-    """
-
-    deployment: str = ""
-    home: str = ""
-    feeds_dir: str = ""
-    model: str = ""
-    model_cache: str = ""
-    allow_model_download: str = ""
-    device: str = ""
-    compute_type: str = ""
-    batch_size: str = ""
-    cpu_threads: str = ""
-    pack_gap_sec: str = ""
-    transcript_source: str = ""
-    language_check_model: str = ""
-    transcribe_via: str = ""
-    batch_job_queue: str = ""
-    batch_job_definition: str = ""
-    diarization: str = ""
-    speakers: str = ""
-    episodes_per_run: str = ""
-    allow_private_networks: str = ""
-    default_host_limit: str = ""
-    http_max_attempts: str = ""
-    max_audio_bytes: str = ""
-    claim_lease_sec: str = ""
-    download_attempts: str = ""
-    download_backoff_max_s: str = ""
-    feed_max_pages: str = ""
-    publish_base_url: str = ""
-    cost_ceiling_usd: str = ""
-    price_gpu_hour: str = ""
-    price_cpu_hour: str = ""
-    realtime_factor: str = ""
-    new_episodes_interval_sec: str = ""
-    auto_transcribe_interval_sec: str = ""
-    raw_bucket: str = ""
-    stage_bucket: str = ""
-    manifest_bucket: str = ""
-    archive_bucket: str = ""
-    index_path: str = ""
-    status_table: str = ""
-    metrics_namespace: str = ""
-    gpu_compute_environment: str = ""
-    aws_region: str = ""
-    aws_endpoint_url: str = ""
-
-    def settings(self) -> Settings:
-        return Settings.from_env({var.name: getattr(self, var.field) for var in CONFIG_VARS})
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "PodInsightConfig":
-        """The effective values of ``settings`` (what the code location and podrun's runs both use).
-
-        Not ``EnvVar``s: the UI showed an ``EnvVar`` field as "" / Default, never the value in force.
-        """
-        return cls(**{var.field: env_text(getattr(settings, var.field)) for var in CONFIG_VARS})
 
 
 class _SeamResource(ConfigurableResource):
