@@ -94,6 +94,8 @@ def test_transcribe_dry_run_projects_measured_audio_and_launches_nothing(setting
     assert "tiny.en on cpu int8 at 40.6x real time (measured:" in out and "per 1,000 audio-hours" in out
     cost = float(re.search(r"projected cost \$([0-9.]+)", out).group(1))
     assert cost == pytest.approx(round(measured * 0.04 / 3600 / 40.6, 4), abs=1e-4)
+    capped = podrun("transcribe", "--limit", "2", "--dry-run").output  # README's form: --limit caps the plan
+    assert "would transcribe 2 episodes" in capped and "(2 measured from the downloaded files)" in capped
     assert store.counts()["transcribed"] == 0 and store.stages("transcribe") == {}
     with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         assert instance.get_runs_count() == 1  # the fetch run only

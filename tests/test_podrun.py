@@ -59,6 +59,7 @@ def test_transcribe_refuses_when_frozen_or_over_budget(settings, demo_catalog, p
     podrun("freeze", "--reason", "manual stop")
     result = podrun("transcribe", "--model", "tiny.en", ok=False)
     assert result.exit_code == 3 and "frozen" in result.output and "podrun freeze --lift" in result.output
+    assert "manual stop" in result.output  # --reason: the refusal says why it was frozen
     podrun("freeze", "--lift")
     monkeypatch.setenv("PODINSIGHT_COST_CEILING_USD", "0.00001")
     result = podrun("transcribe", "--model", "tiny.en", ok=False)

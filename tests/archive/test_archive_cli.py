@@ -80,6 +80,10 @@ def test_search_prints_snippets_and_deep_links(indexed):
     hits = json.loads(podrun("search", "borrow", "--feed", "garden-hour", "--json").output)
     assert [(h["partition_key"], h["start_sec"]) for h in hits] == [("garden-hour/gh-0001", 6.0)]
     assert len(json.loads(podrun("search", "borrow", "--limit", "1", "--json").output)) == 1
+    # README's form: --feed and --limit together, as text ("Memory" is in garden-hour too)
+    out = podrun("search", "memory", "--feed", "tech-talk", "--limit", "5").output
+    assert [line.split(" · ")[0] for line in out.splitlines() if re.match(r"\d+\. ", line)] == ["1. tech-talk"]
+    assert len(re.findall(r"^\d+\. garden-hour", podrun("search", "memory", "--limit", "5").output, re.M)) == 1
     assert podrun("search", "xylophone").output.strip() == \
         "no matches for 'xylophone': no passage holds every word; try podrun search --meaning xylophone"
 
