@@ -222,3 +222,21 @@ def test_a_non_numeric_cost_ceiling(home, podrun, monkeypatch, value):
     assert refused(podrun, "status", code=2) == f"Error: PODINSIGHT_COST_CEILING_USD='{value}' is not an amount in USD"
     assert refused(podrun, "transcribe", code=2) == (
         f"Error: PODINSIGHT_COST_CEILING_USD='{value}' is not an amount in USD")
+
+
+def test_transcribe_manifest_s3_takes_only_its_episodes_up_to_limit(settings, demo_catalog, podrun, s3):
+    """README's `podrun transcribe --limit 500 --manifest-s3 s3://...`: of the downloaded episodes, only those the
+    manifest lists, at most --limit of them. (Dry runs: the selection is the same code; a transcription here would
+    add 12 s and test the launcher, which the other transcribe tests do.)"""
+    demo_catalog(["tech-talk"])
+    podrun("fetch", "--limit", "3")
+    header, *rows = (settings.home / "manifest.csv").read_text().splitlines(keepends=True)
+    assert len(rows) == 3
+    s3.create_bucket(Bucket="pod-insights-manifests")
+    s3.put_object(Bucket="pod-insights-manifests", Key="retry.csv", Body="".join([header, *rows[:2]]).encode())
+    uri = "s3://pod-insights-manifests/retry.csv"
+    assert "would transcribe 3 episodes" in podrun("transcribe", "--dry-run").output
+    assert "would transcribe 2 episodes" in podrun("transcribe", "--limit", "500", "--manifest-s3", uri,
+                                                   "--dry-run").output  # 3 downloaded, 2 listed
+    assert "would transcribe 1 episodes" in podrun("transcribe", "--limit", "1", "--manifest-s3", uri,
+                                                   "--dry-run").output
