@@ -113,7 +113,7 @@ def test_search_bad_input_is_one_sentence(settings, indexed):
     assert "no search index yet" in refused("search", "borrow")
 
 
-def test_report_is_one_self_contained_page(indexed, tmp_path):
+def test_report_is_one_self_contained_page(indexed, tmp_path, monkeypatch):
     from podinsight_dagster.costs.budget import SpendEntry
 
     indexed.budget.record_spend(SpendEntry("tech-talk/tt-0001", 0.25, compute_sec=60.0, device="cpu"))
@@ -129,6 +129,11 @@ def test_report_is_one_self_contained_page(indexed, tmp_path):
     assert page.count("<svg") == 5 and "<h3>borrow</h3>" in page and "0.25 USD" in page
     assert not re.search(r"<script|<link|src=|@import|url\(", page)  # nothing to fetch: opens without a server
     assert "tech-talk" in page and "$40" in page
+    here = tmp_path / "here"  # README's `podrun report` without --out: report.html in the current folder
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert podrun("report").output.startswith("wrote report.html")
+    assert [p.name for p in here.iterdir()] == ["report.html"] and "<svg" in (here / "report.html").read_text()
 
 
 def test_report_bad_out_is_one_sentence(settings, tmp_path):
