@@ -1,14 +1,14 @@
 """Every documented form works (team rule): each flag ``podrun --help`` offers, and each ``podrun``, ``make`` and
 ``dagster`` form README.md shows, is run by some test.
 
-The flags come from podrun's click tree itself (every command and subcommand, walked), so a new flag fails
-``test_every_podrun_flag_is_run_by_a_test`` until a test passes it. The check is static: a test "runs" a form
-when one podrun invocation in a test file other than this one (a call or a list literal: ``podrun("fetch",
-"--limit", "2")``, ``[PODRUN, "fetch", "--limit", "2"]``, ``runner.invoke(main, ["report", "--out", p])``, or a
-call of a wrapper such as ``start_fetch(env, "--limit", "2")`` defined as ``[PODRUN, "fetch", *args]``) holds the
-command's words first, then the flag. The README's forms are checked the same way: the command and every flag
-the line shows outside ``[...]`` in one invocation (a bracketed flag is an option of the form; the per-flag check
-covers it). ``--help`` itself is run here, on every command.
+The commands and flags come from podrun's click tree itself (walked), so a new one fails
+``test_every_podrun_command_and_flag_is_run_by_a_test`` until a test passes it. The check is static: a test
+"runs" a form when one podrun invocation in a test file other than this one holds the command's words first,
+then the flag. An invocation is a call or a list literal (``podrun("fetch", "--limit", "2")``, ``[PODRUN,
+"fetch", "--limit", "2"]``, ``runner.invoke(main, ["report", "--out", p])``), or a call of a wrapper such as
+``start_fetch(env, "--limit", "2")`` defined as ``[PODRUN, "fetch", *args]``. README's forms are checked the
+same way: the command and every flag the form shows outside ``[...]``, in one invocation (a bracketed flag is an
+option of the form, which the per-flag check covers). ``--help`` and ``-h`` are run here, on every command.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ README = ROOT / "README.md"
 THIS = Path(__file__).resolve()
 HELP = ("-h", "--help")
 
-# Forms that no test runs, each with why it cannot be; keep this short. (command words, flag or None)
+# Forms that no test runs, each with why it cannot be; keep this short: (command words, flag, or None for a
+# README form of that command) -> why. Empty: every podrun flag and README form runs in some test. (`make test`
+# cannot run inside the suite it runs: MAKE_FORMS below checks its recipe instead.)
 NOT_RUN_IN_TESTS: dict[tuple[tuple[str, ...], str | None], str] = {
 }
 
@@ -77,11 +79,16 @@ def _split_flags(words: list[str]) -> list[str]:
     return [w.split("=", 1)[0] if w.startswith("--") and "=" in w else w for w in words]
 
 
+@cache
+def _command_paths() -> tuple[tuple[str, ...], ...]:
+    return tuple(p for p in podrun_commands() if p)
+
+
 def _command_at_start(words: list[str]) -> tuple[str, ...] | None:
     """The longest podrun command whose words begin ``words`` (after ``-m podinsight_dagster.cli``)."""
     if "podinsight_dagster.cli" in words:
         words = words[words.index("podinsight_dagster.cli") + 1:]
-    paths = [p for p in podrun_commands() if p and tuple(words[:len(p)]) == p]
+    paths = [p for p in _command_paths() if tuple(words[:len(p)]) == p]
     return max(paths, key=len) if paths else None
 
 
@@ -172,14 +179,18 @@ def _required_flags(words: list[str]) -> set[str]:
     return required
 
 
+def readme_podrun_texts() -> list[str]:
+    """README's podrun forms as written: its code blocks' ``podrun ...`` lines (comments off), its `podrun ...`."""
+    texts = [line.split("  #")[0].strip() for line in readme_code_lines() if line.startswith("podrun ")]
+    return texts + re.findall(r"`(podrun [^`]*)`", README.read_text())
+
+
 def readme_podrun_forms() -> list[tuple[str, tuple[str, ...], set[str]]]:
     """Each ``podrun ...`` line of README's code blocks and each `podrun ...` in its text: (the form, its
     command, the flags it shows outside [...]). A text form naming a flag but no command (the settings table's
     "`podrun --dagster-url`") has the command ``()``: the flag passed to any command."""
-    texts = [line.split("  #")[0].strip() for line in readme_code_lines() if line.startswith("podrun ")]
-    texts += re.findall(r"`(podrun [^`]*)`", README.read_text())
     forms = []
-    for text in texts:
+    for text in readme_podrun_texts():
         words = shlex.split(text, comments=True)[1:]
         command = _command_at_start(words) or ()
         assert command or words[0].startswith("-"), f"README shows a podrun command that does not exist: {text}"
@@ -208,10 +219,13 @@ def test_the_static_reading_finds_invocations():
     assert not runs(("fetch",), {"--no-such-flag"})
 
 
-def test_every_podrun_flag_is_run_by_a_test():
-    missing = [f"podrun {' '.join(c)} {flag}" for c, flag in documented_flags()
-               if not runs(c, {flag}) and (c, flag) not in NOT_RUN_IN_TESTS]
-    assert not missing, "flags no test passes (add a test that asserts what each does): " + ", ".join(missing)
+def test_every_podrun_command_and_flag_is_run_by_a_test():
+    commands = [c for c, cmd in podrun_commands().items() if not isinstance(cmd, click.Group)]
+    missing = [f"podrun {' '.join(c)}" for c in commands if not runs(c, set())]
+    missing += [f"podrun {' '.join(c)} {flag}" for c, flag in documented_flags()
+                if not runs(c, {flag}) and (c, flag) not in NOT_RUN_IN_TESTS]
+    assert not missing, "commands and flags no test runs (add a test that asserts what each does): " + ", ".join(
+        missing)
 
 
 def test_every_readme_podrun_form_is_run_by_a_test():
@@ -220,6 +234,18 @@ def test_every_readme_podrun_form_is_run_by_a_test():
     missing = [line for line, command, required in forms
                if not runs(command, required) and (command, None) not in NOT_RUN_IN_TESTS]
     assert not missing, "README forms no test runs: " + "; ".join(missing)
+
+
+def test_every_flag_readme_shows_exists():
+    """A README form's flags, in brackets or not, are the command's (a renamed flag leaves no stale form)."""
+    commands = podrun_commands()
+    every = {flag for command in commands.values() for flag in command_flags(command)} | set(HELP)
+    for text in readme_podrun_texts():
+        words = shlex.split(text, comments=True)[1:]
+        command = _command_at_start(words) or ()
+        known = command_flags(commands[command]) | set(HELP) if command else every
+        shown = {w.strip("[]").split("=", 1)[0] for w in words if w.strip("[]").startswith("-")}
+        assert shown <= known, f"README's {text!r}: {sorted(shown - known)} not flags of podrun {' '.join(command)}"
 
 
 def test_the_allow_list_names_only_what_exists():
