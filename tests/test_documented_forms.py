@@ -157,10 +157,10 @@ def runs(command: tuple[str, ...], flags: set[str] | frozenset[str]) -> list[str
 # ---------------------------------------------------------------------------
 # README's forms
 # ---------------------------------------------------------------------------
-def readme_code_lines() -> list[str]:
-    """The lines of README.md's fenced code blocks, a shell prompt ``$ `` taken off."""
+def readme_code_lines(doc: Path = README) -> list[str]:
+    """The lines of README.md's (or ``doc``'s) fenced code blocks, a shell prompt ``$ `` taken off."""
     lines, inside = [], False
-    for line in README.read_text().splitlines():
+    for line in doc.read_text().splitlines():
         if line.startswith("```"):
             inside = not inside
         elif inside:
@@ -179,10 +179,10 @@ def _required_flags(words: list[str]) -> set[str]:
     return required
 
 
-def readme_podrun_texts() -> list[str]:
+def readme_podrun_texts(doc: Path = README) -> list[str]:
     """README's podrun forms as written: its code blocks' ``podrun ...`` lines (comments off), its `podrun ...`."""
-    texts = [line.split("  #")[0].strip() for line in readme_code_lines() if line.startswith("podrun ")]
-    return texts + re.findall(r"`(podrun [^`]*)`", README.read_text())
+    texts = [line.split("  #")[0].strip() for line in readme_code_lines(doc) if line.startswith("podrun ")]
+    return texts + re.findall(r"`(podrun [^`]*)`", doc.read_text())
 
 
 def readme_podrun_forms() -> list[tuple[str, tuple[str, ...], set[str]]]:
@@ -236,16 +236,20 @@ def test_every_readme_podrun_form_is_run_by_a_test():
     assert not missing, "README forms no test runs: " + "; ".join(missing)
 
 
-def test_every_flag_readme_shows_exists():
-    """A README form's flags, in brackets or not, are the command's (a renamed flag leaves no stale form)."""
+@pytest.mark.parametrize("doc", [README, ROOT / "RUNBOOK.md"], ids=lambda p: p.name)
+def test_every_flag_readme_shows_exists(doc):
+    """A form's flags, in brackets or not, are its command's (a renamed flag leaves no stale form): README's, and
+    the run-book's (RUNBOOK.md: its forms combine flags the tests run one by one, e.g. --dagster-url with
+    --manifest-s3, so only this check is made there)."""
     commands = podrun_commands()
     every = {flag for command in commands.values() for flag in command_flags(command)} | set(HELP)
-    for text in readme_podrun_texts():
+    for text in readme_podrun_texts(doc):
         words = shlex.split(text, comments=True)[1:]
         command = _command_at_start(words) or ()
+        assert command or words[0].startswith("-"), f"{doc.name} shows a podrun command that does not exist: {text}"
         known = command_flags(commands[command]) | set(HELP) if command else every
         shown = {w.strip("[]").split("=", 1)[0] for w in words if w.strip("[]").startswith("-")}
-        assert shown <= known, f"README's {text!r}: {sorted(shown - known)} not flags of podrun {' '.join(command)}"
+        assert shown <= known, f"{doc.name}'s {text!r}: {sorted(shown - known)} not flags of podrun {' '.join(command)}"
 
 
 def test_the_allow_list_names_only_what_exists():
