@@ -35,7 +35,7 @@ def _manifest_records(source: str, settings: Settings):
 @click.option("--dry-run", is_flag=True, help="Print the plan (episodes, hosts, sizes, time, cost); download nothing.")
 @click.option("--manifest", "manifest", default=None, help="Fetch the episodes of this manifest.csv (path or s3://).")
 @click.option("--feeds", "feeds_file", type=click.Path(exists=True, path_type=Path), default=None,
-              help="A tier*_feeds.yaml file or folder (default: $PODINSIGHT_HOME/feeds).")
+              help="A tier*_feeds.yaml file or folder (default: PODINSIGHT_FEEDS_DIR, else $PODINSIGHT_HOME/feeds).")
 @click.option("--dagster-url", default=None, help=DAGSTER_URL_HELP)
 @click.option("--verbose", is_flag=True, help=VERBOSE_HELP)
 def fetch(limit: int | None, per_feed: int | None, dry_run: bool, manifest: str | None, feeds_file: Path | None,
@@ -141,10 +141,11 @@ def _catalog(settings: Settings):
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="Transcribe at most N episodes.")
 @click.option("--manifest-s3", "manifest", default=None,
               help="Transcribe the episodes listed in this manifest (s3:// URI or local path).")
-@click.option("--model", default=None, help="Whisper model: base (default), tiny.en, or a model folder.")
+@click.option("--model", default=None,
+              help="Whisper model: base, tiny.en, or a model folder (default: PODINSIGHT_MODEL, else base).")
 @click.option("--speakers", type=click.IntRange(min=1, max=8), default=None,
-              help="Speakers per episode for diarization (default: estimated from the audio, at most the hosts and "
-                   "guests the feed lists).")
+              help="Speakers per episode for diarization (default: PODINSIGHT_SPEAKERS, else estimated from the audio, "
+                   "at most the hosts and guests the feed lists).")
 @click.option("--dagster-url", default=None, help=DAGSTER_URL_HELP)
 @click.option("--retry-failed", is_flag=True, help="Also retry transcriptions that failed for good (bad audio).")
 @click.option("--stale", is_flag=True,
