@@ -196,6 +196,19 @@ def trivial_jobs():
     return defs.resolve_job_def("bench_trivial_job"), defs.resolve_job_def("bench_cached_job")
 
 
+def timed_runs(job, instance, runs: list[tuple[str, dict]]) -> list[float]:
+    """Wall seconds of each in-process run of ``job``, given as (label, execute_in_process keywords); one that
+    fails raises, naming its label."""
+    times = []
+    for label, kwargs in runs:
+        dt, res = harness.timed(lambda: job.execute_in_process(instance=instance, raise_on_error=False,
+                                                                run_config=QUIET, **kwargs))
+        times.append(dt)
+        if not res.success:
+            raise RuntimeError(f"{label} failed")
+    return times
+
+
 def range_runs(job, instance, keys: list[str], size: int, timers: Timers) -> dict:
     from podinsight_dagster.launch import contiguous_ranges
     from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG
@@ -206,15 +219,9 @@ def range_runs(job, instance, keys: list[str], size: int, timers: Timers) -> dic
     assert len(contiguous_ranges(ordered, keys)) == 1
     pos = {k: i for i, k in enumerate(ordered)}
     sizes = [pos[end] - pos[start] + 1 for start, end in ranges]
-    times = []
     timers.reset()
-    for start, end in ranges:
-        t0 = time.perf_counter()
-        res = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET,
-                                     tags={RANGE_START_TAG: start, RANGE_END_TAG: end, "podinsight/trigger": "bench"})
-        times.append(time.perf_counter() - t0)
-        if not res.success:
-            raise RuntimeError(f"range run {start}..{end} failed")
+    times = timed_runs(job, instance, [(f"range run {start}..{end}", {"tags": {
+        RANGE_START_TAG: start, RANGE_END_TAG: end, "podinsight/trigger": "bench"}}) for start, end in ranges])
     n_gdp, t_gdp = timers.get("get_dynamic_partitions")
     n_ev, t_ev = timers.get("store_event")
     total = sum(times)
@@ -224,15 +231,9 @@ def range_runs(job, instance, keys: list[str], size: int, timers: Timers) -> dic
 
 
 def single_runs(job, instance, keys: list[str], timers: Timers) -> dict:
-    times = []
     timers.reset()
-    for pk in keys:
-        t0 = time.perf_counter()
-        res = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET, partition_key=pk,
-                                     tags={"podinsight/trigger": "bench"})
-        times.append(time.perf_counter() - t0)
-        if not res.success:
-            raise RuntimeError(f"single run {pk} failed")
+    times = timed_runs(job, instance, [(f"single run {pk}", {"partition_key": pk, "tags": {"podinsight/trigger": "bench"}})
+                                       for pk in keys])
     n_gdp, t_gdp = timers.get("get_dynamic_partitions")
     n_ev, t_ev = timers.get("store_event")
     total = sum(times)
