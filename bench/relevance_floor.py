@@ -4,7 +4,7 @@ and of questions it does not, on the demo's nine transcripts and the test suite'
 Not a test. Run from the repository root: ``.venv/bin/python bench/relevance_floor.py``. For each question
 that one episode answers: the best similarity of that episode's passages (and whether it ranks first); for
 each question no episode answers: the best similarity of any passage. The floor (``MEANING_FLOOR`` in
-archive/index.py) lies between the two groups. Writes bench/out/relevance_floor.json.
+archive/meaning.py) lies between the two groups. Writes bench/out/relevance_floor.json.
 """
 
 from __future__ import annotations
