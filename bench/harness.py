@@ -226,8 +226,10 @@ class ServerProcess:
         return self.conn.recv()
 
     def close(self, message="quit") -> None:
+        """Send ``message`` as it is (a subclass's ``call`` may wrap what it sends), read the answer, join."""
         try:
-            self.call(message)
+            self.conn.send(message)
+            self.conn.recv()
         finally:
             self.proc.join(10)
 
