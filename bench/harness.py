@@ -32,7 +32,10 @@ for _p in (REPO, BENCH):
 
 OUT = BENCH / "out"  # git-ignored: audio sets, data roots, JSON and Markdown results
 CONTENT = REPO / "podinsight_dagster" / "demo" / "content"
-DEMO = sorted((CONTENT / "audio").glob("*/*.mp3"))  # the bundled demo episodes (espeak-ng speech)
+# The nine bundled demo episodes (espeak-ng speech, texts under CONTENT/texts); not the smaller alternate
+# renditions beside them (`<episode>-low.mp3`, the demo's podcast:alternateEnclosure), which have no text of
+# their own and would repeat an episode in the audio sets.
+DEMO = sorted(p for p in (CONTENT / "audio").glob("*/*.mp3") if not p.stem.endswith("-low"))
 MB = 1_000_000
 
 

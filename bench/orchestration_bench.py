@@ -386,8 +386,8 @@ def part_b2(root: Path, feeds: int, items: int) -> tuple[dict, Path, Path]:
     statuses: list[str] = []
     orig_poll = pipeline._poll_feed
 
-    def poll(services, spec):
-        result, records = orig_poll(services, spec)
+    def poll(*args, **kwargs):
+        result, records = orig_poll(*args, **kwargs)
         statuses.append(result.status)
         return result, records
 
