@@ -4,6 +4,7 @@ Not a test. Run from the repository root:
 
     .venv/bin/python bench/archive_bench.py            # 10,000 episodes (~5-10 minutes on 2 cores)
     .venv/bin/python bench/archive_bench.py --quick    # 600 episodes, to check the script works
+    .venv/bin/python bench/archive_bench.py --episodes 40  # quicker: indexing embeds every passage (MiniLM)
 
 Each episode is 30 minutes of speech at 150 words per minute (4,500 words in ~375 segments of 12
 words), words drawn from a 20,000-word synthetic vocabulary with a Zipf distribution (s = 1.07,
