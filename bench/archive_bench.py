@@ -4,6 +4,7 @@ Not a test. Run from the repository root:
 
     .venv/bin/python bench/archive_bench.py            # 10,000 episodes (~5-10 minutes on 2 cores)
     .venv/bin/python bench/archive_bench.py --quick    # 600 episodes, to check the script works
+    .venv/bin/python bench/archive_bench.py --episodes 40  # quicker: indexing embeds every passage (MiniLM)
 
 Each episode is 30 minutes of speech at 150 words per minute (4,500 words in ~375 segments of 12
 words), words drawn from a 20,000-word synthetic vocabulary with a Zipf distribution (s = 1.07,
@@ -26,17 +27,17 @@ bench/out/meaning_bench.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
-import statistics
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import harness  # noqa: E402  (bench/: paths, timing, latency statistics)
+from harness import timed  # noqa: E402
+
+ROOT = harness.REPO
 
 from podinsight_dagster.archive.index import EpisodeDoc, TranscriptIndex  # noqa: E402
 
@@ -72,23 +73,19 @@ def episodes(rng, vocab: np.ndarray, start: int, count: int):
                          duration_sec=1800.0, segments=segs)
 
 
-def timed(fn) -> tuple[float, object]:
-    t = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t, out
-
-
 def latencies(index: TranscriptIndex, queries: list[str], feed: str | None = None) -> dict:
-    ms, hits = [], []
-    for q in queries:
-        t = time.perf_counter()
-        found = index.search(q, feed=feed, limit=10, log=False)
-        ms.append((time.perf_counter() - t) * 1000)
-        hits.append(len(found))
-    ms.sort()
-    return {"queries": len(ms), "median_ms": round(statistics.median(ms), 2),
-            "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 2), "max_ms": round(ms[-1], 2),
-            "queries_with_hits": sum(1 for h in hits if h)}
+    hits = []
+    ms = harness.times_ms(lambda q: hits.append(len(index.search(q, feed=feed, limit=10, log=False))), queries)
+    return {"queries": len(ms), **harness.latency_stats(ms), "queries_with_hits": sum(1 for h in hits if h)}
+
+
+def batches(gen, size: int = 200):
+    """Lists of up to ``size`` items of ``gen`` with the seconds spent generating each, until it runs out."""
+    while True:
+        dt, batch = timed(lambda: [x for _, x in zip(range(size), gen)])
+        if not batch:
+            return
+        yield batch, dt
 
 
 def main() -> None:
@@ -103,7 +100,7 @@ def main() -> None:
         return
     total = args.episodes or (600 if args.quick else 10_000)
     new = min(1000, total // 2)
-    out_dir = ROOT / "bench" / "out"
+    out_dir = harness.OUT
     work = out_dir / "archive_index"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -116,13 +113,8 @@ def main() -> None:
     batch: list[EpisodeDoc] = []
     last: list[EpisodeDoc] = []
     first = total - new
-    gen = episodes(rng, vocab, 0, first)
-    while True:
-        g0 = time.perf_counter()
-        batch = [doc for _, doc in zip(range(200), gen)]
-        t_gen += time.perf_counter() - g0
-        if not batch:
-            break
+    for batch, dt_gen in batches(episodes(rng, vocab, 0, first)):
+        t_gen += dt_gen
         last = batch
         dt, _ = timed(lambda: index.index(batch))
         t_idx += dt
@@ -179,7 +171,7 @@ def _real_sentences() -> list[str]:
 
     from tests.chapters.synthetic import TOPICS
 
-    texts = ROOT / "podinsight_dagster" / "demo" / "content" / "texts"
+    texts = harness.CONTENT / "texts"
     out = [s for p in sorted(texts.glob("*/*.txt")) for s in re.split(r"(?<=[.!?])\s+", p.read_text())
            if len(s.split()) >= 4]
     return out + [s for sents in TOPICS.values() for s in sents]
@@ -212,9 +204,7 @@ def _meaning_corpus(rng, anchors: np.ndarray, vocab: np.ndarray, episodes: int, 
 
 
 def _stats(ms: list[float]) -> dict:
-    ms = sorted(ms)
-    return {"n": len(ms), "median_ms": round(statistics.median(ms), 2),
-            "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 2), "max_ms": round(ms[-1], 2)}
+    return {"n": len(ms), **harness.latency_stats(ms)}
 
 
 def meaning_main(total: int, per: int = 90, reuse: bool = False) -> None:
@@ -234,7 +224,7 @@ def meaning_main(total: int, per: int = 90, reuse: bool = False) -> None:
     from podinsight_dagster.archive import vectors
     from podinsight_dagster.chapters.embed import encoder
 
-    out_dir = ROOT / "bench" / "out"
+    out_dir = harness.OUT
     work = out_dir / "meaning_index"
     path = work / "transcript_index.sqlite"
     previous = json.loads((out_dir / "meaning_bench.json").read_text()) if reuse else None
@@ -268,13 +258,8 @@ def meaning_main(total: int, per: int = 90, reuse: bool = False) -> None:
     index = TranscriptIndex(path, encoder=enc)
     first = total - 100
     t_idx = t_gen = 0.0
-    gen = _meaning_corpus(rng, anchors, vocab, first, per)
-    while True:
-        g0 = time.perf_counter()
-        batch = [x for _, x in zip(range(200), gen)]
-        t_gen += time.perf_counter() - g0
-        if not batch:
-            break
+    for batch, dt_gen in batches(_meaning_corpus(rng, anchors, vocab, first, per)):
+        t_gen += dt_gen
         dt, _ = timed(lambda: index.index([d for d, _ in batch], embeddings={d.partition_key: v for d, v in batch}))
         t_idx += dt
         print(f"  loaded {batch[-1][0].guid_key}: {t_idx:.0f} s indexing, {t_gen:.0f} s generating", flush=True)
@@ -294,12 +279,17 @@ def meaning_main(total: int, per: int = 90, reuse: bool = False) -> None:
     _meaning_measure(report, path, enc, work, out_dir)
 
 
-def _meaning_measure(report: dict, path: Path, enc, work: Path, out_dir: Path) -> None:
-    import os
-    import sqlite3
-    import subprocess
+def _product_top100(mat: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The previous method's search: every similarity, then the top 100 rows in order."""
+    sims = mat @ q
+    top = np.argpartition(-sims, 99)[:100]
+    return sims, top[np.argsort(-sims[top])]
 
-    load_before = os.getloadavg()[0]
+
+def _meaning_measure(report: dict, path: Path, enc, work: Path, out_dir: Path) -> None:
+    import sqlite3
+
+    load_before = harness.load1()
 
     # (2) one-time costs in this process (the file is in the page cache: it was just written)
     index = TranscriptIndex(path, create=False, encoder=enc)
@@ -359,11 +349,8 @@ def _meaning_measure(report: dict, path: Path, enc, work: Path, out_dir: Path) -
     prev_ms, same, tie_diffs = [], 0, 0
     for question in QUESTIONS:
         q = index.embed_question(question)
-        t0 = time.perf_counter()
-        sims = pmat @ q
-        top = np.argpartition(-sims, 99)[:100]
-        top = top[np.argsort(-sims[top])]
-        prev_ms.append((time.perf_counter() - t0) * 1000)
+        dt, (sims, top) = timed(functools.partial(_product_top100, pmat, q))
+        prev_ms.append(dt * 1000)
         new = index.meaning_ranking(question, q=q)
         prev = [(int(pids[i]), float(sims[i])) for i in top]
         if [r for r, _ in new] == [r for r, _ in prev]:
@@ -378,24 +365,22 @@ def _meaning_measure(report: dict, path: Path, enc, work: Path, out_dir: Path) -
     del pmat, pids
 
     # (5) the command, as a user runs it
-    env = dict(os.environ, PODINSIGHT_HOME=str(work), PODINSIGHT_INDEX_PATH=str(path), PYTHONPATH=str(ROOT))
+    env = harness.podrun_env(work, {"PYTHONPATH": str(ROOT)}, index_path=path)
     for name, flags in (("podrun_search_meaning", []), ("podrun_search_meaning_no_hybrid", ["--no-hybrid"]),
                         ("podrun_search_full_text", None)):
         wall, rss = [], []
         for question in QUESTIONS[:5]:
             args = ["search", *flags, "--meaning", question] if flags is not None else ["search", question.split()[-1]]
-            t0 = time.perf_counter()
             # /usr/bin/time for the peak RSS: getrusage(RUSAGE_CHILDREN) would count the fork of this big process
-            proc = subprocess.run(["/usr/bin/time", "-f", "%M", str(ROOT / ".venv" / "bin" / "podrun"), *args],
-                                  env=env, capture_output=True, text=True)
-            wall.append((time.perf_counter() - t0) * 1000)
+            proc, dt = harness.run_timed(["/usr/bin/time", "-f", "%M", harness.podrun_bin(), *args], env=env)
+            wall.append(dt * 1000)
             if proc.returncode != 0:
                 raise SystemExit(f"podrun {' '.join(args)} failed: {proc.stderr.strip()[-500:]}")
             rss.append(int(proc.stderr.strip().splitlines()[-1]) / 1024)
         report[name] = {**_stats(wall), "peak_rss_mb": round(max(rss))}
         print(name, json.dumps(report[name]), flush=True)
     out_dir.mkdir(exist_ok=True)
-    report["load_average_1min"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
+    report["load_average_1min"] = {"before": round(load_before, 2), "after": round(harness.load1(), 2)}
     (out_dir / "meaning_bench.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 

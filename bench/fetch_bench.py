@@ -31,27 +31,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import multiprocessing
 import os
-import platform
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-# `python bench/x.py` puts bench/ on sys.path, not the repository root: add it, so the
-# loopback CDN (tests.support.cdn, test tooling outside the package) can be imported.
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import harness  # noqa: E402  (bench/: timing, the CDN process, the machine's description)
+from harness import MB, pool_map, timed_pool  # noqa: E402
 
 HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
-MB = 1_000_000
 
 
 # ---------------------------------------------------------------------------
@@ -145,22 +137,17 @@ def server_main(conn) -> None:
             return
 
 
-class Server:
+class Server(harness.ServerProcess):
+    """The CDN process of server_main; a command is a name and its argument."""
+
     def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=server_main, args=(child,), daemon=True)
-        self.proc.start()
+        super().__init__(server_main)
 
     def call(self, cmd: str, arg=None):
-        self.conn.send((cmd, arg))
-        return self.conn.recv()
+        return super().call((cmd, arg))
 
     def close(self) -> None:
-        try:
-            self.call("quit")
-        finally:
-            self.proc.join(10)
+        super().close(("quit", None))
 
 
 # ---------------------------------------------------------------------------
@@ -178,10 +165,8 @@ def project_client(limit_per_host: int, pool_threads: int, lock_dir: Path | None
 
 def run_project(urls: list[str], out: Path, threads: int, limit: int, lock_dir: Path) -> tuple[float, list[str]]:
     client = project_client(limit, threads, lock_dir)
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(lambda iu: client.download(iu[1], out / f"{iu[0]}.mp3"), enumerate(urls)))
-    return time.perf_counter() - t0, [r.sha256 for r in results]
+    elapsed, results = timed_pool(lambda iu: client.download(iu[1], out / f"{iu[0]}.mp3"), enumerate(urls), threads)
+    return elapsed, [r.sha256 for r in results]
 
 
 # -- run-book §3.2, verbatim (plus the file write the issue asks for) ------------------------
@@ -218,10 +203,7 @@ def run_polite(urls: list[str], out: Path, threads: int) -> float:
         (out / f"{i}.mp3").write_bytes(data)
         return len(data)
 
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(one, enumerate(urls)))
-    return time.perf_counter() - t0
+    return timed_pool(one, enumerate(urls), threads)[0]
 
 
 def run_curl(urls: list[str], out: Path, per_host: int) -> float:
@@ -326,9 +308,8 @@ def part_a(server: Server, work: Path, n: int, size: int, rounds: int) -> dict:
                   f"client CPU {c1 - c0:5.2f} s  server CPU {s1 - s0:5.2f} s", flush=True)
             if name == "curl":
                 # curl does not hash; the project does. For a like-for-like figure: curl, then sha256.
-                t0, c0 = time.perf_counter(), cpu_self_children()
-                sums = sha256_files(got)
-                hashed = time.perf_counter() - t0
+                c0 = cpu_self_children()
+                hashed, sums = harness.timed(lambda: sha256_files(got))
                 if [sums[f"{i}.mp3"] for i in range(n)] != expected:
                     raise RuntimeError("curl produced a wrong file")
                 times["curl+sha256"].append(elapsed + hashed)
@@ -338,10 +319,8 @@ def part_a(server: Server, work: Path, n: int, size: int, rounds: int) -> dict:
             clear(out)
     server.call("stop")
     shutil.rmtree(out, ignore_errors=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    return {"n": n, "size": size, "rounds": rounds, "times": times, "median": med, "out": str(out.parent),
-            "cpu": {k: statistics.median(v) for k, v in cpu.items()},
-            "server_cpu": {k: statistics.median(v) for k, v in server_cpu.items()},
+    return {"n": n, "size": size, "rounds": rounds, "times": times, "median": harness.medians(times),
+            "out": str(out.parent), "cpu": harness.medians(cpu), "server_cpu": harness.medians(server_cpu),
             "project_max_concurrent_per_host": max(max_conc)}
 
 
@@ -354,8 +333,7 @@ def child_download(kind: str, urls: list[str], out: str, threads: int) -> None:
     t0 = time.perf_counter()
     if kind == "project":
         client = project_client(len(urls), threads, None)
-        with ThreadPoolExecutor(threads) as pool:
-            sizes = list(pool.map(lambda iu: client.download(iu[1], out_dir / f"{iu[0]}.mp3").bytes, enumerate(urls)))
+        sizes = pool_map(lambda iu: client.download(iu[1], out_dir / f"{iu[0]}.mp3").bytes, enumerate(urls), threads)
     else:
         polite_get = make_polite_get()
 
@@ -364,8 +342,7 @@ def child_download(kind: str, urls: list[str], out: str, threads: int) -> None:
             (out_dir / f"{iu[0]}.mp3").write_bytes(data)
             return len(data)
 
-        with ThreadPoolExecutor(threads) as pool:
-            sizes = list(pool.map(one, enumerate(urls)))
+        sizes = pool_map(one, enumerate(urls), threads)
     elapsed = time.perf_counter() - t0
     status = Path("/proc/self/status").read_text()
     hwm = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
@@ -430,10 +407,7 @@ def part_c(server: Server, n: int, changed_share: float, threads: int) -> dict:
     bases = server.call("feeds", (n, 0.02))
     urls = [f"{bases[i % len(bases)]}/feed{i}.xml" for i in range(n)]
     client = HttpClient(HttpConfig(), NetworkPolicy.parse("127.0.0.0/8"))  # run-book default caps: 10 per host
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        first = list(pool.map(client.fetch_bytes, urls))
-    first_s = time.perf_counter() - t0
+    first_s, first = timed_pool(client.fetch_bytes, urls, threads)
     changed = sorted(random.Random(3).sample(range(n), int(n * changed_share)))
     server.call("change_feeds", changed)
     server.call("reset_stats")
@@ -444,10 +418,7 @@ def part_c(server: Server, n: int, changed_share: float, threads: int) -> dict:
             return len(parse_feed(got.content, source=urls[i]).episodes)
         return None
 
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(poll, range(n)))
-    second_s = time.perf_counter() - t0
+    second_s, results = timed_pool(poll, range(n), threads)
     stats = server.call("stats")
     server.call("stop")
     n_changed = sum(r is not None for r in results)
@@ -461,13 +432,9 @@ def part_c(server: Server, n: int, changed_share: float, threads: int) -> dict:
 # Report
 # ---------------------------------------------------------------------------
 def machine() -> str:
-    lscpu = subprocess.run("lscpu | head", shell=True, capture_output=True, text=True).stdout.rstrip()
-    free = subprocess.run(["free", "-g"], capture_output=True, text=True).stdout.rstrip()
     curl = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    import requests
-    import urllib3
-    return (f"{lscpu}\n\n$ free -g\n{free}\n\nPython {platform.python_version()}, requests {requests.__version__}, "
-            f"urllib3 {urllib3.__version__}, {curl}")
+    free = "\n".join(harness.free_g())
+    return f"{harness.lscpu(head=10)}\n\n$ free -g\n{free}\n\n{harness.versions('requests', 'urllib3')}, {curl}"
 
 
 def hash_cost() -> float:
@@ -557,9 +524,7 @@ def report(a: dict, b: dict, c: dict, total_s: float, load: tuple[float]) -> str
         "",
         "Machine:",
         "",
-        "```",
-        machine(),
-        "```",
+        *harness.fenced(machine()),
     ]
     return "\n".join(lines)
 
@@ -584,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dict(n=200, size=5 * MB, rounds=args.rounds, big_count=16, big_size=300 * MB, polite_count=2,
                      feeds=1000)
     started = time.perf_counter()
-    load_before = os.getloadavg()[0]
+    load_before = harness.load1()
     work = Path(tempfile.mkdtemp(prefix="fetch-bench-", dir=args.work))
     server = Server()
     try:
@@ -600,9 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     text = report(a, b, c, time.perf_counter() - started, (load_before,))
     print()
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    harness.emit(text, args.out)
     return 0
 
 

@@ -25,9 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import harness  # noqa: E402  (bench/: the repository on sys.path, the report)
 
 
 def run_case(tasks: int, moto, args, tmp: Path) -> dict:
@@ -92,10 +90,7 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['tasks']} | {r['wall']:.1f} | {r['eps']:.2f} | {r['eps'] / base:.2f}x | "
                      f"{r['transfer']:.1f} | {r['gets']} | {r['puts']} | {r['peak']} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    harness.emit("\n".join(lines) + "\n", args.out, end="")
 
 
 if __name__ == "__main__":

@@ -54,13 +54,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import harness  # noqa: E402  (bench/: paths, the demo episodes, timing, the machine's description)
+from harness import DEMO, OUT  # noqa: E402
 
-CONTENT = REPO / "podinsight_dagster" / "demo" / "content"
-DEMO = sorted((CONTENT / "audio").glob("*/*.mp3"))
-OUT = REPO / "bench" / "out"
 PINNED_ENV = "PODINSIGHT_BENCH_CORES"
 MAIN, BACKGROUND = "main", "background"
 
@@ -336,16 +332,12 @@ def machine(device: str) -> dict:
     import ctranslate2
     import faster_whisper
 
-    cpu = ""
-    with contextlib.suppress(OSError):
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "")
     gpu = None
     if shutil.which("nvidia-smi"):
         gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
                              capture_output=True, text=True).stdout.strip() or None
-    return {"cpu": cpu, "cores_available": len(os.sched_getaffinity(0)), "cores_machine": os.cpu_count(),
-            "load_1min": round(os.getloadavg()[0], 2), "gpu": gpu, "python": platform.python_version(),
+    return {"cpu": harness.cpu_model(), "cores_available": len(os.sched_getaffinity(0)),
+            "cores_machine": os.cpu_count(), "load_1min": round(harness.load1(), 2), "gpu": gpu, "python": platform.python_version(),
             "faster_whisper": faster_whisper.__version__, "ctranslate2": ctranslate2.__version__,
             "cuda_devices": ctranslate2.get_cuda_device_count(), "device": device}
 
@@ -382,9 +374,7 @@ def measure(args) -> dict:
     cores = len(os.sched_getaffinity(0))
     options = TranscribeOptions(model=args.model, model_cache=str(args.cache), device=args.device,
                                 compute_type=args.compute_type, batch_size=args.batch_size, cpu_threads=cores)
-    started = time.perf_counter()
-    engine = load_engine(options)
-    load_s = time.perf_counter() - started
+    load_s, engine = harness.timed(lambda: load_engine(options))
     warm = build_short(folder, 1, seed=99)[0]
     transcribe_one(engine, warm)  # first-call allocations (CUDA kernels, cuBLAS handles) outside the timing
     sampler = GpuSampler()

@@ -87,11 +87,9 @@ else:
     tbl.create_fts_index("text", with_position=True)
     print("lance load", round(time.time()-t,1), tbl.count_rows())
     words = [str(vocab[int(r)]) for r in np.exp(rng.uniform(np.log(200), np.log(20000), 50)).astype(int)]
+    import harness
     def med(fn, qs):
-        ms=[]
-        for q in qs:
-            t=time.perf_counter(); fn(q); ms.append((time.perf_counter()-t)*1000)
-        return round(statistics.median(ms),2)
+        return harness.latency_stats(harness.times_ms(fn, qs))["median_ms"]
     print("fts sqlite", med(lambda q: idx.search(q, limit=10, log=False), words))
     print("fts lance ", med(lambda q: tbl.search(q, query_type="fts").limit(10).to_list(), words))
     qs = [v for v in rng.standard_normal((20,384)).astype(np.float32)]

@@ -43,7 +43,6 @@ Prints a Markdown section (also written to --out) for docs/BENCHMARKS.md.
 import argparse
 import json
 import logging
-import multiprocessing
 import os
 import platform
 import resource
@@ -61,11 +60,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from podinsight_dagster.processes import free_port, kill_group
 
-# `python bench/x.py` puts bench/ on sys.path, not the repository root: add it, so the
-# loopback CDN (tests.support.cdn, test tooling outside the package) can be imported.
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import harness  # noqa: E402  (bench/: the CDN process, data roots, the machine's description)
+from harness import REPO  # noqa: E402
 
 warnings.filterwarnings("ignore")  # Dagster's beta/deprecation notices, one per asset definition
 
@@ -75,6 +71,16 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def sensor_root(data: Path) -> Path:
+    """A data root for the sensor's ticks, which read their settings from this process's environment:
+    point PODINSIGHT_* at it; returns its feeds folder (the catalog goes there)."""
+    feeds_dir = data / "feeds"
+    feeds_dir.mkdir(parents=True)
+    os.environ.update(harness.settings_env(home=data, feeds_dir=feeds_dir, allow_private_networks="127.0.0.0/8",
+                                           model="tiny.en"))
+    return feeds_dir
 
 
 def fresh_instance(root: Path, name: str):
@@ -190,6 +196,19 @@ def trivial_jobs():
     return defs.resolve_job_def("bench_trivial_job"), defs.resolve_job_def("bench_cached_job")
 
 
+def timed_runs(job, instance, runs: list[tuple[str, dict]]) -> list[float]:
+    """Wall seconds of each in-process run of ``job``, given as (label, execute_in_process keywords); one that
+    fails raises, naming its label."""
+    times = []
+    for label, kwargs in runs:
+        dt, res = harness.timed(lambda: job.execute_in_process(instance=instance, raise_on_error=False,
+                                                                run_config=QUIET, **kwargs))
+        times.append(dt)
+        if not res.success:
+            raise RuntimeError(f"{label} failed")
+    return times
+
+
 def range_runs(job, instance, keys: list[str], size: int, timers: Timers) -> dict:
     from podinsight_dagster.launch import contiguous_ranges
     from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG
@@ -200,15 +219,9 @@ def range_runs(job, instance, keys: list[str], size: int, timers: Timers) -> dic
     assert len(contiguous_ranges(ordered, keys)) == 1
     pos = {k: i for i, k in enumerate(ordered)}
     sizes = [pos[end] - pos[start] + 1 for start, end in ranges]
-    times = []
     timers.reset()
-    for start, end in ranges:
-        t0 = time.perf_counter()
-        res = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET,
-                                     tags={RANGE_START_TAG: start, RANGE_END_TAG: end, "podinsight/trigger": "bench"})
-        times.append(time.perf_counter() - t0)
-        if not res.success:
-            raise RuntimeError(f"range run {start}..{end} failed")
+    times = timed_runs(job, instance, [(f"range run {start}..{end}", {"tags": {
+        RANGE_START_TAG: start, RANGE_END_TAG: end, "podinsight/trigger": "bench"}}) for start, end in ranges])
     n_gdp, t_gdp = timers.get("get_dynamic_partitions")
     n_ev, t_ev = timers.get("store_event")
     total = sum(times)
@@ -218,15 +231,9 @@ def range_runs(job, instance, keys: list[str], size: int, timers: Timers) -> dic
 
 
 def single_runs(job, instance, keys: list[str], timers: Timers) -> dict:
-    times = []
     timers.reset()
-    for pk in keys:
-        t0 = time.perf_counter()
-        res = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET, partition_key=pk,
-                                     tags={"podinsight/trigger": "bench"})
-        times.append(time.perf_counter() - t0)
-        if not res.success:
-            raise RuntimeError(f"single run {pk} failed")
+    times = timed_runs(job, instance, [(f"single run {pk}", {"partition_key": pk, "tags": {"podinsight/trigger": "bench"}})
+                                       for pk in keys])
     n_gdp, t_gdp = timers.get("get_dynamic_partitions")
     n_ev, t_ev = timers.get("store_event")
     total = sum(times)
@@ -357,7 +364,6 @@ def cdn_main(conn, feeds: int, items: int) -> None:
 
 
 def part_b2(root: Path, feeds: int, items: int) -> tuple[dict, Path, Path]:
-    import yaml
     from dagster import SensorResult, build_sensor_context
     from dagster import DagsterInstance
 
@@ -369,27 +375,19 @@ def part_b2(root: Path, feeds: int, items: int) -> tuple[dict, Path, Path]:
     from podinsight_dagster.definitions import resources_for
 
     data = root / "data"
-    feeds_dir = data / "feeds"
-    feeds_dir.mkdir(parents=True)
-    os.environ.update({"PODINSIGHT_HOME": str(data), "PODINSIGHT_FEEDS_DIR": str(feeds_dir),
-                       "PODINSIGHT_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8", "PODINSIGHT_MODEL": "tiny.en"})
+    feeds_dir = sensor_root(data)
     home, instance = fresh_instance(root, "b_instance")
-
-    ctx = multiprocessing.get_context("spawn")
-    conn, child = ctx.Pipe()
-    proc = ctx.Process(target=cdn_main, args=(child, feeds, items), daemon=True)
-    proc.start()
-    base_url, size = conn.recv()
-    catalog = {"feeds": [{"slug": f"show-{j:02d}", "url": f"{base_url}/feeds/show-{j:02d}.xml", "tier": 1}
-                         for j in range(feeds)]}
-    (feeds_dir / "tier1_feeds.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
+    cdn = harness.ServerProcess(cdn_main, feeds, items, hello=True)
+    base_url, size = cdn.hello
+    harness.write_catalog(feeds_dir, [{"slug": f"show-{j:02d}", "url": f"{base_url}/feeds/show-{j:02d}.xml", "tier": 1}
+                                      for j in range(feeds)])
 
     timers = Timers()
     statuses: list[str] = []
     orig_poll = pipeline._poll_feed
 
-    def poll(services, spec):
-        result, records = orig_poll(services, spec)
+    def poll(*args, **kwargs):
+        result, records = orig_poll(*args, **kwargs)
         statuses.append(result.status)
         return result, records
 
@@ -445,12 +443,10 @@ def part_b2(root: Path, feeds: int, items: int) -> tuple[dict, Path, Path]:
         out["apply"] = apply_like_daemon(instance, requests_out)
         log(f"      daemon applies the partition request: {out['apply']['wall_s']:.2f} s")
         assert len(instance.get_dynamic_partitions(EPISODES)) == feeds * items
-        conn.send("stats")
-        first_requests = conn.recv()
+        first_requests = cdn.call("stats")
         log("(b)(2) second tick: every feed unchanged")
         second, wall2, parts2 = tick(first.cursor)
-        conn.send("stats")
-        second_requests = conn.recv()
+        second_requests = cdn.call("stats")
         out["second"] = {"wall_s": wall2, "parts": parts2, "run_requests": len(second.run_requests or []),
                          "new": sum(len(r.partition_keys) for r in (second.dynamic_partitions_requests or [])),
                          "http_statuses": sorted({s for _, s in second_requests}),
@@ -461,9 +457,7 @@ def part_b2(root: Path, feeds: int, items: int) -> tuple[dict, Path, Path]:
         if out["second"]["new"] or out["second"]["run_requests"]:
             raise RuntimeError("the second tick requested work")
     finally:
-        conn.send("quit")
-        conn.recv()
-        proc.join(10)
+        cdn.close()
     instance.dispose()
     return out, home, data
 
@@ -492,27 +486,17 @@ def cdn_many_main(conn, feeds: int, latency_s: float) -> None:
 
 def part_b2_many(root: Path, feeds: int, latency_s: float) -> dict:
     """The sensor with its default settings over many small feeds, each answering after ``latency_s``."""
-    import yaml
     from dagster import build_sensor_context
 
     from podinsight_dagster import sensors as sensors_mod
     from podinsight_dagster.definitions import resources_for
     from podinsight_dagster.partitions import EPISODES
 
-    data = root / "data_many"
-    feeds_dir = data / "feeds"
-    feeds_dir.mkdir(parents=True)
-    os.environ.update({"PODINSIGHT_HOME": str(data), "PODINSIGHT_FEEDS_DIR": str(feeds_dir),
-                       "PODINSIGHT_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8", "PODINSIGHT_MODEL": "tiny.en"})
+    feeds_dir = sensor_root(root / "data_many")
     _, instance = fresh_instance(root, "b_many_instance")
-    ctx = multiprocessing.get_context("spawn")
-    conn, child = ctx.Pipe()
-    proc = ctx.Process(target=cdn_many_main, args=(child, feeds, latency_s), daemon=True)
-    proc.start()
-    base_url = conn.recv()
-    catalog = {"feeds": [{"slug": f"feed-{j:04d}", "url": f"{base_url}/many/feed-{j:04d}.xml", "tier": 1}
-                         for j in range(feeds)]}
-    (feeds_dir / "tier1_feeds.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
+    cdn = harness.ServerProcess(cdn_many_main, feeds, latency_s, hello=True)
+    harness.write_catalog(feeds_dir, [{"slug": f"feed-{j:04d}", "url": f"{cdn.hello}/many/feed-{j:04d}.xml", "tier": 1}
+                                      for j in range(feeds)])
     out: dict = {"feeds": feeds, "latency_s": latency_s, "budget_s": getattr(sensors_mod, "TICK_BUDGET_S", None),
                  "workers": getattr(sensors_mod, "FEED_WORKERS", 8), "ticks": []}
     cursor = None
@@ -532,9 +516,7 @@ def part_b2_many(root: Path, feeds: int, latency_s: float) -> dict:
                                  "partitions": len(instance.get_dynamic_partitions(EPISODES))})
             log(f"(b)(2) {feeds} feeds at {1000 * latency_s:.0f} ms, tick {n}: {wall:.2f} s, {out['ticks'][-1]}")
     finally:
-        conn.send("quit")
-        conn.recv()
-        proc.join(10)
+        cdn.close()
     instance.dispose()
     return out
 
@@ -613,10 +595,8 @@ def part_b3(root: Path, home: Path, materialized: int, repeats: int) -> dict:
     instance = DagsterInstance.from_config(str(home))
     keys = instance.get_dynamic_partitions(EPISODES)
     chosen = keys[:: max(1, len(keys) // materialized)][:materialized]
-    t0 = time.perf_counter()
-    for k in chosen:
-        instance.report_runless_asset_event(AssetMaterialization(asset_key="raw_audio", partition=k))
-    report_s = time.perf_counter() - t0
+    report_s, _ = harness.timed(lambda: [instance.report_runless_asset_event(
+        AssetMaterialization(asset_key="raw_audio", partition=k)) for k in chosen])
     log(f"(b)(3) reported {len(chosen)} materializations of raw_audio in {report_s:.1f} s")
     instance.dispose()
 
@@ -692,12 +672,10 @@ def part_b3(root: Path, home: Path, materialized: int, repeats: int) -> dict:
 def machine() -> dict:
     import dagster
 
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "?")
-    mem = subprocess.run(["free", "-g"], capture_output=True, text=True).stdout.splitlines()
+    mem = harness.free_g()
     total = next((ln.split()[1] for ln in mem if ln.startswith("Mem:")), "?")
-    return {"cpu": model, "cores": os.cpu_count(), "mem_gib": total, "python": platform.python_version(),
-            "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
+    return {"cpu": harness.cpu_model("?"), "cores": os.cpu_count(), "mem_gib": total,
+            "python": platform.python_version(), "load": harness.load_text(),
             "dagster": dagster.__version__, "date": time.strftime("%Y-%m-%d"), "free": "\n".join(mem)}
 
 
@@ -862,11 +840,10 @@ def main() -> int:
                 shutil.rmtree(root, ignore_errors=True)
         text = "\n".join([f"Measured by `bench/orchestration_bench.py --only sensor` on {m['date']}: {m['cpu']}, "
                           f"{m['cores']} cores, load average {m['load']} at the start, "
-                          f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} at the end.", "",
+                          f"{harness.load_text()} at the end.", "",
                           "| what | time |", "|---|---|"] + sensor_rows(b2))
-        print("\n" + text)
-        if args.out:
-            args.out.write_text(text + "\n")
+        print()
+        harness.emit(text, args.out)
         print("\nraw figures:", json.dumps({"machine": m, "b2": b2}, default=str))
         if args.raw:
             args.raw.write_text(json.dumps({"machine": m, "b2": b2}, default=str, indent=1) + "\n")
@@ -887,11 +864,10 @@ def main() -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    load_end = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    load_end = harness.load_text()
     text = report(m, a, b1, b2, b3, time.perf_counter() - started, peak, load_end)
-    print("\n" + text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print()
+    harness.emit(text, args.out)
     raw = {"machine": m, "a": a, "b1": b1, "b2": b2, "b3": b3, "total_s": time.perf_counter() - started,
            "peak_mib": peak, "load_end": load_end}
     print("\nraw figures:", json.dumps(raw, default=str))

@@ -21,17 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO, REPO / "bench"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-import transcribe_bench as tb  # noqa: E402
+import harness  # noqa: E402  (bench/: paths, the demo episodes, audio sets)
 
 from podinsight_dagster.transcribe.batching import transcribe_many  # noqa: E402
 from podinsight_dagster.transcribe.engine import Engine  # noqa: E402
@@ -39,7 +33,7 @@ from podinsight_dagster.transcribe.packing import PackStats  # noqa: E402
 from podinsight_dagster.transcribe.options import TranscribeOptions, Transcript  # noqa: E402
 from podinsight_dagster.transcribe.text import normalize_text, wer  # noqa: E402
 
-TEXTS = tb.CONTENT / "texts"
+TEXTS = harness.CONTENT / "texts"
 STAT_KEYS = [f.name for f in fields(PackStats)]
 
 
@@ -101,12 +95,12 @@ def main() -> None:
     ap.add_argument("--gaps", type=float, nargs="+", default=[0.0, 1.0])
     ap.add_argument("--rounds", type=int, default=1, help="repeat the settings (times; the last round is scored)")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "podinsight" / "models"))
-    ap.add_argument("--out", type=Path, default=tb.OUT / "pack_bench.json")
+    ap.add_argument("--out", type=Path, default=harness.OUT / "pack_bench.json")
     args = ap.parse_args()
-    clips = tb.build_short(tb.OUT / "ptb-full" / "short", args.count, 11, 5.0, 30.0, prefix="clip", digits=3) \
-        if args.count == 80 else tb.build_short(tb.OUT / f"pack-{args.count}", args.count, 11, 5.0, 30.0,
+    clips = harness.build_short(harness.OUT / "ptb-full" / "short", args.count, 11, 5.0, 30.0, prefix="clip", digits=3) \
+        if args.count == 80 else harness.build_short(harness.OUT / f"pack-{args.count}", args.count, 11, 5.0, 30.0,
                                                 prefix="clip", digits=3)
-    sources = [tb.DEMO[i % len(tb.DEMO)] for i in range(len(clips))]
+    sources = [harness.DEMO[i % len(harness.DEMO)] for i in range(len(clips))]
     texts = {s: reference_words(TEXTS / s.parent.name / (s.stem + ".txt")) for s in set(sources)}
     base = TranscribeOptions(model=args.model, model_cache=args.cache)
     results: dict[float, dict] = {}
@@ -115,9 +109,9 @@ def main() -> None:
         engine.options = replace(base, pack_gap_sec=gap)
         transcribe_many(engine, clips[:2])  # warm-up: first-call allocations outside the timing
         counted = PackStats()
-        started, cpu = time.perf_counter(), time.process_time()
-        out = transcribe_many(engine, clips, stats=counted)
-        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        cpu = time.process_time()
+        wall, out = harness.timed(lambda: transcribe_many(engine, clips, stats=counted))
+        cpu = time.process_time() - cpu
         stats = asdict(counted)
         assert all(isinstance(t, Transcript) for t in out), [str(t) for t in out if not isinstance(t, Transcript)]
         results[gap] = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "texts": [t.text for t in out], **stats}

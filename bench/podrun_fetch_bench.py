@@ -33,27 +33,21 @@ temporary git worktree and run from it), and counts each item's requests at the 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `python bench/x.py` puts bench/ on sys.path; the test CDN lives in tests/support
-    sys.path.insert(0, str(REPO))
+import harness  # noqa: E402  (bench/: timing, the CDN process, data roots, the machine's description)
+from harness import DEMO, MB, REPO  # noqa: E402
 
 HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
 PER_HOST = 3
 RATE = 4_000_000          # bytes per second per connection
 LATENCY = 0.02
-MB = 1_000_000
 
 
 def episode_body(i: int, size: int, block: bytes) -> bytes:
@@ -64,8 +58,7 @@ def episode_body(i: int, size: int, block: bytes) -> bytes:
 
 def mpeg_frames() -> bytes:
     """The bundled demo episodes' MPEG audio, concatenated (a valid stream), as the block bodies repeat."""
-    content = REPO / "podinsight_dagster" / "demo" / "content" / "audio"
-    return b"".join(p.read_bytes() for p in sorted(content.glob("*/*.mp3")))
+    return b"".join(p.read_bytes() for p in DEMO)
 
 
 def feed_xml(host: int, urls: list[str]) -> bytes:
@@ -105,36 +98,20 @@ def server_main(conn, n: int, size: int) -> None:
             return
 
 
-class Server:
+class Server(harness.ServerProcess):
+    """The CDN process of server_main: ``bases`` (one base URL per host) and ``urls`` (each host's episodes)."""
+
     def __init__(self, n: int, size: int):
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=server_main, args=(child, n, size), daemon=True)
-        self.proc.start()
-        self.bases, self.urls = self.conn.recv()
-
-    def call(self, cmd: str):
-        self.conn.send(cmd)
-        return self.conn.recv()
-
-    def close(self) -> None:
-        self.call("quit")
-        self.proc.join(10)
+        super().__init__(server_main, n, size, hello=True)
+        self.bases, self.urls = self.hello
 
 
 def run_podrun(server: Server, work: Path) -> float:
-    import yaml
-
-    home = work / "podrun-home"
-    shutil.rmtree(home, ignore_errors=True)
-    (home / "feeds").mkdir(parents=True)
-    (home / "feeds" / "tier1_feeds.yaml").write_text(yaml.safe_dump({
-        "feeds": [{"slug": f"show-{h}", "url": f"{base}/feed.xml", "tier": 1} for h, base in enumerate(server.bases)],
-        "host_limits": {h: PER_HOST for h in HOSTS}}))
-    env = {**os.environ, "PODINSIGHT_HOME": str(home), "PODINSIGHT_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8"}
-    t0 = time.perf_counter()
-    out = subprocess.run([str(REPO / ".venv" / "bin" / "podrun"), "fetch"], env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    home = harness.data_root(work / "podrun-home", [{"slug": f"show-{h}", "url": f"{base}/feed.xml", "tier": 1}
+                                                    for h, base in enumerate(server.bases)],
+                             host_limits={h: PER_HOST for h in HOSTS})
+    env = harness.podrun_env(home, allow_private_networks="127.0.0.0/8")
+    out, wall = harness.run_timed([harness.podrun_bin(), "fetch"], env=env)
     if out.returncode != 0:
         raise RuntimeError(f"podrun fetch failed:\n{out.stdout}\n{out.stderr}")
     files = list((home / "pod-insights-raw").rglob("episode.mp3"))
@@ -176,17 +153,8 @@ def run_library(server: Server, work: Path) -> float:
     # Hosts interleaved, as the command's scheduler interleaves them (a host-by-host list would leave
     # 9 of the 12 threads queued behind one host's cap).
     urls = [u for group in zip(*server.urls) for u in group]
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(PER_HOST * len(HOSTS)) as pool:
-        list(pool.map(lambda iu: client.download(iu[1], out / f"{iu[0]}.mp3"), enumerate(urls)))
-    return time.perf_counter() - t0
-
-
-def machine() -> str:
-    try:
-        return subprocess.run(["lscpu"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return platform.platform()
+    return harness.timed_pool(lambda iu: client.download(iu[1], out / f"{iu[0]}.mp3"), enumerate(urls),
+                              PER_HOST * len(HOSTS))[0]
 
 
 BAD_FEED_GOOD = ["ok1", "ok2", "ok3", "ok4", "flaky503", "cutonce"]
@@ -208,12 +176,10 @@ def _arm_bad_feed(cdn, path: dict[str, str]) -> None:
 
 def bad_feed_main(args) -> int:
     """``--bad-feed``: this tree's ``podrun fetch`` against ``--before``'s on the 14-item feed."""
-    import yaml
-
     from tests.support.cdn import PodcastCDN
 
     load = os.getloadavg()
-    demo = sorted((REPO / "podinsight_dagster" / "demo" / "content" / "audio").glob("*/*.mp3"))
+    demo = DEMO
     guids = BAD_FEED_GOOD + BAD_FEED_PERMANENT + BAD_FEED_RETRYABLE
     rows = []
     with tempfile.TemporaryDirectory(prefix="podrun-bad-feed-") as tmp, PodcastCDN(name="bad-feed") as cdn:
@@ -243,22 +209,16 @@ def bad_feed_main(args) -> int:
             trees.append((f"before ({args.before})", before, "/feed.xml"))
         try:
             for label, tree, feed in trees:
-                home = work / f"home-{len(rows)}"
-                (home / "feeds").mkdir(parents=True)
-                (home / "feeds" / "tier1_feeds.yaml").write_text(yaml.safe_dump(
-                    {"feeds": [{"slug": "mixed", "url": cdn.url(feed), "tier": 1}]}))
-                env = {**os.environ, "PODINSIGHT_HOME": str(home), "PODINSIGHT_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
-                       "PODINSIGHT_MAX_AUDIO_BYTES": "500000", "PYTHONPATH": str(tree)}
+                home = harness.data_root(work / f"home-{len(rows)}", [{"slug": "mixed", "url": cdn.url(feed), "tier": 1}])
+                env = harness.podrun_env(home, {"PYTHONPATH": str(tree)}, allow_private_networks="127.0.0.0/8",
+                                         max_audio_bytes=500000)
                 where = subprocess.run([sys.executable, "-c", "import podinsight_dagster as p; print(p.__file__)"],
                                        cwd=tree, env=env, capture_output=True, text=True).stdout.strip()
                 if not where.startswith(str(tree)):
                     raise RuntimeError(f"{label}: podinsight_dagster comes from {where}, not {tree}")
                 _arm_bad_feed(cdn, path)
-                t0 = time.perf_counter()
-                out = subprocess.run([sys.executable, "-c", "import sys; from podinsight_dagster.cli import main; "
-                                      "sys.argv[0] = 'podrun'; main()", "fetch"], cwd=tree, env=env,
-                                     capture_output=True, text=True)
-                wall = time.perf_counter() - t0
+                out, wall = harness.run_timed([sys.executable, "-c", "import sys; from podinsight_dagster.cli import "
+                                               "main; sys.argv[0] = 'podrun'; main()", "fetch"], cwd=tree, env=env)
                 got = len(list((home / "pod-insights-raw").rglob("episode.mp3")))
                 counts = {g: cdn.request_count(path[g]) for g in guids}
                 rows.append((label, wall, out.returncode, got, counts))
@@ -283,11 +243,8 @@ def bad_feed_main(args) -> int:
         lines += ["", f"**after / before = {rows[1][1] / rows[2][1]:.2f}x** the wall time; beyond the command's own "
                   f"cost (the good items alone): {rows[1][1] - rows[0][1]:.1f} s after, {rows[2][1] - rows[0][1]:.1f} s "
                   "before."]
-    lines += ["", "Machine:", "", "```", machine(), "```", ""]
-    text = "\n".join(lines)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    lines += ["", "Machine:", "", *harness.fenced(harness.lscpu()), ""]
+    harness.emit("\n".join(lines), args.out, end="")
     return 0
 
 
@@ -301,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=None, help="episodes (default 200; --quick 40)")
     ap.add_argument("--kb", type=int, default=None, help="size of each episode in KB (default 5000; --quick 1000)")
     args = ap.parse_args(argv)
-    args.out = args.out or REPO / "bench" / "out" / ("podrun_fetch_bad_feed.md" if args.bad_feed else "podrun_fetch.md")
+    args.out = args.out or harness.OUT / ("podrun_fetch_bad_feed.md" if args.bad_feed else "podrun_fetch.md")
     if args.bad_feed:
         return bad_feed_main(args)
     n, size, rounds = (40, 1 * MB, 1) if args.quick else (200, 5 * MB, 3)
@@ -327,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.close()
     total_mb = n * size / MB
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = harness.medians(times)
     cap = len(HOSTS) * PER_HOST * RATE / MB
     lines = [
         "<!-- section: podrun fetch (bench/podrun_fetch_bench.py) -->",
@@ -349,11 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     violations = sum(p > PER_HOST for p in peaks["podrun"])
     lines += ["", f"**podrun fetch / aria2c throughput = {med['aria2c'] / med['podrun']:.2f}x** (target >= 0.8x); "
               f"cap violations counted by the server in podrun's rounds: {violations}.", "", "Machine:", "",
-              "```", machine(), "```", ""]
-    text = "\n".join(lines)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+              *harness.fenced(harness.lscpu()), ""]
+    harness.emit("\n".join(lines), args.out, end="")
     return 0
 
 

@@ -36,39 +36,30 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO, REPO / "bench"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+import harness  # noqa: E402  (bench/: audio sets, child processes, data roots)
+import transcribe_bench as tb  # noqa: E402  (the bare loop's child, the podrun environment and data root)
+from harness import OUT, REPO, load1  # noqa: E402
 
-import transcribe_bench as tb  # noqa: E402  (audio helpers, children, the CDN root preparation)
-
-OUT = REPO / "bench" / "out"
 STEPS = ("transcript", "speakers", "chapters", "segments", "kpis", "transcript_index")
 
 
 def build_short(folder: Path, count: int = 80, seed: int = 11, lo: float = 5.0, hi: float = 30.0) -> list[Path]:
     """The issue's short set: 80 clips of 5-30 s (transcribe_bench's builder, other lengths and seed)."""
-    return tb.build_short(folder, count, seed, lo, hi, prefix="clip", digits=3)
-
-
-def load1() -> float:
-    return os.getloadavg()[0]
+    return harness.build_short(folder, count, seed, lo, hi, prefix="clip", digits=3)
 
 
 def run_bare(model: str, cache: Path, paths: list[Path]) -> dict:
     load = load1()
-    out, wall, rss = tb.run_child([sys.executable, str(REPO / "bench" / "transcribe_bench.py"), "_child", "b",
-                                   model, str(cache), *map(str, paths)])
+    out, wall, rss = harness.run_child([sys.executable, str(REPO / "bench" / "transcribe_bench.py"), "_child", "b",
+                                        model, str(cache), *map(str, paths)])
     doc = json.loads(out.strip().splitlines()[-1])
     return {"process_s": wall, "work_s": doc["work_s"], "load_s": doc["load_s"], "audio_sec": doc["audio_sec"],
-            "words": doc["words"], "rss_mib": rss / 1024, "load1": load, "others": tb.LAST_OTHERS[-1]}
+            "words": doc["words"], "rss_mib": rss / 1024, "load1": load, "others": harness.LAST_OTHERS[-1]}
 
 
 def phases(home: Path, t0: float, t1: float) -> dict:
@@ -99,14 +90,13 @@ def run_podrun(slug: str, template: Path, model: str, cache: Path, work: Path, e
     home = work / f"run-{slug}"
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(template, home)
-    podrun = str(Path(sys.executable).parent / "podrun")
     env = {**tb.podrun_env(home, model, cache), **extra_env}
     load = load1()
     t0 = time.time()
-    _, wall, rss = tb.run_child([podrun, "transcribe", "--model", model], env=env)
+    _, wall, rss = harness.run_child([harness.podrun_bin(), "transcribe", "--model", model], env=env)
     t1 = t0 + wall
     kpis = [json.loads(p.read_text()) for p in (home / "pod-insights-stage").glob("*/*/kpis/kpis.json")]
-    result = {"process_s": wall, "rss_mib": rss / 1024, "load1": load, "others": tb.LAST_OTHERS[-1],
+    result = {"process_s": wall, "rss_mib": rss / 1024, "load1": load, "others": harness.LAST_OTHERS[-1],
               "audio_sec": sum(k["duration_sec"] for k in kpis), "episodes": len(kpis),
               "words": sum(k["words"] for k in kpis), "phases": phases(home, t0, t1)}
     shutil.rmtree(home, ignore_errors=True)
@@ -114,13 +104,7 @@ def run_podrun(slug: str, template: Path, model: str, cache: Path, work: Path, e
 
 
 def machine() -> str:
-    lscpu = subprocess.run("lscpu | head", shell=True, capture_output=True, text=True).stdout.rstrip()
-    import ctranslate2
-    import faster_whisper
-    import dagster
-    import platform
-    return (f"{lscpu}\nPython {platform.python_version()}, faster-whisper {faster_whisper.__version__}, "
-            f"ctranslate2 {ctranslate2.__version__}, dagster {dagster.__version__}")
+    return f"{harness.lscpu(head=10)}\n{harness.versions('faster_whisper', 'ctranslate2', 'dagster')}"
 
 
 def report(runs: dict, sets: dict, label: str, extra_env: dict, total_s: float) -> str:
@@ -130,7 +114,7 @@ def report(runs: dict, sets: dict, label: str, extra_env: dict, total_s: float) 
         f"({label}; whole run {total_s / 60:.1f} min{'; env ' + ' '.join(f'{k}={v}' for k, v in extra_env.items()) if extra_env else ''}). "
         "Each time is a whole process, `Popen` to exit; the 1-minute load average read just before it is in brackets.",
         "", "```", machine(), "```", "",
-        "Sets: " + "; ".join(f"**{n}** {len(p)} files, {sum(tb._duration(x) for x in p) / 60:.1f} min of audio"
+        "Sets: " + "; ".join(f"**{n}** {len(p)} files, {sum(harness.duration(x) for x in p) / 60:.1f} min of audio"
                              for n, p in sets.items()) + ".",
         "",
         "| set | (b) bare loop, s per round (load) | (c) `podrun transcribe`, s per round (load) | "
@@ -183,7 +167,7 @@ def main() -> None:
     if "short" in args.sets:
         sets["short"] = build_short(OUT / f"ptb-{tag}" / "short", 8 if args.quick else 80)
     if "long" in args.sets:
-        sets["long"] = tb.build_long(OUT / f"ptb-{tag}" / "long", *((2, 2) if args.quick else (6, 7)))
+        sets["long"] = harness.build_long(OUT / f"ptb-{tag}" / "long", *((2, 2) if args.quick else (6, 7)))
     work = Path(tempfile.mkdtemp(prefix="ptb-", dir=OUT))
     roots = {n: tb.prepare_root(f"ptb-{n}", p, OUT / f"ptb-roots-{tag}", args.cache) for n, p in sets.items()}
     runs: dict = {n: {"b": [], "c": []} for n in sets}
@@ -191,7 +175,7 @@ def main() -> None:
         for name, paths in sets.items():
             order = args.variants if rnd % 2 == 0 else list(reversed(args.variants))
             for v in order:
-                tb.wait_quiet(threshold=0.5, max_wait=args.max_wait)
+                harness.wait_quiet(threshold=0.5, max_wait=args.max_wait)
                 r = (run_bare(args.model, args.cache, paths) if v == "b"
                      else run_podrun(f"ptb-{name}", roots[name], args.model, args.cache, work, extra_env))
                 runs[name][v].append(r)

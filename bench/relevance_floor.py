@@ -4,24 +4,22 @@ and of questions it does not, on the demo's nine transcripts and the test suite'
 Not a test. Run from the repository root: ``.venv/bin/python bench/relevance_floor.py``. For each question
 that one episode answers: the best similarity of that episode's passages (and whether it ranks first); for
 each question no episode answers: the best similarity of any passage. The floor (``MEANING_FLOOR`` in
-archive/index.py) lies between the two groups. Writes bench/out/relevance_floor.json.
+archive/meaning.py) lies between the two groups. Writes bench/out/relevance_floor.json.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import harness  # noqa: E402  (bench/: paths)
 
 from podinsight_dagster.archive.index import EpisodeDoc, TranscriptIndex  # noqa: E402
 from tests.chapters.synthetic import TOPICS  # noqa: E402
 
-TEXTS = ROOT / "podinsight_dagster" / "demo" / "content" / "texts"
+TEXTS = harness.CONTENT / "texts"
 ANSWERED = {  # question -> the episode (partition key) that answers it
     "why do we need sleep": "science-weekly/ep1",
     "what happens in the brain at night": "science-weekly/ep1",
@@ -77,7 +75,7 @@ def main() -> None:
         index.close()
     result = {"answered": answered, "unanswered": unanswered,
               "answered_min": min(a["best"] for a in answered), "unanswered_max": max(u["best"] for u in unanswered)}
-    out = ROOT / "bench" / "out"
+    out = harness.OUT
     out.mkdir(parents=True, exist_ok=True)
     (out / "relevance_floor.json").write_text(json.dumps(result, indent=2))
     for a in answered:

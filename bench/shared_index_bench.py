@@ -28,20 +28,11 @@ import argparse
 import json
 import os
 import shutil
-import socket
-import statistics
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import archive_bench as ab  # noqa: E402
+import archive_bench as ab  # noqa: E402  (the synthetic archive)
+import harness  # noqa: E402  (bench/: paths, timing, moto)
 
 from podinsight_dagster.archive.index import TranscriptIndex, passages_of  # noqa: E402
 from podinsight_dagster.archive.shared import SKEW_MARGIN_SEC, SharedTranscriptIndex  # noqa: E402
@@ -54,32 +45,9 @@ QUESTIONS = ["why do we need sleep", "how far away are the stars", "how to borro
              "raising children"]
 
 
-def moto() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    import requests
-
-    for _ in range(300):
-        try:
-            requests.get(url + "/moto-api/", timeout=1)
-            return proc, url
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise RuntimeError("moto did not start")
-
-
 def median_ms(fn, items) -> dict:
-    ms = []
-    for item in items:
-        t = time.perf_counter()
-        fn(item)
-        ms.append((time.perf_counter() - t) * 1000)
-    ms.sort()
-    return {"median_ms": round(statistics.median(ms), 2), "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 2)}
+    stats = harness.latency_stats(harness.times_ms(fn, items))
+    return {"median_ms": stats["median_ms"], "p90_ms": stats["p90_ms"]}
 
 
 def main() -> None:
@@ -88,10 +56,10 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=None)
     args = ap.parse_args()
     total = args.episodes or (200 if args.quick else 2000)
-    work = ROOT / "bench" / "out" / "shared_index"
+    work = harness.OUT / "shared_index"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    proc, url = moto()
+    proc, url = harness.start_moto()
     try:
         os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
         import boto3
@@ -111,30 +79,27 @@ def main() -> None:
             v = rng.standard_normal((len(passages_of(d.segments)), 384)).astype(np.float32)
             emb[d.partition_key] = v / np.linalg.norm(v, axis=1, keepdims=True)
         report: dict = {"episodes": total, "passages": sum(len(v) for v in emb.values()),
-                        "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"}
+                        "machine": f"{os.cpu_count()} cores, load average {harness.load1():.1f} at start"}
 
         # (1) indexing
         local = TranscriptIndex(work / "local.sqlite", encoder=enc)
-        t = time.perf_counter()
-        for at in range(0, total, 200):
-            local.index(docs[at:at + 200], embeddings=emb)
-        local.optimize()
-        local_s = time.perf_counter() - t
+        def load(index):
+            for at in range(0, total, 200):
+                index.index(docs[at:at + 200], embeddings=emb)
+
+        local_s, _ = harness.timed(lambda: (load(local), local.optimize()))
         local.close()
         writer = SharedTranscriptIndex(store, work / "writer.sqlite", encoder=enc)
-        t = time.perf_counter()
-        for at in range(0, total, 200):
-            writer.index(docs[at:at + 200], embeddings=emb)
-        shared_s = time.perf_counter() - t
+        shared_s, _ = harness.timed(lambda: load(writer))
         writer.close()
         report["indexing"] = {"local_episodes_per_s": round(total / local_s, 1),
                               "shared_writer_episodes_per_s": round(total / shared_s, 1)}
         print(json.dumps(report["indexing"]), flush=True)
 
         # (2) a new machine's first search
-        t = time.perf_counter()
-        SharedTranscriptIndex(store, work / "machine-b.sqlite", create=False, encoder=enc).close()
-        report["new_machine_catch_up_s"] = round(time.perf_counter() - t, 2)
+        catch_up_s, _ = harness.timed(
+            lambda: SharedTranscriptIndex(store, work / "machine-b.sqlite", create=False, encoder=enc).close())
+        report["new_machine_catch_up_s"] = round(catch_up_s, 2)
         print("catch-up", report["new_machine_catch_up_s"], flush=True)
 
         # (3) per query, as podrun search does it
@@ -181,13 +146,11 @@ def main() -> None:
         result["hybrid_ratio"] = round(result["hybrid_shared"]["median_ms"] / result["hybrid_local"]["median_ms"], 2)
         result["word_pairs_with_hits"] = found
         # Listing the whole log (a new machine; hourly): one LIST per 1,000 entries.
-        t = time.perf_counter()
-        for _ in range(5):
-            list(store.list_keys("_index/log/"))
-        result["list_whole_log_ms"] = round((time.perf_counter() - t) / 5 * 1000, 2)
+        list_ms = harness.times_ms(lambda _: list(store.list_keys("_index/log/")), range(5))
+        result["list_whole_log_ms"] = round(sum(list_ms) / 5, 2)
         report["per_query"] = result
-        report["machine"] += f", {os.getloadavg()[0]:.1f} at the end"
-        (ROOT / "bench" / "out" / "shared_index_bench.json").write_text(json.dumps(report, indent=2))
+        report["machine"] += f", {harness.load1():.1f} at the end"
+        (harness.OUT / "shared_index_bench.json").write_text(json.dumps(report, indent=2))
         print(json.dumps(report, indent=2))
     finally:
         proc.terminate()

@@ -39,73 +39,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-# `python bench/x.py` puts bench/ on sys.path, not the repository root: add it, so the
-# loopback CDN (tests.support.cdn, test tooling outside the package) can be imported.
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import harness  # noqa: E402  (bench/: paths, audio sets, child processes, data roots)
+from harness import OUT, build_long, build_short, run_child, wait_quiet  # noqa: E402
 
-CONTENT = REPO / "podinsight_dagster" / "demo" / "content"
-DEMO = sorted((CONTENT / "audio").glob("*/*.mp3"))
-OUT = REPO / "bench" / "out"
 BATCH = 8
 BEAM = 5
-
-
-# ---------------------------------------------------------------------------
-# Audio sets
-# ---------------------------------------------------------------------------
-def _duration(path: Path) -> float:
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
-                          str(path)], capture_output=True, text=True, check=True).stdout
-    return float(out.strip())
-
-
-def build_long(folder: Path, episodes: int = 4, per_episode: int = 7) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for k in range(episodes):
-        dest = folder / f"long-{k + 1}.mp3"
-        if not dest.exists():
-            parts = [DEMO[(k * per_episode + j) % len(DEMO)] for j in range(per_episode)]
-            listing = folder / f"long-{k + 1}.txt"
-            listing.write_text("".join(f"file '{p}'\n" for p in parts))
-            subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
-                            "-ac", "1", "-ar", "16000", "-c:a", "libmp3lame", "-b:a", "32k", "-map_metadata", "-1",
-                            str(dest)], check=True)
-            listing.unlink()
-        paths.append(dest)
-    return paths
-
-
-def build_short(folder: Path, count: int = 40, seed: int = 7, lo: float = 10.0, hi: float = 40.0,
-                prefix: str = "short", digits: int = 2) -> list[Path]:
-    """``count`` clips of ``lo``..``hi`` s cut from the demo episodes at seeded random offsets (16 kHz mono MP3)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    lengths = {p: _duration(p) for p in DEMO}
-    paths = []
-    for i in range(count):
-        src = DEMO[i % len(DEMO)]
-        length = rng.uniform(lo, hi)
-        start = rng.uniform(0, max(0.0, lengths[src] - length))
-        dest = folder / f"{prefix}-{i + 1:0{digits}d}.mp3"
-        if not dest.exists():
-            subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", f"{start:.2f}", "-t", f"{length:.2f}", "-i",
-                            str(src), "-ac", "1", "-ar", "16000", "-c:a", "libmp3lame", "-b:a", "32k",
-                            "-map_metadata", "-1", str(dest)], check=True)
-        paths.append(dest)
-    return paths
 
 
 # ---------------------------------------------------------------------------
@@ -143,107 +88,25 @@ def child(variant: str, model: str, cache: str, paths: list[str]) -> None:
                       "words": words, "device": device, "compute_type": compute_type}))
 
 
-def _cpu_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
-
-
-def wait_quiet(threshold: float = 0.15, window: float = 2.0, max_wait: float = 240.0) -> float:
-    """Wait (up to max_wait) until the machine's CPU is under ``threshold`` busy over ``window`` s."""
-    deadline = time.monotonic() + max_wait
-    while True:
-        b0, t0 = _cpu_jiffies()
-        time.sleep(window)
-        b1, t1 = _cpu_jiffies()
-        busy = (b1 - b0) / max(1, t1 - t0)
-        if busy < threshold or time.monotonic() > deadline:
-            return busy
-
-
-LAST_OTHERS: list[float] = []
-
-
-def run_child(args: list[str], env: dict | None = None, cwd: Path = REPO) -> tuple[str, float, int]:
-    """(stdout, wall seconds, peak RSS in KiB) of a child process.
-
-    Also appends to LAST_OTHERS the share of the machine's CPU that other processes used
-    while the child ran (busy CPU of the machine minus the child's own CPU time).
-    """
-    hz = os.sysconf("SC_CLK_TCK")
-    busy0, total0 = _cpu_jiffies()
-    started = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, text=True)
-    # Read the pipes in threads so a chatty child never blocks, then reap it with wait4 for its rusage.
-    import threading
-
-    out, err = [], []
-    readers = [threading.Thread(target=lambda: out.append(proc.stdout.read())),
-               threading.Thread(target=lambda: err.append(proc.stderr.read()))]
-    for r in readers:
-        r.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    busy1, total1 = _cpu_jiffies()
-    others = (busy1 - busy0) / hz - (usage.ru_utime + usage.ru_stime)
-    LAST_OTHERS.append(max(0.0, others) / max(1e-9, (total1 - total0) / hz))
-    for r in readers:
-        r.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{args[:4]} failed ({proc.returncode}):\n{''.join(err)[-4000:]}")
-    return "".join(out), wall, usage.ru_maxrss
-
-
 def measure_ab(variant: str, model: str, cache: Path, paths: list[Path]) -> dict:
     out, wall, rss = run_child([sys.executable, __file__, "_child", variant, model, str(cache), *map(str, paths)])
     doc = json.loads(out.strip().splitlines()[-1])
-    return {**doc, "process_s": wall, "rss_kib": rss, "others": LAST_OTHERS[-1]}
+    return {**doc, "process_s": wall, "rss_kib": rss, "others": harness.LAST_OTHERS[-1]}
 
 
 # ---------------------------------------------------------------------------
 # (c): podrun fetch once per set, then podrun transcribe on a copy of that data root
 # ---------------------------------------------------------------------------
-def feed_xml(slug: str, paths: list[Path]) -> str:
-    items = "".join(
-        f"<item><title>{p.stem}</title><guid isPermaLink=\"false\">{p.stem}</guid>"
-        f"<pubDate>Mon, 05 Jan 2026 09:{i % 60:02d}:00 +0000</pubDate>"
-        f"<enclosure url=\"{{base_url}}/audio/{slug}/{p.name}\" type=\"audio/mpeg\" length=\"{p.stat().st_size}\"/>"
-        "</item>" for i, p in enumerate(paths))
-    return (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><rss version=\"2.0\"><channel><title>{slug}</title>"
-            f"<link>https://example.com/{slug}</link><description>bench</description>{items}</channel></rss>")
-
-
 def podrun_env(home: Path, model: str, cache: Path) -> dict:
-    env = dict(os.environ)
-    env.update({"PODINSIGHT_HOME": str(home), "PODINSIGHT_FEEDS_DIR": str(home / "feeds"),
-                "DAGSTER_HOME": str(home / "dagster"), "PODINSIGHT_MODEL": model,
-                "PODINSIGHT_MODEL_CACHE": str(cache), "PODINSIGHT_ALLOW_PRIVATE_NETWORKS": "127.0.0.1/32",
-                "PODINSIGHT_BATCH_SIZE": str(BATCH)})
+    env = harness.podrun_env(home, {"DAGSTER_HOME": str(home / "dagster")}, feeds_dir=home / "feeds", model=model,
+                             model_cache=cache, allow_private_networks="127.0.0.1/32", batch_size=BATCH)
     env.pop("PODINSIGHT_ALLOW_MODEL_DOWNLOAD", None)
     return env
 
 
 def prepare_root(slug: str, paths: list[Path], root: Path, cache: Path) -> Path:
     """A data root whose raw bucket holds the set, downloaded by `podrun fetch` from a loopback CDN."""
-    from tests.support.cdn import PodcastCDN
-
-    home = root / f"home-{slug}"
-    if (home / ".fetched").exists():
-        return home
-    shutil.rmtree(home, ignore_errors=True)
-    (home / "feeds").mkdir(parents=True)
-    podrun = str(Path(sys.executable).parent / "podrun")
-    with PodcastCDN(name="bench-cdn") as cdn:
-        cdn.add_file(f"/feeds/{slug}.xml", feed_xml(slug, paths).encode(), content_type="application/rss+xml")
-        for p in paths:
-            cdn.add_file(f"/audio/{slug}/{p.name}", p)
-        (home / "feeds" / "tier1_feeds.yaml").write_text(
-            f"feeds:\n  - {{slug: {slug}, url: \"{cdn.base_url}/feeds/{slug}.xml\", tier: 1}}\n")
-        run_child([podrun, "fetch"], env=podrun_env(home, "tiny.en", cache))
-    (home / ".fetched").write_text("ok\n")
-    return home
+    return harness.fetched_root(slug, paths, root, lambda home: podrun_env(home, "tiny.en", cache))
 
 
 def step_seconds(home: Path) -> tuple[float, dict]:
@@ -264,13 +127,12 @@ def measure_c(slug: str, template: Path, model: str, cache: Path, work: Path) ->
     home = work / f"run-{slug}"
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(template, home)
-    podrun = str(Path(sys.executable).parent / "podrun")
-    out, wall, rss = run_child([podrun, "transcribe", "--model", model], env=podrun_env(home, model, cache))
+    out, wall, rss = run_child([harness.podrun_bin(), "transcribe", "--model", model], env=podrun_env(home, model, cache))
     work_s, steps = step_seconds(home)
     kpis = [json.loads(p.read_text()) for p in (home / "pod-insights-stage").glob("*/*/kpis/kpis.json")]
     audio = sum(k["duration_sec"] for k in kpis)
     result = {"audio_sec": audio, "work_s": work_s, "steps": steps, "process_s": wall, "rss_kib": rss,
-              "others": LAST_OTHERS[-1],
+              "others": harness.LAST_OTHERS[-1],
               "episodes": len(kpis), "words": sum(k["words"] for k in kpis),
               "device": kpis[0]["device"] if kpis else None, "compute_type": kpis[0]["compute_type"] if kpis else None}
     shutil.rmtree(home, ignore_errors=True)
@@ -281,13 +143,9 @@ def measure_c(slug: str, template: Path, model: str, cache: Path, work: Path) ->
 # Report
 # ---------------------------------------------------------------------------
 def machine() -> str:
-    lscpu = subprocess.run("lscpu | grep -E 'Model name|^CPU\\(s\\)|Thread|MHz'", shell=True,
-                           capture_output=True, text=True).stdout.rstrip()
-    free = subprocess.run(["free", "-g"], capture_output=True, text=True).stdout.splitlines()[1]
-    import ctranslate2
-    import faster_whisper
-    return (f"{lscpu}\nmemory: {' '.join(free.split()[:2])} GiB; Python {platform.python_version()}, "
-            f"faster-whisper {faster_whisper.__version__}, ctranslate2 {ctranslate2.__version__}")
+    lscpu = harness.lscpu(pattern=r"Model name|^CPU\(s\)|Thread|MHz")
+    mem = " ".join(harness.free_g()[1].split()[:2])
+    return f"{lscpu}\nmemory: {mem} GiB; {harness.versions('faster_whisper', 'ctranslate2')}"
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -306,7 +164,7 @@ def report(results: dict, sets: dict, total_s: float) -> str:
         "rounds alternate the order of the variants.",
         "",
         "```", machine(), "```", "",
-        "Sets: " + "; ".join(f"**{name}** {len(p)} episodes, {sum(_duration(x) for x in p) / 60:.1f} min of audio"
+        "Sets: " + "; ".join(f"**{name}** {len(p)} episodes, {sum(harness.duration(x) for x in p) / 60:.1f} min of audio"
                              for name, p in sets.items()) + ". Speed = audio seconds per wall second of work "
         "(model load included; see the script's docstring); process = the whole child process, imports "
         "included. Same model, compute type, beam size 5 and batch size 8 for all.",

@@ -300,8 +300,8 @@ CALLS = {
     "describe_job_queues": {"batch:DescribeJobQueues"},
     "describe_job_definitions": {"batch:DescribeJobDefinitions"},
 }
-# Not called by the code yet, allowed for the Pipes-on-Batch launcher (docs/ARCHITECTURE.md:
-# "Pipes on Batch") and for reading the jobs' logs; S3 parts listing for resuming an upload.
+# Not called by the code yet, allowed for the Pipes-on-Batch launcher (docs/transcription.md:
+# "Pipes: the worker out of process") and for reading the jobs' logs; S3 parts listing for resuming an upload.
 PLANNED = {"batch:SubmitJob", "batch:DescribeJobs", "batch:TerminateJob", "logs:DescribeLogStreams",
            "logs:GetLogEvents", "logs:FilterLogEvents", "s3:ListMultipartUploadParts"}
 # Set-up only: tests and first-time bootstrap (production creates the table with Terraform).
