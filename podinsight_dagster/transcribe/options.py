@@ -31,7 +31,7 @@ class TranscriptionError(RuntimeError):
 
 @dataclass(frozen=True)
 class TranscribeOptions:
-    """How to transcribe. ``Settings.transcribe_options()`` fills it from the configuration."""
+    """How to transcribe. ``services.transcribe_options(settings)`` fills it from the configuration."""
 
     model: str = "base"
     device: str = "auto"            # auto: cuda if present
