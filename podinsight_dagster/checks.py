@@ -13,7 +13,7 @@ from podinsight_dagster.assets.catalog import episode_manifest, feeds
 from podinsight_dagster.assets.episodes import kpis, raw_audio, speakers, transcript
 from podinsight_dagster.fetch.catalog import CatalogError
 from podinsight_dagster.store.checkpoints import DOWNLOADED, FAILED, TRANSCRIBED
-from podinsight_dagster.resources import PodInsightResource
+from podinsight_dagster.resources.seams import PodInsightResource
 
 SUCCESS_RATE_MIN = 98.0   # DownloadSuccessRate > 98 %
 PER_HOST_429_MAX = 1.0    # PerHost429 < 1 %

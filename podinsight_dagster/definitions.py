@@ -17,7 +17,8 @@ from podinsight_dagster.assets import assets_for, catalog_assets
 from podinsight_dagster.checks import all_checks
 from podinsight_dagster.launch import TRANSCRIBE_ASSETS
 from podinsight_dagster.partitions import episodes_partitions
-from podinsight_dagster.resources import PodInsightConfig, podinsight_resources
+from podinsight_dagster.resources import PodInsightConfig
+from podinsight_dagster.resources.seams import podinsight_resources
 from podinsight_dagster.sensors import sensors_for
 from podinsight_dagster.settings import DEPLOYMENTS, Settings, SettingsError
 
