@@ -9,8 +9,6 @@ built from, and so the implementation the composition root picks for each seam
 
 from __future__ import annotations
 
-import os
-
 from dagster import AssetSelection, Definitions, define_asset_job
 
 from podinsight_dagster.assets import assets_for, catalog_assets
@@ -39,11 +37,11 @@ transcribe_job = define_asset_job(
 
 
 def settings_for(deployment: str, environ: dict[str, str] | None = None) -> Settings:
-    """The settings of ``deployment`` read from ``environ`` (default: the process environment)."""
+    """The settings of ``deployment`` read from ``environ`` (default: the process environment, which only
+    settings.py reads)."""
     if deployment not in DEPLOYMENTS:
         raise SettingsError(f"PODINSIGHT_DEPLOYMENT={deployment!r}: choose one of {', '.join(DEPLOYMENTS)}")
-    environ = dict(os.environ if environ is None else environ)
-    return Settings.from_env({**environ, "PODINSIGHT_DEPLOYMENT": deployment})
+    return Settings.from_env(environ).replace(deployment=deployment)
 
 
 def resources_for(deployment: str, environ: dict[str, str] | None = None) -> dict:
@@ -77,4 +75,4 @@ def definitions_for(settings: Settings) -> Definitions:
     return _definitions(podinsight_resources(PodInsightConfig.from_settings(settings)), settings)
 
 
-defs = build_definitions(os.environ.get("PODINSIGHT_DEPLOYMENT") or "local")
+defs = definitions_for(Settings.from_env())  # PODINSIGHT_DEPLOYMENT (default local) and every other setting
