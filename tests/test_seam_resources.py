@@ -46,10 +46,20 @@ SEAMS = {
 }
 
 
-def test_each_asset_requests_the_seam_resources_it_uses():
+CHECK_SEAMS = {
+    "download_success_rate": {"checkpoints"}, "per_host_429": {"metrics"}, "gpu_cost_today": {"budget"},
+    "transcript_sanity": {"checkpoints"}, "speaker_count": {"checkpoints"},
+    "every_feed_answers": {"catalog", "checkpoints"},
+}
+
+
+def test_each_asset_and_check_requests_the_seam_resources_it_uses():
     requested = {name: set(defs.resolve_assets_def(AssetKey(name)).required_resource_keys) - {"io_manager"}
                  for name in SEAMS}
     assert requested == SEAMS  # and none asks for the whole bundle ("podinsight")
+    checks = {spec.name: set(check.required_resource_keys) - {"io_manager"} for check in defs.asset_checks
+              for spec in check.check_specs}
+    assert checks == CHECK_SEAMS
 
 
 def test_a_seam_the_asset_did_not_request_is_one_sentence_naming_it(tmp_path):

@@ -10,7 +10,7 @@ implementation for the deployment: nothing here chooses one. A service is built 
 ``services_from`` hands the domain steps the ``Services`` bundle they take, holding the seams
 the asset asked for; touching any other is a ``SeamNotRequested`` naming it, so a step that
 starts using a seam its asset does not list fails in the tests, not silently. ``PodInsightResource``
-is every seam together, for the sensors and checks.
+is every seam together, for the sensors.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def services_from(*, stores: ObjectStoresResource | None = None, checkpoints: Ch
 
 
 class PodInsightResource(ConfigurableResource):
-    """Every seam together, as the ``Services`` bundle (the sensors and checks, which read across seams)."""
+    """Every seam together, as the ``Services`` bundle (the sensors, which read across seams)."""
 
     config: PodInsightConfig
     stores: ObjectStoresResource
