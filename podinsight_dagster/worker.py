@@ -1,8 +1,8 @@
 """The GPU worker: transcribe, segment and score episodes under Dagster Pipes.
 
-Launched by the ``transcript`` asset (``PODINSIGHT_TRANSCRIBE_VIA``: a subprocess through
-``PipesSubprocessClient``, or an AWS Batch job through ``pipes_batch.PipesBatchClient``) with
-the episode partition keys in the Pipes extras. It needs only ``dagster-pipes`` and the domain
+Launched by the ``transcript`` asset's Pipes transcriber (``pipes_transcriber.py``, picked from
+``PODINSIGHT_TRANSCRIBE_VIA``: a subprocess through ``PipesSubprocessClient``, or an AWS Batch job
+through ``pipes_batch.PipesBatchClient``) with the episode partition keys in the Pipes extras. It needs only ``dagster-pipes`` and the domain
 code: no dagster, no webserver.
 
     python -m podinsight_dagster.worker            # under Pipes
