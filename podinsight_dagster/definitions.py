@@ -15,8 +15,7 @@ from podinsight_dagster.assets import assets_for, catalog_assets
 from podinsight_dagster.checks import all_checks
 from podinsight_dagster.launch import TRANSCRIBE_ASSETS
 from podinsight_dagster.partitions import episodes_partitions
-from podinsight_dagster.resources import PodInsightConfig
-from podinsight_dagster.resources.seams import podinsight_resources
+from podinsight_dagster.resources import PodInsightConfig, podinsight_resources
 from podinsight_dagster.sensors import sensors_for
 from podinsight_dagster.settings import DEPLOYMENTS, Settings, SettingsError
 
@@ -36,15 +35,17 @@ transcribe_job = define_asset_job(
     description="Phase 2 (run-book §4): transcribe, segment, score and index downloaded episodes.")
 
 
-def settings_for(deployment: str, environ: dict[str, str] | None = None) -> Settings:
-    """The settings of ``deployment`` read from ``environ`` (default: the process environment, which only
-    settings.py reads)."""
-    if deployment not in DEPLOYMENTS:
+def settings_for(deployment: str | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """The settings of ``deployment`` (default: ``PODINSIGHT_DEPLOYMENT``'s) read from ``environ``
+    (default: the process environment, which only ``settings.py`` reads)."""
+    if deployment is None:
+        return Settings.from_env(environ)
+    if deployment not in DEPLOYMENTS:  # before any other variable: the deployment is the first thing to get right
         raise SettingsError(f"PODINSIGHT_DEPLOYMENT={deployment!r}: choose one of {', '.join(DEPLOYMENTS)}")
-    return Settings.from_env(environ).replace(deployment=deployment)
+    return Settings.from_env(environ, PODINSIGHT_DEPLOYMENT=deployment)
 
 
-def resources_for(deployment: str, environ: dict[str, str] | None = None) -> dict:
+def resources_for(deployment: str | None = None, environ: dict[str, str] | None = None) -> dict:
     """The resources of ``deployment``, configured with the settings in force read from ``environ``."""
     return podinsight_resources(PodInsightConfig.from_settings(settings_for(deployment, environ)))
 
@@ -60,7 +61,7 @@ def _definitions(resources: dict, settings: Settings) -> Definitions:
     )
 
 
-def build_definitions(deployment: str, environ: dict[str, str] | None = None) -> Definitions:
+def build_definitions(deployment: str | None = None, environ: dict[str, str] | None = None) -> Definitions:
     """The code location's definitions (what ``dagster dev`` and Dagster+ load).
 
     The ``config`` resource carries the effective value of every setting (the UI's resource page shows
@@ -75,4 +76,4 @@ def definitions_for(settings: Settings) -> Definitions:
     return _definitions(podinsight_resources(PodInsightConfig.from_settings(settings)), settings)
 
 
-defs = definitions_for(Settings.from_env())  # PODINSIGHT_DEPLOYMENT (default local) and every other setting
+defs = build_definitions()  # PODINSIGHT_DEPLOYMENT's deployment (default local)

@@ -21,6 +21,14 @@ concurrency:
   pools:
     granularity: op
     default_limit: 4
+# Under `dagster dev` (the daemon): a run that never reports its start is failed (so a backfill ends
+# instead of waiting for it), and pool slots still held by a finished run are freed (a transcription slot
+# left behind would block every later transcript step).
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 10
+  free_slots_after_run_end_seconds: 30
 """
 
 

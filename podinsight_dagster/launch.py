@@ -353,11 +353,14 @@ class GraphQLLauncher:
 
     def wait(self, backfill_id: str) -> LaunchResult:
         query = """query($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
-            ... on PartitionBackfill { status numPartitions runs(limit: 1000) { runId status } } } }"""
+            ... on PartitionBackfill { status numPartitions runs(limit: 1000) { runId status } }
+            ... on BackfillNotFoundError { message } ... on PythonError { message } } }"""
         deadline = time.monotonic() + self.timeout_s
         last = None
         while True:
             data = self._query(query, {"id": backfill_id})["partitionBackfillOrError"]
+            if data["__typename"] != "PartitionBackfill":  # gone (another instance?) or an error: waiting cannot help
+                return LaunchResult(0, False, f"backfill {backfill_id}: {data.get('message', data['__typename'])}")
             status = data.get("status")
             runs = data.get("runs") or []
             summary = f"{status}: {len(runs)} runs, {sum(r['status'] == 'SUCCESS' for r in runs)} succeeded"

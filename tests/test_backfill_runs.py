@@ -50,6 +50,11 @@ concurrency:
     default_limit: 4
   runs:
     max_concurrent_runs: {MAX_CONCURRENT_RUNS}
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 10
+  free_slots_after_run_end_seconds: 30
 """
 
 
@@ -70,7 +75,16 @@ def _failures(instance, runs) -> str:
             lines.append(f"run {run.run_id} {run.status}")
             lines += [f"  {e.step_key}: {e.user_message[:500]}" for e in instance.all_logs(run.run_id)
                       if e.dagster_event_type in (DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE)]
+    lines += [f"run {r.run_id} {r.status.value}" for r in instance.get_runs() if r.status != DagsterRunStatus.SUCCESS
+              and not any(r.run_id in line for line in lines)]
     return "\n".join(lines)
+
+
+def _daemon_lines(log: Path) -> str:
+    """The daemon's and the webserver's lines of `dagster dev`'s log (not the runs' step events), last 60."""
+    lines = [line for line in log.read_text(errors="replace").splitlines()
+             if " - episode_pipeline - " not in line and not line.startswith((" ", "many-"))]
+    return "\n".join(lines[-60:])
 
 
 def backfill_many_runs(settings: Settings, cdn, tmp_path: Path, episodes: int, per_run: int) -> None:
@@ -86,14 +100,17 @@ def backfill_many_runs(settings: Settings, cdn, tmp_path: Path, episodes: int, p
     audio_paths = {f"/audio/{e['slug']}/ep-{e['slug'].split('-')[1]}-{i:02d}.mp3"
                    for e in entries for i in range(episodes // feeds)}
 
-    with dagster_dev_server(settings, tmp_path / "dagster-dev.log") as url:
+    log = tmp_path / "dagster-dev.log"
+    with dagster_dev_server(settings, log) as url:
         said: list[str] = []
-        outcome = GraphQLLauncher(url, say=said.append, timeout_s=600, poll_s=1.0).run_partitions(
+        # Well inside pytest's timeout, so a stuck backfill fails with what the daemon and the runs said.
+        outcome = GraphQLLauncher(url, say=said.append, timeout_s=420, poll_s=1.0).run_partitions(
             "episode_pipeline", keys)
 
     with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         runs = [r for r in instance.get_run_records() if r.dagster_run.tags.get("dagster/backfill") == outcome.detail]
-        assert outcome.success, f"{said}\n{_failures(instance, [r.dagster_run for r in runs])}"
+        assert outcome.success, (f"{said}\n{outcome.detail}\n{_failures(instance, [r.dagster_run for r in runs])}\n"
+                                 f"{_daemon_lines(log)}")
         assert len(runs) == outcome.runs == math.ceil(episodes / per_run)
         assert all(r.dagster_run.status == DagsterRunStatus.SUCCESS for r in runs)
         assert {r.dagster_run.job_name for r in runs} == {"episode_pipeline"}  # listed on the job's pages

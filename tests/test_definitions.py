@@ -1,5 +1,6 @@
 """The code location loads under every deployment, in-process and through Dagster's own CLI; its shape is pinned."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -116,11 +117,20 @@ def test_the_config_resource_carries_the_effective_settings_so_the_ui_shows_them
     env = {"PODINSIGHT_HOME": str(tmp_path), "PODINSIGHT_MODEL": "tiny.en", "PODINSIGHT_BATCH_SIZE": "3",
            "DAGSTER_CLOUD_API_TOKEN": "user:secret", "PODINSIGHT_DAGSTER_TOKEN": "t0k3n"}
     config = build_definitions("local", env).resources["config"]
-    assert (config.model, config.batch_size, config.home) == ("tiny.en", "3", str(tmp_path))
+    assert (config.model, config.batch_size, config.home) == ("tiny.en", 3, str(tmp_path))
     # unset: the default, by value
-    assert (config.device, config.cost_ceiling_usd, config.feeds_dir) == ("auto", "40.0", str(tmp_path / "feeds"))
+    assert (config.device, config.cost_ceiling_usd, config.feeds_dir) == ("auto", 40.0, str(tmp_path / "feeds"))
     assert config.raw_bucket == "pod-insights-raw" and config.deployment == "local"
+    assert (config.allow_model_download, config.language_check_model) == (False, None)
     assert {f for f in type(config).model_fields} == {v.field for v in CONFIG_VARS}  # one field per variable
+    # typed, and described with the variable that sets it and its default (the UI shows both beside the value)
+    fields = type(config).model_fields
+    assert (fields["batch_size"].annotation, fields["cost_ceiling_usd"].annotation,
+            fields["allow_model_download"].annotation) == (int, float, bool)
+    assert fields["batch_size"].description == "PODINSIGHT_BATCH_SIZE (default 8): speech chunks per batch"
+    # and gives back the settings it was made from (but the credentials it never carries)
+    assert config.settings() == dataclasses.replace(Settings.from_env(env), dagster_cloud_api_token=None,
+                                                    dagster_token=None)
     # ... but podrun's credentials, which the UI must never show
     assert {v.name for v in ENV_VARS} - {v.name for v in CONFIG_VARS} == {
         "DAGSTER_CLOUD_API_TOKEN", "PODINSIGHT_DAGSTER_TOKEN"}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from podinsight_dagster.settings import ENV_VARS, Settings, SettingsError
+from podinsight_dagster.settings import ENV_VARS, Settings, SettingsError, readme_rows
 
 PACKAGE = Path(__file__).resolve().parents[1] / "podinsight_dagster"
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -118,9 +118,12 @@ def _sources():
 
 
 def test_only_settings_reads_the_environment():
+    """Any mention of the environment outside settings.py (definitions.py read it three times) is a reader."""
+    telemetry = 'os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")'  # the one write, checked below
     readers = {p.relative_to(PACKAGE).as_posix() for p, text in _sources().items()
-               if re.search(r"os\.environ\.get|os\.getenv|os\.environ\[", text)}
-    assert readers <= {"settings.py", "definitions.py"}, readers  # definitions: which EnvVars to name
+               for line in text.splitlines()
+               if re.search(r"\bos\.environ|\bgetenv\b|\benviron\b\s*(\[|\.get)", line) and line.strip() != telemetry}
+    assert readers == {"settings.py"}, readers
 
 
 def test_no_code_writes_the_environment_but_the_one_telemetry_switch():
@@ -132,12 +135,64 @@ def test_no_code_writes_the_environment_but_the_one_telemetry_switch():
     assert writes == {"__init__.py": ['os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")']}
 
 
+def _readme_rows(text: str) -> list[str]:
+    return re.findall(r"^\| `[A-Z_]+` \|.*$", text, flags=re.M)
+
+
 def test_readme_lists_every_setting():
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", README.read_text(), flags=re.M))
-    assert documented == {v.name for v in ENV_VARS}
+    """README's settings table is the one table's rows: each variable, its default and its text, in order."""
+    documented = _readme_rows(README.read_text())
+    assert [re.match(r"\| `([A-Z_]+)`", row)[1] for row in documented] == [v.name for v in ENV_VARS]
+    assert documented == readme_rows(ENV_VARS)
 
 
 def test_no_assert_in_production_code():
     offenders = [f"{p.relative_to(PACKAGE)}:{i}" for p, text in _sources().items()
                  for i, line in enumerate(text.splitlines(), 1) if re.match(r"\s*assert\b", line)]
     assert offenders == []
+
+
+def test_a_setting_declared_in_one_place_reaches_settings_the_readme_table_and_the_resource(tmp_path):
+    """Issue 19: a new setting is one field; Settings, README's table and the `config` resource follow from it."""
+    from dataclasses import dataclass
+
+    from dagster import asset, materialize
+
+    from podinsight_dagster.resources.config import config_resource_class
+    from podinsight_dagster.settings import at_least, setting, settings_table
+
+    @dataclass(frozen=True, kw_only=True)
+    class WithOneMore(Settings):  # the one place: a field of the settings table
+        feed_poll_jitter_sec: float = setting("PODINSIGHT_FEED_POLL_JITTER_SEC", 2.5,
+                                              "seconds of random delay before each feed poll", check=at_least(0))
+
+    env = {"PODINSIGHT_HOME": str(tmp_path), "PODINSIGHT_FEED_POLL_JITTER_SEC": "4"}
+    # Settings: read, typed, defaulted and checked like every other variable
+    settings = WithOneMore.from_env(env)
+    assert settings.feed_poll_jitter_sec == 4.0 and settings.batch_size == 8
+    assert WithOneMore.from_env({"PODINSIGHT_HOME": str(tmp_path)}).feed_poll_jitter_sec == 2.5
+    with pytest.raises(SettingsError, match=r"^PODINSIGHT_FEED_POLL_JITTER_SEC='soon' is not a number$"):
+        WithOneMore.from_env({**env, "PODINSIGHT_FEED_POLL_JITTER_SEC": "soon"})
+    with pytest.raises(SettingsError, match=r"^PODINSIGHT_FEED_POLL_JITTER_SEC=-1.0: must be at least 0$"):
+        WithOneMore.from_env({**env, "PODINSIGHT_FEED_POLL_JITTER_SEC": "-1"})
+    assert settings.to_env()["PODINSIGHT_FEED_POLL_JITTER_SEC"] == "4.0"
+    # README's table: the row it must have, which today's README lacks (the README test would name it)
+    row = "| `PODINSIGHT_FEED_POLL_JITTER_SEC` | `2.5` | seconds of random delay before each feed poll |"
+    table = settings_table(WithOneMore)
+    assert readme_rows(table) == readme_rows(ENV_VARS) + [row]
+    assert set(readme_rows(table)) - set(_readme_rows(README.read_text())) == {row}
+    # the resource: a typed field with its variable and default, carrying the value in force through a run
+    config_class = config_resource_class(WithOneMore, name="WithOneMoreConfig", module=__name__)
+    field = config_class.model_fields["feed_poll_jitter_sec"]
+    assert field.annotation is float and field.default == 2.5
+    assert field.description.startswith("PODINSIGHT_FEED_POLL_JITTER_SEC (default 2.5): seconds of random delay")
+    config = config_class.from_settings(settings)
+    assert config.feed_poll_jitter_sec == 4.0 and config.batch_size == 8
+    seen = {}
+
+    @asset
+    def probe(config: config_class):  # type: ignore[valid-type]
+        seen["settings"] = config.settings()
+
+    assert materialize([probe], resources={"config": config}).success
+    assert seen["settings"] == settings

@@ -48,6 +48,11 @@ INSERT OR IGNORE INTO vector_file (id, generation, dim) VALUES (0, 1, NULL);
 """
 COMPACT_DEAD_SHARE = 0.25  # rewrite the vector file when this share of its rows is dead ...
 COMPACT_MIN_DEAD = 50_000  # ... and at least this many (19 MB), so small indexes are left alone
+
+def search_terms(phrase: str) -> str:
+    """A search as ``podrun report`` counts it: its words, lower-cased, one space apart."""
+    return " ".join(re.findall(r"\w+", phrase.lower()))
+
 class ArchiveIndex(Protocol):
     """The search index seam: what ``transcript_index`` writes and ``podrun search``/``report`` read.
 
@@ -340,10 +345,14 @@ class TranscriptIndex(MeaningSearch):
             hits.append(Hit(feed_slug, pk, title, at, snip, with_offset(url, at), with_offset(audio, at),
                             round(-score, 4)))
         if log:
-            with self.conn:
-                self.conn.execute("INSERT INTO searches (ts, query, hits) VALUES (?, ?, ?)",
-                                  (time.time(), " ".join(re.findall(r"\w+", phrase.lower())), len(hits)))
+            self.log_search(phrase, len(hits))
         return hits
+
+    def log_search(self, phrase: str, hits: int, ts: float | None = None) -> None:
+        """One search for ``podrun report``'s top terms: its words, lower-cased, and how many hits it had."""
+        with self.conn:
+            self.conn.execute("INSERT INTO searches (ts, query, hits) VALUES (?, ?, ?)",
+                              (time.time() if ts is None else ts, search_terms(phrase), hits))
 
     def top_searches(self, n: int = 5) -> list[tuple[str, int]]:
         return [(q, c) for q, c in self.conn.execute(

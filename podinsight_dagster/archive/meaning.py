@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import time
 
 from podinsight_dagster.archive import vectors
 from podinsight_dagster.archive.passages import ROWID_SHIFT, Hit, SearchError, with_offset
@@ -183,7 +182,5 @@ class MeaningSearch:
             hits.append(Hit(feed_slug, pk, title, at, snippet, with_offset(url, at), with_offset(audio, at),
                             round(score, 4), round(similarity[rowid], 4)))
         if log:
-            with self.conn:
-                self.conn.execute("INSERT INTO searches (ts, query, hits) VALUES (?, ?, ?)",
-                                  (time.time(), " ".join(re.findall(r"\w+", question.lower())), len(hits)))
+            self.log_search(question, len(hits))
         return hits

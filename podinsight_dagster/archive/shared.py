@@ -18,7 +18,11 @@ engine as a replica of it:
 
 The newest entry of an episode (by its time and random part) wins; superseded entries stay in the log
 (a re-indexed episode's earlier entries: tens of KB each). The replica lives at ``PODINSIGHT_INDEX_PATH``
-(under the data root); a machine's searches (``podrun report``'s top terms) are logged in its replica.
+(under the data root).
+
+Searches (``podrun report``'s top terms) are shared the same way: each is a small create-only object
+``_index/searches/<UTC hour>/<time ns>-<random>.json`` ({ts, query, hits}); a report lists the ones
+written since its machine's last listing (less the margin) and fetches only those it has not seen.
 """
 
 from __future__ import annotations
@@ -29,15 +33,17 @@ import json
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
 from podinsight_dagster.archive.index import (MEANING_FLOOR, EpisodeDoc, Hit, SearchError, TranscriptIndex,
-                                              passages_of)
+                                              passages_of, search_terms)
 from podinsight_dagster.store.objects import ObjectStore
 
 LOG_PREFIX = "_index/log/"
+SEARCH_PREFIX = "_index/searches/"
 SKEW_MARGIN_SEC = 600   # an entry may appear in a listing this long after the time in its key
 FULL_LIST_SEC = 3600    # list the whole log at least this often (a clock further off than the margin)
 APPLY_BATCH = 200       # entries indexed into the replica per transaction while syncing
@@ -108,7 +114,10 @@ class SharedTranscriptIndex:
             self._replica.conn.executescript(
                 "CREATE TABLE IF NOT EXISTS shared_entries (partition_key TEXT PRIMARY KEY, entry_order TEXT NOT NULL);"
                 "CREATE TABLE IF NOT EXISTS shared_sync (id INTEGER PRIMARY KEY CHECK (id = 0), "
-                "listed_ns INTEGER NOT NULL, full_ns INTEGER NOT NULL);")
+                "listed_ns INTEGER NOT NULL, full_ns INTEGER NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS shared_searches (key TEXT PRIMARY KEY);"
+                "CREATE TABLE IF NOT EXISTS shared_search_sync (id INTEGER PRIMARY KEY CHECK (id = 0), "
+                "listed_ns INTEGER NOT NULL);")
         return self._replica
 
     def close(self) -> None:
@@ -196,8 +205,7 @@ class SharedTranscriptIndex:
         Under a file lock beside the replica, so two searches on one machine do not fetch the same entries.
         """
         replica = self.replica
-        with open(self.replica_path.with_name(self.replica_path.name + ".sync-lock"), "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._machine_lock():
             now = time.time_ns()  # before listing: the next listing starts from here (less the margin)
             newest, whole = self._listing(now)
             applied = dict(replica.conn.execute("SELECT partition_key, entry_order FROM shared_entries"))
@@ -228,6 +236,13 @@ class SharedTranscriptIndex:
         self._synced = True
         return {"fetched": len(fetch), "removed": len(gone)}
 
+    @contextmanager
+    def _machine_lock(self):
+        """Held while syncing, so two commands on one machine do not fetch (and apply) the same objects."""
+        with open(self.replica_path.with_name(self.replica_path.name + ".sync-lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def _applied(self, rows: list[tuple[str, str]]) -> None:
         with self.replica.conn:
             self.replica.conn.executemany(
@@ -248,14 +263,60 @@ class SharedTranscriptIndex:
 
     def search(self, phrase: str, feed: str | None = None, limit: int = 10, log: bool = True,
                mark: tuple[str, str] = ("**", "**")) -> list[Hit]:
-        return self._read().search(phrase, feed=feed, limit=limit, log=log, mark=mark)
+        hits = self._read().search(phrase, feed=feed, limit=limit, log=False, mark=mark)
+        if log:
+            self.log_search(phrase, len(hits))
+        return hits
 
     def search_meaning(self, question: str, feed: str | None = None, limit: int = 10, hybrid: bool = True,
                        log: bool = True, floor: float = MEANING_FLOOR) -> list[Hit]:
-        return self._read().search_meaning(question, feed=feed, limit=limit, hybrid=hybrid, log=log, floor=floor)
+        hits = self._read().search_meaning(question, feed=feed, limit=limit, hybrid=hybrid, log=False, floor=floor)
+        if log:
+            self.log_search(question, len(hits))
+        return hits
+
+    # -- the searches every machine made ----------------------------------------------------------
+    def log_search(self, phrase: str, hits: int) -> None:
+        """The search as an object in the shared search log, and in this machine's replica (seen already)."""
+        now = time.time_ns()
+        key = f"{SEARCH_PREFIX}{_hour(now)}/{now:020d}-{secrets.token_hex(6)}.json"
+        record = {"ts": now / 1e9, "query": search_terms(phrase), "hits": hits}
+        self._put(key, json.dumps(record).encode())
+        self.replica.log_search(phrase, hits, ts=record["ts"])
+        with self.replica.conn:
+            self.replica.conn.execute("INSERT OR IGNORE INTO shared_searches (key) VALUES (?)", (key,))
+
+    def sync_searches(self) -> int:
+        """Bring every machine's searches written since the last listing (less the margin) into the replica;
+        returns how many were new here. One LIST, one GET per search not seen before."""
+        with self._machine_lock():
+            return self._sync_searches()
+
+    def _sync_searches(self) -> int:
+        conn = self.replica.conn
+        now = time.time_ns()
+        row = conn.execute("SELECT listed_ns FROM shared_search_sync").fetchone()
+        after = ""
+        if row is not None:
+            since = row[0] - int(self.skew_margin_sec * 10**9)
+            after = f"{SEARCH_PREFIX}{_hour(since)}/{since:020d}"
+        listed = [k for k in self.store.list_keys(SEARCH_PREFIX, start_after=after) if k.endswith(".json")]
+        seen = {k for (k,) in conn.execute("SELECT key FROM shared_searches WHERE key > ?", (after,))}
+        new = [k for k in listed if k not in seen]
+        with ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="search-sync") as pool:
+            records = [json.loads(data) for data in pool.map(self.store.get_bytes, new)]
+        with conn:
+            conn.executemany("INSERT INTO searches (ts, query, hits) VALUES (?, ?, ?)",
+                             [(r["ts"], r["query"], r["hits"]) for r in records])
+            conn.executemany("INSERT INTO shared_searches (key) VALUES (?)", [(k,) for k in new])
+            conn.execute("INSERT INTO shared_search_sync (id, listed_ns) VALUES (0, ?) "
+                         "ON CONFLICT (id) DO UPDATE SET listed_ns = excluded.listed_ns", (now,))
+        return len(new)
 
     def top_searches(self, n: int = 5) -> list[tuple[str, int]]:
-        return self._read().top_searches(n)
+        replica = self._read()
+        self.sync_searches()
+        return replica.top_searches(n)
 
     def hits_by_month(self, phrase: str) -> dict[str, int]:
         return self._read().hits_by_month(phrase)

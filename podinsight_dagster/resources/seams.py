@@ -23,7 +23,7 @@ from pydantic import PrivateAttr
 from podinsight_dagster.costs.budget import Budget
 from podinsight_dagster.fetch.catalog import Catalog, load_catalog
 from podinsight_dagster.fetch.http import HttpClient
-from podinsight_dagster.resources import PodInsightConfig
+from podinsight_dagster.resources.config import PodInsightConfig
 from podinsight_dagster.services import (ObjectStores, Services, archive_uri, build_budget, build_checkpoints,
                                          build_duckdb, build_http, build_metrics, build_object_stores, build_prices,
                                          build_transcriber, build_transcript_index, stage_uri)

@@ -78,6 +78,24 @@ def test_two_tasks_index_at_once_and_a_third_machine_finds_both(aws_staged, moto
         "s3://pod-insights-raw/garden-hour/gh-0001/audio/episode.mp3"}
     meaning = search("--meaning", "remembering what we borrowed")
     assert sorted(h["partition_key"] for h in meaning) == ["garden-hour/gh-0001", "tech-talk/tt-0001"]
+
+    # Searches are shared too: machine D searches once more; any machine's report counts all three.
+    from podinsight_dagster.archive.shared import SEARCH_PREFIX, SharedTranscriptIndex
+    from podinsight_dagster.services import build_services
+
+    services = build_services(aws_staged)
+    machine_d = SharedTranscriptIndex(services.stage, tmp_path / "machine-d.sqlite")
+    machine_d.search("Memory, borrow!")
+    logged = s3.list_objects_v2(Bucket="pod-insights-stage", Prefix=SEARCH_PREFIX).get("Contents", [])
+    assert len(logged) == 3  # one object per search, whichever machine made it
+    expected = [("memory borrow", 2), ("remembering what we borrowed", 1)]
+    assert machine_d.top_searches() == expected
+    assert machine_d.sync_searches() == 0  # nothing fetched twice
+    machine_e = SharedTranscriptIndex(services.stage, tmp_path / "machine-e.sqlite")
+    assert machine_e.top_searches() == expected
+    for index in (machine_d, machine_e):
+        index.close()
+    services.close()
     assert all(h["similarity"] >= MEANING_FLOOR for h in meaning)
     assert (fresh / "transcript_index.sqlite").exists()  # the replica, under that machine's data root
 

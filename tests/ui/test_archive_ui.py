@@ -108,14 +108,22 @@ def _drive(page, base: str, keys: list[str], settings, tmp_path) -> None:
                                                "repositoryLocationName": "podinsight"}, run
             assert (run["parentPipelineSnapshotId"] or run["pipelineSnapshotId"]) == snapshot, (job, run)
 
-    # 0c. The `config` resource shows the values in force (it showed "" / Default).
-    values = {v["key"]: json.loads(v["value"]) for v in graphql(base, """{ topLevelResourceDetailsOrError(
+    # 0c. The `config` resource shows the values in force (it showed "" / Default), typed, each field
+    # described with the variable that sets it and its default.
+    details = graphql(base, """{ topLevelResourceDetailsOrError(
         resourceSelector: {repositoryName: "__repository__", repositoryLocationName: "podinsight",
-        resourceName: "config"}) { ... on ResourceDetails { configuredValues { key value } } } }""")[
-        "topLevelResourceDetailsOrError"]["configuredValues"]}
+        resourceName: "config"}) { ... on ResourceDetails { configuredValues { key value }
+        configFields { name description } } } }""")["topLevelResourceDetailsOrError"]
+    values = {v["key"]: json.loads(v["value"]) for v in details["configuredValues"]}
     assert (values["model"], values["home"], values["device"]) == ("tiny.en", str(settings.home), "auto")
-    assert values["new_episodes_interval_sec"] == str(SENSOR_INTERVAL_S) and values["cost_ceiling_usd"] == "40.0"
+    assert values["new_episodes_interval_sec"] == SENSOR_INTERVAL_S and values["cost_ceiling_usd"] == 40.0
     assert "dagster_token" not in values and "dagster_cloud_api_token" not in values
+    described = {f["name"]: f["description"] for f in details["configFields"]}
+    assert described["batch_size"] == "PODINSIGHT_BATCH_SIZE (default 8): speech chunks per batch"
+    page.goto(f"{base}/locations/podinsight/resources/config", wait_until="domcontentloaded")
+    dismiss_community_dialog(page)
+    page.get_by_text("PODINSIGHT_BATCH_SIZE (default 8)").first.wait_for(timeout=60000)
+    shot(page, "00e-config-resource")
 
     # 1. The asset graph: every asset, and the checks on them.
     page.goto(f"{base}/asset-groups", wait_until="domcontentloaded")
