@@ -13,7 +13,8 @@ from podinsight_dagster.assets.catalog import episode_manifest, feeds
 from podinsight_dagster.assets.episodes import kpis, raw_audio, speakers, transcript
 from podinsight_dagster.fetch.catalog import CatalogError
 from podinsight_dagster.store.checkpoints import DOWNLOADED, FAILED, TRANSCRIBED
-from podinsight_dagster.resources import PodInsightResource
+from podinsight_dagster.resources.seams import (BudgetResource, CatalogResource, CheckpointsResource, MetricsResource,
+                                                services_from)
 
 SUCCESS_RATE_MIN = 98.0   # DownloadSuccessRate > 98 %
 PER_HOST_429_MAX = 1.0    # PerHost429 < 1 %
@@ -35,8 +36,8 @@ def download_success_rates(services) -> tuple[dict[str, float], float | None]:
 
 
 @asset_check(asset=raw_audio, description="DownloadSuccessRate above 98% per feed and overall (run-book §4.4).")
-def download_success_rate(context: AssetCheckExecutionContext, podinsight: PodInsightResource) -> AssetCheckResult:
-    rates, overall = download_success_rates(podinsight.services())
+def download_success_rate(context: AssetCheckExecutionContext, checkpoints: CheckpointsResource) -> AssetCheckResult:
+    rates, overall = download_success_rates(services_from(checkpoints=checkpoints))
     low = {slug: round(r, 2) for slug, r in rates.items() if r <= SUCCESS_RATE_MIN}
     passed = overall is not None and overall > SUCCESS_RATE_MIN and not low
     return AssetCheckResult(
@@ -50,8 +51,8 @@ def download_success_rate(context: AssetCheckExecutionContext, podinsight: PodIn
 
 
 @asset_check(asset=raw_audio, description="PerHost429 below 1% for every host (run-book §4.4); a warning.")
-def per_host_429(context: AssetCheckExecutionContext, podinsight: PodInsightResource) -> AssetCheckResult:
-    latest = podinsight.services().metrics.latest("PerHost429")
+def per_host_429(context: AssetCheckExecutionContext, metrics: MetricsResource) -> AssetCheckResult:
+    latest = metrics.get().latest("PerHost429")
     per_host = {json.loads(d).get("hostname", "?"): round(v, 3) for d, v in latest.items()}
     high = {h: v for h, v in per_host.items() if v >= PER_HOST_429_MAX}
     return AssetCheckResult(
@@ -62,8 +63,8 @@ def per_host_429(context: AssetCheckExecutionContext, podinsight: PodInsightReso
 
 @asset_check(asset=transcript, blocking=True,
              description="GPUCostToday below the $40 ceiling; blocking, so a run over budget goes no further.")
-def gpu_cost_today(context: AssetCheckExecutionContext, podinsight: PodInsightResource) -> AssetCheckResult:
-    services = podinsight.services()
+def gpu_cost_today(context: AssetCheckExecutionContext, budget: BudgetResource) -> AssetCheckResult:
+    services = services_from(budget=budget)
     budget = services.budget
     cost, freeze = budget.cost_today(), budget.status()
     passed = cost < budget.ceiling_usd and not freeze.active
@@ -78,8 +79,8 @@ def gpu_cost_today(context: AssetCheckExecutionContext, podinsight: PodInsightRe
 
 
 @asset_check(asset=kpis, description="Transcript sanity: text wherever there was speech, segments in order.")
-def transcript_sanity(context: AssetCheckExecutionContext, podinsight: PodInsightResource) -> AssetCheckResult:
-    bad = {r.partition_key: r.quality_issue for r in podinsight.services().checkpoints.episodes(state=TRANSCRIBED)
+def transcript_sanity(context: AssetCheckExecutionContext, checkpoints: CheckpointsResource) -> AssetCheckResult:
+    bad = {r.partition_key: r.quality_issue for r in checkpoints.get().episodes(state=TRANSCRIBED)
            if r.quality_issue}
     return AssetCheckResult(
         passed=not bad, severity=AssetCheckSeverity.ERROR,
@@ -90,8 +91,8 @@ def transcript_sanity(context: AssetCheckExecutionContext, podinsight: PodInsigh
 @asset_check(asset=speakers, description="Diarization found several voices wherever the feed lists several "
                                          "people (podcast:person hosts and guests), and as many as a publisher "
                                          "transcript names.")
-def speaker_count(context: AssetCheckExecutionContext, podinsight: PodInsightResource) -> AssetCheckResult:
-    bad = {r.partition_key: r.speaker_issue for r in podinsight.services().checkpoints.episodes() if r.speaker_issue}
+def speaker_count(context: AssetCheckExecutionContext, checkpoints: CheckpointsResource) -> AssetCheckResult:
+    bad = {r.partition_key: r.speaker_issue for r in checkpoints.get().episodes() if r.speaker_issue}
     return AssetCheckResult(
         passed=not bad, severity=AssetCheckSeverity.WARN,
         description=None if not bad else f"{len(bad)} episodes: the voices found disagree with the "
@@ -129,12 +130,13 @@ def feeds_check_result(services, catalog) -> dict:
              description="Every feed of the catalog answered its last poll (by podrun fetch, episode_manifest or "
                          "new_episodes_sensor, which reports this check after each tick that changes it); fails "
                          "naming each failing feed and its error.")
-def every_feed_answers(context: AssetCheckExecutionContext, podinsight: PodInsightResource) -> AssetCheckResult:
+def every_feed_answers(context: AssetCheckExecutionContext, catalog: CatalogResource,
+                       checkpoints: CheckpointsResource) -> AssetCheckResult:
     try:
-        catalog = podinsight.catalog()
+        loaded = catalog.load()
     except CatalogError as exc:
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=str(exc))
-    return AssetCheckResult(**feeds_check_result(podinsight.services(), catalog))
+    return AssetCheckResult(**feeds_check_result(services_from(checkpoints=checkpoints), loaded))
 
 
 def feeds_check_evaluation(services, catalog) -> AssetCheckEvaluation:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sysconfig
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
@@ -216,17 +217,31 @@ def transcribe_options(settings: Settings) -> TranscribeOptions:
         language_check_model=settings.language_check_model)
 
 
-def build_transcriber(settings: Settings) -> Transcriber:
-    return InProcessTranscriber(transcribe_options(settings))
+def build_transcriber(settings: Settings, *, in_process: bool = False) -> Transcriber:
+    """Where a run's episodes are transcribed (PODINSIGHT_TRANSCRIBE_VIA): in this process, or by worker.py
+    under Dagster Pipes in a subprocess or an AWS Batch job (``pipes_transcriber.py``, which imports dagster:
+    imported only when chosen, so the worker's image needs none). ``in_process``: whatever the setting says
+    (the worker, where a Pipes transcriber's episodes are transcribed)."""
+    options = transcribe_options(settings)
+    if in_process or settings.transcribe_via == "in-process":
+        return InProcessTranscriber(options)
+    from podinsight_dagster.pipes_transcriber import BatchTranscriber, SubprocessTranscriber
+
+    if settings.transcribe_via == "subprocess":
+        return SubprocessTranscriber(options, env=settings.to_env())
+    return BatchTranscriber(options, partial(aws_client, settings), bucket=settings.stage_bucket,
+                            job_definition=settings.batch_job_definition, job_queue=settings.batch_job_queue,
+                            env=settings.to_env(paths=False))
 
 
-def build_services(settings: Settings) -> Services:
-    """Every service, for ``podrun``, the demo and the worker."""
+def build_services(settings: Settings, *, in_process_transcriber: bool = False) -> Services:
+    """Every service, for ``podrun``, the demo and the worker (``in_process_transcriber``: see build_transcriber)."""
     stores = build_object_stores(settings)
     return Services(settings=settings, raw=stores.raw, stage=stores.stage, manifests=stores.manifests,
                     checkpoints=build_checkpoints(settings), http=build_http(settings),
                     metrics=build_metrics(settings), budget=build_budget(settings),
-                    transcriber=build_transcriber(settings), prices=build_prices(settings))
+                    transcriber=build_transcriber(settings, in_process=in_process_transcriber),
+                    prices=build_prices(settings))
 
 
 # ---------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The GPU worker: transcribe, segment and score episodes under Dagster Pipes.
 
-Launched by the ``transcript`` asset (``PODINSIGHT_TRANSCRIBE_VIA``: a subprocess through
-``PipesSubprocessClient``, or an AWS Batch job through ``pipes_batch.PipesBatchClient``) with
-the episode partition keys in the Pipes extras. It needs only ``dagster-pipes`` and the domain
+Launched by the ``transcript`` asset's Pipes transcriber (``pipes_transcriber.py``, picked from
+``PODINSIGHT_TRANSCRIBE_VIA``: a subprocess through ``PipesSubprocessClient``, or an AWS Batch job
+through ``pipes_batch.PipesBatchClient``) with the episode partition keys in the Pipes extras. It needs only ``dagster-pipes`` and the domain
 code: no dagster, no webserver.
 
     python -m podinsight_dagster.worker            # under Pipes
@@ -19,64 +19,18 @@ materializations or failures, through the same code as its in-process path.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable
 
 from podinsight_dagster.costs.budget import BudgetExceeded
-from podinsight_dagster.errors import StepError, StepSkipped
+from podinsight_dagster.errors import StepError
 from podinsight_dagster.services import Services, aws_client, build_services
 from podinsight_dagster.settings import Settings
+# The outcome messages live with the transcriber seam (every Transcriber reports in them); named here too.
+from podinsight_dagster.transcribe.outcomes import (Refused, outcome_message, read_outcomes,  # noqa: F401
+                                                    refusal_message, transcript_metadata)
 from podinsight_dagster.transcribe.steps import transcribe_episodes, write_kpis, write_segments
 
 THROUGH = ("transcript", "kpis")
-
-
-# ---------------------------------------------------------------------------
-# The outcome of one episode, as the worker reports it and the asset reads it (JSON only).
-# ---------------------------------------------------------------------------
-def transcript_metadata(t: Any) -> dict:
-    """What the ``transcript`` asset records for one transcribed episode (plain JSON values)."""
-    return {"duration_sec": t.duration, "words": len(t.text.split()), "language": t.language,
-            "language_probability": t.language_probability, "realtime_factor": round(t.realtime_factor, 2),
-            "wall_sec": t.wall_sec, "model": t.model, "device": t.device, "source": t.source,
-            "language_mismatch": t.language_mismatch, "unreliable_reason": t.unreliable_reason,
-            "publisher_error": t.publisher_error, "preview": t.text[:300]}
-
-
-def outcome_message(pk: str, result: Any) -> dict:
-    """One episode's outcome: a transcript (or its metadata dict), or the StepError that stopped it."""
-    if isinstance(result, StepError):
-        return {"partition_key": pk, "ok": False, "error": str(result), "retryable": result.retryable,
-                "skipped": isinstance(result, StepSkipped),
-                "held_elsewhere": bool(getattr(result, "held_elsewhere", False))}
-    return {"partition_key": pk, "ok": True,
-            "metadata": result if isinstance(result, dict) else transcript_metadata(result)}
-
-
-def refusal_message(reason: str) -> dict:
-    """The budget refused the whole request: nothing was transcribed."""
-    return {"refused": reason}
-
-
-class Refused(RuntimeError):
-    """The worker refused to spend (frozen, or today's cost at the ceiling)."""
-
-
-def read_outcomes(messages: Iterable[Mapping]) -> dict[str, dict | StepError]:
-    """``{partition_key: metadata or StepError}`` from outcome messages; raises Refused on a refusal."""
-    outcomes: dict[str, dict | StepError] = {}
-    for m in messages:
-        if not isinstance(m, Mapping):
-            continue
-        if "refused" in m:
-            raise Refused(str(m["refused"]))
-        pk = m.get("partition_key")
-        if not isinstance(pk, str):
-            continue
-        message, retryable = str(m.get("error") or f"{pk}: failed"), bool(m.get("retryable"))
-        outcomes[pk] = (dict(m.get("metadata") or {}) if m.get("ok")
-                        else StepSkipped(message, retryable, held_elsewhere=bool(m.get("held_elsewhere")))
-                        if m.get("skipped") else StepError(message, retryable))
-    return outcomes
 
 
 # ---------------------------------------------------------------------------
@@ -155,7 +109,7 @@ def run_under_pipes(services: Services, pipes: Any) -> None:
 
 def main(argv: list[str]) -> int:
     settings = Settings.from_env()
-    services = build_services(settings)
+    services = build_services(settings, in_process_transcriber=True)  # this is where episodes are transcribed
     try:
         if argv:
             try:

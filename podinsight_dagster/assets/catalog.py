@@ -12,34 +12,36 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 from podinsight_dagster.fetch.catalog import CatalogError
 from podinsight_dagster.fetch.discover import discover
 from podinsight_dagster.partitions import EPISODES
-from podinsight_dagster.resources import PodInsightResource
+from podinsight_dagster.resources.seams import (CatalogResource, CheckpointsResource, HttpResource,
+                                                ObjectStoresResource, services_from)
 
 
 @asset(group_name="catalog", description="The feed catalog: every feeds/tier*_feeds.yaml, validated.")
-def feeds(context: AssetExecutionContext, podinsight: PodInsightResource) -> MaterializeResult:
+def feeds(context: AssetExecutionContext, catalog: CatalogResource) -> MaterializeResult:
     try:
-        catalog = podinsight.catalog()
+        loaded = catalog.load()
     except CatalogError as exc:
         raise Failure(str(exc), allow_retries=False) from exc
     table = "\n".join(["| slug | tier | url |", "|---|---|---|"]
-                      + [f"| {f.slug} | {f.tier} | {f.url} |" for f in catalog.feeds])
+                      + [f"| {f.slug} | {f.tier} | {f.url} |" for f in loaded.feeds])
     return MaterializeResult(metadata={
-        "feeds": len(catalog.feeds),
-        "tiers": MetadataValue.json(sorted({str(f.tier) for f in catalog.feeds})),
-        "sources": MetadataValue.json(catalog.sources),
+        "feeds": len(loaded.feeds),
+        "tiers": MetadataValue.json(sorted({str(f.tier) for f in loaded.feeds})),
+        "sources": MetadataValue.json(loaded.sources),
         "catalog": MetadataValue.md(table),
     })
 
 
 @asset(group_name="catalog", deps=[feeds],
        description="Episodes of every feed (manifest.csv); registers new `episodes` partitions.")
-def episode_manifest(context: AssetExecutionContext, podinsight: PodInsightResource) -> MaterializeResult:
+def episode_manifest(context: AssetExecutionContext, catalog: CatalogResource, stores: ObjectStoresResource,
+                     checkpoints: CheckpointsResource, http: HttpResource) -> MaterializeResult:
     try:
-        catalog = podinsight.catalog()
+        loaded = catalog.load()
     except CatalogError as exc:
         raise Failure(str(exc), allow_retries=False) from exc
-    services = podinsight.services()
-    result = discover(services, catalog)
+    services = services_from(stores=stores, checkpoints=checkpoints, http=http)
+    result = discover(services, loaded)
     register_partitions(context.instance, [row["partition_key"] for row in result.manifest_rows])
     failed = [f for f in result.feeds if f.status == "failed"]
     for f in failed:

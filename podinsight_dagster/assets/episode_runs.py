@@ -1,6 +1,6 @@
 """How an episode asset's step goes: each episode isolated from the others, one outcome and one log line each,
-metadata per partition, later stages gated on earlier ones, and the run's last episode asset failing the
-step naming every failed episode (assets/episodes.py, assets/archive.py)."""
+metadata per partition, later stages gated on earlier ones (the gate itself: store/claims.py), and the run's last
+episode asset failing the step naming every failed episode (assets/episodes.py, assets/archive.py)."""
 
 import time
 from collections import deque
@@ -12,7 +12,6 @@ from dagster import (AssetExecutionContext, AssetMaterialization, AssetObservati
 
 from podinsight_dagster.dagster_internals import partition_list_read_once
 from podinsight_dagster.errors import StepError, StepSkipped
-from podinsight_dagster.store.checkpoints import DONE
 
 Outcome = tuple[str, "dict | StepError"]
 
@@ -193,21 +192,6 @@ def left_to_other_runs(context: AssetExecutionContext) -> frozenset[str]:
         if LEFT_TO_OTHERS in meta:
             out.update(meta[LEFT_TO_OTHERS].value)
     return frozenset(out)
-
-
-def upstream_gate(services, pk: str, stage: str, label: str, left_to_others: frozenset[str] = frozenset()) -> None:
-    """Raise unless ``stage`` of ``pk`` is done: StepSkipped while someone else holds it (or held it when an
-    earlier step of this run got to it: ``left_to_others``), else StepError."""
-    if pk in left_to_others:
-        raise StepSkipped(f"{pk}: skipped, another run held it when this run got to it and makes it",
-                          held_elsewhere=True)
-    st = services.checkpoints.stage(pk, stage)
-    if st.status == DONE:
-        return
-    if st.held():
-        raise StepSkipped(f"{pk}: skipped, {label} is being made by {st.owner}", held_elsewhere=True)
-    why = f": {st.last_error}" if st.last_error else ""
-    raise StepError(f"{pk}: {label} is {st.status}{why} (upstream failed, not attempted)")
 
 
 def preflight_or_fail(settings, phase: str) -> None:

@@ -33,26 +33,27 @@ from dagster import AssetExecutionContext, AssetsDefinition, BackfillPolicy, Fai
 
 from podinsight_dagster.store import layout
 from podinsight_dagster.costs.budget import BudgetExceeded
-from podinsight_dagster.costs.projection import project
-from podinsight_dagster.store.checkpoints import DONE, SEGMENTS, TRANSCRIBE
+from podinsight_dagster.costs.projection import reserve_for_run
+from podinsight_dagster.store.checkpoints import KPIS, SEGMENTS, TRANSCRIBE
+from podinsight_dagster.store.claims import run_stage, upstream_gate
 from podinsight_dagster.transcribe.options import transcript_code_version
 from podinsight_dagster.store.keys import EpisodeKey
 from podinsight_dagster.errors import StepError, StepSkipped
 from podinsight_dagster.fetch.download import download_episodes, publish_download_metrics
 from podinsight_dagster.transcribe.quality import transcript_issues
-from podinsight_dagster.transcribe.steps import load_transcript, transcribe_episodes, write_kpis, write_segments
+from podinsight_dagster.transcribe.outcomes import Refused
+from podinsight_dagster.transcribe.steps import load_transcript, write_kpis, write_segments
 from podinsight_dagster.speakers.diarize import VERSION as DIARIZATION_VERSION
 from podinsight_dagster.speakers.steps import diarize_episode, prepare_episode
 from podinsight_dagster.chapters.steps import chapters_episode
 from podinsight_dagster.chapters.tiling import VERSION as CHAPTERS_VERSION
 from podinsight_dagster.partitions import episodes_partitions
-from podinsight_dagster.resources import PodInsightResource
+from podinsight_dagster.resources.seams import (BudgetResource, CheckpointsResource, HttpResource, MetricsResource,
+                                                ObjectStoresResource, TranscriberResource, services_from)
 from podinsight_dagster.assets.catalog import episode_manifest
 # How each asset's step goes over its episodes (isolation, gating, the failing last step): assets/episode_runs.py.
 from podinsight_dagster.assets.episode_runs import (Outcome, each_episode, each_episode_prefetched,
-                                                    left_to_other_runs, preflight_or_fail, run_per_episode,
-                                                    upstream_gate)
-from podinsight_dagster.worker import Refused, outcome_message, read_outcomes
+                                                    left_to_other_runs, preflight_or_fail, run_per_episode)
 
 MAX_PARTITIONS_PER_RUN = 100
 EPISODE_BACKFILL = BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITIONS_PER_RUN)
@@ -64,8 +65,9 @@ EPISODE_BACKFILL = BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITION
 @asset(partitions_def=episodes_partitions, deps=[episode_manifest], group_name="episodes",
        backfill_policy=EPISODE_BACKFILL, pool="podinsight_fetch",
        description="The episode's audio in pod-insights-raw/<feed_slug>/<guid_key>/audio/, with meta/meta.json.")
-def raw_audio(context: AssetExecutionContext, podinsight: PodInsightResource):
-    services = podinsight.services()
+def raw_audio(context: AssetExecutionContext, stores: ObjectStoresResource, checkpoints: CheckpointsResource,
+              http: HttpResource, metrics: MetricsResource):
+    services = services_from(stores=stores, checkpoints=checkpoints, http=http, metrics=metrics)
     preflight_or_fail(services.settings, "fetch")
     clean = getattr(services.raw, "clean_staging", None)
     if clean is not None and clean():
@@ -114,8 +116,12 @@ def transcript_asset(code_version: str | None = None):
            backfill_policy=EPISODE_BACKFILL, pool="podinsight_transcribe", code_version=code_version,
            description="faster-whisper transcript: pod-insights-stage/<feed_slug>/<guid_key>/transcripts/"
                        "transcript.json")
-    def _asset(context: AssetExecutionContext, podinsight: PodInsightResource):
-        yield from _transcript_run(context, podinsight)
+    def _asset(context: AssetExecutionContext, stores: ObjectStoresResource, checkpoints: CheckpointsResource,
+               http: HttpResource, budget: BudgetResource, transcriber: TranscriberResource):
+        # http: publisher transcripts, fetched where the episodes are transcribed (here when in-process).
+        services = services_from(stores=stores, checkpoints=checkpoints, http=http, budget=budget,
+                                 transcriber=transcriber)
+        yield from _transcript_run(context, services)
 
     return _asset
 
@@ -130,47 +136,28 @@ def transcript_asset_for(settings) -> AssetsDefinition:
 transcript = transcript_asset()  # unversioned: the definitions use transcript_asset_for(settings)
 
 
-def _transcript_run(context: AssetExecutionContext, podinsight: PodInsightResource):
-    services = podinsight.services()
+def _transcript_run(context: AssetExecutionContext, services):
     preflight_or_fail(services.settings, "transcribe")
     options = services.transcriber.options
     keys = list(context.partition_keys)
-    projection = project(services.budget, services.raw, map(services.checkpoints.get, keys), options.model)
-    audio_sec, projected = projection.audio.seconds, projection.usd
     try:
-        # One transaction: refused when today's spend + running reservations + this projection would cross
-        # the ceiling, or when frozen (run-book §6.1). Every launch (UI backfill, sensor, podrun) comes here.
-        reservation = services.budget.reserve(projected, owner=context.run_id,
-                                              ttl_s=min(12 * 3600.0, 600.0 + 2 * audio_sec))
+        hold = reserve_for_run(services.budget, services.raw, map(services.checkpoints.get, keys), options.model,
+                               owner=context.run_id)
     except BudgetExceeded as exc:
-        raise Failure(f"transcription refused: {exc} (projection: {projection.describe()})",
-                      allow_retries=False) from exc
-    context.log.info(f"reserved ${reservation.usd:.4f} for {projection.describe()}")
-    try:
-        yield from _transcript(context, podinsight, services, options, keys)
-    finally:
-        services.budget.settle(reservation)
-
-
-def _transcript(context, podinsight, services, options, keys):
-    if services.settings.transcribe_via == "in-process":
-        # All episodes of the run in one call: publisher transcripts first, then one batched ASR pass
-        # (model loaded once, and only if needed; decoding overlaps inference; short episodes share
-        # batches).
-        # (No per-episode log line here: run_per_episode writes one per episode below; each line is an
-        # event-log write, ~2-10 ms on SQLite.)
-        results = transcribe_episodes(services, keys, owner=context.run_id, run_id=context.run_id)
-        messages = [outcome_message(pk, r) for pk, r in results.items()]
-    else:
-        # The same steps in worker.py under Dagster Pipes (a subprocess, or a Batch job on a GPU),
-        # which reports each episode's outcome in the same messages.
-        messages = podinsight.run_worker(context, {"partition_keys": keys, "through": "transcript",
-                                                   "run_id": context.run_id})
-    try:
-        outcomes = read_outcomes(messages)
-    except Refused as exc:  # the worker's own guard (the freeze set since the reservation, say)
         raise Failure(f"transcription refused: {exc}", allow_retries=False) from exc
+    context.log.info(hold.describe())
+    try:
+        try:
+            # In this process, a subprocess or a Batch job: the transcriber's business (services.build_transcriber).
+            outcomes = services.transcriber.transcribe_run(services, keys, context)
+        except Refused as exc:  # the worker's own guard (the freeze set since the reservation, say)
+            raise Failure(f"transcription refused: {exc}", allow_retries=False) from exc
+        yield from _report_transcripts(context, services, options, outcomes)
+    finally:
+        services.budget.settle(hold.reservation)
 
+
+def _report_transcripts(context, services, options, outcomes):
     def step(pk: str) -> dict:
         # Each episode's outcome, from either path, is reported (or raised) by run_per_episode.
         out = outcomes.get(pk) or StepError(f"{pk}: no transcription result")
@@ -197,13 +184,13 @@ def _transcript(context, podinsight, services, options, keys):
        backfill_policy=EPISODE_BACKFILL, code_version=DIARIZATION_VERSION,
        description="Who spoke: speakers/speakers.json, speaker labels on transcript.json's segments and words, "
                    "the feed's voice prints (diarization from voice embeddings, offline).")
-def speakers(context: AssetExecutionContext, podinsight: PodInsightResource):
-    services = podinsight.services()
+def speakers(context: AssetExecutionContext, stores: ObjectStoresResource, checkpoints: CheckpointsResource):
+    services = services_from(stores=stores, checkpoints=checkpoints)
     left = left_to_other_runs(context)
 
     def prepare(pk: str):
         # Labels are optional for what follows: segments wait for the transcript, not for this step.
-        upstream_gate(services, pk, TRANSCRIBE, "transcript", left)
+        upstream_gate(services.checkpoints, pk, TRANSCRIBE, "transcript", left)
         return prepare_episode(services, pk)
 
     def step(pk: str, prepared) -> dict:
@@ -230,13 +217,14 @@ def speakers(context: AssetExecutionContext, podinsight: PodInsightResource):
        description="Podcasting 2.0 chapters (chapters/chapters.json, version 1.2.0): the feed's podcast:chapters "
                    "when it links them, else topic boundaries from sentence embeddings with key-phrase titles; "
                    "up to 3 podcast:soundbite candidates beside them (chapters/soundbites.json).")
-def chapters(context: AssetExecutionContext, podinsight: PodInsightResource):
-    services = podinsight.services()
+def chapters(context: AssetExecutionContext, stores: ObjectStoresResource, checkpoints: CheckpointsResource,
+             http: HttpResource):
+    services = services_from(stores=stores, checkpoints=checkpoints, http=http)  # http: the feed's own chapters
     left = left_to_other_runs(context)
 
     def step(pk: str) -> dict:
         # Optional, like speakers: segments and kpis wait for the transcript, not for this step.
-        upstream_gate(services, pk, TRANSCRIBE, "transcript", left)
+        upstream_gate(services.checkpoints, pk, TRANSCRIBE, "transcript", left)
         out = chapters_episode(services, pk)
         ek = EpisodeKey.parse(pk)
         return {**out, "path": MetadataValue.path(services.stage.uri(layout.chapters_key(ek)))}
@@ -254,19 +242,13 @@ def chapters(context: AssetExecutionContext, podinsight: PodInsightResource):
 @asset(partitions_def=episodes_partitions, deps=[transcript, speakers], group_name="episodes",
        backfill_policy=EPISODE_BACKFILL,
        description="Timed segments as JSON Lines (Athena shape) plus transcript.vtt and transcript.srt.")
-def segments(context: AssetExecutionContext, podinsight: PodInsightResource):
-    services = podinsight.services()
+def segments(context: AssetExecutionContext, stores: ObjectStoresResource, checkpoints: CheckpointsResource):
+    services = services_from(stores=stores, checkpoints=checkpoints)
     left = left_to_other_runs(context)
 
     def step(pk: str) -> dict:
-        upstream_gate(services, pk, TRANSCRIBE, "transcript", left)
-        services.checkpoints.mark_stage(pk, SEGMENTS, "running")
-        try:
-            out = write_segments(services, pk)
-        except Exception as exc:
-            services.checkpoints.mark_failed(pk, SEGMENTS, str(exc), retryable=getattr(exc, "retryable", False))
-            raise
-        services.checkpoints.mark_stage(pk, SEGMENTS, DONE)
+        upstream_gate(services.checkpoints, pk, TRANSCRIBE, "transcript", left)
+        out = run_stage(services.checkpoints, pk, SEGMENTS, lambda: write_segments(services, pk))
         ek = EpisodeKey.parse(pk)
         return {**out, "path": MetadataValue.path(services.stage.uri(layout.segments_key(ek)))}
 
@@ -277,18 +259,14 @@ def segments(context: AssetExecutionContext, podinsight: PodInsightResource):
 @asset(partitions_def=episodes_partitions, deps=[segments], group_name="episodes",
        backfill_policy=EPISODE_BACKFILL,
        description="Per-episode KPIs (kpis.json); patches the raw meta.json transcript_key when all is written.")
-def kpis(context: AssetExecutionContext, podinsight: PodInsightResource):
-    services = podinsight.services()
+def kpis(context: AssetExecutionContext, stores: ObjectStoresResource, checkpoints: CheckpointsResource):
+    services = services_from(stores=stores, checkpoints=checkpoints)
     left = left_to_other_runs(context)
 
     def step(pk: str) -> dict:
-        upstream_gate(services, pk, SEGMENTS, "segments", left)
-        services.checkpoints.mark_stage(pk, "kpis", "running")
-        try:
-            k = write_kpis(services, pk)
-        except Exception as exc:
-            services.checkpoints.mark_failed(pk, "kpis", str(exc), retryable=getattr(exc, "retryable", False))
-            raise
+        upstream_gate(services.checkpoints, pk, SEGMENTS, "segments", left)
+        # write_kpis marks kpis done itself, with the episode transcribed.
+        k = run_stage(services.checkpoints, pk, KPIS, lambda: write_kpis(services, pk), marks_done=False)
         issues = transcript_issues(load_transcript(services, pk))
         services.checkpoints.update(pk, quality_issue="; ".join(issues) or None)
         keep = ("duration_sec", "speech_ratio", "words", "words_per_minute", "language", "realtime_factor",

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, Budget, BudgetExceeded, Rate
+from podinsight_dagster.costs.budget import DEFAULT_EPISODE_SEC, Budget, BudgetExceeded, Rate, Reservation
 from podinsight_dagster.store import layout
 from podinsight_dagster.store.checkpoints import DOWNLOADED, TRANSCRIBED, EpisodeRecord
 from podinsight_dagster.store.keys import EpisodeKey
@@ -98,3 +98,32 @@ def check_projection(budget: Budget, projection: Projection) -> float:
         if budget.status().active:
             raise
         raise BudgetExceeded(f"{exc} (projection: {projection.describe()})") from exc
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A transcription run's reservation and the projection it reserved."""
+
+    reservation: Reservation
+    projection: Projection
+
+    def describe(self) -> str:
+        return f"reserved ${self.reservation.usd:.4f} for {self.projection.describe()}"
+
+
+def reserve_for_run(budget: Budget, raw, records: Iterable[EpisodeRecord | None], model: str | None,
+                    owner: str) -> Hold:
+    """The run's projected cost held against the ceiling until ``budget.settle(hold.reservation)``.
+
+    One transaction: refused (BudgetExceeded naming the projection) when today's spend + running
+    reservations + this projection would cross the ceiling, or when frozen (run-book §6.1). Every
+    launch (UI backfill, sensor, podrun) reaches the transcript step, which holds this for its run. A
+    dead run's hold expires: after twice the audio's length plus 10 minutes, 12 hours at most.
+    """
+    projection = project(budget, raw, records, model)
+    try:
+        reservation = budget.reserve(projection.usd, owner=owner,
+                                     ttl_s=min(12 * 3600.0, 600.0 + 2 * projection.audio.seconds))
+    except BudgetExceeded as exc:
+        raise BudgetExceeded(f"{exc} (projection: {projection.describe()})") from exc
+    return Hold(reservation, projection)

@@ -16,7 +16,7 @@ from podinsight_dagster.fetch.http import HttpClient
 from podinsight_dagster.store.checkpoints import DOWNLOAD, DOWNLOADED, FAILED, TRANSCRIBE
 from podinsight_dagster.fetch.discover import poll_feeds
 from podinsight_dagster.partitions import EPISODES, RANGE_END_TAG, RANGE_START_TAG, contiguous_ranges
-from podinsight_dagster.resources import PodInsightResource
+from podinsight_dagster.resources.seams import PodInsightResource
 from podinsight_dagster.settings import Settings
 
 # The named jobs the sensors' runs belong to (definitions.py), so the UI lists them on those jobs' pages

@@ -13,6 +13,10 @@ The protocol every stage that must run once per episode follows (download, trans
 4. The holder ends the claim by writing the stage's outcome (done or failed clears the owner) and
    ``release(pk)``.
 
+A later stage reads the earlier one's outcome before it starts (``upstream_gate``): done, it runs;
+held by another run, the episode is skipped (that run makes its later stages too); else it is
+counted as failed upstream. A stage that needs no claim records its own outcome (``run_stage``).
+
 Dagster-free, like the rest of store/.
 """
 
@@ -22,9 +26,12 @@ import os
 import socket
 import threading
 import uuid
+from typing import Callable, TypeVar
 
-from podinsight_dagster.errors import StepSkipped
-from podinsight_dagster.store.checkpoints import CheckpointStore
+from podinsight_dagster.errors import StepError, StepSkipped
+from podinsight_dagster.store.checkpoints import DONE, CheckpointStore
+
+T = TypeVar("T")
 
 LEASE_S = 600.0  # the default lease (PODINSIGHT_CLAIM_LEASE_SEC); renewed every third of it while held
 
@@ -96,3 +103,34 @@ class Claims:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def upstream_gate(checkpoints: CheckpointStore, pk: str, stage: str, label: str,
+                  left_to_others: frozenset[str] = frozenset()) -> None:
+    """Raise unless ``stage`` of ``pk`` is done: StepSkipped while someone else holds it (or held it when an
+    earlier step of this run got to it: ``left_to_others``), else StepError."""
+    if pk in left_to_others:
+        raise StepSkipped(f"{pk}: skipped, another run held it when this run got to it and makes it",
+                          held_elsewhere=True)
+    st = checkpoints.stage(pk, stage)
+    if st.status == DONE:
+        return
+    if st.held():
+        raise StepSkipped(f"{pk}: skipped, {label} is being made by {st.owner}", held_elsewhere=True)
+    why = f": {st.last_error}" if st.last_error else ""
+    raise StepError(f"{pk}: {label} is {st.status}{why} (upstream failed, not attempted)")
+
+
+def run_stage(checkpoints: CheckpointStore, pk: str, stage: str, work: Callable[[], T], *,
+              marks_done: bool = True) -> T:
+    """``work()`` with ``stage`` of ``pk`` recorded: running, then done (unless ``marks_done`` is False: the
+    work records it itself), or failed with the error (re-raised), which later stages read."""
+    checkpoints.mark_stage(pk, stage, "running")
+    try:
+        out = work()
+    except Exception as exc:
+        checkpoints.mark_failed(pk, stage, str(exc), retryable=getattr(exc, "retryable", False))
+        raise
+    if marks_done:
+        checkpoints.mark_stage(pk, stage, DONE)
+    return out

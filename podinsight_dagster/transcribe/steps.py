@@ -34,7 +34,7 @@ from podinsight_dagster.transcribe.podcast20 import to_podcast_srt, to_transcrip
 from podinsight_dagster.transcribe.subtitles import build_cues, to_srt, to_vtt
 from podinsight_dagster.transcribe.text import agreement
 from podinsight_dagster.transcribe.options import Transcript, TranscriptionError, transcript_code_version
-from podinsight_dagster.transcribe.transcriber import Transcriber
+from podinsight_dagster.transcribe.transcriber import SpeechToText
 
 if TYPE_CHECKING:
     from podinsight_dagster.services import Services
@@ -145,7 +145,7 @@ def _try_publisher(services: Services, job: _Job) -> Transcript | str:
         return f"publisher transcript failed: {type(exc).__name__}: {exc}"
 
 
-def transcribe_episodes(services: Services, keys: list[str], transcriber: Transcriber | None = None, *,
+def transcribe_episodes(services: Services, keys: list[str], transcriber: SpeechToText | None = None, *,
                         source: str | None = None,
                         on_result: Callable[[str, Transcript | StepError], None] | None = None,
                         owner: str | None = None, run_id: str | None = None, force: bool = False,
@@ -167,6 +167,9 @@ def transcribe_episodes(services: Services, keys: list[str], transcriber: Transc
     before its spend line or its stage status) is adopted: not transcribed again, its line added if missing.
     """
     transcriber = transcriber or services.transcriber
+    if not hasattr(transcriber, "transcribe"):  # a Pipes transcriber: its worker transcribes, not this process
+        raise TypeError(f"PODINSIGHT_TRANSCRIBE_VIA={transcriber.via}: episodes are transcribed by the worker "
+                        "(transcriber.transcribe_run), not in this process")
     mode = source or transcriber.options.transcript_source
     version = transcript_code_version(replace(transcriber.options, transcript_source=mode))
     owner = owner or run_id or default_owner()
@@ -286,7 +289,7 @@ def _store_asr(services: Services, job: _Job, out: Transcript | TranscriptionErr
     return out
 
 
-def transcribe_episode(services: Services, pk: str, transcriber: Transcriber | None = None) -> Transcript:
+def transcribe_episode(services: Services, pk: str, transcriber: SpeechToText | None = None) -> Transcript:
     """One episode (the same path as ``transcribe_episodes``); raises StepError."""
     result = transcribe_episodes(services, [pk], transcriber)[pk]
     if isinstance(result, StepError):

@@ -1,20 +1,29 @@
-"""The transcriber seam: what the pipeline asks of speech-to-text, and the in-process faster-whisper implementation.
+"""The transcriber seam: a run's episodes transcribed where the settings say, and the in-process implementation.
 
-Today the model runs in the process that runs the step (``InProcessTranscriber``);
-on AWS a Pipes-launched GPU worker runs the same code. The steps only see the
-``Transcriber`` protocol, so either can stand behind them.
+``Transcriber`` is what the ``transcript`` asset asks: transcribe these episodes of this run and
+report each one's outcome (``transcribe/outcomes.py``). ``services.build_transcriber`` picks the
+implementation from PODINSIGHT_TRANSCRIBE_VIA: ``InProcessTranscriber`` (faster-whisper in the
+step's process), or a Pipes transcriber (``pipes_transcriber.py``: worker.py in a subprocess or
+an AWS Batch job, which runs ``InProcessTranscriber`` there). ``SpeechToText`` is the narrower
+part the steps' ASR pass uses in the process that transcribes.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
+from podinsight_dagster.errors import StepError
 from podinsight_dagster.transcribe.batching import iter_transcribe
 from podinsight_dagster.transcribe.engine import Engine, load_engine
 from podinsight_dagster.transcribe.options import AudioSource, TranscribeOptions, Transcript, TranscriptionError
 
+if TYPE_CHECKING:
+    from podinsight_dagster.services import Services
 
-class Transcriber(Protocol):
+
+class SpeechToText(Protocol):
+    """Audio to text in this process: what ``steps.transcribe_episodes``' ASR pass asks."""
+
     options: TranscribeOptions
 
     def transcribe(self, sources: Sequence[AudioSource]) -> Iterator[tuple[int, Transcript | TranscriptionError]]:
@@ -22,8 +31,23 @@ class Transcriber(Protocol):
         ...
 
 
+class Transcriber(Protocol):
+    """The seam: a run's episodes transcribed (publisher transcripts, else speech to text), each reported."""
+
+    options: TranscribeOptions
+    via: str  # PODINSIGHT_TRANSCRIBE_VIA: in-process, subprocess or batch
+
+    def transcribe_run(self, services: "Services", keys: list[str], run: Any) -> dict[str, dict | StepError]:
+        """``{partition_key: transcript metadata or StepError}`` for ``keys``; raises ``outcomes.Refused``
+        when the budget refused the whole request. ``run`` is the Dagster step's context: a Pipes
+        transcriber hands it to its Pipes client; every implementation reads its ``run_id``."""
+        ...
+
+
 class InProcessTranscriber:
     """faster-whisper in this process. The model loads on the first episode that needs it, once per process."""
+
+    via = "in-process"
 
     def __init__(self, options: TranscribeOptions):
         self.options = options
@@ -35,3 +59,13 @@ class InProcessTranscriber:
         if not sources:
             return iter(())
         return iter_transcribe(self.engine(), sources)
+
+    def transcribe_run(self, services: "Services", keys: list[str], run: Any) -> dict[str, dict | StepError]:
+        # All episodes of the run in one call: publisher transcripts first, then one batched ASR pass (model
+        # loaded once, and only if needed; decoding overlaps inference; short episodes share batches). Read
+        # back through the outcome messages a worker sends, so both paths report alike.
+        from podinsight_dagster.transcribe.outcomes import outcome_message, read_outcomes
+        from podinsight_dagster.transcribe.steps import transcribe_episodes
+
+        results = transcribe_episodes(services, keys, self, owner=run.run_id, run_id=run.run_id)
+        return read_outcomes(outcome_message(pk, r) for pk, r in results.items())

@@ -1,7 +1,9 @@
 """The contract of every seam, one suite per protocol, run against each implementation.
 
-A new implementation (S3, DynamoDB, CloudWatch, a Pipes transcriber) joins by adding
-its factory to the seam's fixture params; the assertions stay as they are.
+A new implementation (S3, DynamoDB, CloudWatch) joins by adding its factory to the seam's
+fixture params; the assertions stay as they are. The Pipes transcribers run the in-process one
+in their worker: their runs are tested through the transcript asset (tests/assets/test_transcript_pipes.py,
+tests/test_pipes_batch.py).
 """
 
 from __future__ import annotations
@@ -427,7 +429,7 @@ def test_limiter_never_lets_more_than_the_cap_in_at_once(make_limiter):
 
 
 # ---------------------------------------------------------------------------
-# transcriber
+# transcriber (speech to text in this process: what a run's ASR pass asks, here or in the Pipes worker)
 # ---------------------------------------------------------------------------
 @pytest.fixture(params=["in-process"])
 def transcriber(request, model_cache):
