@@ -27,6 +27,7 @@ HOP_SEC = 0.4               # half-window steps: at side-by-side windows the ove
 MIX_WINDOWS = 8             # clearest windows per speaker summed into a pair's mixture voice
 # A window is overlapped when its mixture similarity beats its best single-speaker similarity by this much.
 MARGIN = 0.0
+SCREEN_MARGIN = -0.03       # the screening pass's: a window this close to its mixture voice is looked at closer
 # Pairs whose mean voices are this close give mixture voices no different from either speaker.
 MAX_PAIR_SIMILARITY = 0.93
 METHOD = "mixture-voice-w0.8-h0.4"
@@ -43,14 +44,14 @@ class Overlap:
         return max(self.end - self.start, 0.0)
 
 
-def speech_windows(spans: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Windows of ``WINDOW_SEC`` every ``HOP_SEC`` inside each span (one, padded, for a shorter span)."""
+def speech_windows(spans: Sequence[tuple[float, float]], hop: float = HOP_SEC) -> list[tuple[float, float]]:
+    """Windows of ``WINDOW_SEC`` every ``hop`` inside each span (one, padded, for a shorter span)."""
     out: list[tuple[float, float]] = []
     for start, end in spans:
         t = start
         while True:
             out.append((round(t, 3), round(t + WINDOW_SEC, 3)))
-            t += HOP_SEC
+            t += hop
             if t + WINDOW_SEC > end + 1e-6:
                 break
     return out
@@ -78,56 +79,85 @@ def mixture_voice(encoder: VoiceEncoder, audio: np.ndarray, starts_a: Sequence[f
     return mean / (np.linalg.norm(mean) + 1e-12)
 
 
-def detect_overlaps(encoder: VoiceEncoder, audio: np.ndarray, spans: Sequence[tuple[float, float]],
-                    centroids: np.ndarray, feats: np.ndarray | None = None) -> tuple[list[Overlap], int]:
-    """Overlapped regions in ``spans`` (the transcript's speech) between the clustering's voices ``centroids``.
-
-    Returns (regions in time order, windows encoded). Nothing is marked with fewer than two voices.
-    """
+def _mixture_scores(encoder: VoiceEncoder, audio: np.ndarray, windows, emb: np.ndarray, centroids: np.ndarray,
+                    mixes: dict | None = None):
+    """(best single-voice similarity, best mixture similarity, its pair) per window; ``mixes`` caches pair voices."""
     k = len(centroids)
-    if k < 2 or not spans:
-        return [], 0
-    windows = speech_windows(spans)
-    feats = encoder.log_mel(audio) if feats is None else feats
-    emb = encoder.embed_spans(audio, windows, feats, max_windows=1)
-    sims = emb @ centroids.T                                    # (windows, k)
+    sims = emb @ centroids.T
     own = np.argmax(sims, 1)
-    best_single = sims.max(1)
     best_mix = np.full(len(windows), -np.inf)
     best_pair = np.zeros((len(windows), 2), dtype=int)
     cent_sims = centroids @ centroids.T
+    mixes = {} if mixes is None else mixes
     for a in range(k):
         for b in range(a + 1, k):
             if cent_sims[a, b] > MAX_PAIR_SIMILARITY:
                 continue
-            clear_a = np.where(own == a)[0]
-            clear_b = np.where(own == b)[0]
-            clear_a = clear_a[np.argsort(-(sims[clear_a, a] - sims[clear_a, b]))][:MIX_WINDOWS]
-            clear_b = clear_b[np.argsort(-(sims[clear_b, b] - sims[clear_b, a]))][:MIX_WINDOWS]
-            if len(clear_a) < 2 or len(clear_b) < 2:
+            if (a, b) not in mixes:
+                clear_a = np.where(own == a)[0]
+                clear_b = np.where(own == b)[0]
+                clear_a = clear_a[np.argsort(-(sims[clear_a, a] - sims[clear_a, b]))][:MIX_WINDOWS]
+                clear_b = clear_b[np.argsort(-(sims[clear_b, b] - sims[clear_b, a]))][:MIX_WINDOWS]
+                mixes[(a, b)] = None if len(clear_a) < 2 or len(clear_b) < 2 else mixture_voice(
+                    encoder, audio, [windows[i][0] for i in clear_a], [windows[i][0] for i in clear_b])
+            if mixes[(a, b)] is None:
                 continue
-            mix = mixture_voice(encoder, audio, [windows[i][0] for i in clear_a], [windows[i][0] for i in clear_b])
-            score = emb @ mix
+            score = emb @ mixes[(a, b)]
             better = score > best_mix
             best_mix = np.where(better, score, best_mix)
             best_pair[better] = (a, b)
-    flagged = best_mix > best_single + MARGIN
+    return sims.max(1), best_mix, best_pair
+
+
+def detect_overlaps(encoder: VoiceEncoder, audio: np.ndarray, spans: Sequence[tuple[float, float]],
+                    centroids: np.ndarray, feats: np.ndarray | None = None) -> tuple[list[Overlap], int]:
+    """Overlapped regions in ``spans`` (the transcript's speech) between the clustering's voices ``centroids``.
+
+    Two passes keep the encoder's work near the segments' own: side-by-side windows over all speech screen
+    for candidates (a looser margin), then half-window steps test the candidates' neighbourhood.
+    Returns (regions in time order, windows encoded). Nothing is marked with fewer than two voices.
+    """
+    if len(centroids) < 2 or not spans:
+        return [], 0
+    feats = encoder.log_mel(audio) if feats is None else feats
+    coarse = speech_windows(spans, hop=WINDOW_SEC)
+    emb = encoder.embed_spans(audio, coarse, feats, max_windows=1)
+    mixes: dict = {}
+    single, mixed, _ = _mixture_scores(encoder, audio, coarse, emb, centroids, mixes)
+    near = [(max(s - WINDOW_SEC, a), min(e + WINDOW_SEC, b))
+            for (s, e), m, one in zip(coarse, mixed, single) if m > one + SCREEN_MARGIN
+            for a, b in spans if a <= s < b]
+    if not near:
+        return [], len(coarse)
+    windows = sorted(set(speech_windows(_merged(near))))
+    emb = encoder.embed_spans(audio, windows, feats, max_windows=1)
+    single, mixed, pair_of = _mixture_scores(encoder, audio, windows, emb, centroids, mixes)
     regions: list[Overlap] = []
-    for i in np.argsort([w[0] for w in windows], kind="stable"):
-        if not flagged[i]:
+    for (start, end), one, mix, pair in zip(windows, single, mixed, pair_of):
+        if not mix > one + MARGIN:
             continue
-        start, end = windows[i]
-        pair = (int(best_pair[i, 0]), int(best_pair[i, 1]))
+        pair = (int(pair[0]), int(pair[1]))
         last = regions[-1] if regions else None
         if last is not None and last.speakers == pair and start <= last.end + 1e-6:
             last.end = max(last.end, end)
         else:
             regions.append(Overlap(start, end, pair))
-    return regions, len(windows)
+    return regions, len(coarse) + len(windows)
+
+
+def _merged(spans):
+    out: list[list[float]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
 
 
 # --- the second hearing: words of an overlapped stretch the first pass did not keep ---------------------------
 MAX_CLIP_SEC = 28.0         # one Whisper window, with room
+AFTER_SEC = 4.0
 SAME_WORD_SEC = 1.5         # a word heard again within this of the first pass's same word is that word
 EDGE_SEC = 0.3              # outside the region (widened by this) one voice speaks: words there are re-hearings
 MIN_NEW_WORDS = 2           # a lone new word is more likely a mishearing than a lost sentence
@@ -142,10 +172,11 @@ def _same(a: str, b: str) -> bool:
 
 
 def clip_span(region: Overlap, segments: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    """What to hear again: the region and the first-pass segments it touches, at most ``MAX_CLIP_SEC``."""
+    """What to hear again: the region, the first-pass segments it touches and ``AFTER_SEC`` beyond it (the voice
+    talked over often goes on alone, and the first pass lost the sentence), at most ``MAX_CLIP_SEC``."""
     touching = [(s, e) for s, e in segments if s < region.end and e > region.start]
     start = min([region.start] + [s for s, _ in touching])
-    end = max([region.end] + [e for _, e in touching])
+    end = max([region.end + AFTER_SEC] + [e for _, e in touching])
     if end - start > MAX_CLIP_SEC:
         mid = (region.start + region.end) / 2
         start, end = max(start, mid - MAX_CLIP_SEC / 2), min(end, mid + MAX_CLIP_SEC / 2)
@@ -174,6 +205,10 @@ def new_word_runs(first: Sequence[tuple[float, float, str]], heard: Sequence[tup
             current = []
         else:
             current.append(i)
+            if text.rstrip().endswith((".", "?", "!")):     # a sentence ends: the next may be the other voice's
+                if len(current) >= MIN_NEW_WORDS:
+                    runs.append(current)
+                current = []
     if len(current) >= MIN_NEW_WORDS:
         runs.append(current)
     return runs

@@ -19,7 +19,7 @@ from podinsight_dagster.speakers.names import (SpeakerName, VoicePrint, guest_fr
 from podinsight_dagster.store import layout
 from podinsight_dagster.store.keys import EpisodeKey
 from podinsight_dagster.store.objects import ConcurrentUpdate
-from podinsight_dagster.transcribe.options import Segment, Transcript, TranscriptionError
+from podinsight_dagster.transcribe.options import Segment, TranscribeOptions, Transcript, TranscriptionError
 
 if TYPE_CHECKING:
     from podinsight_dagster.services import Services
@@ -192,7 +192,8 @@ def diarize_episode(services: Services, pk: str, prepared: Prepared | None = Non
             w["speaker"] = names[label].name
     doc["speakers"] = speakers
     labels = list(result.labels)
-    overlap = mark_overlaps(services, prepared, doc, labels, result.centroids, [n.name for n in names])
+    overlap = mark_overlaps(prepared.audio, doc, labels, result.centroids, [n.name for n in names],
+                            services.transcriber.options)
     out.update(num_speakers=result.num_speakers, wall_sec=round(result.wall_sec + overlap["wall_sec"], 3),
                speakers=speakers, segment_speakers=labels, overlap=overlap)
     if any(n.teaches_prints() for n in names):
@@ -200,22 +201,22 @@ def diarize_episode(services: Services, pk: str, prepared: Prepared | None = Non
     return _finish(services, pk, ek, out, doc=doc, listed=expected)
 
 
-def mark_overlaps(services: Services, prepared: Prepared, doc: dict, labels: list[int], centroids: np.ndarray,
-                  names: list[str]) -> dict:
+def mark_overlaps(audio: np.ndarray | None, doc: dict, labels: list[int], centroids: np.ndarray, names: list[str],
+                  options: TranscribeOptions) -> dict:
     """Mark overlapped speech on ``doc``'s segments and add the words a second hearing finds (speakers/overlap.py).
 
     Segments touching an overlapped region get ``overlap`` and ``speakers`` (their own first). Each region is
     heard again (without VAD, the clip of the segments it touches); runs of words the first pass does not
     have become segments of their own (``recovered``), given to the voice they came from: the other voice of
     the region where they sound over a segment of the first pass, else the nearer of the two voices.
-    ``labels`` (one per segment) grows with them. Returns speakers.json's ``overlap`` part.
+    ``labels`` (one per segment) grows with them; ``options`` say which model hears (the transcript step's, loaded
+    only when a region is found). Returns speakers.json's ``overlap`` part.
     """
     started = time.perf_counter()
     report = {"method": OVERLAP_METHOD, "regions": [], "overlap_sec": 0.0, "recovered_words": 0, "windows": 0}
     segs = doc["segments"]
-    if prepared.audio is None or len(names) < 2:
+    if audio is None or len(names) < 2:
         return {**report, "wall_sec": 0.0}
-    audio = prepared.audio
     encoder = load_encoder()
     spans = [(s["start"], s["end"]) for s in segs]
     regions, report["windows"] = detect_overlaps(encoder, audio, spans, centroids)
@@ -230,7 +231,7 @@ def mark_overlaps(services: Services, prepared: Prepared, doc: dict, labels: lis
         from podinsight_dagster.transcribe.engine import load_engine
         from podinsight_dagster.transcribe.regions import transcribe_clip
 
-        engine = load_engine(services.transcriber.options)
+        engine = load_engine(options)
         first = [(w["start"], w["end"], w["word"]) for seg in segs for w in seg.get("words") or []]
         language = doc.get("language") or "en"
         for r in regions:
