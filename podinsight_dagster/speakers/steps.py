@@ -232,7 +232,7 @@ def mark_overlaps(audio: np.ndarray | None, doc: dict, labels: list[int], centro
         from podinsight_dagster.transcribe.regions import transcribe_clip
 
         engine = load_engine(options)
-        first = [(w["start"], w["end"], w["word"]) for seg in segs for w in seg.get("words") or []]
+        first = [w for seg in segs for w in _timed_words(seg)]
         language = doc.get("language") or "en"
         for r in regions:
             start, end = clip_span(r, spans)
@@ -261,6 +261,15 @@ def mark_overlaps(audio: np.ndarray | None, doc: dict, labels: list[int], centro
                   recovered_words=sum(len(a["words"]) for a, _ in added),
                   wall_sec=round(time.perf_counter() - started, 3))
     return report
+
+
+def _timed_words(seg: dict) -> list[tuple[float, float, str]]:
+    """A segment's words with times: the aligner's, else its text spread evenly over it (no word timings)."""
+    if seg.get("words"):
+        return [(w["start"], w["end"], w["word"]) for w in seg["words"]]
+    words = seg["text"].split()
+    step = (seg["end"] - seg["start"]) / max(len(words), 1)
+    return [(seg["start"] + i * step, seg["start"] + (i + 1) * step, w) for i, w in enumerate(words)]
 
 
 def _voice_of(start: float, end: float, region: Overlap, spans, labels, centroids, encoder, audio) -> int:

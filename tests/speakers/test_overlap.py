@@ -125,3 +125,18 @@ def test_turn_taking_marks_no_overlap(services, demo_cdn, voice_cache, tmp_path)
     print(json.dumps(out["overlap"], indent=1))
     assert out["overlap"]["overlap_sec"] <= 1.0 and out["overlap"]["recovered_words"] == 0
     assert sum(r["end_sec"] - r["start_sec"] for r in rows if r.get("overlap")) <= 0.1 * ep.duration
+
+
+def test_a_second_hearing_adds_only_words_the_first_pass_lacks():
+    from podinsight_dagster.speakers.overlap import Overlap, clip_span, new_word_runs
+
+    region = Overlap(10.8, 12.5, (0, 1))
+    first = [(10.0, 10.4, " Light"), (10.5, 10.9, " travels"), (11.0, 11.5, " faster."), (14.0, 14.3, " When"), (14.4, 14.8, " you")]
+    heard = [(10.05, 10.4, " light"), (10.5, 10.9, " travels"), (11.0, 11.3, " fast"),     # heard again, near spelling
+             (11.4, 11.8, " Even"), (11.9, 12.2, " so."),                                 # lost under the first voice
+             (12.3, 12.6, " the"),                                                        # a lone word: not kept
+             (13.9, 14.4, " Wen"), (14.5, 14.9, " you"),   # outside the region, at the first pass's time: re-heard
+             (15.5, 15.9, " four"), (16.0, 16.4, " years")]                               # the lost line goes on alone
+    assert new_word_runs(first, heard, region) == [[3, 4], [8, 9]]
+    start, end = clip_span(region, [(9.9, 11.6), (13.9, 20.0), (30.0, 35.0)])
+    assert (start, end) == (9.9, 16.5)         # the segment it touches, and 4 s past the region
