@@ -27,10 +27,11 @@ HOP_SEC = 0.4               # half-window steps: at side-by-side windows the ove
 MIX_WINDOWS = 8             # clearest windows per speaker summed into a pair's mixture voice
 # A window is overlapped when its mixture similarity beats its best single-speaker similarity by this much.
 MARGIN = 0.0
+MIN_REGION_SEC = WINDOW_SEC + HOP_SEC
 SCREEN_MARGIN = -0.03       # the screening pass's: a window this close to its mixture voice is looked at closer
 # Pairs whose mean voices are this close give mixture voices no different from either speaker.
 MAX_PAIR_SIMILARITY = 0.93
-METHOD = "mixture-voice-w0.8-h0.4"
+METHOD = "mixture-voice-w0.8-h0.4-min1.2"
 
 
 @dataclass
@@ -142,7 +143,8 @@ def detect_overlaps(encoder: VoiceEncoder, audio: np.ndarray, spans: Sequence[tu
             last.end = max(last.end, end)
         else:
             regions.append(Overlap(start, end, pair))
-    return regions, len(coarse) + len(windows)
+    # One window alone is as often a voice at its least typical as two voices: a region needs two in a row.
+    return [r for r in regions if r.duration >= MIN_REGION_SEC - 1e-6], len(coarse) + len(windows)
 
 
 def _merged(spans):
