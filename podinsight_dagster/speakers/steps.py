@@ -231,10 +231,17 @@ def mark_overlaps(audio: np.ndarray | None, doc: dict, labels: list[int], centro
         from podinsight_dagster.transcribe.engine import load_engine
         from podinsight_dagster.transcribe.regions import transcribe_clip
 
-        engine = load_engine(options)
+        try:
+            engine = load_engine(options)
+        except (LookupError, OSError, RuntimeError) as exc:
+            # The marks stand; the words under them are not looked for, and speakers.json says why.
+            report["not_heard_again"] = f"the model {options.model} could not be loaded: {exc}"
+            regions_heard: list[Overlap] = []
+        else:
+            regions_heard = regions
         first = [w for seg in segs for w in _timed_words(seg)]
         language = doc.get("language") or "en"
-        for r in regions:
+        for r in regions_heard:
             start, end = clip_span(r, spans)
             heard_segs = transcribe_clip(engine, audio, start, end, language)
             heard = [(w, hs) for hs in heard_segs for w in hs.words]
