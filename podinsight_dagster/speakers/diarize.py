@@ -9,12 +9,13 @@ import numpy as np
 
 from podinsight_dagster.speakers.cluster import cluster_speakers
 from podinsight_dagster.speakers.encoder import METHOD as ENCODER_METHOD, VoiceEncoder, load_encoder
+from podinsight_dagster.speakers.overlap import METHOD as OVERLAP_METHOD
 from podinsight_dagster.transcribe.options import Transcript
 
 CLUSTERING = "agglomerative-silhouette-kmeans-1"
-# The diarization asset's code version: changing the encoder or the clustering re-runs only it
-# (and what reads its labels).
-VERSION = f"{ENCODER_METHOD}+{CLUSTERING}"
+# The diarization asset's code version: changing the encoder, the clustering or the overlap test re-runs
+# only it (and what reads its labels).
+VERSION = f"{ENCODER_METHOD}+{CLUSTERING}+{OVERLAP_METHOD}"
 
 
 @dataclass

@@ -11,17 +11,21 @@ import numpy as np
 
 from podinsight_dagster.errors import StepError
 from podinsight_dagster.speakers.diarize import VERSION, diarize, embed_segments
+from podinsight_dagster.speakers.encoder import load_encoder
+from podinsight_dagster.speakers.overlap import METHOD as OVERLAP_METHOD, Overlap, clip_span, detect_overlaps, \
+    new_word_runs
 from podinsight_dagster.speakers.names import (SpeakerName, VoicePrint, guest_from_show_notes, name_speakers,
                                                persons_from_json, speakers_listed, update_prints)
 from podinsight_dagster.store import layout
 from podinsight_dagster.store.keys import EpisodeKey
 from podinsight_dagster.store.objects import ConcurrentUpdate
-from podinsight_dagster.transcribe.options import Transcript, TranscriptionError
+from podinsight_dagster.transcribe.options import Segment, TranscribeOptions, Transcript, TranscriptionError
 
 if TYPE_CHECKING:
     from podinsight_dagster.services import Services
 
 METHODS = ("voice", "off")
+MIN_MARKED_SEC = 0.2     # a segment is marked overlapped when this much of it lies in an overlapped region
 
 
 def _load_prints(services: Services, feed_slug: str) -> tuple[list[VoicePrint], object]:
@@ -77,6 +81,7 @@ class Prepared:
     emb: np.ndarray | None = None       # (segments, dim), when the voice path applies
     embed_sec: float = 0.0
     audio_unread: str | None = None     # why a publisher-named transcript's audio could not be counted
+    audio: np.ndarray | None = None     # kept for the overlap test and the second hearing of overlapped stretches
 
 
 def _voice_path(services: Services, transcript: Transcript) -> bool:
@@ -113,6 +118,8 @@ def prepare_episode(services: Services, pk: str) -> Prepared:
         started = time.perf_counter()
         prepared.emb = embed_segments(transcript, audio)
         prepared.embed_sec = time.perf_counter() - started
+        if not _publisher_named(transcript):
+            prepared.audio = audio
     return prepared
 
 
@@ -184,11 +191,105 @@ def diarize_episode(services: Services, pk: str, prepared: Prepared | None = Non
         for w in seg.get("words") or []:
             w["speaker"] = names[label].name
     doc["speakers"] = speakers
-    out.update(num_speakers=result.num_speakers, wall_sec=result.wall_sec,
-               speakers=speakers, segment_speakers=result.labels)
+    labels = list(result.labels)
+    overlap = mark_overlaps(prepared.audio, doc, labels, result.centroids, [n.name for n in names],
+                            services.transcriber.options)
+    out.update(num_speakers=result.num_speakers, wall_sec=round(result.wall_sec + overlap["wall_sec"], 3),
+               speakers=speakers, segment_speakers=labels, overlap=overlap)
     if any(n.teaches_prints() for n in names):
         out["feed_voiceprints"] = _save_prints(services, ek.feed_slug, result.centroids, names, result.talk_sec)
     return _finish(services, pk, ek, out, doc=doc, listed=expected)
+
+
+def mark_overlaps(audio: np.ndarray | None, doc: dict, labels: list[int], centroids: np.ndarray, names: list[str],
+                  options: TranscribeOptions) -> dict:
+    """Mark overlapped speech on ``doc``'s segments and add the words a second hearing finds (speakers/overlap.py).
+
+    Segments touching an overlapped region get ``overlap`` and ``speakers`` (their own first). Each region is
+    heard again (without VAD, the clip of the segments it touches); runs of words the first pass does not
+    have become segments of their own (``recovered``), given to the voice they came from: the other voice of
+    the region where they sound over a segment of the first pass, else the nearer of the two voices.
+    ``labels`` (one per segment) grows with them; ``options`` say which model hears (the transcript step's, loaded
+    only when a region is found). Returns speakers.json's ``overlap`` part.
+    """
+    started = time.perf_counter()
+    report = {"method": OVERLAP_METHOD, "regions": [], "overlap_sec": 0.0, "recovered_words": 0, "windows": 0}
+    segs = doc["segments"]
+    if audio is None or len(names) < 2:
+        return {**report, "wall_sec": 0.0}
+    encoder = load_encoder()
+    spans = [(s["start"], s["end"]) for s in segs]
+    regions, report["windows"] = detect_overlaps(encoder, audio, spans, centroids)
+    for seg, label in zip(segs, labels):
+        heard = [c for r in regions if min(seg["end"], r.end) - max(seg["start"], r.start) >= MIN_MARKED_SEC
+                 for c in r.speakers]
+        if heard:
+            seg["overlap"] = True
+            seg["speakers"] = list(dict.fromkeys([names[label]] + [names[c] for c in heard]))
+    added: list[tuple[dict, int]] = []
+    if regions:
+        from podinsight_dagster.transcribe.engine import load_engine
+        from podinsight_dagster.transcribe.regions import transcribe_clip
+
+        try:
+            engine = load_engine(options)
+        except (LookupError, OSError, RuntimeError) as exc:
+            # The marks stand; the words under them are not looked for, and speakers.json says why.
+            report["not_heard_again"] = f"the model {options.model} could not be loaded: {exc}"
+            regions_heard: list[Overlap] = []
+        else:
+            regions_heard = regions
+        first = [w for seg in segs for w in _timed_words(seg)]
+        language = doc.get("language") or "en"
+        for r in regions_heard:
+            start, end = clip_span(r, spans)
+            heard_segs = transcribe_clip(engine, audio, start, end, language)
+            heard = [(w, hs) for hs in heard_segs for w in hs.words]
+            for run in new_word_runs(first, [(w.start, w.end, w.word) for w, _ in heard], r):
+                words = [heard[i][0] for i in run]
+                source = heard[run[0]][1]
+                who = _voice_of(words[0].start, words[-1].end, r, spans, labels, centroids, encoder, audio)
+                other = r.speakers[1] if who == r.speakers[0] else r.speakers[0]
+                for w in words:
+                    w.speaker = names[who]
+                seg = Segment(words[0].start, words[-1].end, "".join(w.word for w in words).strip(), source.avg_logprob,
+                              source.no_speech_prob, source.compression_ratio, words, names[who], overlap=True,
+                              speakers=[names[who], names[other]], recovered=True)
+                added.append((asdict(seg), who))
+                first += [(w.start, w.end, w.word) for w in words]
+    if added:
+        merged = sorted(list(zip(segs, labels)) + added, key=lambda pair: pair[0]["start"])
+        segs[:] = [seg for seg, _ in merged]
+        labels[:] = [label for _, label in merged]
+        doc["text"] = " ".join(s["text"].strip() for s in segs)
+    report.update(regions=[{"start": r.start, "end": r.end, "speakers": [names[c] for c in r.speakers]}
+                           for r in regions],
+                  overlap_sec=round(sum(r.duration for r in regions), 3),
+                  recovered_words=sum(len(a["words"]) for a, _ in added),
+                  wall_sec=round(time.perf_counter() - started, 3))
+    return report
+
+
+def _timed_words(seg: dict) -> list[tuple[float, float, str]]:
+    """A segment's words with times: the aligner's, else its text spread evenly over it (no word timings)."""
+    if seg.get("words"):
+        return [(w["start"], w["end"], w["word"]) for w in seg["words"]]
+    words = seg["text"].split()
+    step = (seg["end"] - seg["start"]) / max(len(words), 1)
+    return [(seg["start"] + i * step, seg["start"] + (i + 1) * step, w) for i, w in enumerate(words)]
+
+
+def _voice_of(start: float, end: float, region: Overlap, spans, labels, centroids, encoder, audio) -> int:
+    """Whose words these are: over a first-pass segment of one of the region's voices, the other; else by voice."""
+    inside = min(end, region.end) - max(start, region.start)
+    if inside >= (end - start) / 2:
+        mid = (start + end) / 2
+        under = [lab for (s, e), lab in zip(spans, labels) if s <= mid <= e and lab in region.speakers]
+        if under:
+            return region.speakers[1] if under[0] == region.speakers[0] else region.speakers[0]
+    emb = encoder.embed_spans(audio, [(start, end)])[0]
+    pair = list(region.speakers)
+    return pair[int(np.argmax(centroids[pair] @ emb))]
 
 
 def _finish(services: Services, pk: str, ek: EpisodeKey, out: dict, *, doc: dict | None, listed: int) -> dict:

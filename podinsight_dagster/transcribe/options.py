@@ -84,6 +84,13 @@ class Segment:
     compression_ratio: float
     words: list[Word] = field(default_factory=list)
     speaker: str | None = None      # a publisher transcript's speaker name, or diarization's (speakers/)
+    # Overlapped speech (speakers/overlap.py): every voice heard in the segment, its own speaker first.
+    overlap: bool = False
+    speakers: list[str] | None = None
+    recovered: bool = False         # words heard only on the second hearing of an overlapped stretch
+
+
+_OVERLAP_KEYS = ("overlap", "speakers", "recovered")
 
 
 @dataclass
@@ -130,6 +137,10 @@ class Transcript:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        for seg in d["segments"]:   # overlap marks only where there is overlap: other transcripts keep their shape
+            for key in _OVERLAP_KEYS:
+                if not seg[key]:
+                    del seg[key]
         d["realtime_factor"] = round(self.realtime_factor, 3)
         return d
 

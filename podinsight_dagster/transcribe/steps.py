@@ -316,6 +316,11 @@ def segments_rows(transcript: Transcript) -> list[dict]:
         if s.speaker:
             row["speaker"] = speakers.setdefault(s.speaker, len(speakers))
             row["speaker_name"] = s.speaker
+        if s.overlap:   # overlapped speech (speakers/overlap.py): every voice heard, its own first
+            row["overlap"] = True
+            row["speakers"] = list(s.speakers or [])
+            if s.recovered:
+                row["recovered"] = True
         rows.append(row)
     return rows
 

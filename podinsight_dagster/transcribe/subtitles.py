@@ -4,11 +4,17 @@ Cues hold at most two lines of at most 65 characters and last at most 7 seconds,
 the usual broadcast limits, so players never show a wall of text. A cue never spans two
 segments, so it has one speaker: WebVTT names it in a voice span (``<v Name>``), SRT
 (which has no voice markup) as a ``[Name]`` prefix on the cue's first line.
+
+Overlapped speech (speakers/overlap.py): cues of overlapped segments may overlap each other in time
+(WebVTT shows simultaneous cues together), so the words a second hearing found for the other voice
+come in their own voice's cue beside the first; where no words of the other voice were heard, the cue
+adds a line for it, ``<v Other>[crosstalk]`` (``[Other] [crosstalk]`` in SRT), the captioning
+convention for speech talked over.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from podinsight_dagster.transcribe.options import Segment
 
@@ -23,6 +29,8 @@ class Cue:
     end: float
     lines: list[str]
     speaker: str | None = None
+    overlap: bool = False
+    others: list[str] = field(default_factory=list)     # other voices heard, without words of theirs here
 
 
 def _wrap(text: str, width: int = MAX_LINE) -> list[str]:
@@ -48,8 +56,23 @@ def _wrap(text: str, width: int = MAX_LINE) -> list[str]:
 
 
 def build_cues(segments: list[Segment]) -> list[Cue]:
+    cues = _cues(segments)
+    if not any(c.overlap for c in cues):
+        return _untangled(cues)
+    cues.sort(key=lambda c: c.start)
+    cues = _untangled(cues)
+    for c in cues:
+        if c.overlap:
+            # A voice with a cue of its own at the same time needs no [crosstalk] line here.
+            spoken = {o.speaker for o in cues if o is not c and o.overlap and o.start < c.end and o.end > c.start}
+            c.others = [v for v in c.others if v not in spoken]
+    return cues
+
+
+def _cues(segments: list[Segment]) -> list[Cue]:
     cues: list[Cue] = []
     for seg in segments:
+        before = len(cues)
         words = seg.words or []
         if not words:
             # No word timings: spread the segment's lines over its span.
@@ -62,6 +85,7 @@ def build_cues(segments: list[Segment]) -> list[Cue]:
                 d = span * len(" ".join(g)) / total
                 cues.append(Cue(t, t + d, g, seg.speaker))
                 t += d
+            _mark(seg, cues[before:])
             continue
         current: list = []
         for w in words:
@@ -76,9 +100,21 @@ def build_cues(segments: list[Segment]) -> list[Cue]:
         if current:
             cues.append(Cue(current[0].start, current[-1].end, _wrap("".join(x.word for x in current).strip()),
                             seg.speaker))
-    # Cues must not overlap or run backwards, whatever the aligner said.
+        _mark(seg, cues[before:])
+    return cues
+
+
+def _mark(seg: Segment, cues: list[Cue]) -> None:
+    if seg.overlap:
+        for cue in cues:
+            cue.overlap = True
+            cue.others = [v for v in seg.speakers or [] if v != seg.speaker]
+
+
+def _untangled(cues: list[Cue]) -> list[Cue]:
+    # Cues must not overlap or run backwards, whatever the aligner said; overlapped speech's cues may overlap.
     for i, cue in enumerate(cues):
-        if i and cue.start < cues[i - 1].end:
+        if i and cue.start < cues[i - 1].end and not (cue.overlap and cues[i - 1].overlap):
             cue.start = cues[i - 1].end
         if cue.end <= cue.start:
             cue.end = cue.start + 0.001
@@ -106,6 +142,8 @@ def _labelled(c: Cue, vtt: bool) -> list[str]:
     lines = [_vtt_text(line) for line in c.lines] if vtt else list(c.lines)
     if c.speaker and lines:
         lines[0] = f"<v {_voice(c.speaker)}>{lines[0]}" if vtt else f"[{c.speaker}] {lines[0]}"
+    for other in c.others:
+        lines.append(f"<v {_voice(other)}>[crosstalk]" if vtt else f"[{other}] [crosstalk]")
     return lines
 
 

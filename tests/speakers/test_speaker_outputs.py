@@ -66,3 +66,31 @@ def test_podcast_person_from_the_item_else_the_channel():
     assert [(p.name, p.role) for p in two.persons] == [("Ada Lovelace", "host")]
     persons = persons_from_json(json.dumps([vars(p) for p in one.persons]))
     assert speakers_listed(persons) == 2     # the producer does not speak
+
+
+def test_overlapped_segments_name_both_voices_in_every_format():
+    t = _transcript()
+    host, guest = t.segments[0], t.segments[1]
+    host.overlap, host.speakers = True, ["Ada <Host>", "Speaker 2"]
+    # The guest's words heard again under the host's, as the speakers step adds them: their own cue at that time.
+    heard = Segment(1.0, 2.0, "Me too.", -0.3, 0.02, 1.0,
+                    [Word(1.0, 1.4, " Me", 0.8, "Speaker 2"), Word(1.5, 2.0, " too.", 0.8, "Speaker 2")],
+                    "Speaker 2", overlap=True, speakers=["Speaker 2", "Ada <Host>"], recovered=True)
+    guest.overlap, guest.speakers = True, ["Speaker 2", "Ada <Host>"]
+    t.segments.insert(1, heard)
+    rows = segments_rows(t)
+    assert [(r.get("overlap"), r.get("speakers"), r.get("recovered")) for r in rows] == [
+        (True, ["Ada <Host>", "Speaker 2"], None), (True, ["Speaker 2", "Ada <Host>"], True),
+        (True, ["Speaker 2", "Ada <Host>"], None), (None, None, None)]
+    cues = build_cues(t.segments)
+    vtt, srt = to_vtt(cues), to_srt(cues)
+    assert "<v Ada Host>Welcome to the show." in vtt and "<v Speaker 2>Me too." in vtt
+    together = [c for c in cues if c.start < 2.0 and c.end > 1.0]
+    assert {c.speaker for c in together} == {"Ada <Host>", "Speaker 2"}     # two cues at once, no [crosstalk]
+    assert "[crosstalk]" not in vtt.split("Me too.")[0]
+    # The guest's own turn has no words of the host's: it says the host is talked over.
+    assert "<v Speaker 2>Thanks for having me.\n<v Ada Host>[crosstalk]" in vtt
+    assert "[Ada <Host>] [crosstalk]" in srt
+    back = Transcript.from_dict(json.loads(json.dumps(t.to_dict())))
+    assert back.segments[1].recovered and back.segments[0].speakers == ["Ada <Host>", "Speaker 2"]
+    assert "overlap" not in t.to_dict()["segments"][3]      # unmarked segments keep their old shape

@@ -139,3 +139,37 @@ def make_episode(voices: list[tuple[str, str]], seconds: float, cache: Path, see
         turn_no += 1
     ep.audio = np.concatenate(parts)
     return ep
+
+
+def make_overlap_episode(voices: list[tuple[str, str]], script: list[tuple[int, str, float]], cache: Path,
+                         gap: float = 0.6) -> Episode:
+    """An episode of ``(voice index, sentence, overlap seconds)`` lines, one after another ``gap`` s apart,
+    except that a line with overlap > 0 starts that many seconds before the previous line ends (the two
+    voices summed: people talking over each other). ``overlapped_spans`` gives the true overlapped time."""
+    ep = Episode(np.zeros(0, dtype=np.float32), voices)
+    placed: list[tuple[float, np.ndarray]] = []
+    t = 0.0
+    for spk, text, overlap in script:
+        audio = synth(*voices[spk], text, cache)
+        start = max(0.0, t - overlap) if overlap > 0 and placed else t + (gap if placed else 0.0)
+        placed.append((start, audio))
+        ep.sentences.append((round(start, 3), round(start + len(audio) / SR, 3), spk, text))
+        ep.turns.append((round(start, 3), round(start + len(audio) / SR, 3), spk))
+        t = max(t, start + len(audio) / SR)
+    out = np.zeros(int(round((t + 0.5) * SR)), dtype=np.float32)
+    for start, audio in placed:
+        a = int(round(start * SR))
+        out[a:a + len(audio)] += audio
+    ep.audio = out
+    return ep
+
+
+def overlapped_spans(ep: Episode) -> list[tuple[float, float]]:
+    """Where two or more of ``ep``'s sentences sound at once."""
+    spans = sorted((s, e) for s, e, _, _ in ep.sentences)
+    out: list[tuple[float, float]] = []
+    for i, (s1, e1) in enumerate(spans):
+        for s2, e2 in spans[i + 1:]:
+            if s2 < e1:
+                out.append((s2, min(e1, e2)))
+    return out
