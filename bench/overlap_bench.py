@@ -2,7 +2,7 @@
 
 Not a test. Run from the repository root (needs espeak-ng, festival voices and ffmpeg; ``make voices``):
 
-    PYTHONPATH=$PWD .venv/bin/python bench/overlap_bench.py [--model tiny.en] [--out /tmp/overlap-bench]
+    .venv/bin/python bench/overlap_bench.py [--model tiny.en] [--out /tmp/overlap-bench] [--pairs 0,1]
 
 Episodes: pairs of voices of tests/support/voices.py each saying eight lines in turn, twice talking over the
 other (2 s and 1.5 s, the voices summed), and the same lines taken in turn without overlap. Each is transcribed
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+import harness  # noqa: F401,E402  (bench/: the repository on sys.path, so tests.support.voices imports)
 from podinsight_dagster.speakers.diarize import diarize, embed_segments
 from podinsight_dagster.speakers.steps import mark_overlaps
 from podinsight_dagster.transcribe.options import TranscribeOptions
@@ -114,6 +115,8 @@ def main() -> None:
             rows.append(run(pair, seed, overlap, transcriber, out))
             print(json.dumps(rows[-1]), flush=True)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
+    print(f"Machine: {harness.cpu_model()}, load {harness.load_text()}; {harness.versions('faster_whisper')}, "
+          f"model {args.model}\n")
     print("| voices | speakers | overlapped s | marked s | recall | precision | turn-taking marked s | words added (right) |")
     print("|---|---|---|---|---|---|---|---|")
     for o, t in zip(rows[::2], rows[1::2]):
