@@ -93,7 +93,7 @@ def run(pair, seed, overlap, transcriber, out: Path) -> dict:
             "recall": round(float((tm & mm).sum() / tm.sum()), 3) if tm.sum() else None,
             "precision": round(float((tm & mm).sum() / mm.sum()), 3) if mm.sum() else None,
             "added_words": sum(len(s["words"]) for s in added), "added_right": right,
-            "added_text": [(s["text"], s["speaker"], s["start"], s["end"]) for s in added], "voice_of": voice_of, "lost_lines": [x[3] for x in lost],
+            "added_text": [(s["text"], s["speaker"], s["start"], s["end"], [w["probability"] for w in s["words"]]) for s in added], "voice_of": voice_of, "lost_lines": [x[3] for x in lost],
             "mark_sec": round(mark_sec, 2), "asr_sec": round(t.wall_sec, 2), "audio_sec": round(ep.duration, 1)}
 
 
