@@ -37,7 +37,7 @@ SEAMS = {
     "episode_manifest": {"catalog", "stores", "checkpoints", "http"},
     "raw_audio": {"stores", "checkpoints", "http", "metrics"},
     "transcript": {"stores", "checkpoints", "http", "budget", "transcriber"},
-    "speakers": {"stores", "checkpoints"},
+    "speakers": {"stores", "checkpoints", "transcriber"},  # an overlapped region is heard again
     "chapters": {"stores", "checkpoints", "http"},
     "segments": {"stores", "checkpoints"},
     "kpis": {"stores", "checkpoints"},

@@ -184,8 +184,10 @@ def _report_transcripts(context, services, options, outcomes):
        backfill_policy=EPISODE_BACKFILL, code_version=DIARIZATION_VERSION,
        description="Who spoke: speakers/speakers.json, speaker labels on transcript.json's segments and words, "
                    "the feed's voice prints (diarization from voice embeddings, offline).")
-def speakers(context: AssetExecutionContext, stores: ObjectStoresResource, checkpoints: CheckpointsResource):
-    services = services_from(stores=stores, checkpoints=checkpoints)
+def speakers(context: AssetExecutionContext, stores: ObjectStoresResource, checkpoints: CheckpointsResource,
+             transcriber: TranscriberResource):
+    # The transcriber's options: an overlapped region is heard again by the transcript step's model.
+    services = services_from(stores=stores, checkpoints=checkpoints, transcriber=transcriber)
     left = left_to_other_runs(context)
 
     def prepare(pk: str):
