@@ -81,7 +81,16 @@ def reuse_event_log_connections(instance) -> bool:
                     yield conn
 
     storage._connect = _connect
+    storage._podinsight_engines = engines  # for dispose_event_log_connections
     return True
+
+
+def dispose_event_log_connections(instance) -> None:
+    """Close the engines (and their SQLite connections) ``reuse_event_log_connections`` kept for ``instance``."""
+    engines = getattr(instance.event_log_storage, "_podinsight_engines", None) or {}
+    for engine in list(engines.values()):
+        engine.dispose()
+    engines.clear()
 
 
 def remember_event_log_schema(instance) -> bool:
