@@ -244,3 +244,30 @@ def partition_list_read_once(instance) -> Iterator[None]:
                 setattr(instance, name, had_own[name])
             else:
                 delattr(instance, name)  # back to the class's method
+
+
+def run_log_messages(instance, run_id: str) -> list:
+    """The entries of ``run_id``'s event log that are log messages (``dagster_event`` None), in order.
+
+    ``instance.all_logs`` reads and deserializes every event of the run (a fetch of 200 episodes stores
+    ~420, ~0.3 s after the last download on 2 shared cores) although only the few messages are wanted; in
+    SQL event logs (SQLite, PostgreSQL) those are the rows with no ``dagster_event_type``. Other storages:
+    ``all_logs``, filtered here.
+    """
+    try:
+        from dagster._core.events.log import EventLogEntry
+        from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+        from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+        from dagster._core.storage.sqlalchemy_compat import db_select
+        from dagster._serdes import deserialize_value
+    except ImportError:  # pragma: no cover - another Dagster layout
+        SqlEventLogStorage = None
+    storage = instance.event_log_storage
+    if SqlEventLogStorage is None or not isinstance(storage, SqlEventLogStorage):
+        return [e for e in instance.all_logs(run_id) if e.dagster_event is None]
+    table = SqlEventLogStorageTable
+    query = (db_select([table.c.event]).where(table.c.run_id == run_id)
+             .where(table.c.dagster_event_type.is_(None)).order_by(table.c.id.asc()))
+    with storage.run_connection(run_id) as conn:
+        rows = conn.execute(query).fetchall()
+    return [deserialize_value(row[0], EventLogEntry) for row in rows]

@@ -210,8 +210,10 @@ def run_warnings(instance, run_id: str) -> list[str]:
     episode's failure and why), one line each, without Dagster's own events and their stack traces."""
     import logging
 
-    return [e.user_message.splitlines()[0] for e in instance.all_logs(run_id)
-            if e.dagster_event is None and e.level >= logging.WARNING and e.user_message
+    from podinsight_dagster.dagster_internals import run_log_messages
+
+    return [e.user_message.splitlines()[0] for e in run_log_messages(instance, run_id)
+            if e.level >= logging.WARNING and e.user_message
             and not e.user_message.startswith("Dependencies for step")]  # the engine's: failure_reasons says why
 
 
