@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,7 @@ HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
 PER_HOST = 3
 RATE = 4_000_000          # bytes per second per connection
 LATENCY = 0.02
+CPU_S: dict = {}  # CPU seconds of each podrun command, by tree (None: this virtualenv's podrun)
 
 
 def episode_body(i: int, size: int, block: bytes) -> bytes:
@@ -106,12 +108,21 @@ class Server(harness.ServerProcess):
         self.bases, self.urls = self.hello
 
 
-def run_podrun(server: Server, work: Path) -> float:
+def run_podrun(server: Server, work: Path, tree: Path | None = None) -> float:
+    """``podrun fetch`` on a fresh data root; with ``tree``, that checkout's code (``--before``: both run this way)."""
     home = harness.data_root(work / "podrun-home", [{"slug": f"show-{h}", "url": f"{base}/feed.xml", "tier": 1}
                                                     for h, base in enumerate(server.bases)],
                              host_limits={h: PER_HOST for h in HOSTS})
     env = harness.podrun_env(home, allow_private_networks="127.0.0.0/8")
-    out, wall = harness.run_timed([harness.podrun_bin(), "fetch"], env=env)
+    argv, cwd = [harness.podrun_bin(), "fetch"], None
+    if tree is not None:  # as --bad-feed runs it: the checkout's own package first on sys.path
+        env["PYTHONPATH"] = str(tree)
+        argv, cwd = [sys.executable, "-c", "import sys; from podinsight_dagster.cli import main; "
+                     "sys.argv[0] = 'podrun'; main()", "fetch"], tree
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out, wall = harness.run_timed(argv, env=env, cwd=cwd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU_S.setdefault(tree, []).append(after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime)
     if out.returncode != 0:
         raise RuntimeError(f"podrun fetch failed:\n{out.stdout}\n{out.stderr}")
     files = list((home / "pod-insights-raw").rglob("episode.mp3"))
@@ -254,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--bad-feed", action="store_true", help="the issue-22 feed with 8 bad items (see above)")
-    ap.add_argument("--before", default=None, help="with --bad-feed: a commit to compare with")
+    ap.add_argument("--before", default=None, help="a commit whose podrun fetch alternates with this tree's "
+                    "(a temporary git worktree; with --bad-feed: its run of the bad feed)")
     ap.add_argument("--episodes", type=int, default=None, help="episodes (default 200; --quick 40)")
     ap.add_argument("--kb", type=int, default=None, help="size of each episode in KB (default 5000; --quick 1000)")
     args = ap.parse_args(argv)
@@ -267,20 +279,33 @@ def main(argv: list[str] | None = None) -> int:
     size = args.kb * 1000 if args.kb else size
     load = os.getloadavg()
     server = Server(n, size)
-    times: dict[str, list[float]] = {"podrun": [], "aria2c": [], "library": []}
-    peaks: dict[str, list[int]] = {"podrun": [], "aria2c": [], "library": []}
+    # --before: this tree's podrun and the commit's alternate in each round (both run from their checkout, the
+    # same way), then aria2c; the library figure is left out to keep rounds short.
+    kinds = ["podrun", "before", "aria2c"] if args.before else ["podrun", "aria2c", "library"]
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    peaks: dict[str, list[int]] = {k: [] for k in kinds}
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="podrun-fetch-bench-", dir="/dev/shm"
                                          if Path("/dev/shm").is_dir() else None) as tmp:
             work = Path(tmp)
-            for r in range(rounds):
-                for kind, fn in (("podrun", run_podrun), ("aria2c", run_aria2c), ("library", run_library)):
-                    server.call("reset")
-                    times[kind].append(fn(server, work))
-                    peaks[kind].append(max(server.call("stats")))
-                    print(f"round {r + 1} {kind}: {times[kind][-1]:.2f} s, peak per host {peaks[kind][-1]}",
-                          flush=True)
+            before = work / "before"
+            if args.before:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(before),
+                                args.before], check=True)
+            fns = {"podrun": (lambda s, w: run_podrun(s, w, REPO)) if args.before else run_podrun,
+                   "before": lambda s, w: run_podrun(s, w, before), "aria2c": run_aria2c, "library": run_library}
+            try:
+                for r in range(rounds):
+                    for kind in kinds:
+                        server.call("reset")
+                        times[kind].append(fns[kind](server, work))
+                        peaks[kind].append(max(server.call("stats")))
+                        print(f"round {r + 1} {kind}: {times[kind][-1]:.2f} s, peak per host {peaks[kind][-1]}, "
+                              f"1-min load {os.getloadavg()[0]:.1f}", flush=True)
+            finally:
+                if args.before:
+                    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)])
     finally:
         server.close()
     total_mb = n * size / MB
@@ -298,11 +323,17 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|",
     ]
     labels = {"podrun": "`podrun fetch` (whole command: start, feed poll, Dagster run, sha256, checkpoints)",
+              "before": f"`podrun fetch` of {args.before}",
               "aria2c": "`aria2c -j 3`, one process per host",
               "library": "library figure: `HttpClient.download`, 12 threads (no command around it)"}
-    for k in ("podrun", "aria2c", "library"):
+    for k in kinds:
         lines.append(f"| {labels[k]} | {med[k]:.2f} s ({', '.join(f'{t:.2f}' for t in times[k])}) | "
                      f"{total_mb / med[k]:.1f} | {total_mb / med[k] / cap:.0%} | {max(peaks[k])} |")
+    if args.before:
+        cpu = harness.medians({"podrun": CPU_S[REPO], "before": CPU_S[before]})
+        lines += ["", f"**this tree / {args.before} = {med['podrun'] / med['before']:.3f}x** the wall time (medians "
+                  f"{med['podrun']:.2f} s and {med['before']:.2f} s); CPU of the command, median: {cpu['podrun']:.2f} "
+                  f"and {cpu['before']:.2f} CPU-s; 1-minute load after the last round {os.getloadavg()[0]:.2f}."]
     violations = sum(p > PER_HOST for p in peaks["podrun"])
     lines += ["", f"**podrun fetch / aria2c throughput = {med['aria2c'] / med['podrun']:.2f}x** (target >= 0.8x); "
               f"cap violations counted by the server in podrun's rounds: {violations}.", "", "Machine:", "",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 from pathlib import Path
 
 import click
@@ -60,6 +62,25 @@ def _launcher(settings: Settings, dagster_url: str | None, checkpoints=None, ver
     return LocalLauncher(get_instance(settings), definitions_for(settings), say=click.echo, checkpoints=checkpoints,
                          verbose=verbose)
 
+
+
+_FREEZE_AT_EXIT = []  # registered once per process (tests invoke commands many times in one)
+
+
+def _freeze_heap_at_exit() -> None:
+    """At interpreter exit, move every object to the collector's permanent generation before teardown.
+
+    With dagster, SQLAlchemy and the run's objects loaded, the cyclic collections Python runs while it tears
+    the modules down took 0.5-1.4 s after podrun's last line (2 shared cores), for memory the OS reclaims
+    anyway. Runs as an atexit handler: after the command returned and every non-daemon thread was joined;
+    atexit handlers registered before it (logging's flush and close) still run after it, objects are still
+    freed by reference counting (files closed, buffers flushed), and stdout/stderr are flushed by the
+    interpreter as always; only garbage cycles left at exit are not traversed. The command's own stores are
+    committed and closed before it returns.
+    """
+    if not _FREEZE_AT_EXIT:
+        _FREEZE_AT_EXIT.append(True)
+        atexit.register(gc.freeze)
 
 
 def _require_data(settings: Settings, *also: Path) -> None:

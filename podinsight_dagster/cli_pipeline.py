@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from podinsight_dagster.cli_common import (DAGSTER_URL_HELP, VERBOSE_HELP, _check_model, _echo_counts, _launcher,
-                                           _preflight, _services, _settings)
+from podinsight_dagster.cli_common import (DAGSTER_URL_HELP, VERBOSE_HELP, _check_model, _echo_counts,
+                                           _freeze_heap_at_exit, _launcher, _preflight, _services, _settings)
 from podinsight_dagster.exits import BadSettings, Refused, WorkFailed, require_folder, require_writable_home
 from podinsight_dagster.settings import Settings
 
@@ -47,6 +47,7 @@ def fetch(limit: int | None, per_feed: int | None, dry_run: bool, manifest: str 
     from podinsight_dagster.store.checkpoints import DISCOVERED, FAILED
     from podinsight_dagster.store.summary import Failure, failure_sentence, failures
 
+    _freeze_heap_at_exit()
     settings = _settings(feeds_dir=feeds_file.resolve() if feeds_file else None)
     _preflight(settings, "fetch")  # on AWS: the buckets and the table exist, before anything is fetched
     fresh = dry_run and settings.deployment == "local" and not settings.checkpoint_db.exists()
@@ -56,6 +57,7 @@ def fetch(limit: int | None, per_feed: int | None, dry_run: bool, manifest: str 
         require_writable_home(settings.home)
     catalog = None if manifest else _catalog(settings)  # settings are checked before anything runs
     services = _dry_run_services(settings, fresh) if dry_run else _services(settings)
+    click.get_current_context().call_on_close(services.close)  # its database handles closed before exit
     failed_feeds, total_feeds = [], 0
     if manifest:
         records = _manifest_records(manifest, settings)
@@ -96,6 +98,7 @@ def fetch(limit: int | None, per_feed: int | None, dry_run: bool, manifest: str 
     else:
         click.echo(f"downloading {len(todo)} episodes")
         launcher = _launcher(settings, dagster_url, services.checkpoints, verbose)
+        click.get_current_context().call_on_close(launcher.close)  # the instance's storage closed before exit
         with FetchProgress(services.checkpoints, todo):
             outcome = launcher.run_partitions("fetch_episodes", todo)
         _echo_counts(services)
@@ -164,12 +167,15 @@ def transcribe(limit: int | None, manifest: str | None, model: str | None, speak
     from podinsight_dagster.store.summary import failure_sentence, failures
     from podinsight_dagster.transcribe.options import transcript_code_version
 
+    _freeze_heap_at_exit()
     settings = _settings(model=model, speakers=speakers)
     _check_model(settings)
     _preflight(settings, "transcribe")  # on AWS (or through Batch): what the run uses exists
     require_writable_home(settings.home)
     services = _services(settings)
+    click.get_current_context().call_on_close(services.close)  # its database handles closed before exit
     launcher = _launcher(settings, dagster_url, services.checkpoints, verbose)  # reaps dead runs, releasing claims
+    click.get_current_context().call_on_close(launcher.close)  # the instance's storage closed before exit
     todo = select_for_transcription(services.checkpoints, transcript_code_version(transcribe_options(settings)),
                                     retry_failed=retry_failed, stale=stale)
     if manifest:

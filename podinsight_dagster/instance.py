@@ -5,7 +5,8 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 
-from podinsight_dagster.dagster_internals import remember_event_log_schema, reuse_event_log_connections
+from podinsight_dagster.dagster_internals import (read_alembic_scripts_once, remember_event_log_schema,
+                                                  reuse_event_log_connections)
 from podinsight_dagster.settings import Settings
 
 # Transcription steps must not compete for the same cores (or GPU): one at a time
@@ -47,6 +48,7 @@ def get_instance(settings: Settings):
 
     # From the folder itself, not DAGSTER_HOME: podrun's settings may name another data root.
     home = prepare_instance(settings)
+    read_alembic_scripts_once()  # a fresh data root stamps four databases, each run one more
     # Two processes opening a fresh data root at once would both create Dagster's SQLite tables (one fails
     # with "table alembic_version already exists"): one at a time per machine (flock, dropped if one dies).
     with open(home / ".open.lock", "a") as lock:

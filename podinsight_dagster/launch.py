@@ -104,6 +104,13 @@ class LocalLauncher:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self._reap_dead_runs()
 
+    def close(self) -> None:
+        """Close the instance's storage (its SQLite engines and connections); the launcher is not used after."""
+        from podinsight_dagster.dagster_internals import dispose_event_log_connections
+
+        dispose_event_log_connections(self.instance)
+        self.instance.dispose()
+
     def _tags(self, extra: dict | None = None) -> dict:
         return {"podinsight/trigger": "podrun", PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(),
                 HEARTBEAT_TAG: f"{time.time():.3f}", **(extra or {})}
@@ -203,8 +210,10 @@ def run_warnings(instance, run_id: str) -> list[str]:
     episode's failure and why), one line each, without Dagster's own events and their stack traces."""
     import logging
 
-    return [e.user_message.splitlines()[0] for e in instance.all_logs(run_id)
-            if e.dagster_event is None and e.level >= logging.WARNING and e.user_message
+    from podinsight_dagster.dagster_internals import run_log_messages
+
+    return [e.user_message.splitlines()[0] for e in run_log_messages(instance, run_id)
+            if e.level >= logging.WARNING and e.user_message
             and not e.user_message.startswith("Dependencies for step")]  # the engine's: failure_reasons says why
 
 
@@ -269,6 +278,9 @@ class GraphQLLauncher:
         self.credentials = credentials or Credentials()
         self._session = requests.Session()
         self._session.headers.update(self.credentials.headers())
+
+    def close(self) -> None:
+        self._session.close()
 
     def _query(self, query: str, variables: dict | None = None) -> dict:
         try:

@@ -11,9 +11,11 @@ import dagster
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, DynamicPartitionsDefinition, asset, define_asset_job
 
-from podinsight_dagster.dagster_internals import (DAGSTER_VERSION, execute_with_workspace_origin,
-                                                  partition_list_read_once, remember_event_log_schema,
-                                                  reuse_event_log_connections, workspace_repository_origins)
+from podinsight_dagster.dagster_internals import (DAGSTER_VERSION, dispose_event_log_connections,
+                                                  execute_with_workspace_origin, partition_list_read_once,
+                                                  read_alembic_scripts_once, remember_event_log_schema,
+                                                  reuse_event_log_connections,
+                                                  run_log_messages, workspace_repository_origins)
 from podinsight_dagster.instance import prepare_instance
 
 BROKEN = (f"Dagster {dagster.__version__} (dagster_internals.py was written against {DAGSTER_VERSION}): "
@@ -44,6 +46,12 @@ def contract_partitioned(context) -> None:
         for name in originals:
             delattr(storage, name)
     STORAGE_READS.append(len(reads))
+
+
+@asset
+def contract_logged(context) -> None:
+    context.log.warning("first warning\nsecond line")
+    context.log.info("some info")
 
 
 contract_defs = Definitions(assets=[contract_value, contract_partitioned],
@@ -113,3 +121,35 @@ def test_partition_list_read_once_serves_per_partition_metadata_from_one_read():
         reads = STORAGE_READS[-1]
         assert reads <= 1, BROKEN.format(use=f"partition_list_read_once ({reads} partition reads for 20 keys)")
         assert mat.metadata["n"].value == 1
+
+
+def test_run_log_messages_are_the_runs_messages_without_its_events(sqlite_instance):
+    """What podrun reads for a run's warning lines (SQL: rows with no dagster_event_type), on the SQLite
+    event log with podrun's reused engines, then those engines closed and opened again on use."""
+    assert reuse_event_log_connections(sqlite_instance)
+    result = dagster.materialize([contract_logged], instance=sqlite_instance)
+    assert result.success
+    every = sqlite_instance.all_logs(result.run_id)
+    messages = run_log_messages(sqlite_instance, result.run_id)
+    use = "run_log_messages"
+    assert messages == [e for e in every if e.dagster_event is None], BROKEN.format(use=use)
+    assert len(messages) < len(every) and any(e.user_message.startswith("first warning") for e in messages)
+    dispose_event_log_connections(sqlite_instance)
+    assert run_log_messages(sqlite_instance, result.run_id) == messages
+
+
+def test_read_alembic_scripts_once_builds_one_script_directory_and_fresh_databases_are_at_head(tmp_path):
+    from alembic.script import ScriptDirectory
+    from dagster._core.storage.runs.sqlite import sqlite_run_storage
+    from dagster._core.storage.sql import check_alembic_revision, get_alembic_config
+
+    use = "read_alembic_scripts_once"
+    assert read_alembic_scripts_once() and read_alembic_scripts_once(), BROKEN.format(use=use)
+    config = get_alembic_config(sqlite_run_storage.__file__)
+    assert ScriptDirectory.from_config(config) is ScriptDirectory.from_config(get_alembic_config(__file__)), \
+        BROKEN.format(use=use)
+    with DagsterInstance.from_config(str(tmp_path)) as instance:  # a fresh data root: every schema stamped
+        assert dagster.materialize([contract_value], instance=instance).success
+        with instance.run_storage.connect() as conn:
+            db_revision, head = check_alembic_revision(config, conn)
+    assert db_revision == head, BROKEN.format(use=use + f" (stamped {db_revision}, head {head})")
