@@ -12,7 +12,7 @@ from podinsight_dagster.speakers.encoder import METHOD as ENCODER_METHOD, VoiceE
 from podinsight_dagster.speakers.overlap import METHOD as OVERLAP_METHOD
 from podinsight_dagster.transcribe.options import Transcript
 
-CLUSTERING = "agglomerative-silhouette-kmeans-1"
+CLUSTERING = "agglomerative-silhouette0.3-kmeans-2"
 # The diarization asset's code version: changing the encoder, the clustering or the overlap test re-runs
 # only it (and what reads its labels).
 VERSION = f"{ENCODER_METHOD}+{CLUSTERING}+{OVERLAP_METHOD}"
