@@ -54,8 +54,26 @@ def generate_chapters(transcript: Transcript, encoder=None, **tiling) -> list[di
         # (loading it is most of what a short episode's chapters cost). The same output as with vectors.
         vectors = np.zeros((len(sentences), 1), dtype=np.float32)
     else:
-        vectors = (encoder or default_encoder()).encode([s.text for s in sentences])
+        texts = [s.text for s in sentences]
+        vectors = None
+        if encoder is None:
+            from podinsight_dagster.transcribe.ahead import AHEAD
+
+            vectors = AHEAD.sentences(texts)  # made while the transcript step went on (start_sentences_ahead)
+        if vectors is None:
+            vectors = (encoder or default_encoder()).encode(texts)
     return chapters_from_sentences(sentences, vectors, duration=transcript.duration or None, **tiling)
+
+
+def start_sentences_ahead(transcript: Transcript) -> None:
+    """Have the sentence vectors ``generate_chapters`` will need made in the background (transcribe/ahead.py),
+    when it will need them: the default encoder and limits, a transcript long enough for two chapters."""
+    from podinsight_dagster.chapters.embed import encoder as default_encoder
+    from podinsight_dagster.transcribe.ahead import AHEAD
+
+    sentences = sentences_from_segments(transcript.segments)
+    if sentences and can_split([s.start for s in sentences]):
+        AHEAD.submit_sentences([s.text for s in sentences], lambda texts: default_encoder().encode(texts))
 
 
 def _write_soundbites(services: Services, ek: EpisodeKey) -> list[dict]:
