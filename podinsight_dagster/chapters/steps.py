@@ -76,14 +76,16 @@ def start_sentences_ahead(transcript: Transcript) -> None:
         AHEAD.submit_sentences([s.text for s in sentences], lambda texts: default_encoder().encode(texts))
 
 
-def _write_soundbites(services: Services, ek: EpisodeKey) -> list[dict]:
-    """Up to 3 podcast:soundbite candidates from the transcript (chapters/soundbites.json, podrun publish)."""
+def _write_soundbites(services: Services, ek: EpisodeKey, transcript: Transcript | None = None) -> list[dict]:
+    """Up to 3 podcast:soundbite candidates from the transcript (chapters/soundbites.json, podrun publish);
+    ``transcript``: the episode's, when the caller has read it already."""
     from podinsight_dagster.chapters.soundbites import soundbites
 
-    try:
-        transcript = Transcript.from_dict(services.stage.get_json(layout.transcript_key(ek)))
-    except FileNotFoundError:
-        return []
+    if transcript is None:
+        try:
+            transcript = Transcript.from_dict(services.stage.get_json(layout.transcript_key(ek)))
+        except FileNotFoundError:
+            return []
     bites = soundbites(transcript.segments)
     services.stage.put_json(layout.soundbites_key(ek), {"soundbites": bites})
     return bites
@@ -99,6 +101,7 @@ def chapters_episode(services: Services, pk: str) -> dict:
     rec = services.checkpoints.get(pk)
     publisher_error = None
     doc = None
+    transcript = None
     if rec is not None and rec.chapters_url:
         from podinsight_dagster.fetch.http import FetchError
 
@@ -119,7 +122,7 @@ def chapters_episode(services: Services, pk: str) -> dict:
                "chapters": generate_chapters(transcript)}
         source = "generated"
     services.stage.put_json(layout.chapters_key(ek), doc)
-    bites = _write_soundbites(services, ek)
+    bites = _write_soundbites(services, ek, transcript)  # the transcript read once (a long one's JSON takes time)
     return {"source": source, "chapters": len(doc["chapters"]), "soundbites": len(bites),
             "titles": " | ".join(str(c.get("title", "")) for c in doc["chapters"])[:500] or None,
             "publisher_error": publisher_error, "method": VERSION if source == "generated" else None,
