@@ -74,3 +74,24 @@ def test_voices_made_ahead_are_the_speakers_steps_own_numbers_for_the_same_spans
 
     apart = screen_windows(encoder, audio, spans)
     assert apart.shape == screen.shape and np.allclose(apart, screen, atol=0.05)
+
+
+def test_a_head_start_only_where_the_runs_later_steps_run_in_this_process():
+    from types import SimpleNamespace
+
+    from dagster import AssetKey
+
+    from podinsight_dagster.transcribe.transcriber import later_steps_here
+
+    def context(execution: dict, executor: str, assets: list[str]):
+        run = SimpleNamespace(run_config={"execution": execution} if execution else {},
+                              asset_selection={AssetKey(a) for a in assets})
+        return SimpleNamespace(run=run, job_def=SimpleNamespace(executor_def=SimpleNamespace(name=executor)))
+
+    steps = ["transcript", "speakers", "chapters", "segments"]
+    assert later_steps_here(context({}, "execute_in_process_executor", steps))           # podrun's runs
+    assert later_steps_here(context({"config": {"in_process": {}}}, "multi_or_in_process_executor", steps))
+    assert not later_steps_here(context({}, "multi_or_in_process_executor", steps))       # a process per step
+    assert not later_steps_here(context({"config": {"multiprocess": {}}}, "multi_or_in_process_executor", steps))
+    assert not later_steps_here(context({}, "execute_in_process_executor", ["transcript", "segments"]))
+    assert not later_steps_here(object())                                                # not a step context
