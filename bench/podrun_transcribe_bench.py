@@ -65,7 +65,8 @@ def run_bare(model: str, cache: Path, paths: list[Path]) -> dict:
                                         model, str(cache), *map(str, paths)])
     doc = json.loads(out.strip().splitlines()[-1])
     return {"process_s": wall, "work_s": doc["work_s"], "load_s": doc["load_s"], "audio_sec": doc["audio_sec"],
-            "words": doc["words"], "rss_mib": rss / 1024, "load1": load, "others": harness.LAST_OTHERS[-1]}
+            "words": doc["words"], "rss_mib": rss / 1024, "load1": load, "others": harness.LAST_OTHERS[-1],
+            "cpu_s": harness.LAST_CPU[-1]}
 
 
 def phases(home: Path, t0: float, t1: float) -> dict:
@@ -103,6 +104,7 @@ def run_podrun(slug: str, template: Path, model: str, cache: Path, work: Path, e
     t1 = t0 + wall
     kpis = [json.loads(p.read_text()) for p in (home / "pod-insights-stage").glob("*/*/kpis/kpis.json")]
     result = {"process_s": wall, "rss_mib": rss / 1024, "load1": load, "others": harness.LAST_OTHERS[-1],
+              "cpu_s": harness.LAST_CPU[-1],
               "audio_sec": sum(k["duration_sec"] for k in kpis), "episodes": len(kpis),
               "words": sum(k["words"] for k in kpis), "phases": phases(home, t0, t1)}
     shutil.rmtree(home, ignore_errors=True)
@@ -144,6 +146,16 @@ def report(runs: dict, sets: dict, label: str, extra_env: dict, total_s: float) 
             mb, mc, m0 = (med(r["process_s"] for r in x) for x in (b, c, c0))
             lines.append(f"| {name} | {f0} | **{mb / m0:.2f}x** | {m0 / mc:.2f}x | "
                          f"{max(r['rss_mib'] for r in c0):.0f} MiB |")
+    variants_all = [v for v in ("b", "c0", "c") if any(runs[n].get(v) for n in sets)]
+    lines += ["", "CPU seconds of each process (user + system, `wait4`; its work, less bent by the machine's other "
+              "load than its wall time), median of the rounds (per round in brackets):", "",
+              "| set | " + " | ".join(f"({v})" for v in variants_all) + " | (b) / (c), CPU |",
+              "|---|" + "---|" * (len(variants_all) + 1)]
+    for name in sets:
+        cells = [f"{med(r['cpu_s'] for r in runs[name][v]):.1f} ("
+                 + ", ".join(f"{r['cpu_s']:.1f}" for r in runs[name][v]) + ")" for v in variants_all]
+        ratio = med(r["cpu_s"] for r in runs[name]["b"]) / med(r["cpu_s"] for r in runs[name]["c"])
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | **{ratio:.2f}x** |")
     lines += ["", "Where a `podrun transcribe` process spends its time (median of the rounds, seconds; "
               "from the Dagster event log):", "",
               "| phase | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
@@ -213,7 +225,8 @@ def main() -> None:
                                      {**extra_env, **(before_env if v == "c0" else {})}))
                 runs[name][v].append(r)
                 extra = (" " + json.dumps({k: round(x, 2) for k, x in r["phases"].items()})) if v != "b" else ""
-                print(f"round {rnd + 1} {name} ({v}): process {r['process_s']:.1f} s, audio {r['audio_sec']:.0f} s, "
+                print(f"round {rnd + 1} {name} ({v}): process {r['process_s']:.1f} s, CPU {r['cpu_s']:.1f} s, "
+                      f"audio {r['audio_sec']:.0f} s, "
                       f"words {r['words']}, RSS {r['rss_mib']:.0f} MiB, load1 {r['load1']:.2f}, "
                       f"others' CPU {r['others']:.0%}{extra}", flush=True)
     shutil.rmtree(work, ignore_errors=True)
