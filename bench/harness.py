@@ -160,13 +160,15 @@ def wait_quiet(threshold: float = 0.15, window: float = 2.0, max_wait: float = 2
 
 
 LAST_OTHERS: list[float] = []  # per run_child call: the share of the machine's CPU other processes used
+LAST_CPU: list[float] = []     # per run_child call: the child's CPU seconds (user + system)
 
 
 def run_child(args: list[str], env: dict | None = None, cwd: Path = REPO) -> tuple[str, float, int]:
     """(stdout, wall seconds, peak RSS in KiB) of a child process; raises with its stderr if it fails.
 
     Also appends to LAST_OTHERS the share of the machine's CPU that other processes used
-    while the child ran (busy CPU of the machine minus the child's own CPU time).
+    while the child ran (busy CPU of the machine minus the child's own CPU time), and to LAST_CPU
+    the child's own CPU seconds (user + system: its work, less bent by a shared machine than its wall time).
     """
     hz = os.sysconf("SC_CLK_TCK")
     busy0, total0 = cpu_jiffies()
@@ -183,6 +185,7 @@ def run_child(args: list[str], env: dict | None = None, cwd: Path = REPO) -> tup
     busy1, total1 = cpu_jiffies()
     others = (busy1 - busy0) / hz - (usage.ru_utime + usage.ru_stime)
     LAST_OTHERS.append(max(0.0, others) / max(1e-9, (total1 - total0) / hz))
+    LAST_CPU.append(usage.ru_utime + usage.ru_stime)
     for r in readers:
         r.join()
     proc.returncode = os.waitstatus_to_exitcode(status)

@@ -37,6 +37,9 @@ def test_fetch_limit_then_rest_then_transcribe_and_status(settings, demo_catalog
     with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         assert len(instance.get_materialized_partitions(AssetKey("raw_audio"))) == 5
         assert len(instance.get_materialized_partitions(AssetKey("kpis"))) == 1
+        # The speakers step took the voices the transcript step had made while its model went on (transcribe/ahead.py).
+        speakers = instance.get_latest_materialization_event(AssetKey("speakers")).asset_materialization
+        assert speakers.metadata["voices_ahead"].value is True
 
 
 def test_fetch_from_manifest(settings, demo_catalog, demo_cdn, podrun, tmp_path):

@@ -200,10 +200,13 @@ def speakers(context: AssetExecutionContext, stores: ObjectStoresResource, check
         names = [s["name"] for s in out["speakers"]]
         return {"speakers": out["num_speakers"], "count_source": out["count_source"],
                 "persons_listed": out["persons_listed"], "names": ", ".join(names) or None,
-                "wall_sec": out["wall_sec"], "method": out["method"]}
+                "wall_sec": out["wall_sec"], "method": out["method"],
+                # The voices were encoded while the transcript step went on (transcribe/ahead.py).
+                "voices_ahead": bool(getattr(prepared, "ahead", False))}
 
     def summary(done: dict[str, dict]) -> dict:
-        return {"diarization_sec": round(sum(m["wall_sec"] for m in done.values()), 3)}
+        return {"diarization_sec": round(sum(m["wall_sec"] for m in done.values()), 3),
+                "voices_ahead": sum(bool(m.get("voices_ahead")) for m in done.values())}
 
     # Decoding and the voice encoder run for the next episode in a thread while this one is clustered, named and
     # written, in episode order (voice prints are folded in that order). One thread: two concurrent encoder calls

@@ -54,18 +54,38 @@ def generate_chapters(transcript: Transcript, encoder=None, **tiling) -> list[di
         # (loading it is most of what a short episode's chapters cost). The same output as with vectors.
         vectors = np.zeros((len(sentences), 1), dtype=np.float32)
     else:
-        vectors = (encoder or default_encoder()).encode([s.text for s in sentences])
+        texts = [s.text for s in sentences]
+        vectors = None
+        if encoder is None:
+            from podinsight_dagster.transcribe.ahead import AHEAD
+
+            vectors = AHEAD.sentences(texts)  # made while the transcript step went on (start_sentences_ahead)
+        if vectors is None:
+            vectors = (encoder or default_encoder()).encode(texts)
     return chapters_from_sentences(sentences, vectors, duration=transcript.duration or None, **tiling)
 
 
-def _write_soundbites(services: Services, ek: EpisodeKey) -> list[dict]:
-    """Up to 3 podcast:soundbite candidates from the transcript (chapters/soundbites.json, podrun publish)."""
+def start_sentences_ahead(transcript: Transcript) -> None:
+    """Have the sentence vectors ``generate_chapters`` will need made in the background (transcribe/ahead.py),
+    when it will need them: the default encoder and limits, a transcript long enough for two chapters."""
+    from podinsight_dagster.chapters.embed import encoder as default_encoder
+    from podinsight_dagster.transcribe.ahead import AHEAD
+
+    sentences = sentences_from_segments(transcript.segments)
+    if sentences and can_split([s.start for s in sentences]):
+        AHEAD.submit_sentences([s.text for s in sentences], lambda texts: default_encoder().encode(texts))
+
+
+def _write_soundbites(services: Services, ek: EpisodeKey, transcript: Transcript | None = None) -> list[dict]:
+    """Up to 3 podcast:soundbite candidates from the transcript (chapters/soundbites.json, podrun publish);
+    ``transcript``: the episode's, when the caller has read it already."""
     from podinsight_dagster.chapters.soundbites import soundbites
 
-    try:
-        transcript = Transcript.from_dict(services.stage.get_json(layout.transcript_key(ek)))
-    except FileNotFoundError:
-        return []
+    if transcript is None:
+        try:
+            transcript = Transcript.from_dict(services.stage.get_json(layout.transcript_key(ek)))
+        except FileNotFoundError:
+            return []
     bites = soundbites(transcript.segments)
     services.stage.put_json(layout.soundbites_key(ek), {"soundbites": bites})
     return bites
@@ -81,6 +101,7 @@ def chapters_episode(services: Services, pk: str) -> dict:
     rec = services.checkpoints.get(pk)
     publisher_error = None
     doc = None
+    transcript = None
     if rec is not None and rec.chapters_url:
         from podinsight_dagster.fetch.http import FetchError
 
@@ -101,7 +122,7 @@ def chapters_episode(services: Services, pk: str) -> dict:
                "chapters": generate_chapters(transcript)}
         source = "generated"
     services.stage.put_json(layout.chapters_key(ek), doc)
-    bites = _write_soundbites(services, ek)
+    bites = _write_soundbites(services, ek, transcript)  # the transcript read once (a long one's JSON takes time)
     return {"source": source, "chapters": len(doc["chapters"]), "soundbites": len(bites),
             "titles": " | ".join(str(c.get("title", "")) for c in doc["chapters"])[:500] or None,
             "publisher_error": publisher_error, "method": VERSION if source == "generated" else None,

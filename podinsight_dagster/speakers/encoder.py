@@ -101,17 +101,22 @@ class VoiceEncoder:
 
     def embed_spans(self, audio: np.ndarray, spans: Sequence[tuple[float, float]],
                     feats: np.ndarray | None = None, *, stride: int | None = None,
-                    max_windows: int | None = MAX_WINDOWS_PER_SPAN) -> np.ndarray:
+                    max_windows: int | None = MAX_WINDOWS_PER_SPAN, keep: dict | None = None,
+                    known: dict | None = None) -> np.ndarray:
         """One L2-normalised embedding per (start_sec, end_sec) span; a span shorter than one window is padded.
 
         Windows every ``stride`` frames (default: one window length, side by side; the package's own
         recipe is ``params.stride``), at most ``max_windows`` per span, evenly spread (None: all).
+        ``keep``: filled with each window's own voice, by a key naming its frames; ``known``: such voices
+        of an earlier call, used for the same windows instead of encoding them again (the rest go
+        through the encoder in calls of their own, so ``known`` never changes the others' numbers).
         """
         p = self.params
         stride = stride or p.window
         feats = self.log_mel(audio) if feats is None else feats
         windows: list[np.ndarray] = []
         owner: list[int] = []
+        keys: list = []
         for i, (start, end) in enumerate(spans):
             a = max(0, int(round(start * SAMPLE_RATE / p.hop)))
             b = min(len(feats), max(a + 1, int(round(end * SAMPLE_RATE / p.hop))))
@@ -124,13 +129,26 @@ class VoiceEncoder:
                 last = len(seg) - p.window
                 starts = [int(round(k * last / (max_windows - 1))) for k in range(max_windows)] \
                     if max_windows > 1 else [last // 2]
+            padded = b - a < p.window
             for k in starts:
                 windows.append(seg[k:k + p.window])
                 owner.append(i)
+                keys.append(("padded", a, b) if padded else a + k)  # equal keys: equal frames
         out = np.zeros((len(spans), self.dim), dtype=np.float32)
         if not windows:
             return out
-        emb = self._encode(np.stack(windows).astype(np.float32))
+        if known:
+            todo = [j for j, key in enumerate(keys) if key not in known]
+            emb = np.zeros((len(windows), self.dim), dtype=np.float32)
+            if todo:
+                emb[todo] = self._encode(np.stack([windows[j] for j in todo]).astype(np.float32))
+            for j, key in enumerate(keys):
+                if key in known:
+                    emb[j] = known[key]
+        else:
+            emb = self._encode(np.stack(windows).astype(np.float32))
+        if keep is not None:
+            keep.update(zip(keys, emb))
         np.add.at(out, np.asarray(owner), emb)
         return out / (np.linalg.norm(out, axis=-1, keepdims=True) + 1e-12)
 

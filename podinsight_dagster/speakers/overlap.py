@@ -110,19 +110,44 @@ def _mixture_scores(encoder: VoiceEncoder, audio: np.ndarray, windows, emb: np.n
     return sims.max(1), best_mix, best_pair
 
 
+def screen_windows(encoder: VoiceEncoder, audio: np.ndarray, spans: Sequence[tuple[float, float]],
+                   feats: np.ndarray | None = None, known: dict | None = None) -> np.ndarray:
+    """The screening pass's voices: side-by-side windows over all of ``spans`` (no clustering needed, so
+    the transcript step can have them made while it transcribes the next episodes: transcribe/ahead.py).
+    ``known``: window voices the segments' embedding already made (``segment_and_screen_voices``)."""
+    return encoder.embed_spans(audio, speech_windows(spans, hop=WINDOW_SEC), feats, max_windows=1, known=known)
+
+
+def segment_and_screen_voices(encoder: VoiceEncoder, audio: np.ndarray, spans: Sequence[tuple[float, float]],
+                              feats: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(one voice per segment, as diarize.embed_segments; the screening voices), the windows the two share
+    encoded once: the segments' side-by-side windows are most of the screening windows (up to 8 per segment,
+    so all of a segment's up to 6.4 s), and the encoder is most of what diarization costs."""
+    feats = encoder.log_mel(audio) if feats is None else feats
+    windows: dict = {}
+    emb = encoder.embed_spans(audio, spans, feats, keep=windows)
+    return emb, screen_windows(encoder, audio, spans, feats, known=windows)
+
+
 def detect_overlaps(encoder: VoiceEncoder, audio: np.ndarray, spans: Sequence[tuple[float, float]],
-                    centroids: np.ndarray, feats: np.ndarray | None = None) -> tuple[list[Overlap], int]:
+                    centroids: np.ndarray, feats: np.ndarray | None = None,
+                    screen: np.ndarray | None = None) -> tuple[list[Overlap], int]:
     """Overlapped regions in ``spans`` (the transcript's speech) between the clustering's voices ``centroids``.
 
     Two passes keep the encoder's work near the segments' own: side-by-side windows over all speech screen
     for candidates (a looser margin), then half-window steps test the candidates' neighbourhood.
+    ``feats`` (the encoder's filterbank of ``audio``) and ``screen`` (``screen_windows``' voices for these spans),
+    when already made, are not made again.
     Returns (regions in time order, windows encoded). Nothing is marked with fewer than two voices.
     """
     if len(centroids) < 2 or not spans:
         return [], 0
-    feats = encoder.log_mel(audio) if feats is None else feats
     coarse = speech_windows(spans, hop=WINDOW_SEC)
-    emb = encoder.embed_spans(audio, coarse, feats, max_windows=1)
+    if screen is not None and len(screen) == len(coarse):
+        emb = screen
+    else:
+        feats = encoder.log_mel(audio) if feats is None else feats
+        emb = screen_windows(encoder, audio, spans, feats)
     mixes: dict = {}
     single, mixed, _ = _mixture_scores(encoder, audio, coarse, emb, centroids, mixes)
     near = [(max(s - WINDOW_SEC, a), min(e + WINDOW_SEC, b))
@@ -131,6 +156,7 @@ def detect_overlaps(encoder: VoiceEncoder, audio: np.ndarray, spans: Sequence[tu
     if not near:
         return [], len(coarse)
     windows = sorted(set(speech_windows(_merged(near))))
+    feats = encoder.log_mel(audio) if feats is None else feats
     emb = encoder.embed_spans(audio, windows, feats, max_windows=1)
     single, mixed, pair_of = _mixture_scores(encoder, audio, windows, emb, centroids, mixes)
     regions: list[Overlap] = []

@@ -13,7 +13,7 @@ from podinsight_dagster.errors import StepError
 from podinsight_dagster.speakers.diarize import VERSION, diarize, embed_segments
 from podinsight_dagster.speakers.encoder import load_encoder
 from podinsight_dagster.speakers.overlap import METHOD as OVERLAP_METHOD, Overlap, clip_span, detect_overlaps, \
-    new_word_runs
+    new_word_runs, segment_and_screen_voices
 from podinsight_dagster.speakers.names import (SpeakerName, VoicePrint, guest_from_show_notes, name_speakers,
                                                persons_from_json, speakers_listed, update_prints)
 from podinsight_dagster.store import layout
@@ -86,6 +86,9 @@ class Prepared:
     embed_sec: float = 0.0
     audio_unread: str | None = None     # why a publisher-named transcript's audio could not be counted
     audio: np.ndarray | None = None     # kept for the overlap test and the second hearing of overlapped stretches
+    feats: np.ndarray | None = None     # the voice encoder's filterbank of ``audio``, when made ahead
+    screen: np.ndarray | None = None    # the overlap test's screening voices
+    ahead: bool = False                 # the voices were made while the transcript step went on (transcribe/ahead.py)
 
 
 def _voice_path(services: Services, transcript: Transcript) -> bool:
@@ -119,9 +122,26 @@ def prepare_episode(services: Services, pk: str) -> Prepared:
             if isinstance(exc, TranscriptionError):
                 raise
             raise StepError(f"{pk}: no raw audio to diarize (materialize raw_audio again)") from exc
-        started = time.perf_counter()
-        prepared.emb = embed_segments(transcript, audio)
-        prepared.embed_sec = time.perf_counter() - started
+        from podinsight_dagster.transcribe.ahead import AHEAD
+        from podinsight_dagster.transcribe.steps import decoded_key
+
+        # Made while the transcript step transcribed the next episodes, from this very transcript, when it could.
+        ahead = AHEAD.voices(decoded_key(services, meta["audio_key"], services.raw.size(meta["audio_key"])),
+                             [(s.start, s.end) for s in transcript.segments])
+        if ahead is not None:
+            prepared.emb, prepared.embed_sec = ahead.emb, ahead.embed_sec
+            prepared.feats, prepared.screen, prepared.ahead = ahead.feats, ahead.screen, True
+        elif _publisher_named(transcript):  # voices counted only: no overlap test, so no screening voices
+            started = time.perf_counter()
+            prepared.emb = embed_segments(transcript, audio)
+            prepared.embed_sec = time.perf_counter() - started
+        else:
+            encoder = load_encoder()
+            started = time.perf_counter()
+            prepared.feats = encoder.log_mel(audio)
+            prepared.emb, prepared.screen = segment_and_screen_voices(
+                encoder, audio, [(s.start, s.end) for s in transcript.segments], prepared.feats)
+            prepared.embed_sec = time.perf_counter() - started
         if not _publisher_named(transcript):
             prepared.audio = audio
     return prepared
@@ -197,7 +217,7 @@ def diarize_episode(services: Services, pk: str, prepared: Prepared | None = Non
     doc["speakers"] = speakers
     labels = list(result.labels)
     overlap = mark_overlaps(prepared.audio, doc, labels, result.centroids, [n.name for n in names],
-                            services.transcriber.options)
+                            services.transcriber.options, feats=prepared.feats, screen=prepared.screen)
     out.update(num_speakers=result.num_speakers, wall_sec=round(result.wall_sec + overlap["wall_sec"], 3),
                speakers=speakers, segment_speakers=labels, overlap=overlap)
     if any(n.teaches_prints() for n in names):
@@ -206,7 +226,8 @@ def diarize_episode(services: Services, pk: str, prepared: Prepared | None = Non
 
 
 def mark_overlaps(audio: np.ndarray | None, doc: dict, labels: list[int], centroids: np.ndarray, names: list[str],
-                  options: TranscribeOptions) -> dict:
+                  options: TranscribeOptions, *, feats: np.ndarray | None = None,
+                  screen: np.ndarray | None = None) -> dict:
     """Mark overlapped speech on ``doc``'s segments and add the words a second hearing finds (speakers/overlap.py).
 
     Segments touching an overlapped region get ``overlap`` and ``speakers`` (their own first). Each region is
@@ -214,7 +235,8 @@ def mark_overlaps(audio: np.ndarray | None, doc: dict, labels: list[int], centro
     have become segments of their own (``recovered``), given to the voice they came from: the other voice of
     the region where they sound over a segment of the first pass, else the nearer of the two voices.
     ``labels`` (one per segment) grows with them; ``options`` say which model hears (the transcript step's, loaded
-    only when a region is found). Returns speakers.json's ``overlap`` part.
+    only when a region is found); ``feats`` and ``screen``: the encoder's filterbank and the screening voices when
+    made ahead (``detect_overlaps``). Returns speakers.json's ``overlap`` part.
     """
     started = time.perf_counter()
     report = {"method": OVERLAP_METHOD, "regions": [], "overlap_sec": 0.0, "recovered_words": 0, "windows": 0}
@@ -223,7 +245,7 @@ def mark_overlaps(audio: np.ndarray | None, doc: dict, labels: list[int], centro
         return {**report, "wall_sec": 0.0}
     encoder = load_encoder()
     spans = [(s["start"], s["end"]) for s in segs]
-    regions, report["windows"] = detect_overlaps(encoder, audio, spans, centroids)
+    regions, report["windows"] = detect_overlaps(encoder, audio, spans, centroids, feats, screen)
     for seg, label in zip(segs, labels):
         heard = [c for r in regions if min(seg["end"], r.end) - max(seg["start"], r.start) >= MIN_MARKED_SEC
                  for c in r.speakers]

@@ -145,6 +145,16 @@ class DecodedAudio:
                 _, dropped = self._items.popitem(last=False)
                 self._bytes -= dropped.nbytes
 
+    def peek(self, key: str) -> np.ndarray | None:
+        """The episode's samples (a float32 copy), kept for ``take``; None when not kept."""
+        with self._lock:
+            samples = self._items.get(key)
+        if samples is None:
+            return None
+        audio = samples.astype(np.float32)
+        audio /= 32768.0
+        return audio
+
     def take(self, key: str) -> np.ndarray | None:
         with self._lock:
             samples = self._items.pop(key, None)

@@ -149,7 +149,7 @@ def transcribe_episodes(services: Services, keys: list[str], transcriber: Speech
                         source: str | None = None,
                         on_result: Callable[[str, Transcript | StepError], None] | None = None,
                         owner: str | None = None, run_id: str | None = None, force: bool = False,
-                        lease_s: float | None = None) -> dict[str, Transcript | StepError]:
+                        lease_s: float | None = None, ahead: bool = False) -> dict[str, Transcript | StepError]:
     """Transcribe every episode of ``keys``; writes each transcript.json; one failure never stops the rest.
 
     ``transcriber`` defaults to ``services.transcriber`` (asked only if some episode needs
@@ -165,6 +165,8 @@ def transcribe_episodes(services: Services, keys: list[str], transcriber: Speech
     Every transcription that ran appends a spend line (with ``run_id``) as soon as it is done. A
     transcript.json that an earlier run wrote at this code version but never recorded as done (killed
     before its spend line or its stage status) is adopted: not transcribed again, its line added if missing.
+    ``ahead``: this process runs the run's speakers and chapters steps next; each ASR transcript's voice and
+    sentence encoding starts in the background as soon as it is stored (transcribe/ahead.py).
     """
     transcriber = transcriber or services.transcriber
     if not hasattr(transcriber, "transcribe"):  # a Pipes transcriber: its worker transcribes, not this process
@@ -176,11 +178,11 @@ def transcribe_episodes(services: Services, keys: list[str], transcriber: Speech
     # The claim protocol (store/claims.py), shared with the download step; the lease is PODINSIGHT_CLAIM_LEASE_SEC.
     with Claims(services.checkpoints, TRANSCRIBE, owner, lease_s or services.settings.claim_lease_sec) as leases:
         return _transcribe(services, keys, transcriber, mode, on_result, owner, run_id,
-                           None if force else version, version, leases)
+                           None if force else version, version, leases, ahead)
 
 
 def _transcribe(services, keys, transcriber, mode, on_result, owner, run_id, unless_version, version,
-                leases: Claims) -> dict[str, Transcript | StepError]:
+                leases: Claims, ahead: bool = False) -> dict[str, Transcript | StepError]:
     results: dict[str, Transcript | StepError] = {}
 
     def done(pk: str, result: Transcript | StepError, paid: bool = False) -> None:
@@ -251,8 +253,10 @@ def _transcribe(services, keys, transcriber, mode, on_result, owner, run_id, unl
         for index, out in transcriber.transcribe(sources):
             job = asr[index]
             try:
-                done(job.pk, _store_asr(services, job, out, mode, publisher.get(job.pk),
-                                        publisher_errors.get(job.pk)))
+                stored = _store_asr(services, job, out, mode, publisher.get(job.pk), publisher_errors.get(job.pk))
+                if ahead:
+                    _start_ahead(services, job, stored)
+                done(job.pk, stored)
             except Exception as exc:  # noqa: BLE001 - e.g. a storage error writing one episode
                 done(job.pk, StepError(f"{job.pk}: storing the transcript failed: {type(exc).__name__}: {exc}"))
     except Exception as exc:  # noqa: BLE001 - the batch broke down (a bug, a dead GPU): fail what is left
@@ -261,6 +265,22 @@ def _transcribe(services, keys, transcriber, mode, on_result, owner, run_id, unl
                 msg = f"transcription stopped before this episode finished: {type(exc).__name__}: {exc}"
                 done(job.pk, StepError(f"{job.pk}: {msg}", retryable=True))
     return results
+
+
+def _start_ahead(services: Services, job: _Job, t: Transcript | StepError) -> None:
+    """Start the speakers and chapters steps' encoders on this episode's transcript while the model goes on."""
+    if not isinstance(t, Transcript) or t.source != "asr" or not t.segments:
+        return
+    # Only ever a head start: the later steps compute whatever is missing themselves.
+    from podinsight_dagster.chapters.steps import start_sentences_ahead
+    from podinsight_dagster.transcribe.ahead import AHEAD
+    from podinsight_dagster.transcribe.audio import DECODED
+
+    size = job.meta.get("bytes")
+    if services.settings.diarization != "off" and size is not None:
+        key = decoded_key(services, job.meta["audio_key"], size)  # where the prefetch thread kept the samples
+        AHEAD.submit_voices(key, [(s.start, s.end) for s in t.segments], lambda: DECODED.peek(key))
+    start_sentences_ahead(t)
 
 
 def _store_publisher_only(services: Services, job: _Job, pub: Transcript, asr_error: str) -> Transcript:

@@ -67,5 +67,29 @@ class InProcessTranscriber:
         from podinsight_dagster.transcribe.outcomes import outcome_message, read_outcomes
         from podinsight_dagster.transcribe.steps import transcribe_episodes
 
-        results = transcribe_episodes(services, keys, self, owner=run.run_id, run_id=run.run_id)
+        # ahead: when this process runs the run's speakers or chapters step next, their encoders' work starts as
+        # each transcript is stored, while the model transcribes the next episodes (transcribe/ahead.py).
+        results = transcribe_episodes(services, keys, self, owner=run.run_id, run_id=run.run_id,
+                                      ahead=later_steps_here(run))
         return read_outcomes(outcome_message(pk, r) for pk, r in results.items())
+
+
+IN_PROCESS_EXECUTORS = ("in_process", "execute_in_process_executor")
+
+
+def later_steps_here(run: Any) -> bool:
+    """Whether the Dagster step context ``run`` belongs to a run that executes its speakers or chapters step next,
+    in this same process (the in-process executor, as podrun's runs; the multiprocess executor starts a process
+    per step, where work done ahead here would be lost)."""
+    try:
+        execution = (run.run.run_config or {}).get("execution") or {}
+        config = execution.get("config", execution) if isinstance(execution, dict) else {}
+        if "multiprocess" in config:
+            return False
+        # execute_in_process (podrun's runs) uses an executor of its own name.
+        if "in_process" not in config and run.job_def.executor_def.name not in IN_PROCESS_EXECUTORS:
+            return False
+        selection = run.run.asset_selection or run.job_def.asset_layer.executable_asset_keys
+        return bool({k.to_user_string() for k in selection} & {"speakers", "chapters"})
+    except Exception:  # noqa: BLE001 - not a Dagster step context (a test's stand-in): no head start
+        return False

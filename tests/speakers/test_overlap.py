@@ -130,6 +130,35 @@ def test_turn_taking_marks_no_overlap(services, demo_cdn, voice_cache, tmp_path)
     assert out["overlap"]["overlap_sec"] <= 1.0 and out["overlap"]["recovered_words"] == 0
     assert sum(r["end_sec"] - r["start_sec"] for r in rows if r.get("overlap")) <= 0.1 * ep.duration
 
+    # The voices made while a podrun run's transcript step goes on (transcribe/ahead.py) are the step's own:
+    # diarized again from them, the episode gets the same speakers.json.
+    import threading
+
+    from podinsight_dagster.speakers.steps import prepare_episode
+    from podinsight_dagster.transcribe.ahead import AHEAD
+    from podinsight_dagster.transcribe.audio import decode
+    from podinsight_dagster.transcribe.steps import decoded_key
+
+    ek = EpisodeKey.parse(pk)
+    doc = services.stage.get_json(layout.transcript_key(ek))
+    audio_key = layout.audio_key(ek)
+    started = threading.Event()
+
+    def audio():
+        started.set()
+        with services.raw.local_copy(audio_key) as path:
+            return decode(path)
+
+    AHEAD.submit_voices(decoded_key(services, audio_key, services.raw.size(audio_key)),
+                        [(s["start"], s["end"]) for s in doc["segments"]], audio)
+    started.wait(30)
+    prepared = prepare_episode(services, pk)
+    assert prepared.ahead
+    again = diarize_episode(services, pk, prepared)
+    assert (again["num_speakers"], again["segment_speakers"]) == (out["num_speakers"], out["segment_speakers"])
+    assert {k: v for k, v in again["overlap"].items() if k != "wall_sec"} == \
+        {k: v for k, v in out["overlap"].items() if k != "wall_sec"}
+
 
 def test_a_second_hearing_adds_only_words_the_first_pass_lacks():
     from podinsight_dagster.speakers.overlap import Overlap, clip_span, new_word_runs
