@@ -23,7 +23,7 @@ from typing import Callable, Protocol
 from podinsight_dagster.costs.prices import Prices
 from podinsight_dagster.costs.speed import RUNBOOK_REALTIME_FACTOR, Speed
 from podinsight_dagster.store.metrics import Metric, Metrics
-from podinsight_dagster.store.sqlite_wal import enable_wal
+from podinsight_dagster.store.sqlite_wal import add_missing_columns, enable_wal
 
 DEFAULT_CEILING_USD = 40.0
 DEFAULT_EPISODE_SEC = 1800.0  # an episode with neither a measured nor a declared length is assumed 30 min
@@ -104,8 +104,7 @@ class SqliteSpendLedger:
             conn.execute("CREATE TABLE IF NOT EXISTS spend (ts REAL NOT NULL, partition_key TEXT NOT NULL, "
                          "usd REAL NOT NULL, compute_sec REAL, device TEXT, model TEXT, run_id TEXT)")
             conn.execute("CREATE INDEX IF NOT EXISTS spend_ts ON spend(ts)")
-            if "audio_sec" not in {row[1] for row in conn.execute("PRAGMA table_info(spend)")}:
-                conn.execute("ALTER TABLE spend ADD COLUMN audio_sec REAL")
+            add_missing_columns(conn, "spend", ["audio_sec REAL"])  # a ledger older than audio seconds
             conn.execute("CREATE TABLE IF NOT EXISTS reservations (id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
                          "usd REAL NOT NULL, created REAL NOT NULL, expires REAL NOT NULL, day TEXT NOT NULL)")
             conn.execute("CREATE TABLE IF NOT EXISTS freeze (id INTEGER PRIMARY KEY CHECK (id = 1), "

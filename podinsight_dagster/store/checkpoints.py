@@ -28,7 +28,7 @@ from podinsight_dagster.store.records import (DISCOVERED, DONE, DOWNLOAD, DOWNLO
                                               PENDING, REQUIRES, RUNNING, SEGMENTS, STAGE_STATUSES, STAGES, STATES,
                                               TRANSCRIBE, TRANSCRIBED, CheckpointStore, EpisodeRecord, FeedRecord,
                                               StageStatus, _apply, carried_fields, claim_refusal, now)
-from podinsight_dagster.store.sqlite_wal import enable_wal
+from podinsight_dagster.store.sqlite_wal import add_missing_columns, enable_wal
 
 _EPISODE_COLUMNS = [f for f in EpisodeRecord.__dataclass_fields__]
 _FEED_COLUMNS = [f for f in FeedRecord.__dataclass_fields__]
@@ -114,10 +114,7 @@ class SqliteCheckpointStore:
     def _add_missing_columns(conn: sqlite3.Connection) -> None:
         # A data root made by an older version lacks newer (nullable) columns: add them in place.
         for table, columns in (("episodes", _EPISODE_COLUMNS), ("feeds", _FEED_COLUMNS)):
-            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-            for col in columns:
-                if col not in have:
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {col}")
+            add_missing_columns(conn, table, list(columns))
 
     @contextlib.contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:

@@ -1,4 +1,5 @@
-"""Switching a SQLite file to WAL mode when several processes may open it at the same moment.
+"""Opening a SQLite file that several processes may open (and create, or upgrade) at the same moment:
+switching it to WAL mode, and adding the columns a newer version needs.
 
 Changing the journal mode takes an exclusive lock, and SQLite answers "database is locked" at once,
 without waiting out the busy timeout, when another connection is opening (or creating) the same file.
@@ -24,3 +25,22 @@ def enable_wal(conn: sqlite3.Connection, timeout_s: float = 60.0) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(POLL_S)
+
+
+def add_missing_columns(conn: sqlite3.Connection, table: str, columns: list[str]) -> None:
+    """``ALTER TABLE table ADD COLUMN c`` for each column definition whose name the table lacks.
+
+    Read and altered under the write lock (BEGIN IMMEDIATE): two processes opening a file made by an older
+    version (or a fresh one) at once would both see a column missing and the second ALTER would fail with
+    "duplicate column name". ``conn`` must have no transaction open.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column.split()[0] not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
