@@ -137,6 +137,11 @@ def test_podrun_reaches_a_deployment_only_with_its_token(settings, demo_catalog,
             launcher.ensure_partitions(["tech-talk/added-through-cloud-header"])
             assert "tech-talk/added-through-cloud-header" in launcher._partition_keys()
             assert proxy.forwarded > 0
+            # A backfill the deployment does not know (another instance's, say): said at once, not waited for.
+            launcher.timeout_s = 300
+            gone = launcher.wait("nosuchbackfill")
+            assert not gone.success and gone.runs == 0
+            assert gone.detail.startswith("backfill nosuchbackfill: ") and "after timeout" not in gone.detail
         finally:
             proxy.close()
 
